@@ -1,0 +1,1 @@
+"""The shared runtime of every Sendarix service: settings, topics, broker, tracing, database."""

@@ -1,0 +1,113 @@
+"""The FastStream Kafka broker every service uses, and the topic set-up from the catalogue.
+
+Producers are idempotent with ``acks=all``; subscribers commit an offset only after their
+handler returned (the side effect is done). A handler that raises is sought back and retried,
+so only a record that can never succeed may be skipped, and only by the handler itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from pydantic import BaseModel, ValidationError
+
+from libs.settings import Settings
+from libs.topics import catalogue
+from libs.tracing import setup_tracing
+
+log = logging.getLogger(__name__)
+
+RecordT = TypeVar("RecordT", bound=BaseModel)
+T = TypeVar("T")
+
+SUBSCRIBER_OPTIONS: dict[str, Any] = {
+    "ack_policy": AckPolicy.NACK_ON_ERROR,
+    "auto_offset_reset": "earliest",
+    "max_poll_interval_ms": 120_000,
+}
+"""Options of every pipeline subscriber: commit after the side effect, start from the beginning."""
+
+
+def make_broker(service: str, settings: Settings) -> KafkaBroker:
+    """A broker for ``service``: idempotent producer, acks=all, traced through Kafka headers."""
+    provider = setup_tracing(service, settings)
+    return KafkaBroker(
+        settings.kafka_bootstrap,
+        client_id=f"sendarix-{service}",
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=1,
+        allow_auto_create_topics=False,
+        middlewares=[KafkaTelemetryMiddleware(tracer_provider=provider)],
+        graceful_timeout=10.0,
+        log_level=logging.DEBUG,
+    )
+
+
+def group_id(service: str) -> str:
+    """The consumer group of a service: every instance of it shares the partitions."""
+    return f"sendarix-{service}"
+
+
+def parse_record(model: type[RecordT], message: KafkaMessage) -> RecordT | None:
+    """Decode a record of ``model``, or log and return None for one that can never be decoded.
+
+    Returning None lets the caller skip a poison record (its offset is committed) instead of
+    blocking the partition behind it.
+    """
+    try:
+        return model.model_validate_json(message.body)
+    except ValidationError as error:
+        raw = message.raw_message
+        log.error(
+            "skipping undecodable %s record at %s/%s@%s: %s",
+            model.__name__,
+            getattr(raw, "topic", "?"),
+            getattr(raw, "partition", "?"),
+            getattr(raw, "offset", "?"),
+            error.errors(include_url=False)[:3],
+        )
+        return None
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create every catalogue topic that does not exist yet; return the names created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in catalogue(settings.topic_prefix) if t.name not in existing]
+        for topic in missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(
+                    [
+                        NewTopic(
+                            topic.name,
+                            topic.partitions,
+                            1,
+                            topic_configs={"retention.ms": str(topic.retention_ms)},
+                        )
+                    ]
+                )
+        return [t.name for t in missing]
+    finally:
+        await admin.close()
+
+
+async def retry_forever(what: str, attempt: Callable[[], Awaitable[T]], pause: float = 1.0) -> T:
+    """Run ``attempt`` until it succeeds, pausing between failures (for start-up dependencies)."""
+    while True:
+        try:
+            return await attempt()
+        except Exception as error:
+            log.warning("%s not ready yet (%s); retrying", what, error)
+            await asyncio.sleep(pause)

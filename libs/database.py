@@ -1,0 +1,64 @@
+"""One way to open the database, and the versioned migrations applied at start-up."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import asyncpg
+
+from libs.settings import REPO_ROOT, Settings
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = REPO_ROOT / "deploy" / "migrations"
+MIGRATION_LOCK = 7_201_511  # advisory lock id: one migrator at a time
+
+
+async def _init_connection(connection: asyncpg.Connection) -> None:
+    for kind in ("json", "jsonb"):
+        await connection.set_type_codec(
+            kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+async def open_pool(settings: Settings, size: int | None = None) -> asyncpg.Pool:
+    """A connection pool whose json/jsonb columns read and write Python objects."""
+    pool_size = size or settings.database_pool_size
+    return await asyncpg.create_pool(
+        settings.database_url,
+        min_size=1,
+        max_size=pool_size,
+        init=_init_connection,
+    )
+
+
+async def apply_migrations(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply every ``NNNN_name.sql`` not applied yet, in order; return the ones applied now."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+        await connection.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {
+            row["version"]
+            for row in await connection.fetch("SELECT version FROM schema_migrations")
+        }
+        applied = []
+        for path in sorted(directory.glob("[0-9][0-9][0-9][0-9]_*.sql")):
+            if path.stem in done:
+                continue
+            async with connection.transaction():
+                await connection.execute(path.read_text())
+                await connection.execute(
+                    "INSERT INTO schema_migrations (version) VALUES ($1)", path.stem
+                )
+            log.info("applied migration %s", path.stem)
+            applied.append(path.stem)
+        return applied
+    finally:
+        await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+        await connection.close()

@@ -1,0 +1,63 @@
+"""One settings object for every process, read from ``SENDARIX_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Every knob of the platform; the defaults are the local stack of ``make run``."""
+
+    model_config = SettingsConfigDict(env_prefix="SENDARIX_", frozen=True)
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic_prefix: str = ""
+    """Prepended to every topic name; tests use it to get topics of their own."""
+    database_url: str = "postgresql://sendarix@127.0.0.1:5433/sendarix"
+    database_pool_size: int = 10
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    public_url: str = "http://127.0.0.1:8080"
+
+    otlp_endpoint: str = "http://127.0.0.1:4318"
+    tracing_enabled: bool = True
+    jaeger_ui_url: str = "http://127.0.0.1:16686"
+    mailpit_ui_url: str = "http://127.0.0.1:8025"
+
+    relay_host: str = "127.0.0.1"
+    relay_port: int = 1025
+    """The default route: every domain without a rule of its own (Mailpit in ``make run``)."""
+    simulator_host: str = "127.0.0.1"
+    simulator_port: int = 2525
+    simulator_domain: str = "simulator.sendarix.test"
+    simulator_log: Path = REPO_ROOT / ".state" / "run" / "simulator.jsonl"
+    bounce_address: str = "bounces@sendarix.test"
+
+    smtp_timeout_seconds: float = 30.0
+    smtp_helo_name: str = "sendarix.local"
+    retry_base_seconds: float = 30.0
+    retry_max_seconds: float = 3600.0
+    retry_poll_seconds: float = 0.5
+    webhook_timeout_seconds: float = 10.0
+    webhook_max_attempts: int = 5
+    webhook_retry_base_seconds: float = 1.0
+
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as ``SENDARIX_*`` variables, to hand to a child process."""
+        values = self.model_dump(mode="json")
+        return {f"SENDARIX_{name.upper()}": str(value) for name, value in values.items()}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,118 @@
+"""The public delivery-event stream ``sendarix.events``: CloudEvents 1.0, structured-mode JSON.
+
+Kafka key = message id; ``type`` = ``sendarix.message.<state>``; ``subject`` = message id.
+Event ids are derived from (message, state, attempt), so a stage that runs twice after a crash
+emits the same event twice and every consumer can drop the copy.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field
+
+from schemas.common import Lane, Problem, Record, Stream
+from schemas.pipeline import Route, SmtpReply
+
+EVENT_NAMESPACE = uuid.UUID("6f1f5d2a-3c1e-4f0b-9d1e-5e6e3a9b7c21")
+EVENT_TYPE_PREFIX = "sendarix.message."
+
+
+class MessageState(StrEnum):
+    """Where a message is. The terminal ones end its journey through the pipeline."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    RENDERED = "rendered"
+    SUPPRESSED = "suppressed"
+    ROUTED = "routed"
+    DEFERRED = "deferred"
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+    UNSUBSCRIBED = "unsubscribed"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        """True when no pipeline stage will act on the message again."""
+        return self in TERMINAL_STATES
+
+    @property
+    def event_type(self) -> str:
+        """The CloudEvents ``type`` of this state."""
+        return EVENT_TYPE_PREFIX + self.value
+
+
+TERMINAL_STATES = frozenset(
+    {
+        MessageState.REJECTED,
+        MessageState.SUPPRESSED,
+        MessageState.DELIVERED,
+        MessageState.BOUNCED,
+        MessageState.FAILED,
+    }
+)
+
+
+class EventData(Record):
+    """What every delivery event says about its message."""
+
+    message_id: str
+    tenant_id: str
+    recipient: str | None = None
+    sender: str | None = None
+    stream: Stream | None = None
+    lane: Lane | None = None
+    category: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    metadata: dict[str, str] = Field(default_factory=dict)
+    template: str | None = None
+    template_version: int | None = None
+    subject: str | None = None
+    route: Route | None = None
+    attempt: int | None = None
+    smtp: SmtpReply | None = None
+    problem: Problem | None = None
+    next_attempt_at: datetime | None = None
+    trace_id: str
+    service: str
+
+
+class DeliveryEvent(Record):
+    """A CloudEvents 1.0 envelope around ``EventData``."""
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str
+    source: str
+    type: str
+    subject: str
+    time: datetime
+    datacontenttype: Literal["application/json"] = "application/json"
+    dataschema: str = "https://sendarix.dev/schemas/events/v1"
+    data: EventData
+
+    @property
+    def state(self) -> MessageState:
+        """The message state this event reports."""
+        return MessageState(self.type.removeprefix(EVENT_TYPE_PREFIX))
+
+
+def event_id(message_id: str, state: MessageState, attempt: int | None = None) -> str:
+    """The deterministic id of the event that reports ``state`` for one attempt of a message."""
+    return str(uuid.uuid5(EVENT_NAMESPACE, f"{message_id}/{state.value}/{attempt or 0}"))
+
+
+def delivery_event(state: MessageState, data: EventData, time: datetime) -> DeliveryEvent:
+    """Wrap ``data`` in the CloudEvent that reports ``state``."""
+    return DeliveryEvent(
+        id=event_id(data.message_id, state, data.attempt),
+        source=f"/sendarix/{data.service}",
+        type=state.event_type,
+        subject=data.message_id,
+        time=time,
+        data=data,
+    )
