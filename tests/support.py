@@ -1,15 +1,24 @@
-"""Helpers for tests on the real broker: watch a topic, wait for a condition."""
+"""Helpers for tests on the real stack: watch a topic, wait, receive webhooks, read traces."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import httpx
+import uvicorn
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from libs.settings import Settings
 
@@ -82,3 +91,62 @@ class TopicTap:
             return found if len(found) >= count else None
 
         return await eventually(matched, timeout=timeout)
+
+
+class WebhookReceiver:
+    """A tenant's webhook endpoint: records every post, answers the statuses it is told to."""
+
+    def __init__(self) -> None:
+        self.posts: dict[str, list[tuple[dict[str, str], bytes]]] = defaultdict(list)
+        self.answers: dict[str, list[int]] = {}
+        self.base_url = ""
+
+    async def _hook(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        self.posts[name].append((dict(request.headers), await request.body()))
+        answers = self.answers.get(name) or [200]
+        return Response(status_code=answers.pop(0) if len(answers) > 1 else answers[0])
+
+    def url(self, answers: list[int] | None = None) -> tuple[str, str]:
+        """A fresh endpoint answering ``answers`` in turn (the last one from then on)."""
+        name = uuid.uuid4().hex
+        self.answers[name] = list(answers or [200])
+        return name, f"{self.base_url}/hooks/{name}"
+
+    def app(self) -> Starlette:
+        """The ASGI app that serves the endpoints."""
+        return Starlette(routes=[Route("/hooks/{name}", self._hook, methods=["POST"])])
+
+
+@asynccontextmanager
+async def serving_webhooks() -> AsyncIterator[WebhookReceiver]:
+    """A ``WebhookReceiver`` served by uvicorn on a free loopback port while the block runs."""
+    receiver = WebhookReceiver()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    receiver.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(receiver.app(), log_level="warning", lifespan="off"))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+
+    async def started() -> bool | None:
+        return True if server.started else None
+
+    try:
+        await eventually(started)
+        yield receiver
+    finally:
+        server.should_exit = True
+        await serving
+        sock.close()
+
+
+async def jaeger_services(settings: Settings, trace_id: str) -> set[str] | None:
+    """The services with spans in a trace, as Jaeger's query API reports it (None: not found)."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        response = await client.get(f"{settings.jaeger_ui_url}/api/traces/{trace_id}")
+    if response.status_code != 200:
+        return None
+    traces = response.json().get("data") or []
+    if not traces:
+        return None
+    return {process["serviceName"] for process in traces[0]["processes"].values()}

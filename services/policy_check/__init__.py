@@ -1,0 +1,1 @@
+"""policy-check: stops mail to suppressed addresses (``policy.<lane>`` → ``route.<lane>``)."""

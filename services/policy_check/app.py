@@ -1,0 +1,95 @@
+"""policy-check's wiring: a subscriber per lane of ``policy.<lane>`` and one on the event stream.
+
+The event-stream subscriber closes the loop from delivery back to policy: a hard bounce or a
+complaint reported by the sender suppresses the address for the next message.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+from faststream.kafka import KafkaMessage
+
+from libs.broker import SUBSCRIBER_OPTIONS, group_id, make_broker, parse_record
+from libs.database import open_pool
+from libs.events import emit, event_data
+from libs.logs import current_message_id
+from libs.poison import report_undecodable
+from libs.settings import Settings
+from libs.topics import EVENTS, lane_topic, public_topic
+from schemas.common import Lane
+from schemas.events import DeliveryEvent, MessageState
+from schemas.pipeline import RenderedMessage
+from services.policy_check import store
+from services.policy_check.decide import address_key, learned_suppression, verdict
+
+SERVICE = "policy-check"
+
+log = logging.getLogger(__name__)
+
+
+class PolicyCheckService:
+    """Clears rendered messages for routing unless their recipient is suppressed."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.broker = make_broker(SERVICE, settings)
+        self._pool: asyncpg.Pool | None = None
+        for lane in Lane:
+            self.broker.subscriber(
+                lane_topic("policy", lane, settings.topic_prefix),
+                group_id=f"{group_id(SERVICE)}-{lane.value}",
+                **SUBSCRIBER_OPTIONS,
+            )(self._check)
+        self.broker.subscriber(
+            public_topic(EVENTS, settings.topic_prefix),
+            group_id=f"{group_id(SERVICE)}-feedback",
+            **SUBSCRIBER_OPTIONS,
+        )(self._learn)
+
+    async def start(self) -> None:
+        self._pool = await open_pool(self.settings)
+        await self.broker.start()
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+        if self._pool is not None:
+            await self._pool.close()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None, "the service is not started"
+        return self._pool
+
+    async def _check(self, message: KafkaMessage) -> None:
+        rendered = parse_record(RenderedMessage, message)
+        if rendered is None:
+            await report_undecodable(self.broker, self.settings, SERVICE, message)
+            return
+        spec = rendered.message
+        current_message_id.set(spec.message_id)
+        suppression = await store.suppression_for(
+            self.pool, spec.tenant_id, address_key(spec.recipient)
+        )
+        problem = verdict(spec, suppression)
+        if problem is not None:
+            data = event_data(spec, SERVICE, problem=problem)
+            await emit(self.broker, self.settings, MessageState.SUPPRESSED, data)
+            return
+        await self.broker.publish(
+            message.body,
+            lane_topic("route", spec.lane, self.settings.topic_prefix),
+            key=spec.message_id.encode(),
+        )
+
+    async def _learn(self, message: KafkaMessage) -> None:
+        event = parse_record(DeliveryEvent, message)
+        suppression = learned_suppression(event) if event is not None else None
+        if event is None or suppression is None:
+            return
+        current_message_id.set(event.subject)
+        if await store.add_suppression(self.pool, suppression):
+            log.info(
+                "recipient suppressed for tenant %s: %s", event.data.tenant_id, suppression.reason
+            )

@@ -1,0 +1,1 @@
+"""render: merges accepted messages with their templates (``render.<lane>`` → ``policy.<lane>``)."""

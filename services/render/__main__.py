@@ -1,0 +1,6 @@
+"""``python -m services.render``."""
+
+from libs.service import main
+from services.render.app import RenderService
+
+main("render", RenderService)

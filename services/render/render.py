@@ -1,0 +1,93 @@
+"""Template merge: a message's spec (and its template) become the subject and bodies to send.
+
+Templates are tenant-written code, so they run in Jinja2's sandbox with ``StrictUndefined``
+(a missing variable is an error, not an empty string). Data is HTML-escaped in the html body
+only: escaping it in the subject or the text part would show ``&amp;`` to the reader. Inline
+content (no template) is used as given and never evaluated as a template.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError
+from jinja2 import Template as JinjaTemplate
+from jinja2.sandbox import SandboxedEnvironment
+
+from libs.templates import Template
+from schemas.common import Problem
+from schemas.pipeline import MessageSpec, RenderedContent
+from services.render.html_text import html_to_text
+
+RENDER_FAILED = "render_failed"
+SUBJECT_MAX_CHARS = 998
+"""RFC 5322's line limit: the subject must fit one header line."""
+
+
+def _environment(autoescape: bool) -> SandboxedEnvironment:
+    return SandboxedEnvironment(
+        undefined=StrictUndefined, autoescape=autoescape, keep_trailing_newline=True
+    )
+
+
+_ENVIRONMENTS = {escaped: _environment(escaped) for escaped in (False, True)}
+
+
+@lru_cache(maxsize=512)
+def _compiled(source: str, autoescape: bool) -> JinjaTemplate:
+    """A compiled template; the same few sources serve every message of a tenant."""
+    return _ENVIRONMENTS[autoescape].from_string(source)
+
+
+def one_line_subject(subject: str) -> str:
+    """``subject`` on one line (every run of whitespace, line breaks too, becomes one space)."""
+    return " ".join(subject.split())[:SUBJECT_MAX_CHARS].rstrip()
+
+
+def content(
+    subject: str, html: str | None, text: str | None, template_version: int | None = None
+) -> RenderedContent:
+    """The content to send; the text part is derived from the html when only html is given."""
+    if text is None and html is not None:
+        text = html_to_text(html)
+    return RenderedContent(
+        subject=one_line_subject(subject),
+        html=html,
+        text=text,
+        template_version=template_version,
+    )
+
+
+def merge(template: Template, data: dict[str, Any]) -> RenderedContent | Problem:
+    """``template`` merged with ``data``, or a ``render_failed`` problem saying what broke."""
+    parts = {"subject": template.subject, "html": template.html, "text": template.text}
+    merged: dict[str, str | None] = {}
+    for part, source in parts.items():
+        if source is None:
+            merged[part] = None
+            continue
+        try:
+            merged[part] = _compiled(source, part == "html").render(data)
+        except Exception as error:  # tenant code: any failure is the message's, not the lane's
+            reason = str(error) if isinstance(error, TemplateError) else repr(error)
+            return Problem(
+                code=RENDER_FAILED,
+                detail=f"template {template.name!r} v{template.version}, {part}: {reason}",
+            )
+    return content(merged["subject"] or "", merged["html"], merged["text"], template.version)
+
+
+def render(spec: MessageSpec, template: Template | None) -> RenderedContent | Problem:
+    """The content of ``spec``: its template merged with its data, or its inline parts as given.
+
+    ``template`` is the one the store returned for ``spec.template`` (None: it does not exist).
+    """
+    if spec.template is None:
+        return content(spec.subject or "", spec.html, spec.text)
+    if template is None:
+        locale = spec.locale or "the default locale"
+        return Problem(
+            code=RENDER_FAILED, detail=f"template {spec.template!r} not found for {locale}"
+        )
+    return merge(template, spec.data)

@@ -1,0 +1,1 @@
+"""router: gives each cleared message its route (``route.<lane>`` → ``deliver.<lane>``)."""

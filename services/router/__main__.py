@@ -1,0 +1,6 @@
+"""``python -m services.router``."""
+
+from libs.service import main
+from services.router.app import RouterService
+
+main("router", RouterService)

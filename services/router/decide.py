@@ -1,0 +1,97 @@
+"""Where, how and until when a message is delivered: destination, IP pool, retry window.
+
+Pools keep reputations apart: a bulk campaign that draws complaints must not slow down the
+password resets sent from the "security" pool. Retry windows follow the message's usefulness:
+a one-time code nobody received within 15 minutes is worthless, a receipt is not.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from libs.settings import Settings
+from schemas.common import Lane, Stream
+from schemas.pipeline import (
+    DeliveryJob,
+    MessageSpec,
+    RenderedMessage,
+    RetryRequest,
+    Route,
+    SmtpReply,
+)
+
+SIMULATOR_ROUTE = "simulator"
+DEFAULT_RELAY_ROUTE = "default-relay"
+
+SECURITY_POOL = "security"
+TRANSACTIONAL_POOL = "transactional"
+BULK_POOL = "bulk"
+
+SHORT_LIVED_CATEGORIES = frozenset(
+    {"otp", "login_verification", "password_reset", "security_alert"}
+)
+SHORT_RETRY_WINDOW = timedelta(minutes=15)
+DEFAULT_RETRY_WINDOW = timedelta(hours=24)
+
+SCHEDULED_REPLY = SmtpReply(code=0, text="scheduled for send_at")
+"""The reply a scheduled send is deferred with (no SMTP server was asked yet)."""
+
+
+def recipient_domain(recipient: str) -> str:
+    """The lower-cased domain of an address (empty for a string that is not one)."""
+    _, at, domain = recipient.rpartition("@")
+    return domain.strip().rstrip(">").lower() if at else ""
+
+
+def ip_pool(lane: Lane, stream: Stream) -> str:
+    """The IP pool whose reputation the message is sent on."""
+    if lane is Lane.BULK or stream is Stream.BROADCAST:
+        return BULK_POOL
+    if lane in (Lane.CRITICAL, Lane.HIGH):
+        return SECURITY_POOL
+    return TRANSACTIONAL_POOL
+
+
+def retry_window(category: str | None) -> timedelta:
+    """How long after its sending began a message is still worth another attempt."""
+    return SHORT_RETRY_WINDOW if category in SHORT_LIVED_CATEGORIES else DEFAULT_RETRY_WINDOW
+
+
+def route_for(spec: MessageSpec, settings: Settings) -> Route:
+    """The SMTP destination of ``spec``: the mailbox simulator for its domain, else the relay."""
+    if recipient_domain(spec.recipient) == settings.simulator_domain.lower():
+        name, host, port = SIMULATOR_ROUTE, settings.simulator_host, settings.simulator_port
+    else:
+        name, host, port = DEFAULT_RELAY_ROUTE, settings.relay_host, settings.relay_port
+    return Route(
+        name=name,
+        host=host,
+        port=port,
+        pool=ip_pool(spec.lane, spec.stream),
+        timeout_seconds=settings.smtp_timeout_seconds,
+    )
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def delivery_job(rendered: RenderedMessage, settings: Settings) -> DeliveryJob:
+    """The first delivery attempt of a message; its window opens at acceptance or ``send_at``."""
+    spec = rendered.message
+    starts = max(_utc(spec.accepted_at), _utc(spec.send_at or spec.accepted_at))
+    return DeliveryJob(
+        message=spec,
+        content=rendered.content,
+        route=route_for(spec, settings),
+        attempt=1,
+        retry_until=starts + retry_window(spec.category),
+    )
+
+
+def scheduled_send(job: DeliveryJob, now: datetime) -> RetryRequest | None:
+    """The deferral that holds ``job`` until its ``send_at``, or None when it may go now."""
+    send_at = job.message.send_at
+    if send_at is None or _utc(send_at) <= now:
+        return None
+    return RetryRequest(job=job, due_at=_utc(send_at), reply=SCHEDULED_REPLY)

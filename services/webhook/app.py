@@ -1,0 +1,127 @@
+"""webhook's wiring: one subscriber on ``sendarix.events`` posting each event to its tenant.
+
+Posts are retried inside the handler with exponential backoff, then the outcome is recorded
+and the handler returns: a dead endpoint costs its tenant's events, never the partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import UTC, datetime
+
+import asyncpg
+import httpx
+from faststream.kafka import KafkaMessage
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+from libs.broker import SUBSCRIBER_OPTIONS, group_id, make_broker, parse_record
+from libs.cache import TtlCache
+from libs.database import open_pool
+from libs.logs import current_message_id
+from libs.settings import Settings
+from libs.tenants import Tenant, tenant_by_id
+from libs.topics import EVENTS, public_topic
+from libs.tracing import setup_tracing
+from schemas.events import DeliveryEvent
+from services.webhook import store
+from services.webhook.delivery import (
+    DeliveryStatus,
+    WebhookDelivery,
+    backoff_seconds,
+    retryable,
+)
+from services.webhook.signing import signature_headers
+
+SERVICE = "webhook"
+CONTENT_TYPE = "application/cloudevents+json"
+TENANT_TTL_SECONDS = 30.0
+"""How long a tenant's endpoint and secret are reused before the database is asked again."""
+
+log = logging.getLogger(__name__)
+
+
+class WebhookService:
+    """Delivers every delivery event to the webhook endpoint of the event's tenant."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.broker = make_broker(SERVICE, settings)
+        self.client = httpx.AsyncClient(timeout=settings.webhook_timeout_seconds)
+        HTTPXClientInstrumentor.instrument_client(
+            self.client, tracer_provider=setup_tracing(SERVICE, settings)
+        )
+        self._pool: asyncpg.Pool | None = None
+        self._tenants: TtlCache[str, Tenant] = TtlCache(TENANT_TTL_SECONDS)
+        self.broker.subscriber(
+            public_topic(EVENTS, settings.topic_prefix),
+            group_id=group_id(SERVICE),
+            **SUBSCRIBER_OPTIONS,
+        )(self._deliver)
+
+    async def start(self) -> None:
+        self._pool = await open_pool(self.settings)
+        await self.broker.start()
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+        await self.client.aclose()
+        if self._pool is not None:
+            await self._pool.close()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None, "the service is not started"
+        return self._pool
+
+    async def _deliver(self, message: KafkaMessage) -> None:
+        event = parse_record(DeliveryEvent, message)
+        if event is None:
+            return
+        current_message_id.set(event.subject)
+        try:
+            event_id = uuid.UUID(event.id)
+        except ValueError:
+            log.error("skipping event with a non-UUID id %r", event.id)
+            return
+        tenant_id = event.data.tenant_id
+        tenant = await self._tenants.get(tenant_id, lambda: tenant_by_id(self.pool, tenant_id))
+        if tenant is None or not tenant.webhook_url or not tenant.webhook_secret:
+            return
+        url = tenant.webhook_url
+        if await store.already_delivered(self.pool, event_id, url):
+            return
+        delivery = await self._post(url, tenant.webhook_secret, event.id, message.body)
+        if delivery.status is DeliveryStatus.FAILED:
+            log.warning(
+                "webhook of tenant %s gave up on event %s: %s", tenant_id, event.id, delivery
+            )
+        await store.record_delivery(self.pool, event_id, tenant_id, url, delivery)
+
+    async def _post(self, url: str, secret: str, event_id: str, body: bytes) -> WebhookDelivery:
+        """Post ``body`` until the endpoint takes it, refuses it, or the attempts run out."""
+        attempts = self.settings.webhook_max_attempts
+        code: int | None = None
+        error: str | None = None
+        for attempt in range(1, attempts + 1):
+            headers = signature_headers(secret, event_id, datetime.now(UTC), body)
+            headers["content-type"] = CONTENT_TYPE
+            try:
+                response = await self.client.post(url, content=body, headers=headers)
+            except (httpx.InvalidURL, httpx.UnsupportedProtocol) as invalid:
+                return WebhookDelivery(DeliveryStatus.FAILED, attempt, None, repr(invalid))
+            except httpx.TransportError as failure:  # network errors and timeouts
+                code, error = None, repr(failure)
+            else:
+                code = response.status_code
+                if response.is_success:
+                    return WebhookDelivery(DeliveryStatus.DELIVERED, attempt, code)
+                error = f"HTTP {code} {response.reason_phrase}".rstrip()
+                if not retryable(code):
+                    return WebhookDelivery(DeliveryStatus.FAILED, attempt, code, error)
+            if attempt < attempts:
+                await asyncio.sleep(
+                    backoff_seconds(attempt, self.settings.webhook_retry_base_seconds)
+                )
+        return WebhookDelivery(DeliveryStatus.FAILED, attempts, code, error)

@@ -1,0 +1,72 @@
+"""The whole topology as separate processes: the seven services and the mailbox simulator.
+
+The processes run under ``deploy.stack``'s supervisor, exactly as ``make run`` starts them, with
+the test stack's infrastructure and topics of this module's own.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from deploy.stack.pipeline import SERVICES, start_pipeline
+from deploy.stack.probes import gateway_ready
+from deploy.stack.processes import Supervisor
+from deploy.stack.profiles import TEST
+from libs.broker import ensure_topics
+from libs.settings import Settings
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Topology:
+    """The running pipeline: its settings, its processes and an HTTP client for the gateway."""
+
+    settings: Settings
+    supervisor: Supervisor
+    http: httpx.AsyncClient
+
+    def simulator_deliveries(self) -> list[dict[str, Any]]:
+        """Every message the mailbox simulator accepted, as it logged them."""
+        path: Path = self.settings.simulator_log
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    async def restart(self, service: str) -> None:
+        """Start a (killed) service again and wait until it serves."""
+        self.supervisor.restart(service)
+        if service == "ingest":
+            await self.supervisor.wait_ready("ingest", probe=lambda: gateway_ready(TEST))
+
+
+@pytest.fixture(scope="module")
+async def topology(settings: Settings) -> AsyncIterator[Topology]:
+    run_id = uuid.uuid4().hex[:8]
+    run_settings = settings.model_copy(
+        update={
+            "topic_prefix": f"e{run_id}.",
+            "simulator_log": TEST.state_dir / "run" / f"simulator-{run_id}.jsonl",
+            "log_json": True,
+        }
+    )
+    await ensure_topics(run_settings)
+    supervisor = Supervisor(TEST.state_dir / "logs" / f"e2e-{run_id}")
+    start_pipeline(supervisor, run_settings)
+    try:
+        await supervisor.wait_ready("simulator", port=run_settings.simulator_port)
+        await supervisor.wait_ready("ingest", probe=lambda: gateway_ready(TEST))
+        for service in SERVICES:
+            assert supervisor.running(service), supervisor.tail(service)
+        async with httpx.AsyncClient(base_url=run_settings.public_url, timeout=10) as http:
+            yield Topology(run_settings, supervisor, http)
+    finally:
+        supervisor.stop_all()

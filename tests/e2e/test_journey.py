@@ -1,0 +1,167 @@
+"""One OTP from the HTTP request to the SMTP reply and the webhook, in one trace."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from standardwebhooks import Webhook
+
+from libs.templates import put_template
+from libs.tenants import Tenant, set_webhook
+from tests.e2e.conftest import Topology
+from tests.support import WebhookReceiver, eventually, jaeger_services, serving_webhooks
+
+pytestmark = pytest.mark.e2e
+
+PIPELINE = {"ingest", "render", "policy-check", "router", "sender"}
+
+
+async def _send(topology: Topology, api_key: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = await topology.http.post(
+        "/v1/messages", json=body, headers={"Authorization": f"Bearer {api_key}"}
+    )
+    assert response.status_code == 202, response.text
+    accepted: dict[str, Any] = response.json()
+    return accepted
+
+
+async def _settled(topology: Topology, api_key: str, message_id: str, status: str) -> Any:
+    async def check() -> dict[str, Any] | None:
+        response = await topology.http.get(
+            f"/v1/messages/{message_id}", headers={"Authorization": f"Bearer {api_key}"}
+        )
+        if response.status_code != 200:
+            return None
+        shown: dict[str, Any] = response.json()
+        return shown if shown["status"] == status else None
+
+    return await eventually(check, timeout=60)
+
+
+@pytest.fixture
+async def receiver() -> Any:
+    async with serving_webhooks() as running:
+        yield running
+
+
+async def test_otp_is_delivered_traced_and_streamed_to_the_webhook(
+    topology: Topology,
+    pool: asyncpg.Pool,
+    tenant: tuple[Tenant, str],
+    receiver: WebhookReceiver,
+) -> None:
+    account, api_key = tenant
+    hook, url = receiver.url()
+    configured = await set_webhook(pool, account.id, url)
+    assert configured is not None and configured.webhook_secret is not None
+    await put_template(
+        pool, account.id, "otp", "Your {{ app }} code is {{ code }}", None, "Code: {{ code }}"
+    )
+    accepted = await _send(
+        topology,
+        api_key,
+        {
+            "from": "Acme <login@example.test>",
+            "to": "success@simulator.sendarix.test",
+            "template": "otp",
+            "data": {"code": "482916", "app": "Acme"},
+            "category": "otp",
+            "tags": ["login"],
+        },
+    )
+    message_id = accepted["id"]
+
+    shown = await _settled(topology, api_key, message_id, "delivered")
+
+    assert shown["lane"] == "critical"
+    assert shown["trace_id"] == accepted["trace_id"]
+    types = [event["type"] for event in shown["events"]]
+    for state in ("accepted", "rendered", "routed", "delivered"):
+        assert f"sendarix.message.{state}" in types
+    delivered = [m for m in topology.simulator_deliveries() if message_id in m["message_id"]]
+    assert len(delivered) == 1
+
+    async def posted_delivered() -> list[dict[str, Any]] | None:
+        bodies = [json.loads(body) for _, body in receiver.posts[hook]]
+        found = [b for b in bodies if b["type"] == "sendarix.message.delivered"]
+        return found or None
+
+    [event] = await eventually(posted_delivered)
+    headers, body = next(
+        (h, b) for h, b in receiver.posts[hook] if json.loads(b)["id"] == event["id"]
+    )
+    Webhook(configured.webhook_secret).verify(body, headers)
+    assert event["subject"] == message_id
+
+    async def whole_trace() -> set[str] | None:
+        services = await jaeger_services(topology.settings, accepted["trace_id"])
+        return services if services and PIPELINE | {"webhook"} <= services else None
+
+    assert PIPELINE | {"webhook"} <= await eventually(whole_trace, timeout=30)
+
+
+async def test_throttled_message_is_retried_in_the_same_trace(
+    topology: Topology, tenant: tuple[Tenant, str]
+) -> None:
+    _, api_key = tenant
+    accepted = await _send(
+        topology,
+        api_key,
+        {
+            "from": "billing@example.test",
+            "to": f"throttle+{uuid.uuid4().hex[:6]}@simulator.sendarix.test",
+            "subject": "Your receipt",
+            "text": "Thanks!",
+            "category": "receipt",
+        },
+    )
+
+    shown = await _settled(topology, api_key, accepted["id"], "delivered")
+
+    deferrals = [e for e in shown["events"] if e["type"] == "sendarix.message.deferred"]
+    assert len(deferrals) == 3
+    assert all(e["smtp"]["code"] == 421 for e in deferrals)
+
+    async def whole_trace() -> set[str] | None:
+        services = await jaeger_services(topology.settings, accepted["trace_id"])
+        return services if services and PIPELINE | {"retry-scheduler"} <= services else None
+
+    assert PIPELINE | {"retry-scheduler"} <= await eventually(whole_trace, timeout=30)
+
+
+async def test_mail_for_other_domains_reaches_the_relay(
+    topology: Topology, tenant: tuple[Tenant, str]
+) -> None:
+    _, api_key = tenant
+    subject = f"Welcome {uuid.uuid4().hex}"
+    accepted = await _send(
+        topology,
+        api_key,
+        {
+            "from": "hello@example.test",
+            "to": "new.user@example.com",
+            "subject": subject,
+            "html": "<p>Welcome aboard</p>",
+            "category": "notification",
+        },
+    )
+
+    await _settled(topology, api_key, accepted["id"], "delivered")
+
+    async def in_mailpit() -> dict[str, Any] | None:
+        async with httpx.AsyncClient(timeout=5) as client:
+            found = await client.get(
+                f"{topology.settings.mailpit_ui_url}/api/v1/search",
+                params={"query": f'subject:"{subject}"'},
+            )
+        messages = found.json().get("messages") or []
+        return messages[0] if messages else None
+
+    message = await eventually(in_mailpit)
+    assert message["To"][0]["Address"] == "new.user@example.com"
+    assert accepted["id"] in message["MessageID"]

@@ -1,0 +1,103 @@
+"""router on the real broker: simulator and relay routes, scheduled sends held by the retry lane."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from libs.settings import Settings
+from libs.topics import EVENTS, lane_topic, public_topic
+from schemas.common import Lane
+from schemas.pipeline import DeliveryJob, RenderedMessage, RetryRequest
+from services.router.app import RouterService
+from tests.records import rendered_message
+from tests.support import TopicTap
+
+pytestmark = pytest.mark.integration
+
+LANE = Lane.CRITICAL
+
+
+@pytest.fixture(scope="module")
+async def service(settings: Settings) -> AsyncIterator[RouterService]:
+    running = RouterService(settings)
+    await running.start()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def tap(settings: Settings, service: RouterService) -> AsyncIterator[TopicTap]:
+    topics = [lane_topic(stage, LANE, settings.topic_prefix) for stage in ("deliver", "retry")]
+    async with TopicTap(settings, *topics, public_topic(EVENTS, settings.topic_prefix)) as watching:
+        yield watching
+
+
+async def route(service: RouterService, settings: Settings, message: RenderedMessage) -> None:
+    await service.broker.publish(
+        message.model_dump_json().encode(),
+        lane_topic("route", LANE, settings.topic_prefix),
+        key=message.message.message_id.encode(),
+    )
+
+
+def job_of(message: RenderedMessage) -> Any:
+    return lambda v: "attempt" in v and v["message"]["message_id"] == message.message.message_id
+
+
+def routed_event_of(message: RenderedMessage) -> Any:
+    message_id = message.message.message_id
+    return lambda v: v.get("subject") == message_id and v.get("type") == "sendarix.message.routed"
+
+
+async def test_simulator_and_relay_routes(
+    service: RouterService, settings: Settings, tap: TopicTap
+) -> None:
+    simulated = rendered_message(
+        lane=LANE, category="otp", recipient="success@simulator.sendarix.test"
+    )
+    relayed = rendered_message(lane=LANE, category="otp", recipient="someone@example.test")
+    await route(service, settings, simulated)
+    await route(service, settings, relayed)
+
+    [raw] = await tap.wait_for(job_of(simulated))
+    job = DeliveryJob.model_validate(raw)
+    assert job.attempt == 1 and job.message == simulated.message
+    assert job.content == simulated.content
+    assert (job.route.name, job.route.host, job.route.port, job.route.pool) == (
+        "simulator",
+        settings.simulator_host,
+        settings.simulator_port,
+        "security",
+    )
+    assert job.retry_until == simulated.message.accepted_at + timedelta(minutes=15)
+    [relay] = await tap.wait_for(job_of(relayed))
+    assert (relay["route"]["name"], relay["route"]["port"]) == (
+        "default-relay",
+        settings.relay_port,
+    )
+    [event] = await tap.wait_for(routed_event_of(simulated))
+    assert event["data"]["route"] == raw["route"]
+
+
+async def test_future_send_at_waits_on_the_retry_lane(
+    service: RouterService, settings: Settings, tap: TopicTap
+) -> None:
+    send_at = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
+    scheduled = rendered_message(lane=LANE, send_at=send_at)
+    now = rendered_message(lane=LANE)
+    await route(service, settings, scheduled)
+    await route(service, settings, now)
+
+    [raw] = await tap.wait_for(lambda v: "due_at" in v and job_of(scheduled)(v["job"]))
+    request = RetryRequest.model_validate(raw)
+    assert request.due_at == send_at
+    assert request.job.attempt == 1 and request.job.message == scheduled.message
+    assert request.reply.code == 0 and request.reply.text == "scheduled for send_at"
+    [event] = await tap.wait_for(routed_event_of(scheduled))
+    assert event["data"]["next_attempt_at"] is not None
+    await tap.wait_for(job_of(now))
+    assert not [v for v in tap.json_values() if job_of(scheduled)(v)]
