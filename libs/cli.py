@@ -1,0 +1,322 @@
+"""``sendarix``: the admin CLI. Tenants, templates, suppressions, and a message's story.
+
+An operator's tool: it reads and writes the database directly (settings from ``SENDARIX_*``,
+defaulting to the ``make run`` stack) and asks Jaeger's query API for a message's spans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+import click
+import httpx
+
+from libs.broker import ensure_topics
+from libs.database import apply_migrations, open_pool
+from libs.settings import Settings
+from libs.templates import DEFAULT_LOCALE, put_template
+from libs.tenants import create_tenant, set_webhook
+from schemas.events import EVENT_TYPE_PREFIX, DeliveryEvent
+
+T = TypeVar("T")
+JAEGER_TIMEOUT_SECONDS = 3.0
+
+
+def _print_json(value: object) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+def _with_pool(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+    async def run() -> T:
+        pool = await open_pool(settings, size=2)
+        try:
+            return await work(pool)
+        finally:
+            await pool.close()
+
+    return asyncio.run(run())
+
+
+def _uuid(value: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a {what} id (a UUID)") from None
+
+
+@click.group()
+@click.pass_context
+def main(context: click.Context) -> None:
+    """Administer a Sendarix platform (settings from SENDARIX_* variables)."""
+    context.obj = Settings()
+
+
+pass_settings = click.make_pass_decorator(Settings)
+
+
+@main.group()
+def tenant() -> None:
+    """Tenants: who may send, from which domains."""
+
+
+@tenant.command("create")
+@click.option("--name", required=True, help="The tenant's name.")
+@click.option("--domain", "domains", multiple=True, required=True, help="A sending domain.")
+@click.option("--webhook-url", help="Where its delivery events are posted.")
+@pass_settings
+def tenant_create(
+    settings: Settings, name: str, domains: tuple[str, ...], webhook_url: str | None
+) -> None:
+    """Create a tenant and print its id and API key (shown this once) as JSON."""
+    created, api_key = _with_pool(
+        settings, lambda pool: create_tenant(pool, name, list(domains), webhook_url)
+    )
+    output: dict[str, Any] = {
+        "tenant_id": created.id,
+        "name": created.name,
+        "domains": list(created.domains),
+        "api_key": api_key,
+    }
+    if created.webhook_url:
+        output |= {"webhook_url": created.webhook_url, "webhook_secret": created.webhook_secret}
+    click.echo(json.dumps(output))
+
+
+async def _message(
+    pool: asyncpg.Pool, message_id: uuid.UUID
+) -> tuple[asyncpg.Record, list[DeliveryEvent]] | None:
+    row = await pool.fetchrow("SELECT * FROM messages WHERE id = $1", message_id)
+    if row is None:
+        return None
+    events = await pool.fetch(
+        "SELECT event FROM message_events WHERE message_id = $1 ORDER BY occurred_at, recorded_at",
+        message_id,
+    )
+    return row, [DeliveryEvent.model_validate(e["event"]) for e in events]
+
+
+def _found(settings: Settings, message_id: str) -> tuple[asyncpg.Record, list[DeliveryEvent]]:
+    key = _uuid(message_id, "message")
+    found = _with_pool(settings, lambda pool: _message(pool, key))
+    if found is None:
+        raise click.ClickException(f"no message {message_id}")
+    return found
+
+
+def timeline_line(event: DeliveryEvent) -> str:
+    """One event on one line: time, type, service, attempt, SMTP reply or problem."""
+    data = event.data
+    parts = [
+        event.time.isoformat(timespec="milliseconds"),
+        f"{event.type.removeprefix(EVENT_TYPE_PREFIX):<12}",
+        f"{data.service:<16}",
+    ]
+    if data.attempt is not None:
+        parts.append(f"attempt {data.attempt}")
+    if data.smtp is not None:
+        reply = " ".join(str(p) for p in (data.smtp.code, data.smtp.enhanced_status) if p)
+        parts.append(f"{reply} {data.smtp.text}".strip())
+    if data.problem is not None:
+        parts.append(f"{data.problem.code}: {data.problem.detail}")
+    if data.next_attempt_at is not None:
+        parts.append(f"next attempt {data.next_attempt_at.isoformat(timespec='seconds')}")
+    return "  ".join(parts).rstrip()
+
+
+@main.group()
+def message() -> None:
+    """Messages: where one is and what happened to it."""
+
+
+@message.command("show")
+@click.argument("message_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the message and events as JSON.")
+@pass_settings
+def message_show(settings: Settings, message_id: str, as_json: bool) -> None:
+    """Print a message's status and its timeline, one event a line."""
+    row, events = _found(settings, message_id)
+    if as_json:
+        described = {k: (str(v) if isinstance(v, uuid.UUID) else v) for k, v in row.items()}
+        _print_json(described | {"events": [e.model_dump(mode="json") for e in events]})
+        return
+    click.echo(f"message  {row['id']}")
+    click.echo(f"status   {row['status']}")
+    click.echo(f"to       {row['recipient']}  (from {row['sender']})")
+    click.echo(f"lane     {row['lane']}  stream {row['stream']}  category {row['category']}")
+    click.echo(f"trace    {row['trace_id']}")
+    click.echo("timeline")
+    for event in events:
+        click.echo("  " + timeline_line(event))
+
+
+def trace_url(settings: Settings, trace_id: str) -> str:
+    """Where Jaeger shows a trace."""
+    return f"{settings.jaeger_ui_url.rstrip('/')}/trace/{trace_id}"
+
+
+def span_tree(trace: dict[str, Any]) -> list[str]:
+    """A Jaeger trace (query API JSON) as indented lines: service, operation, duration."""
+    spans = {span["spanID"]: span for span in trace.get("spans", [])}
+    processes = trace.get("processes", {})
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    for span in spans.values():
+        parents = [r["spanID"] for r in span.get("references", []) if r["spanID"] in spans]
+        children.setdefault(parents[0] if parents else None, []).append(span)
+    lines: list[str] = []
+
+    def walk(parent: str | None, depth: int) -> None:
+        for span in sorted(children.get(parent, []), key=lambda s: s["startTime"]):
+            service = processes.get(span["processID"], {}).get("serviceName", "?")
+            duration = span["duration"] / 1000
+            lines.append(f"{'  ' * depth}{service}  {span['operationName']}  {duration:.1f} ms")
+            walk(span["spanID"], depth + 1)
+
+    walk(None, 0)
+    return lines
+
+
+@main.command("trace")
+@click.argument("message_id")
+@pass_settings
+def trace_command(settings: Settings, message_id: str) -> None:
+    """Print a message's trace id, its Jaeger URL and, when Jaeger answers, its span tree."""
+    row, _ = _found(settings, message_id)
+    trace_id = row["trace_id"]
+    click.echo(f"trace    {trace_id}")
+    click.echo(f"jaeger   {trace_url(settings, trace_id)}")
+    api = f"{settings.jaeger_ui_url.rstrip('/')}/api/traces/{trace_id}"
+    try:
+        response = httpx.get(api, timeout=JAEGER_TIMEOUT_SECONDS)
+    except httpx.HTTPError as error:
+        click.echo(f"(Jaeger's query API did not answer: {error})")
+        return
+    traces = (response.json().get("data") or []) if response.status_code == 200 else []
+    if not traces:
+        click.echo("(Jaeger has no spans of this trace yet)")
+        return
+    click.echo("spans")
+    for line in span_tree(traces[0]):
+        click.echo("  " + line)
+
+
+@main.group()
+def db() -> None:
+    """The database."""
+
+
+@db.command("migrate")
+@pass_settings
+def db_migrate(settings: Settings) -> None:
+    """Apply the migrations not applied yet."""
+    applied = asyncio.run(apply_migrations(settings.database_url))
+    click.echo(f"applied: {', '.join(applied)}" if applied else "up to date")
+
+
+@main.group()
+def topics() -> None:
+    """The Kafka topics."""
+
+
+@topics.command("create")
+@pass_settings
+def topics_create(settings: Settings) -> None:
+    """Create every topic of the catalogue that does not exist yet."""
+    created = asyncio.run(ensure_topics(settings))
+    click.echo(f"created: {', '.join(created)}" if created else "all topics exist")
+
+
+@main.group()
+def template() -> None:
+    """Templates (Jinja2), versioned per locale."""
+
+
+def _read(path: Path | None) -> str | None:
+    return path.read_text(encoding="utf-8") if path is not None else None
+
+
+@template.command("create")
+@click.option("--tenant", "tenant_id", required=True, help="The tenant's id.")
+@click.option("--name", required=True, help="The template's name, as requests give it.")
+@click.option("--subject", required=True, help="The subject (a Jinja2 template).")
+@click.option("--html-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--text-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--locale", default=DEFAULT_LOCALE, show_default=True)
+@pass_settings
+def template_create(
+    settings: Settings,
+    tenant_id: str,
+    name: str,
+    subject: str,
+    html_file: Path | None,
+    text_file: Path | None,
+    locale: str,
+) -> None:
+    """Store a new version of a template and print it as JSON."""
+    _uuid(tenant_id, "tenant")
+    html, text = _read(html_file), _read(text_file)
+    if html is None and text is None:
+        raise click.UsageError("give --html-file, --text-file or both")
+    stored = _with_pool(
+        settings, lambda pool: put_template(pool, tenant_id, name, subject, html, text, locale)
+    )
+    _print_json(
+        {"tenant_id": tenant_id, "name": name, "locale": stored.locale, "version": stored.version}
+    )
+
+
+@main.group()
+def suppression() -> None:
+    """Addresses a tenant must not send to."""
+
+
+@suppression.command("add")
+@click.option("--tenant", "tenant_id", required=True, help="The tenant's id.")
+@click.option("--reason", default="manual", show_default=True)
+@click.argument("address")
+@pass_settings
+def suppression_add(settings: Settings, tenant_id: str, reason: str, address: str) -> None:
+    """Stop sending to ADDRESS for a tenant."""
+    key = _uuid(tenant_id, "tenant")
+    normalised = address.strip().lower()
+
+    async def add(pool: asyncpg.Pool) -> None:
+        await pool.execute(
+            "INSERT INTO suppressions (tenant_id, address, reason) VALUES ($1, $2, $3)"
+            " ON CONFLICT (tenant_id, address) DO UPDATE SET reason = EXCLUDED.reason",
+            key,
+            normalised,
+            reason,
+        )
+
+    _with_pool(settings, add)
+    _print_json({"tenant_id": tenant_id, "address": normalised, "reason": reason})
+
+
+@main.group()
+def webhook() -> None:
+    """Where a tenant's delivery events are posted."""
+
+
+@webhook.command("set")
+@click.option("--tenant", "tenant_id", required=True, help="The tenant's id.")
+@click.argument("url")
+@pass_settings
+def webhook_set(settings: Settings, tenant_id: str, url: str) -> None:
+    """Post a tenant's events to URL; print the signing secret."""
+    _uuid(tenant_id, "tenant")
+    updated = _with_pool(settings, lambda pool: set_webhook(pool, tenant_id, url))
+    if updated is None:
+        raise click.ClickException(f"no tenant {tenant_id}")
+    _print_json(
+        {
+            "tenant_id": updated.id,
+            "webhook_url": updated.webhook_url,
+            "webhook_secret": updated.webhook_secret,
+        }
+    )

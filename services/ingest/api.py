@@ -1,0 +1,269 @@
+"""The HTTP gateway: ``POST /v1/messages``, ``GET /v1/messages/{id}`` and the health probes.
+
+Every error is an RFC 9457 problem document (``problems.py``); bad input is never a 500. The
+body is read and parsed here rather than by FastAPI, so that its size, media type, JSON syntax
+and fields each get their own status and code, with a JSON pointer per bad field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from aiokafka.errors import KafkaError
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
+from starlette.exceptions import HTTPException
+
+from libs.tenants import Tenant
+from schemas.send import AcceptedResponse, SendRequest
+from services.ingest import store
+from services.ingest.accept import DATABASE_DOWN, Ingest, accept, check, claim
+from services.ingest.ids import fresh_message_ids
+from services.ingest.problems import PROBLEM_JSON, ProblemDocument, ProblemError
+from services.ingest.validate import Violation, check_idempotency_key, parse_request
+from services.ingest.views import MessageView
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 10 * 1024 * 1024
+PROBE_TIMEOUT_SECONDS = 2.0
+COMPONENT_REF = "#/components/schemas/{model}"
+
+SEND_REQUEST_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": COMPONENT_REF.format(model="SendRequest")}}
+        },
+    }
+}
+"""The body of ``POST /v1/messages`` in the OpenAPI document (the route parses it itself)."""
+
+
+def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses: a problem document for each status."""
+    schema = {"$ref": COMPONENT_REF.format(model=ProblemDocument.__name__)}
+    return {
+        status: {
+            "description": HTTPStatus(status).phrase,
+            "content": {PROBLEM_JSON: {"schema": schema}},
+        }
+        for status in statuses
+    }
+
+
+def _ingest(request: Request) -> Ingest:
+    ingest: Ingest | None = getattr(request.app.state, "ingest", None)
+    if ingest is None:
+        raise ProblemError.unavailable("ingest is starting")
+    return ingest
+
+
+IngestDep = Annotated[Ingest, Depends(_ingest)]
+_bearer = HTTPBearer(auto_error=False, description="The tenant's API key")
+
+
+async def _tenant(
+    ingest: IngestDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Tenant:
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if credentials is None:
+        raise ProblemError("unauthorized", "send Authorization: Bearer <key>", headers=challenge)
+    tenant = await ingest.tenants.by_api_key(credentials.credentials)
+    if tenant is None:
+        raise ProblemError("unauthorized", "unknown or revoked API key", headers=challenge)
+    return tenant
+
+
+TenantDep = Annotated[Tenant, Depends(_tenant)]
+router = APIRouter()
+
+
+async def _json_body(request: Request) -> bytes:
+    """The raw body of a JSON request, at most ``MAX_BODY_BYTES`` of it."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json" and not (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        raise ProblemError("unsupported_media_type", "send the body as application/json")
+    too_large = ProblemError(
+        "payload_too_large", f"the body may have at most {MAX_BODY_BYTES} bytes"
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise too_large
+    return bytes(body)
+
+
+def _accepted(response: AcceptedResponse, replayed: bool = False) -> JSONResponse:
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return JSONResponse(response.model_dump(mode="json"), status_code=202, headers=headers)
+
+
+@router.post(
+    "/v1/messages",
+    status_code=202,
+    response_model=AcceptedResponse,
+    responses=_problems(400, 401, 403, 409, 413, 415, 422, 503),
+    openapi_extra=SEND_REQUEST_BODY,
+    summary="Send a message (one per recipient)",
+)
+async def send_message(
+    request: Request,
+    ingest: IngestDep,
+    tenant: TenantDep,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    """Accept a message for each recipient; answered once the broker holds them."""
+    if idempotency_key is not None and (reason := check_idempotency_key(idempotency_key)):
+        raise ProblemError("invalid_idempotency_key", reason)
+    parsed = parse_request(await _json_body(request), SendRequest)
+    if isinstance(parsed, list):
+        raise ProblemError.of(parsed)
+    if violations := await check(ingest, parsed, tenant):
+        raise ProblemError.of(violations)
+    message_ids = fresh_message_ids(len(parsed.to))
+    if idempotency_key is not None:
+        claimed = await claim(ingest, tenant.id, idempotency_key, parsed)
+        if isinstance(claimed, Violation):
+            raise ProblemError(claimed.code, claimed.detail)
+        if claimed.replay is not None:
+            return _accepted(claimed.replay, replayed=True)
+        message_ids = claimed.message_ids
+    try:
+        response = await accept(ingest, tenant.id, parsed, message_ids, idempotency_key)
+    except (KafkaError, TimeoutError) as error:
+        log.warning("broker did not take %s: %r", message_ids, error)
+        raise ProblemError.unavailable("the broker did not take the message; retry") from error
+    return _accepted(response)
+
+
+@router.get(
+    "/v1/messages/{message_id}",
+    response_model=MessageView,
+    responses=_problems(401, 404),
+    summary="A message's status and timeline",
+)
+async def get_message(message_id: str, ingest: IngestDep, tenant: TenantDep) -> MessageView:
+    """The message, if it is the caller's, with every event that happened to it."""
+    not_found = ProblemError("not_found", f"no message {message_id!r}")
+    try:
+        uuid.UUID(message_id)
+    except ValueError:
+        raise not_found from None
+    found = await store.message(ingest.pool, tenant.id, message_id)
+    if found is None:
+        raise not_found
+    return MessageView.of(*found)
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses=_problems(503), summary="The database and the broker answer")
+async def readyz(ingest: IngestDep) -> dict[str, str]:
+    failing = []
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
+            await ingest.pool.fetchval("SELECT 1")
+    except DATABASE_DOWN:
+        failing.append("database")
+    if not await ingest.broker.ping(timeout=PROBE_TIMEOUT_SECONDS):
+        failing.append("broker")
+    if failing:
+        raise ProblemError("not_ready", f"not answering: {', '.join(failing)}")
+    return {"status": "ready"}
+
+
+class Gateway(FastAPI):
+    """The FastAPI app, with an OpenAPI document that says what the routes really take.
+
+    The send body is described with its public field names (``from``); errors are problem
+    documents, so FastAPI's own validation-error schema, which no client ever gets, is dropped.
+    """
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            document = get_openapi(
+                title=self.title,
+                version=self.version,
+                description=self.description,
+                routes=self.routes,
+            )
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            for model in (SendRequest, ProblemDocument):
+                schema = model.model_json_schema(by_alias=True, ref_template=COMPONENT_REF)
+                schemas.update(schema.pop("$defs", {}))
+                schemas[model.__name__] = schema
+            for name in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(name, None)
+            for operations in document["paths"].values():
+                for operation in operations.values():
+                    if (
+                        operation["responses"].get("422", {}).get("description")
+                        == "Validation Error"
+                    ):
+                        del operation["responses"]["422"]
+            self.openapi_schema = document
+        return self.openapi_schema
+
+
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def build_api(tracer_provider: TracerProvider) -> Gateway:
+    """The gateway app; its ``state.ingest`` is set once the service has started."""
+    app = Gateway(
+        title="Sendarix",
+        version="1",
+        description="Transactional email: send a message, follow it to the inbox.",
+    )
+    app.include_router(router)
+
+    @app.exception_handler(ProblemError)
+    async def problem(request: Request, error: ProblemError) -> Response:
+        return error.response()
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> Response:
+        code = HTTP_CODES.get(error.status_code, "http_error")
+        return ProblemError(code, str(error.detail), status=error.status_code).response()
+
+    @app.exception_handler(KafkaError)
+    async def broker_down(request: Request, error: KafkaError) -> Response:
+        return ProblemError.unavailable("the broker is not answering; retry").response()
+
+    async def database_down(request: Request, error: Exception) -> Response:
+        log.warning("database unavailable: %r", error)
+        return ProblemError.unavailable("the database is not answering; retry").response()
+
+    for kind in DATABASE_DOWN:
+        app.add_exception_handler(kind, database_down)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, error: Exception) -> Response:
+        return ProblemError("internal_error", "something broke on our side", status=500).response()
+
+    FastAPIInstrumentor.instrument_app(
+        app,
+        tracer_provider=tracer_provider,
+        excluded_urls="healthz,readyz",
+        exclude_spans=["receive", "send"],
+    )
+    return app

@@ -1,0 +1,139 @@
+"""ingest's wiring: the HTTP gateway, the intake of ``send.requests`` and the event recorder."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import asyncpg
+import uvicorn
+from faststream.kafka import KafkaMessage
+from faststream.message import StreamMessage
+
+from libs.broker import SUBSCRIBER_OPTIONS, group_id, make_broker, parse_record
+from libs.database import open_pool
+from libs.settings import Settings
+from libs.topics import EVENTS, SEND_REQUESTS, public_topic
+from libs.tracing import setup_tracing
+from schemas.events import DeliveryEvent
+from services.ingest import store
+from services.ingest.accept import DATABASE_DOWN, SERVICE, Ingest
+from services.ingest.api import build_api
+from services.ingest.intake import take_in
+from services.ingest.recorder import record
+from services.ingest.tenancy import TenantDirectory
+
+log = logging.getLogger(__name__)
+
+KEY_SWEEP_SECONDS = 3600.0
+"""How often expired idempotency keys are deleted."""
+
+
+def undecoded(message: StreamMessage[object]) -> bytes:
+    """The record's bytes as they are: the handler decodes them, so a bad one is not fatal.
+
+    FastStream's own decoder raises on a record labelled JSON that is not, which would retry
+    that record forever and block its partition.
+    """
+    return message.body
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside the service: the process's signals belong to ``libs.service``."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class IngestService:
+    """Takes send requests in through HTTP and the topic; keeps the message log."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.broker = make_broker(SERVICE, settings)
+        self.api = build_api(setup_tracing(SERVICE, settings))
+        self._ingest: Ingest | None = None
+        self._server: _EmbeddedServer | None = None
+        self._serving: asyncio.Task[None] | None = None
+        self._sweeping: asyncio.Task[None] | None = None
+        prefix = settings.topic_prefix
+        self.broker.subscriber(
+            public_topic(SEND_REQUESTS, prefix),
+            group_id=f"{group_id(SERVICE)}-intake",
+            decoder=undecoded,
+            **SUBSCRIBER_OPTIONS,
+        )(self._take_in)
+        self.broker.subscriber(
+            public_topic(EVENTS, prefix),
+            group_id=f"{group_id(SERVICE)}-recorder",
+            decoder=undecoded,
+            **SUBSCRIBER_OPTIONS,
+        )(self._record)
+
+    @property
+    def ingest(self) -> Ingest:
+        """What the handlers share, once started."""
+        if self._ingest is None:
+            raise RuntimeError("ingest is not started")
+        return self._ingest
+
+    async def start(self) -> None:
+        pool = await open_pool(self.settings)
+        self._ingest = Ingest(self.settings, self.broker, pool, TenantDirectory(pool))
+        await self.broker.start()
+        self.api.state.ingest = self._ingest
+        config = uvicorn.Config(
+            self.api,
+            host=self.settings.http_host,
+            port=self.settings.http_port,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+        )
+        self._sweeping = asyncio.create_task(self._sweep_keys(pool))
+        self._server = _EmbeddedServer(config)
+        self._serving = asyncio.create_task(self._server.serve())
+        while not self._server.started:
+            if self._serving.done():  # it could not listen: say why
+                self._serving.result()
+                raise RuntimeError("the HTTP gateway stopped while starting")
+            await asyncio.sleep(0.05)
+
+    @property
+    def http_port(self) -> int:
+        """The port the gateway listens on (the one the OS chose, when configured as 0)."""
+        assert self._server is not None
+        port: int = self._server.servers[0].sockets[0].getsockname()[1]
+        return port
+
+    async def stop(self) -> None:
+        if self._server is not None and self._serving is not None:
+            self._server.should_exit = True
+            await self._serving
+        if self._sweeping is not None:
+            self._sweeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeping
+        await self.broker.stop()
+        if self._ingest is not None:
+            await self._ingest.pool.close()
+
+    async def _sweep_keys(self, pool: asyncpg.Pool) -> None:
+        while True:
+            try:
+                if deleted := await store.forget_expired_keys(pool):
+                    log.info("forgot %d expired idempotency keys", deleted)
+            except DATABASE_DOWN as error:
+                log.warning("could not sweep idempotency keys: %r", error)
+            await asyncio.sleep(KEY_SWEEP_SECONDS)
+
+    async def _take_in(self, message: KafkaMessage) -> None:
+        await take_in(self.ingest, message)
+
+    async def _record(self, message: KafkaMessage) -> None:
+        event = parse_record(DeliveryEvent, message)
+        if event is not None:
+            await record(self.ingest.pool, event)

@@ -1,0 +1,99 @@
+"""RFC 9457 problem documents: the one shape of every error the HTTP gateway answers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from services.ingest.validate import Violation
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://sendarix.dev/problems/"
+RETRY_AFTER_SECONDS = 5
+
+CODE_STATUS: dict[str, int] = {
+    "malformed_json": 400,
+    "invalid_idempotency_key": 400,
+    "unauthorized": 401,
+    "sender_not_allowed": 403,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "idempotency_key_reused": 409,
+    "payload_too_large": 413,
+    "unsupported_media_type": 415,
+    "unavailable": 503,
+    "not_ready": 503,
+}
+"""The HTTP status of each problem code; every other code is a 422 (a field is wrong)."""
+
+
+class FieldError(BaseModel):
+    """One bad field of the request body."""
+
+    pointer: str
+    detail: str
+
+
+class ProblemDocument(BaseModel):
+    """An ``application/problem+json`` body; ``code`` is the machine-readable reason."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    errors: list[FieldError] = []
+
+
+class ProblemError(Exception):
+    """Raised by a route to answer with a problem document instead of its result."""
+
+    def __init__(
+        self,
+        code: str,
+        detail: str,
+        violations: Sequence[Violation] = (),
+        headers: Mapping[str, str] | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.violations = tuple(violations)
+        self.headers = dict(headers or {})
+        self.status = status or CODE_STATUS.get(code, 422)
+
+    @classmethod
+    def of(cls, violations: Sequence[Violation]) -> ProblemError:
+        """The problem that refuses a request for ``violations`` (the first one names it)."""
+        count = len(violations)
+        detail = violations[0].detail if count == 1 else f"{count} problems with the request"
+        return cls(violations[0].code, detail, violations)
+
+    @classmethod
+    def unavailable(cls, detail: str) -> ProblemError:
+        """The answer when a dependency (broker, database) cannot take the request now."""
+        return cls("unavailable", detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+    def document(self) -> ProblemDocument:
+        """The problem as its RFC 9457 document."""
+        return ProblemDocument(
+            type=PROBLEM_TYPE_BASE + self.code,
+            title=HTTPStatus(self.status).phrase,
+            status=self.status,
+            detail=self.detail,
+            code=self.code,
+            errors=[FieldError(pointer=v.pointer, detail=v.detail) for v in self.violations],
+        )
+
+    def response(self) -> JSONResponse:
+        """The problem as an HTTP response."""
+        return JSONResponse(
+            self.document().model_dump(),
+            status_code=self.status,
+            headers=self.headers,
+            media_type=PROBLEM_JSON,
+        )

@@ -1,0 +1,83 @@
+"""What ``GET /v1/messages/{id}`` answers: a message and its timeline, built from the log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.common import Problem
+from schemas.events import EVENT_TYPE_PREFIX, DeliveryEvent
+from schemas.pipeline import Route, SmtpReply
+
+
+class TimelineEntry(BaseModel):
+    """One event of a message: what happened, when, where, and the SMTP reply if any."""
+
+    type: str
+    time: datetime
+    service: str
+    attempt: int | None = None
+    smtp: SmtpReply | None = None
+    problem: Problem | None = None
+    next_attempt_at: datetime | None = None
+
+    @classmethod
+    def of(cls, event: DeliveryEvent) -> TimelineEntry:
+        data = event.data
+        return cls(
+            type=event.type.removeprefix(EVENT_TYPE_PREFIX),
+            time=event.time,
+            service=data.service,
+            attempt=data.attempt,
+            smtp=data.smtp,
+            problem=data.problem,
+            next_attempt_at=data.next_attempt_at,
+        )
+
+
+class MessageView(BaseModel):
+    """A message as its sender sees it: where it is and everything that happened to it."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str
+    status: str
+    lane: str | None
+    stream: str | None
+    category: str | None
+    sender: str | None = Field(alias="from")
+    to: str | None
+    subject: str | None
+    route: Route | None
+    template: str | None
+    template_version: int | None
+    tags: list[str]
+    metadata: dict[str, str]
+    trace_id: str
+    accepted_at: datetime
+    updated_at: datetime
+    events: list[TimelineEntry]
+
+    @classmethod
+    def of(cls, row: asyncpg.Record, events: list[DeliveryEvent]) -> MessageView:
+        return cls(
+            id=str(row["id"]),
+            status=row["status"],
+            lane=row["lane"],
+            stream=row["stream"],
+            category=row["category"],
+            sender=row["sender"],
+            to=row["recipient"],
+            subject=row["subject"],
+            route=Route.model_validate(row["route"]) if row["route"] else None,
+            template=row["template"],
+            template_version=row["template_version"],
+            tags=list(row["tags"]),
+            metadata=row["metadata"],
+            trace_id=row["trace_id"],
+            accepted_at=row["accepted_at"],
+            updated_at=row["updated_at"],
+            events=[TimelineEntry.of(event) for event in events],
+        )

@@ -1,0 +1,216 @@
+"""The ``sendarix`` CLI against the test database (and Jaeger's query API, when it answers)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+from click.testing import CliRunner, Result
+from opentelemetry import trace
+
+from libs.cli import main
+from libs.events import event_data
+from libs.settings import Settings
+from libs.tenants import Tenant, tenant_by_api_key, tenant_by_id
+from libs.tracing import setup_tracing
+from schemas.common import Problem
+from schemas.events import MessageState, delivery_event
+from schemas.pipeline import MessageSpec, SmtpReply
+from services.ingest.recorder import record
+from tests.records import message_spec
+from tests.support import eventually
+
+pytestmark = pytest.mark.integration
+
+
+async def sendarix(settings: Settings, *args: str, **env: str) -> Result:
+    """Run the CLI in a thread (it runs its own event loop), with the test stack's settings."""
+    environment = settings.as_env() | env
+    return await asyncio.to_thread(
+        CliRunner().invoke, main, list(args), env=environment, catch_exceptions=False
+    )
+
+
+async def logged_message(pool: asyncpg.Pool, spec: MessageSpec) -> None:
+    """A message with a story: accepted, deferred once, delivered on the second attempt."""
+    start = datetime.now(UTC)
+    story = [
+        (MessageState.ACCEPTED, {}),
+        (
+            MessageState.DEFERRED,
+            {
+                "attempt": 1,
+                "smtp": SmtpReply(code=421, enhanced_status="4.7.0", text="try later"),
+                "next_attempt_at": start + timedelta(seconds=30),
+            },
+        ),
+        (MessageState.DELIVERED, {"attempt": 2, "smtp": SmtpReply(code=250, text="OK")}),
+    ]
+    for step, (state, details) in enumerate(story):
+        service = "ingest" if state is MessageState.ACCEPTED else "sender"
+        data = event_data(spec, service, **details)
+        await record(pool, delivery_event(state, data, start + timedelta(seconds=step)))
+
+
+async def test_tenant_create_prints_one_json_object_with_a_working_key(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    result = await sendarix(
+        settings,
+        "tenant",
+        "create",
+        "--name",
+        "acme",
+        "--domain",
+        "Acme.test",
+        "--domain",
+        "b.test",
+    )
+    assert result.exit_code == 0, result.output
+    created = json.loads(result.output)
+    assert set(created) == {"tenant_id", "name", "domains", "api_key"}
+    assert created["domains"] == ["acme.test", "b.test"]
+    found = await tenant_by_api_key(pool, created["api_key"])
+    assert found is not None and found.id == created["tenant_id"]
+
+    hooked = await sendarix(
+        settings, "tenant", "create", "--name", "h", "--domain", "h.test", "--webhook-url", "https://h.test/in"
+    )  # fmt: skip
+    with_hook = json.loads(hooked.output)
+    assert with_hook["webhook_url"] == "https://h.test/in"
+    assert with_hook["webhook_secret"].startswith("whsec_")
+
+
+async def test_message_show_prints_the_status_and_timeline(
+    settings: Settings, pool: asyncpg.Pool, tenant: tuple[Tenant, str]
+) -> None:
+    spec = message_spec(tenant_id=tenant[0].id)
+    await logged_message(pool, spec)
+
+    shown = await sendarix(settings, "message", "show", spec.message_id)
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert "status   delivered" in lines
+    timeline = lines[lines.index("timeline") + 1 :]
+    assert [line.split()[1] for line in timeline] == ["accepted", "deferred", "delivered"]
+    assert "attempt 1" in timeline[1] and "421 4.7.0 try later" in timeline[1]
+    assert "next attempt" in timeline[1]
+    assert "attempt 2" in timeline[2] and "250 OK" in timeline[2]
+
+    as_json = json.loads(
+        (await sendarix(settings, "message", "show", spec.message_id, "--json")).output
+    )
+    assert (as_json["id"], as_json["status"]) == (spec.message_id, "delivered")
+    assert [e["type"] for e in as_json["events"]] == [
+        "sendarix.message.accepted",
+        "sendarix.message.deferred",
+        "sendarix.message.delivered",
+    ]
+
+    unknown = await sendarix(settings, "message", "show", str(uuid.uuid4()))
+    assert unknown.exit_code == 1 and "no message" in unknown.output
+    malformed = await sendarix(settings, "message", "show", "not-an-id")
+    assert malformed.exit_code == 2
+
+
+async def test_message_show_includes_a_problem(
+    settings: Settings, pool: asyncpg.Pool, tenant: tuple[Tenant, str]
+) -> None:
+    spec = message_spec(tenant_id=tenant[0].id)
+    problem = Problem(code="render_failed", detail="template 'otp' v1: 'code' is undefined")
+    failed = event_data(spec, "render", problem=problem)
+    await record(pool, delivery_event(MessageState.FAILED, failed, datetime.now(UTC)))
+    shown = await sendarix(settings, "message", "show", spec.message_id)
+    assert "status   failed" in shown.output
+    assert "render_failed: template 'otp' v1: 'code' is undefined" in shown.output
+
+
+async def test_trace_prints_the_span_tree_when_jaeger_answers(
+    settings: Settings, pool: asyncpg.Pool, tenant: tuple[Tenant, str]
+) -> None:
+    provider = setup_tracing("cli-test", settings)
+    tracer = trace.get_tracer("tests", tracer_provider=provider)
+    with tracer.start_as_current_span("POST /v1/messages") as root:
+        with tracer.start_as_current_span("render publish"):
+            pass
+        trace_id = format(root.get_span_context().trace_id, "032x")
+    provider.force_flush()
+    spec = message_spec(tenant_id=tenant[0].id, trace_id=trace_id)
+    await logged_message(pool, spec)
+
+    async def with_spans() -> str | None:
+        result = await sendarix(settings, "trace", spec.message_id)
+        return result.output if "spans" in result.output.splitlines() else None
+
+    output = await eventually(with_spans, timeout=15, every=0.5)
+    lines = output.splitlines()
+    assert lines[0] == f"trace    {trace_id}"
+    assert lines[1] == f"jaeger   {settings.jaeger_ui_url}/trace/{trace_id}"
+    spans = lines[lines.index("spans") + 1 :]
+    assert len(spans) == 2
+    assert spans[0].startswith("  ") and "POST /v1/messages" in spans[0]
+    assert spans[1].startswith("    ") and "render publish" in spans[1]
+    assert spans[1].endswith(" ms")
+
+
+async def test_trace_still_prints_the_id_and_url_without_jaeger(
+    settings: Settings, pool: asyncpg.Pool, tenant: tuple[Tenant, str]
+) -> None:
+    spec = message_spec(tenant_id=tenant[0].id)
+    await logged_message(pool, spec)
+    offline = "http://127.0.0.1:9"
+    result = await sendarix(settings, "trace", spec.message_id, SENDARIX_JAEGER_UI_URL=offline)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[:2] == [
+        f"trace    {spec.trace_id}",
+        f"jaeger   {offline}/trace/{spec.trace_id}",
+    ]
+    assert "did not answer" in result.output
+
+
+async def test_admin_commands(
+    settings: Settings, pool: asyncpg.Pool, tenant: tuple[Tenant, str], tmp_path: Path
+) -> None:
+    tenant_id = tenant[0].id
+    assert (await sendarix(settings, "db", "migrate")).output.strip() == "up to date"
+    assert (await sendarix(settings, "topics", "create")).output.strip() == "all topics exist"
+
+    html = tmp_path / "otp.html"
+    html.write_text("<p>{{ code }}</p>", encoding="utf-8")
+    name = f"otp-{uuid.uuid4().hex[:6]}"
+    versions = []
+    for _ in range(2):
+        made = await sendarix(
+            settings, "template", "create", "--tenant", tenant_id, "--name", name,
+            "--subject", "Code {{ code }}", "--html-file", str(html), "--locale", "fr",
+        )  # fmt: skip
+        assert made.exit_code == 0, made.output
+        versions.append(json.loads(made.output)["version"])
+    assert versions == [1, 2]
+
+    added = await sendarix(
+        settings, "suppression", "add", "--tenant", tenant_id, "Someone@Example.ORG"
+    )
+    assert json.loads(added.output)["address"] == "someone@example.org"
+    reason = await pool.fetchval(
+        "SELECT reason FROM suppressions WHERE tenant_id = $1 AND address = $2",
+        uuid.UUID(tenant_id),
+        "someone@example.org",
+    )
+    assert reason == "manual"
+
+    hooked = await sendarix(settings, "webhook", "set", "--tenant", tenant_id, "https://x.test/h")
+    secret = json.loads(hooked.output)["webhook_secret"]
+    assert secret.startswith("whsec_")
+    stored = await tenant_by_id(pool, tenant_id)
+    assert stored is not None and (stored.webhook_url, stored.webhook_secret) == (
+        "https://x.test/h",
+        secret,
+    )
+    nobody = await sendarix(settings, "webhook", "set", "--tenant", str(uuid.uuid4()), "https://x")
+    assert nobody.exit_code == 1
