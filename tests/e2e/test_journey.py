@@ -82,7 +82,7 @@ async def test_otp_is_delivered_traced_and_streamed_to_the_webhook(
     assert shown["trace_id"] == accepted["trace_id"]
     types = [event["type"] for event in shown["events"]]
     for state in ("accepted", "rendered", "routed", "delivered"):
-        assert f"sendarix.message.{state}" in types
+        assert state in types
     delivered = [m for m in topology.simulator_deliveries() if message_id in m["message_id"]]
     assert len(delivered) == 1
 
@@ -123,7 +123,7 @@ async def test_throttled_message_is_retried_in_the_same_trace(
 
     shown = await _settled(topology, api_key, accepted["id"], "delivered")
 
-    deferrals = [e for e in shown["events"] if e["type"] == "sendarix.message.deferred"]
+    deferrals = [e for e in shown["events"] if e["type"] == "deferred"]
     assert len(deferrals) == 3
     assert all(e["smtp"]["code"] == 421 for e in deferrals)
 
