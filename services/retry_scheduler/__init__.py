@@ -1,0 +1,1 @@
+"""retry-scheduler: holds deferred attempts in the database until their backoff has passed."""

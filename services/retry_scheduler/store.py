@@ -1,0 +1,88 @@
+"""``retry_schedule``: deferred attempts, durable until released to ``deliver.<lane>``.
+
+Several scheduler instances may release at once: each locks the rows it releases
+(``FOR UPDATE SKIP LOCKED``) and deletes them in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from schemas.common import Lane
+from schemas.pipeline import RetryRequest
+
+LANE_ORDER = [lane.value for lane in Lane]
+"""Release order when more attempts are due than one batch holds: critical first."""
+
+
+@dataclass(frozen=True)
+class DueAttempt:
+    """A scheduled attempt whose time has come: the job to deliver and its trace context."""
+
+    message_id: str
+    attempt: int
+    lane: Lane
+    job: dict[str, Any]
+    headers: dict[str, str]
+
+
+async def schedule_attempt(
+    pool: asyncpg.Pool, request: RetryRequest, headers: dict[str, str]
+) -> None:
+    """Keep a deferred attempt until ``due_at``; a repeated request for it changes nothing."""
+    job = request.job
+    await pool.execute(
+        "INSERT INTO retry_schedule (message_id, attempt, lane, due_at, job, headers)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        job.message.message_id,
+        job.attempt,
+        job.message.lane.value,
+        request.due_at,
+        job.model_dump(mode="json"),
+        headers,
+    )
+
+
+@asynccontextmanager
+async def releasing_due_attempts(
+    pool: asyncpg.Pool, now: datetime, limit: int
+) -> AsyncIterator[list[DueAttempt]]:
+    """Lock up to ``limit`` attempts due at ``now`` that no other instance holds.
+
+    The caller publishes them inside the block; they are deleted, in the same transaction,
+    only when the block ends without an error.
+    """
+    async with pool.acquire() as connection, connection.transaction():
+        rows = await connection.fetch(
+            "SELECT message_id, attempt, lane, job, headers FROM retry_schedule"
+            " WHERE due_at <= $1 ORDER BY array_position($2::text[], lane), due_at"
+            " LIMIT $3 FOR UPDATE SKIP LOCKED",
+            now,
+            LANE_ORDER,
+            limit,
+        )
+        due = [
+            DueAttempt(
+                message_id=str(row["message_id"]),
+                attempt=row["attempt"],
+                lane=Lane(row["lane"]),
+                job=row["job"],
+                headers=row["headers"],
+            )
+            for row in rows
+        ]
+        yield due
+        if due:
+            await connection.execute(
+                "DELETE FROM retry_schedule r"
+                " USING unnest($1::uuid[], $2::int[]) AS d (id, attempt)"
+                " WHERE r.message_id = d.id AND r.attempt = d.attempt",
+                [attempt.message_id for attempt in due],
+                [attempt.attempt for attempt in due],
+            )

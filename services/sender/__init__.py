@@ -1,0 +1,1 @@
+"""sender: hands each delivery job to its route over SMTP, at most once per attempt."""

@@ -1,0 +1,6 @@
+"""``python -m services.sender``."""
+
+from libs.service import main
+from services.sender.app import SenderService
+
+main("sender", SenderService)

@@ -1,0 +1,124 @@
+"""retry-scheduler on the real broker and database: holds deferred attempts, releases them due."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+from aiokafka import ConsumerRecord
+from opentelemetry import trace
+
+from libs.settings import Settings
+from libs.topics import lane_topic
+from schemas.common import Lane
+from schemas.pipeline import DeliveryJob, RetryRequest, SmtpReply
+from services.retry_scheduler.app import RetrySchedulerService
+from tests.support import TopicTap, eventually
+from tests.unit.sender.jobs import delivery_job
+
+pytestmark = pytest.mark.integration
+
+LANE = Lane.HIGH
+
+
+@pytest.fixture
+async def scheduler(settings: Settings) -> AsyncIterator[RetrySchedulerService]:
+    running = RetrySchedulerService(settings)
+    await running.start()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def delivered(settings: Settings) -> AsyncIterator[TopicTap]:
+    async with TopicTap(settings, lane_topic("deliver", LANE, settings.topic_prefix)) as tap:
+        yield tap
+
+
+def retry_request(due_in: timedelta) -> RetryRequest:
+    reply = SmtpReply(code=452, enhanced_status="4.2.2", text="Mailbox full")
+    job = delivery_job(attempt=2, lane=LANE)
+    return RetryRequest(job=job, due_at=datetime.now(UTC) + due_in, reply=reply)
+
+
+async def defer(scheduler: RetrySchedulerService, settings: Settings, request: RetryRequest) -> str:
+    """Publish ``request`` in a span of its own; return that span's trace id."""
+    with trace.get_tracer("tests").start_as_current_span("deferral") as span:
+        await scheduler.broker.publish(
+            request.model_dump_json().encode(),
+            lane_topic("retry", LANE, settings.topic_prefix),
+            key=request.job.message.message_id.encode(),
+        )
+        return format(span.get_span_context().trace_id, "032x")
+
+
+async def released(tap: TopicTap, job: DeliveryJob) -> ConsumerRecord[bytes, bytes]:
+    """The record that brought ``job`` back to ``deliver.<lane>``."""
+    await tap.wait_for(lambda v: v["message"]["message_id"] == job.message.message_id)
+    [record] = [r for r in tap.records if r.key == job.message.message_id.encode()]
+    return record
+
+
+async def scheduled(pool: asyncpg.Pool, request: RetryRequest) -> asyncpg.Record | None:
+    return await pool.fetchrow(
+        "SELECT * FROM retry_schedule WHERE message_id = $1 AND attempt = $2",
+        request.job.message.message_id,
+        request.job.attempt,
+    )
+
+
+async def test_a_due_attempt_is_released_unchanged_in_its_trace(
+    scheduler: RetrySchedulerService, settings: Settings, delivered: TopicTap, pool: asyncpg.Pool
+) -> None:
+    request = retry_request(due_in=timedelta(seconds=1))
+    trace_id = await defer(scheduler, settings, request)
+
+    row = await eventually(lambda: scheduled(pool, request))
+    assert (row["lane"], row["due_at"]) == (LANE.value, request.due_at)
+    record = await released(delivered, request.job)
+    assert record.timestamp >= request.due_at.timestamp() * 1000  # not before it was due
+    assert DeliveryJob.model_validate_json(record.value) == request.job
+    traceparent = dict(record.headers)["traceparent"].decode()
+    assert traceparent.split("-")[1] == trace_id
+    assert await eventually(lambda: _gone(pool, request)) is True
+
+
+async def _gone(pool: asyncpg.Pool, request: RetryRequest) -> bool | None:
+    return True if await scheduled(pool, request) is None else None
+
+
+async def test_a_repeated_request_is_held_once(
+    scheduler: RetrySchedulerService, settings: Settings, delivered: TopicTap, pool: asyncpg.Pool
+) -> None:
+    request = retry_request(due_in=timedelta(seconds=1))
+    later = request.model_copy(update={"job": request.job.model_copy(update={"attempt": 3})})
+    for deferral in (request, request, later):  # one key: consumed in this order
+        await defer(scheduler, settings, deferral)
+
+    message_id = request.job.message.message_id
+    attempts = await delivered.wait_for(lambda v: v["message"]["message_id"] == message_id, 2)
+    assert sorted(attempt["attempt"] for attempt in attempts) == [2, 3]
+    assert await eventually(lambda: _gone(pool, request)) is True
+
+
+async def test_held_attempts_survive_a_restart(
+    settings: Settings, delivered: TopicTap, pool: asyncpg.Pool
+) -> None:
+    first = RetrySchedulerService(settings)
+    await first.start()
+    request = retry_request(due_in=timedelta(seconds=2))
+    await defer(first, settings, request)
+    await eventually(lambda: scheduled(pool, request))
+    await first.stop()
+    assert await scheduled(pool, request) is not None
+
+    second = RetrySchedulerService(settings)
+    await second.start()
+    try:
+        record = await released(delivered, request.job)
+        assert DeliveryJob.model_validate_json(record.value) == request.job
+        assert await eventually(lambda: _gone(pool, request)) is True
+    finally:
+        await second.stop()

@@ -1,0 +1,95 @@
+"""Reply classification and the verdict on one attempt: deliver, bounce, retry or give up."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from deploy.stack.profiles import TEST
+from schemas.events import MessageState
+from schemas.pipeline import SmtpReply
+from services.sender.classify import (
+    DELIVERY_OUTCOME_UNKNOWN,
+    RETRY_WINDOW_EXHAUSTED,
+    classify_reply,
+    judge,
+    outcome_unknown,
+    smtp_reply,
+)
+from tests.unit.sender.jobs import delivery_job
+
+SETTINGS = TEST.settings(retry_base_seconds=10.0, retry_max_seconds=600.0)
+
+
+@pytest.mark.parametrize(
+    ("code", "state"),
+    [
+        (250, MessageState.DELIVERED),
+        (251, MessageState.DELIVERED),
+        (421, MessageState.DEFERRED),
+        (452, MessageState.DEFERRED),
+        (0, MessageState.DEFERRED),
+        (550, MessageState.BOUNCED),
+        (554, MessageState.BOUNCED),
+    ],
+)
+def test_reply_classes(code: int, state: MessageState) -> None:
+    assert classify_reply(SmtpReply(code=code, text="x")) is state
+
+
+def test_enhanced_status_is_split_from_the_text() -> None:
+    assert smtp_reply(550, "5.1.1 No such mailbox") == SmtpReply(
+        code=550, enhanced_status="5.1.1", text="No such mailbox"
+    )
+    assert smtp_reply(250, "2.0.0") == SmtpReply(code=250, enhanced_status="2.0.0", text="")
+    assert smtp_reply(250, "OK queued as 12") == SmtpReply(code=250, text="OK queued as 12")
+
+
+def test_delivered_and_bounced_are_final() -> None:
+    job = delivery_job()
+    now = datetime.now(UTC)
+    for code, state in ((250, MessageState.DELIVERED), (550, MessageState.BOUNCED)):
+        reply = SmtpReply(code=code, text="x")
+        verdict = judge(job, reply, now, SETTINGS)
+        assert (verdict.state, verdict.reply, verdict.retry, verdict.problem) == (
+            state,
+            reply,
+            None,
+            None,
+        )
+
+
+def test_deferral_inside_the_window_asks_for_the_next_attempt() -> None:
+    job = delivery_job(attempt=2)
+    reply = SmtpReply(code=452, enhanced_status="4.2.2", text="Mailbox full")
+    now = datetime.now(UTC)
+    verdict = judge(job, reply, now, SETTINGS)
+    assert verdict.state is MessageState.DEFERRED
+    assert verdict.retry is not None
+    assert verdict.retry.job == job.model_copy(update={"attempt": 3})
+    assert verdict.retry.reply == reply
+    assert now + timedelta(seconds=16) <= verdict.retry.due_at <= now + timedelta(seconds=24)
+
+
+def test_deferral_never_waits_past_the_window() -> None:
+    job = delivery_job(retry_for=timedelta(seconds=1))
+    verdict = judge(job, SmtpReply(code=0, text="timeout"), datetime.now(UTC), SETTINGS)
+    assert verdict.retry is not None
+    assert verdict.retry.due_at == job.retry_until
+
+
+def test_deferral_after_the_window_fails() -> None:
+    job = delivery_job(retry_for=timedelta(minutes=5))
+    reply = SmtpReply(code=421, enhanced_status="4.7.0", text="slow down")
+    verdict = judge(job, reply, job.retry_until, SETTINGS)
+    assert verdict.state is MessageState.FAILED
+    assert verdict.retry is None
+    assert verdict.problem is not None and verdict.problem.code == RETRY_WINDOW_EXHAUSTED
+
+
+def test_an_interrupted_attempt_fails_without_a_retry() -> None:
+    reply = SmtpReply(code=0, text="SMTPReadTimeoutError")
+    verdict = outcome_unknown(reply)
+    assert (verdict.state, verdict.reply, verdict.retry) == (MessageState.FAILED, reply, None)
+    assert verdict.problem is not None and verdict.problem.code == DELIVERY_OUTCOME_UNKNOWN
