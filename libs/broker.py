@@ -18,23 +18,38 @@ from aiokafka.errors import TopicAlreadyExistsError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from faststream.message import StreamMessage
 from pydantic import BaseModel, ValidationError
 
 from libs.settings import Settings
-from libs.topics import catalogue
+from libs.topics import catalogue, lane_topic
 from libs.tracing import setup_tracing
+from schemas.common import Lane
 
 log = logging.getLogger(__name__)
 
 RecordT = TypeVar("RecordT", bound=BaseModel)
 T = TypeVar("T")
 
+Handler = Callable[[KafkaMessage], Awaitable[None]]
+
+
+def raw_body(message: StreamMessage[Any]) -> bytes:
+    """The record's bytes as they are, for the handler to decode.
+
+    FastStream's own decoder raises on a record labelled JSON that is not, which would retry
+    that record forever and block its partition; ``parse_record`` skips it instead.
+    """
+    return message.body
+
+
 SUBSCRIBER_OPTIONS: dict[str, Any] = {
     "ack_policy": AckPolicy.NACK_ON_ERROR,
     "auto_offset_reset": "earliest",
     "max_poll_interval_ms": 120_000,
+    "decoder": raw_body,
 }
-"""Options of every pipeline subscriber: commit after the side effect, start from the beginning."""
+"""Options of every subscriber: commit after the side effect, start from the beginning."""
 
 
 def make_broker(service: str, settings: Settings) -> KafkaBroker:
@@ -53,9 +68,38 @@ def make_broker(service: str, settings: Settings) -> KafkaBroker:
     )
 
 
-def group_id(service: str) -> str:
-    """The consumer group of a service: every instance of it shares the partitions."""
-    return f"sendarix-{service}"
+def group_id(service: str, role: str, settings: Settings) -> str:
+    """The consumer group of one subscriber of a service, shared by every instance of it.
+
+    The topic prefix keeps test runs that share a broker out of each other's groups.
+    """
+    return f"{settings.topic_prefix}sendarix-{service}-{role}"
+
+
+def subscribe(
+    broker: KafkaBroker, settings: Settings, service: str, role: str, topic: str, handler: Handler
+) -> None:
+    """Feed ``topic`` to ``handler`` in the service's group for ``role``."""
+    group = group_id(service, role, settings)
+    broker.subscriber(topic, group_id=group, **SUBSCRIBER_OPTIONS)(handler)
+
+
+def subscribe_lanes(
+    broker: KafkaBroker, settings: Settings, service: str, stage: str, handler: Handler
+) -> None:
+    """Feed every lane of ``stage`` to ``handler``, each lane with a consumer of its own.
+
+    Separate consumers (and groups) per lane keep a bulk backlog or a bulk rebalance from
+    ever standing in front of a critical message.
+    """
+    for lane in Lane:
+        topic = lane_topic(stage, lane, settings.topic_prefix)
+        subscribe(broker, settings, service, lane.value, topic, handler)
+
+
+async def publish_record(broker: KafkaBroker, topic: str, record: BaseModel, key: str) -> None:
+    """Publish a record as JSON, keyed by its message id, and wait for the broker's ack."""
+    await broker.publish(record.model_dump_json().encode(), topic, key=key.encode())
 
 
 def parse_record(model: type[RecordT], message: KafkaMessage) -> RecordT | None:

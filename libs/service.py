@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable
@@ -29,10 +30,19 @@ async def run_until_signalled(name: str, service: Service) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
-    await service.start()
-    log.info("%s ready", name)
-    await stopping.wait()
-    log.info("%s stopping", name)
+    starting = asyncio.create_task(service.start())
+    signalled = asyncio.create_task(stopping.wait())
+    await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        log.info("%s stopping before it was ready", name)
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
+    else:
+        starting.result()
+        log.info("%s ready", name)
+        await signalled
+        log.info("%s stopping", name)
     await service.stop()
 
 

@@ -100,6 +100,7 @@ CREATE TABLE retry_schedule (
     message_id uuid NOT NULL,
     attempt    integer NOT NULL,            -- the attempt to make when due
     lane       text NOT NULL,
+    topic      text NOT NULL,               -- where the attempt goes when due (deliver.<lane>)
     due_at     timestamptz NOT NULL,
     job        jsonb NOT NULL,
     headers    jsonb NOT NULL DEFAULT '{}',  -- trace context of the deferral

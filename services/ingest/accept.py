@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import asyncpg
 from faststream.kafka import KafkaBroker
 
+from libs.broker import publish_record
 from libs.events import emit, event_data
 from libs.settings import Settings
 from libs.templates import latest_template
@@ -130,10 +131,11 @@ async def accept(
     async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
         await asyncio.gather(
             *(
-                broker.publish(
-                    AcceptedMessage(message=spec).model_dump_json().encode(),
-                    lane_topic("render", lane, settings.topic_prefix),
-                    key=spec.message_id.encode(),
+                publish_record(
+                    broker,
+                    lane_topic("render", spec.lane, settings.topic_prefix),
+                    AcceptedMessage(message=spec),
+                    spec.message_id,
                 )
                 for spec in specs
             )

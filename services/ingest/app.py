@@ -10,9 +10,8 @@ from collections.abc import Iterator
 import asyncpg
 import uvicorn
 from faststream.kafka import KafkaMessage
-from faststream.message import StreamMessage
 
-from libs.broker import SUBSCRIBER_OPTIONS, group_id, make_broker, parse_record
+from libs.broker import make_broker, parse_record, subscribe
 from libs.database import open_pool
 from libs.settings import Settings
 from libs.topics import EVENTS, SEND_REQUESTS, public_topic
@@ -29,15 +28,6 @@ log = logging.getLogger(__name__)
 
 KEY_SWEEP_SECONDS = 3600.0
 """How often expired idempotency keys are deleted."""
-
-
-def undecoded(message: StreamMessage[object]) -> bytes:
-    """The record's bytes as they are: the handler decodes them, so a bad one is not fatal.
-
-    FastStream's own decoder raises on a record labelled JSON that is not, which would retry
-    that record forever and block its partition.
-    """
-    return message.body
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -60,18 +50,10 @@ class IngestService:
         self._serving: asyncio.Task[None] | None = None
         self._sweeping: asyncio.Task[None] | None = None
         prefix = settings.topic_prefix
-        self.broker.subscriber(
-            public_topic(SEND_REQUESTS, prefix),
-            group_id=f"{group_id(SERVICE)}-intake",
-            decoder=undecoded,
-            **SUBSCRIBER_OPTIONS,
-        )(self._take_in)
-        self.broker.subscriber(
-            public_topic(EVENTS, prefix),
-            group_id=f"{group_id(SERVICE)}-recorder",
-            decoder=undecoded,
-            **SUBSCRIBER_OPTIONS,
-        )(self._record)
+        requests = public_topic(SEND_REQUESTS, prefix)
+        subscribe(self.broker, settings, SERVICE, "intake", requests, self._take_in)
+        events = public_topic(EVENTS, prefix)
+        subscribe(self.broker, settings, SERVICE, "recorder", events, self._record)
 
     @property
     def ingest(self) -> Ingest:

@@ -11,14 +11,13 @@ import logging
 import asyncpg
 from faststream.kafka import KafkaMessage
 
-from libs.broker import SUBSCRIBER_OPTIONS, group_id, make_broker, parse_record
+from libs.broker import make_broker, parse_record, subscribe, subscribe_lanes
 from libs.database import open_pool
 from libs.events import emit, event_data
 from libs.logs import current_message_id
 from libs.poison import report_undecodable
 from libs.settings import Settings
 from libs.topics import EVENTS, lane_topic, public_topic
-from schemas.common import Lane
 from schemas.events import DeliveryEvent, MessageState
 from schemas.pipeline import RenderedMessage
 from services.policy_check import store
@@ -36,17 +35,9 @@ class PolicyCheckService:
         self.settings = settings
         self.broker = make_broker(SERVICE, settings)
         self._pool: asyncpg.Pool | None = None
-        for lane in Lane:
-            self.broker.subscriber(
-                lane_topic("policy", lane, settings.topic_prefix),
-                group_id=f"{group_id(SERVICE)}-{lane.value}",
-                **SUBSCRIBER_OPTIONS,
-            )(self._check)
-        self.broker.subscriber(
-            public_topic(EVENTS, settings.topic_prefix),
-            group_id=f"{group_id(SERVICE)}-feedback",
-            **SUBSCRIBER_OPTIONS,
-        )(self._learn)
+        subscribe_lanes(self.broker, settings, SERVICE, "policy", self._check)
+        events = public_topic(EVENTS, settings.topic_prefix)
+        subscribe(self.broker, settings, SERVICE, "feedback", events, self._learn)
 
     async def start(self) -> None:
         self._pool = await open_pool(self.settings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 from faststream.kafka import KafkaMessage
 
-from libs.broker import SUBSCRIBER_OPTIONS, group_id, make_broker, parse_record
+from libs.broker import make_broker, parse_record, publish_record, subscribe_lanes
 from libs.cache import TtlCache
 from libs.database import open_pool
 from libs.events import emit, event_data
@@ -14,7 +14,7 @@ from libs.poison import report_undecodable
 from libs.settings import Settings
 from libs.templates import Template, latest_template
 from libs.topics import lane_topic
-from schemas.common import Lane, Problem
+from schemas.common import Problem
 from schemas.events import MessageState
 from schemas.pipeline import AcceptedMessage, MessageSpec, RenderedMessage
 from services.render.render import render
@@ -34,12 +34,7 @@ class RenderService:
         self._templates: TtlCache[tuple[str, str, str | None], Template] = TtlCache(
             TEMPLATE_TTL_SECONDS
         )
-        for lane in Lane:
-            self.broker.subscriber(
-                lane_topic("render", lane, settings.topic_prefix),
-                group_id=f"{group_id(SERVICE)}-{lane.value}",
-                **SUBSCRIBER_OPTIONS,
-            )(self._handle)
+        subscribe_lanes(self.broker, settings, SERVICE, "render", self._handle)
 
     async def start(self) -> None:
         self._pool = await open_pool(self.settings)
@@ -76,11 +71,8 @@ class RenderService:
             await emit(self.broker, self.settings, MessageState.FAILED, failed)
             return
         rendered = RenderedMessage(message=spec, content=content)
-        await self.broker.publish(
-            rendered.model_dump_json().encode(),
-            lane_topic("policy", spec.lane, self.settings.topic_prefix),
-            key=spec.message_id.encode(),
-        )
+        policy_topic = lane_topic("policy", spec.lane, self.settings.topic_prefix)
+        await publish_record(self.broker, policy_topic, rendered, spec.message_id)
         done = event_data(
             spec, SERVICE, template_version=content.template_version, subject=content.subject
         )

@@ -12,7 +12,7 @@ import asyncpg
 from faststream.kafka import KafkaMessage
 from opentelemetry import trace
 
-from libs.broker import SUBSCRIBER_OPTIONS, group_id, make_broker, parse_record
+from libs.broker import make_broker, parse_record, subscribe_lanes
 from libs.database import open_pool
 from libs.logs import current_message_id
 from libs.poison import report_undecodable
@@ -39,12 +39,7 @@ class RetrySchedulerService:
         self.broker = make_broker(SERVICE, settings)
         self._pool: asyncpg.Pool | None = None
         self._releaser: asyncio.Task[None] | None = None
-        for lane in Lane:
-            self.broker.subscriber(
-                lane_topic("retry", lane, settings.topic_prefix),
-                group_id=f"{group_id(SERVICE)}-{lane.value}",
-                **SUBSCRIBER_OPTIONS,
-            )(self._handle)
+        subscribe_lanes(self.broker, settings, SERVICE, "retry", self._handle)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -70,8 +65,10 @@ class RetrySchedulerService:
         if request is None:
             await report_undecodable(self.broker, self.settings, SERVICE, message)
             return
-        current_message_id.set(request.job.message.message_id)
-        await schedule_attempt(self.pool, request, trace_headers())
+        spec = request.job.message
+        current_message_id.set(spec.message_id)
+        topic = lane_topic("deliver", spec.lane, self.settings.topic_prefix)
+        await schedule_attempt(self.pool, request, topic, trace_headers())
 
     async def _release_forever(self) -> None:
         """Release due attempts every ``retry_poll_seconds``; a failure only delays them."""
@@ -90,7 +87,9 @@ class RetrySchedulerService:
         A crash after the publish and before the commit publishes them again; the sender's
         claim on each attempt keeps the copy from being sent.
         """
-        async with releasing_due_attempts(self.pool, datetime.now(UTC), RELEASE_BATCH) as due:
+        topics = [lane_topic("deliver", lane, self.settings.topic_prefix) for lane in Lane]
+        releasing = releasing_due_attempts(self.pool, topics, datetime.now(UTC), RELEASE_BATCH)
+        async with releasing as due:
             await asyncio.gather(*(self._release(attempt) for attempt in due))
         return len(due)
 
@@ -104,7 +103,5 @@ class RetrySchedulerService:
         }
         with tracer.start_as_current_span("retry release", context=context, attributes=attributes):
             await self.broker.publish(
-                json.dumps(attempt.job).encode(),
-                lane_topic("deliver", attempt.lane, self.settings.topic_prefix),
-                key=attempt.message_id.encode(),
+                json.dumps(attempt.job).encode(), attempt.topic, key=attempt.message_id.encode()
             )

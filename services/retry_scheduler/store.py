@@ -28,21 +28,23 @@ class DueAttempt:
     message_id: str
     attempt: int
     lane: Lane
+    topic: str
     job: dict[str, Any]
     headers: dict[str, str]
 
 
 async def schedule_attempt(
-    pool: asyncpg.Pool, request: RetryRequest, headers: dict[str, str]
+    pool: asyncpg.Pool, request: RetryRequest, topic: str, headers: dict[str, str]
 ) -> None:
-    """Keep a deferred attempt until ``due_at``; a repeated request for it changes nothing."""
+    """Keep a deferred attempt for ``topic`` until ``due_at``; a repeat changes nothing."""
     job = request.job
     await pool.execute(
-        "INSERT INTO retry_schedule (message_id, attempt, lane, due_at, job, headers)"
-        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        "INSERT INTO retry_schedule (message_id, attempt, lane, topic, due_at, job, headers)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
         job.message.message_id,
         job.attempt,
         job.message.lane.value,
+        topic,
         request.due_at,
         job.model_dump(mode="json"),
         headers,
@@ -51,27 +53,30 @@ async def schedule_attempt(
 
 @asynccontextmanager
 async def releasing_due_attempts(
-    pool: asyncpg.Pool, now: datetime, limit: int
+    pool: asyncpg.Pool, topics: list[str], now: datetime, limit: int
 ) -> AsyncIterator[list[DueAttempt]]:
-    """Lock up to ``limit`` attempts due at ``now`` that no other instance holds.
+    """Lock up to ``limit`` attempts for ``topics`` due at ``now`` that no other instance holds.
 
     The caller publishes them inside the block; they are deleted, in the same transaction,
     only when the block ends without an error.
     """
     async with pool.acquire() as connection, connection.transaction():
         rows = await connection.fetch(
-            "SELECT message_id, attempt, lane, job, headers FROM retry_schedule"
-            " WHERE due_at <= $1 ORDER BY array_position($2::text[], lane), due_at"
+            "SELECT message_id, attempt, lane, topic, job, headers FROM retry_schedule"
+            " WHERE due_at <= $1 AND topic = ANY($4::text[])"
+            " ORDER BY array_position($2::text[], lane), due_at"
             " LIMIT $3 FOR UPDATE SKIP LOCKED",
             now,
             LANE_ORDER,
             limit,
+            topics,
         )
         due = [
             DueAttempt(
                 message_id=str(row["message_id"]),
                 attempt=row["attempt"],
                 lane=Lane(row["lane"]),
+                topic=row["topic"],
                 job=row["job"],
                 headers=row["headers"],
             )

@@ -10,13 +10,12 @@ from datetime import UTC, datetime
 
 from faststream.kafka import KafkaMessage
 
-from libs.broker import SUBSCRIBER_OPTIONS, group_id, make_broker, parse_record
+from libs.broker import make_broker, parse_record, publish_record, subscribe_lanes
 from libs.events import emit, event_data
 from libs.logs import current_message_id
 from libs.poison import report_undecodable
 from libs.settings import Settings
 from libs.topics import lane_topic
-from schemas.common import Lane
 from schemas.events import MessageState
 from schemas.pipeline import RenderedMessage
 from services.router.decide import delivery_job, scheduled_send
@@ -30,12 +29,7 @@ class RouterService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.broker = make_broker(SERVICE, settings)
-        for lane in Lane:
-            self.broker.subscriber(
-                lane_topic("route", lane, settings.topic_prefix),
-                group_id=f"{group_id(SERVICE)}-{lane.value}",
-                **SUBSCRIBER_OPTIONS,
-            )(self._route)
+        subscribe_lanes(self.broker, settings, SERVICE, "route", self._route)
 
     async def start(self) -> None:
         await self.broker.start()
@@ -53,11 +47,8 @@ class RouterService:
         job = delivery_job(rendered, self.settings)
         deferral = scheduled_send(job, datetime.now(UTC))
         stage, record = ("deliver", job) if deferral is None else ("retry", deferral)
-        await self.broker.publish(
-            record.model_dump_json().encode(),
-            lane_topic(stage, spec.lane, self.settings.topic_prefix),
-            key=spec.message_id.encode(),
-        )
+        topic = lane_topic(stage, spec.lane, self.settings.topic_prefix)
+        await publish_record(self.broker, topic, record, spec.message_id)
         due = deferral.due_at if deferral is not None else None
         routed = event_data(spec, SERVICE, route=job.route, next_attempt_at=due)
         await emit(self.broker, self.settings, MessageState.ROUTED, routed)

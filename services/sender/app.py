@@ -11,14 +11,20 @@ import asyncpg
 from faststream.kafka import KafkaMessage
 from opentelemetry import trace
 
-from libs.broker import SUBSCRIBER_OPTIONS, group_id, make_broker, parse_record, retry_forever
+from libs.broker import (
+    make_broker,
+    parse_record,
+    publish_record,
+    retry_forever,
+    subscribe_lanes,
+)
 from libs.database import open_pool
 from libs.events import emit, event_data
 from libs.logs import current_message_id
 from libs.poison import report_undecodable
 from libs.settings import Settings
 from libs.topics import lane_topic
-from schemas.common import Lane, Problem
+from schemas.common import Problem
 from schemas.events import MessageState
 from schemas.pipeline import DeliveryJob
 from services.sender.classify import Verdict, judge, outcome_unknown
@@ -61,12 +67,7 @@ class SenderService:
         self.broker = make_broker(SERVICE, settings)
         self.connections = RouteConnections(settings.smtp_helo_name)
         self._pool: asyncpg.Pool | None = None
-        for lane in Lane:
-            self.broker.subscriber(
-                lane_topic("deliver", lane, settings.topic_prefix),
-                group_id=f"{group_id(SERVICE)}-{lane.value}",
-                **SUBSCRIBER_OPTIONS,
-            )(self._handle)
+        subscribe_lanes(self.broker, settings, SERVICE, "deliver", self._handle)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -180,11 +181,8 @@ class SenderService:
         """Hand a deferral to the retry-scheduler, then emit the event of the verdict."""
         spec = job.message
         if verdict.retry is not None:
-            await self.broker.publish(
-                verdict.retry.model_dump_json().encode(),
-                lane_topic("retry", spec.lane, self.settings.topic_prefix),
-                key=spec.message_id.encode(),
-            )
+            retry_topic = lane_topic("retry", spec.lane, self.settings.topic_prefix)
+            await publish_record(self.broker, retry_topic, verdict.retry, spec.message_id)
         data = event_data(
             spec,
             SERVICE,

@@ -16,7 +16,7 @@ import httpx
 from faststream.kafka import KafkaMessage
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
-from libs.broker import SUBSCRIBER_OPTIONS, group_id, make_broker, parse_record
+from libs.broker import make_broker, parse_record, subscribe
 from libs.cache import TtlCache
 from libs.database import open_pool
 from libs.logs import current_message_id
@@ -54,11 +54,8 @@ class WebhookService:
         )
         self._pool: asyncpg.Pool | None = None
         self._tenants: TtlCache[str, Tenant] = TtlCache(TENANT_TTL_SECONDS)
-        self.broker.subscriber(
-            public_topic(EVENTS, settings.topic_prefix),
-            group_id=group_id(SERVICE),
-            **SUBSCRIBER_OPTIONS,
-        )(self._deliver)
+        events = public_topic(EVENTS, settings.topic_prefix)
+        subscribe(self.broker, settings, SERVICE, "events", events, self._deliver)
 
     async def start(self) -> None:
         self._pool = await open_pool(self.settings)
