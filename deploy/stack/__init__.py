@@ -1,1 +1,1 @@
-"""The local stack: installs and runs the broker, database, tracing UI, mail catcher and services."""
+"""The local stack: installs and runs the broker, database, tracing, mail catcher and services."""

@@ -1,6 +1,7 @@
-"""Port and folder sets of the local stack: ``dev`` for ``make run``, ``test`` for ``make test``.
+"""Port and folder sets of the local stack: ``dev`` for ``make run``, ``test`` for ``make test``,
+``chaos`` for ``make chaos``, ``bench`` for ``make bench``.
 
-The two never share a port, so the test suite runs beside a running ``make run``.
+No two share a port, so the test suite and the chaos run go on beside a running ``make run``.
 """
 
 from __future__ import annotations
@@ -24,10 +25,14 @@ class Profile:
     otlp_grpc_port: int
     otlp_http_port: int
     jaeger_ui_port: int
+    jaeger_query_grpc_port: int
+    jaeger_health_port: int
     mailpit_smtp_port: int
     mailpit_ui_port: int
     simulator_port: int
     http_port: int
+    durable: bool = True
+    """Whether the database flushes to disk; the test stack trades that for speed."""
 
     @property
     def state_dir(self) -> Path:
@@ -64,6 +69,8 @@ DEV = Profile(
     otlp_grpc_port=4317,
     otlp_http_port=4318,
     jaeger_ui_port=16686,
+    jaeger_query_grpc_port=16685,
+    jaeger_health_port=13133,
     mailpit_smtp_port=1025,
     mailpit_ui_port=8025,
     simulator_port=2525,
@@ -78,8 +85,48 @@ TEST = Profile(
     otlp_grpc_port=14317,
     otlp_http_port=14318,
     jaeger_ui_port=26686,
+    jaeger_query_grpc_port=26685,
+    jaeger_health_port=23133,
     mailpit_smtp_port=11025,
     mailpit_ui_port=18025,
     simulator_port=12525,
     http_port=18080,
+    durable=False,
 )
+
+CHAOS = Profile(
+    name="chaos",
+    kafka_port=29092,
+    kafka_controller_port=29093,
+    postgres_port=25433,
+    otlp_grpc_port=24317,
+    otlp_http_port=24318,
+    jaeger_ui_port=36686,
+    jaeger_query_grpc_port=36685,
+    jaeger_health_port=33133,
+    mailpit_smtp_port=21025,
+    mailpit_ui_port=28025,
+    simulator_port=22525,
+    http_port=28080,
+)
+"""``make chaos``: a broker and database of its own (+20000 from ``dev``) that it may restart."""
+
+BENCH = Profile(
+    name="bench",
+    kafka_port=39092,
+    kafka_controller_port=39093,
+    postgres_port=35433,
+    otlp_grpc_port=34317,
+    otlp_http_port=34318,
+    jaeger_ui_port=46686,
+    jaeger_query_grpc_port=46685,
+    jaeger_health_port=43133,
+    mailpit_smtp_port=31025,
+    mailpit_ui_port=38025,
+    simulator_port=32525,
+    http_port=38080,
+    durable=False,
+)
+"""``make bench``: a stack of its own (+30000 from ``dev``), fast rather than durable."""
+
+PROFILES = {profile.name: profile for profile in (DEV, TEST, CHAOS, BENCH)}

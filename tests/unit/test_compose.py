@@ -1,0 +1,110 @@
+"""docker-compose.yml runs the topology of ``make run``, configured the way ``make run`` does."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from deploy.stack.containers import IMAGES
+from deploy.stack.pipeline import SERVICES, SIMULATOR, SIMULATOR_MODULE, child_env
+from deploy.stack.profiles import DEV
+from libs.settings import REPO_ROOT, Settings
+
+COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+CONTAINERS: dict[str, dict[str, Any]] = COMPOSE["services"]
+
+SENDARIX_CONTAINERS = {
+    name: container
+    for name, container in CONTAINERS.items()
+    if container.get("image") == CONTAINERS["ingest"]["image"]
+}
+"""Every container running our image: the services, the simulator, the one-shot init."""
+
+PEER_ADDRESSES = (
+    "kafka_bootstrap",
+    "database_url",
+    "otlp_endpoint",
+    "relay_host",
+    "simulator_host",
+)
+"""The settings through which a Sendarix process reaches another component."""
+
+
+@pytest.fixture(autouse=True)
+def _no_sendarix_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings must come from code and compose here, not from the shell running the tests."""
+    for name in list(os.environ):
+        if name.startswith("SENDARIX_"):
+            monkeypatch.delenv(name)
+
+
+def _settings_of(container: dict[str, Any]) -> Settings:
+    environment: dict[str, str] = container.get("environment", {})
+    fields = {name.removeprefix("SENDARIX_").lower(): value for name, value in environment.items()}
+    return Settings.model_validate(fields)
+
+
+def test_every_process_of_make_run_has_its_container() -> None:
+    expected = {**SERVICES, SIMULATOR: SIMULATOR_MODULE}
+
+    commands = {name: CONTAINERS.get(name, {}).get("command") for name in expected}
+
+    assert commands == {name: ["python", "-m", module] for name, module in expected.items()}
+
+
+def test_containers_get_every_setting_make_run_changes() -> None:
+    defaults = Settings.model_construct().as_env()
+    changed = {
+        name
+        for name, value in child_env(DEV.settings()).items()
+        if name.startswith("SENDARIX_") and defaults.get(name) != value
+    }
+    assert changed  # the comparison below would pass vacuously otherwise
+
+    for name, container in SENDARIX_CONTAINERS.items():
+        assert changed <= set(container["environment"]), name
+
+
+def test_every_sendarix_variable_is_a_setting() -> None:
+    known = set(Settings.model_construct().as_env())
+
+    for name, container in SENDARIX_CONTAINERS.items():
+        assert set(container["environment"]) <= known, name
+
+
+def test_containers_reach_their_peers_by_service_name() -> None:
+    for name, container in SENDARIX_CONTAINERS.items():
+        settings = _settings_of(container)
+        for field in PEER_ADDRESSES:
+            address = str(getattr(settings, field))
+            host = urlsplit(address if "//" in address else f"//{address}").hostname
+            assert host in CONTAINERS, f"{name}: {field}={address}"
+
+
+def test_the_gateway_listens_beyond_its_container() -> None:
+    assert _settings_of(CONTAINERS["ingest"]).http_host == "0.0.0.0"
+
+
+def test_infrastructure_images_are_those_of_the_test_containers() -> None:
+    assert {name: CONTAINERS[name]["image"] for name in IMAGES} == IMAGES
+
+
+def test_the_host_sees_the_ports_of_make_run() -> None:
+    published = {
+        int(mapping.split(":")[-2])
+        for container in CONTAINERS.values()
+        for mapping in container.get("ports", [])
+    }
+
+    assert {
+        DEV.http_port,
+        DEV.kafka_port,
+        DEV.postgres_port,
+        DEV.jaeger_ui_port,
+        DEV.otlp_http_port,
+        DEV.mailpit_ui_port,
+    } <= published
