@@ -1,4 +1,4 @@
-"""How a service process runs: logging and tracing set up, start, wait for a signal, stop."""
+"""How a service process runs (set up, start, wait for a signal, stop) and the common shape."""
 
 from __future__ import annotations
 
@@ -7,9 +7,15 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable
-from typing import Protocol
+from typing import ClassVar, Protocol
 
+import asyncpg
+from faststream.kafka import KafkaMessage
+
+from libs.broker import RecordT, make_broker, parse_record
+from libs.database import open_pool
 from libs.logs import setup_logging
+from libs.poison import report_undecodable
 from libs.settings import Settings, get_settings
 from libs.tracing import setup_tracing, shutdown_tracing
 
@@ -55,3 +61,48 @@ def main(name: str, build: Callable[[Settings], Service]) -> None:
         asyncio.run(run_until_signalled(name, build(settings)))
     finally:
         shutdown_tracing()
+
+
+class PipelineService:
+    """The common shape of a pipeline service: a broker, a database pool, one name.
+
+    Subclasses set ``name`` (and ``uses_database``), wire their subscribers in ``__init__``
+    and extend ``start``/``stop`` for whatever else they run.
+    """
+
+    name: ClassVar[str]
+    uses_database: ClassVar[bool] = True
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.broker = make_broker(self.name, settings)
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The database pool, once started."""
+        if self._pool is None:
+            raise RuntimeError(f"{self.name} is not started")
+        return self._pool
+
+    async def start(self) -> None:
+        """Open the database pool, then start consuming."""
+        if self.uses_database:
+            self._pool = await open_pool(self.settings)
+        await self.broker.start()
+
+    async def stop(self) -> None:
+        """Stop consuming (in-flight handlers finish), then close the pool."""
+        await self.broker.stop()
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def decode(self, model: type[RecordT], message: KafkaMessage) -> RecordT | None:
+        """The record in ``message``, or None for a poison record (reported when identifiable).
+
+        A poison record is skipped — its offset commits — so it never blocks the partition.
+        """
+        record = parse_record(model, message)
+        if record is None:
+            await report_undecodable(self.broker, self.settings, self.name, message)
+        return record

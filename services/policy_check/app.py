@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import logging
 
-import asyncpg
 from faststream.kafka import KafkaMessage
 
-from libs.broker import make_broker, parse_record, subscribe, subscribe_lanes
-from libs.database import open_pool
+from libs.broker import parse_record, subscribe, subscribe_lanes
 from libs.events import emit, event_data
 from libs.logs import current_message_id
-from libs.poison import report_undecodable
+from libs.service import PipelineService
 from libs.settings import Settings
 from libs.topics import EVENTS, lane_topic, public_topic
 from schemas.events import DeliveryEvent, MessageState
@@ -28,35 +26,20 @@ SERVICE = "policy-check"
 log = logging.getLogger(__name__)
 
 
-class PolicyCheckService:
+class PolicyCheckService(PipelineService):
     """Clears rendered messages for routing unless their recipient is suppressed."""
 
+    name = SERVICE
+
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.broker = make_broker(SERVICE, settings)
-        self._pool: asyncpg.Pool | None = None
+        super().__init__(settings)
         subscribe_lanes(self.broker, settings, SERVICE, "policy", self._check)
         events = public_topic(EVENTS, settings.topic_prefix)
         subscribe(self.broker, settings, SERVICE, "feedback", events, self._learn)
 
-    async def start(self) -> None:
-        self._pool = await open_pool(self.settings)
-        await self.broker.start()
-
-    async def stop(self) -> None:
-        await self.broker.stop()
-        if self._pool is not None:
-            await self._pool.close()
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        assert self._pool is not None, "the service is not started"
-        return self._pool
-
     async def _check(self, message: KafkaMessage) -> None:
-        rendered = parse_record(RenderedMessage, message)
+        rendered = await self.decode(RenderedMessage, message)
         if rendered is None:
-            await report_undecodable(self.broker, self.settings, SERVICE, message)
             return
         spec = rendered.message
         current_message_id.set(spec.message_id)

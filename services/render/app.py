@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncpg
 from faststream.kafka import KafkaMessage
 
-from libs.broker import make_broker, parse_record, publish_record, subscribe_lanes
+from libs.broker import publish_record, subscribe_lanes
 from libs.cache import TtlCache
-from libs.database import open_pool
 from libs.events import emit, event_data
 from libs.logs import current_message_id
-from libs.poison import report_undecodable
+from libs.service import PipelineService
 from libs.settings import Settings
 from libs.templates import Template, latest_template
 from libs.topics import lane_topic
@@ -24,31 +22,17 @@ TEMPLATE_TTL_SECONDS = 10.0
 """How long a template version is reused before the store is asked again."""
 
 
-class RenderService:
+class RenderService(PipelineService):
     """Merges each accepted message with its template and hands it to policy-check."""
 
+    name = SERVICE
+
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.broker = make_broker(SERVICE, settings)
-        self._pool: asyncpg.Pool | None = None
+        super().__init__(settings)
         self._templates: TtlCache[tuple[str, str, str | None], Template] = TtlCache(
             TEMPLATE_TTL_SECONDS
         )
         subscribe_lanes(self.broker, settings, SERVICE, "render", self._handle)
-
-    async def start(self) -> None:
-        self._pool = await open_pool(self.settings)
-        await self.broker.start()
-
-    async def stop(self) -> None:
-        await self.broker.stop()
-        if self._pool is not None:
-            await self._pool.close()
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        assert self._pool is not None, "the service is not started"
-        return self._pool
 
     async def _template(self, spec: MessageSpec, name: str) -> Template | None:
         return await self._templates.get(
@@ -57,9 +41,8 @@ class RenderService:
         )
 
     async def _handle(self, message: KafkaMessage) -> None:
-        accepted = parse_record(AcceptedMessage, message)
+        accepted = await self.decode(AcceptedMessage, message)
         if accepted is None:
-            await report_undecodable(self.broker, self.settings, SERVICE, message)
             return
         spec = accepted.message
         current_message_id.set(spec.message_id)

@@ -8,14 +8,12 @@ import json
 import logging
 from datetime import UTC, datetime
 
-import asyncpg
 from faststream.kafka import KafkaMessage
 from opentelemetry import trace
 
-from libs.broker import make_broker, parse_record, subscribe_lanes
-from libs.database import open_pool
+from libs.broker import subscribe_lanes
 from libs.logs import current_message_id
-from libs.poison import report_undecodable
+from libs.service import PipelineService
 from libs.settings import Settings
 from libs.topics import lane_topic
 from libs.tracing import context_from_headers, trace_headers
@@ -31,24 +29,18 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 
 
-class RetrySchedulerService:
+class RetrySchedulerService(PipelineService):
     """Stores each deferred attempt, then releases it to the sender when it is due."""
 
+    name = SERVICE
+
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.broker = make_broker(SERVICE, settings)
-        self._pool: asyncpg.Pool | None = None
+        super().__init__(settings)
         self._releaser: asyncio.Task[None] | None = None
         subscribe_lanes(self.broker, settings, SERVICE, "retry", self._handle)
 
-    @property
-    def pool(self) -> asyncpg.Pool:
-        assert self._pool is not None, "the retry-scheduler is not started"
-        return self._pool
-
     async def start(self) -> None:
-        self._pool = await open_pool(self.settings)
-        await self.broker.start()
+        await super().start()
         self._releaser = asyncio.create_task(self._release_forever())
 
     async def stop(self) -> None:
@@ -56,14 +48,11 @@ class RetrySchedulerService:
             self._releaser.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._releaser
-        await self.broker.stop()
-        if self._pool is not None:
-            await self._pool.close()
+        await super().stop()
 
     async def _handle(self, message: KafkaMessage) -> None:
-        request = parse_record(RetryRequest, message)
+        request = await self.decode(RetryRequest, message)
         if request is None:
-            await report_undecodable(self.broker, self.settings, SERVICE, message)
             return
         spec = request.job.message
         current_message_id.set(spec.message_id)

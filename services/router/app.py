@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 
 from faststream.kafka import KafkaMessage
 
-from libs.broker import make_broker, parse_record, publish_record, subscribe_lanes
+from libs.broker import publish_record, subscribe_lanes
 from libs.events import emit, event_data
 from libs.logs import current_message_id
-from libs.poison import report_undecodable
+from libs.service import PipelineService
 from libs.settings import Settings
 from libs.topics import lane_topic
 from schemas.events import MessageState
@@ -23,24 +23,19 @@ from services.router.decide import delivery_job, scheduled_send
 SERVICE = "router"
 
 
-class RouterService:
+class RouterService(PipelineService):
     """Turns each cleared message into its first delivery job."""
 
+    name = SERVICE
+    uses_database = False
+
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.broker = make_broker(SERVICE, settings)
+        super().__init__(settings)
         subscribe_lanes(self.broker, settings, SERVICE, "route", self._route)
 
-    async def start(self) -> None:
-        await self.broker.start()
-
-    async def stop(self) -> None:
-        await self.broker.stop()
-
     async def _route(self, message: KafkaMessage) -> None:
-        rendered = parse_record(RenderedMessage, message)
+        rendered = await self.decode(RenderedMessage, message)
         if rendered is None:
-            await report_undecodable(self.broker, self.settings, SERVICE, message)
             return
         spec = rendered.message
         current_message_id.set(spec.message_id)

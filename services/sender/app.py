@@ -7,21 +7,17 @@ import logging
 import uuid
 from datetime import UTC, datetime
 
-import asyncpg
 from faststream.kafka import KafkaMessage
 from opentelemetry import trace
 
 from libs.broker import (
-    make_broker,
-    parse_record,
     publish_record,
     retry_forever,
     subscribe_lanes,
 )
-from libs.database import open_pool
 from libs.events import emit, event_data
 from libs.logs import current_message_id
-from libs.poison import report_undecodable
+from libs.service import PipelineService
 from libs.settings import Settings
 from libs.topics import lane_topic
 from schemas.common import Problem
@@ -59,35 +55,23 @@ def _is_uuid(value: str) -> bool:
     return True
 
 
-class SenderService:
+class SenderService(PipelineService):
     """Delivers each job over SMTP and reports the outcome; deferrals go to the retry-scheduler."""
 
+    name = SERVICE
+
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.broker = make_broker(SERVICE, settings)
+        super().__init__(settings)
         self.connections = RouteConnections(settings.smtp_helo_name)
-        self._pool: asyncpg.Pool | None = None
         subscribe_lanes(self.broker, settings, SERVICE, "deliver", self._handle)
 
-    @property
-    def pool(self) -> asyncpg.Pool:
-        assert self._pool is not None, "the sender is not started"
-        return self._pool
-
-    async def start(self) -> None:
-        self._pool = await open_pool(self.settings)
-        await self.broker.start()
-
     async def stop(self) -> None:
-        await self.broker.stop()
+        await super().stop()
         await self.connections.close()
-        if self._pool is not None:
-            await self._pool.close()
 
     async def _handle(self, message: KafkaMessage) -> None:
-        job = parse_record(DeliveryJob, message)
+        job = await self.decode(DeliveryJob, message)
         if job is None:
-            await report_undecodable(self.broker, self.settings, SERVICE, message)
             return
         current_message_id.set(job.message.message_id)
         verdict = await self._attempt(job)

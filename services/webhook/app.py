@@ -11,15 +11,14 @@ import logging
 import uuid
 from datetime import UTC, datetime
 
-import asyncpg
 import httpx
 from faststream.kafka import KafkaMessage
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
-from libs.broker import make_broker, parse_record, subscribe
+from libs.broker import parse_record, subscribe
 from libs.cache import TtlCache
-from libs.database import open_pool
 from libs.logs import current_message_id
+from libs.service import PipelineService
 from libs.settings import Settings
 from libs.tenants import Tenant, tenant_by_id
 from libs.topics import EVENTS, public_topic
@@ -42,35 +41,24 @@ TENANT_TTL_SECONDS = 30.0
 log = logging.getLogger(__name__)
 
 
-class WebhookService:
+class WebhookService(PipelineService):
     """Delivers every delivery event to the webhook endpoint of the event's tenant."""
 
+    name = SERVICE
+
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.broker = make_broker(SERVICE, settings)
+        super().__init__(settings)
         self.client = httpx.AsyncClient(timeout=settings.webhook_timeout_seconds)
         HTTPXClientInstrumentor.instrument_client(
             self.client, tracer_provider=setup_tracing(SERVICE, settings)
         )
-        self._pool: asyncpg.Pool | None = None
         self._tenants: TtlCache[str, Tenant] = TtlCache(TENANT_TTL_SECONDS)
         events = public_topic(EVENTS, settings.topic_prefix)
         subscribe(self.broker, settings, SERVICE, "events", events, self._deliver)
 
-    async def start(self) -> None:
-        self._pool = await open_pool(self.settings)
-        await self.broker.start()
-
     async def stop(self) -> None:
-        await self.broker.stop()
+        await super().stop()
         await self.client.aclose()
-        if self._pool is not None:
-            await self._pool.close()
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        assert self._pool is not None, "the service is not started"
-        return self._pool
 
     async def _deliver(self, message: KafkaMessage) -> None:
         event = parse_record(DeliveryEvent, message)
