@@ -11,6 +11,30 @@ from schemas.common import Category, Lane, Record, Stream, Tag
 
 MAX_RECIPIENTS = 50
 
+STRUCTURAL_HEADERS = frozenset(
+    {
+        "bcc",
+        "cc",
+        "content-disposition",
+        "content-id",
+        "content-transfer-encoding",
+        "content-type",
+        "date",
+        "dkim-signature",
+        "from",
+        "message-id",
+        "mime-version",
+        "received",
+        "reply-to",
+        "return-path",
+        "sender",
+        "subject",
+        "to",
+        "x-sendarix-message-id",
+    }
+)
+"""Headers Sendarix writes itself (lower-case); a request may not set them in ``headers``."""
+
 
 class Attachment(Record):
     """A file attached to the message; ``content`` is base64."""

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from libs.templates import Template
 from schemas.common import Problem
-from schemas.send import SendRequest
+from schemas.send import STRUCTURAL_HEADERS, SendRequest
 
 RequestT = TypeVar("RequestT", bound=SendRequest)
 
@@ -34,26 +34,6 @@ MAX_ATTACHMENT_BYTES = 7 * 1024 * 1024
 """Decoded attachment bytes per message: fits a 10 MiB body once base64-encoded."""
 MAX_IDEMPOTENCY_KEY_CHARS = 256
 
-STRUCTURAL_HEADERS = frozenset(
-    {
-        "bcc",
-        "cc",
-        "content-transfer-encoding",
-        "content-type",
-        "date",
-        "dkim-signature",
-        "from",
-        "message-id",
-        "mime-version",
-        "received",
-        "reply-to",
-        "return-path",
-        "sender",
-        "subject",
-        "to",
-    }
-)
-"""Headers Sendarix writes itself: a tenant setting them would forge or break the message."""
 
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 field name: printable ASCII but ':'
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -12,32 +12,11 @@ from email.utils import format_datetime, parseaddr
 
 from schemas.common import Problem
 from schemas.pipeline import DeliveryJob, RenderedContent
+from schemas.send import STRUCTURAL_HEADERS
 
 WIRE_POLICY = policy.SMTP.clone(cte_type="7bit")
 """CRLF line ends and 7-bit bodies: every SMTP server accepts them, 8BITMIME or not."""
 
-STRUCTURAL_HEADERS = frozenset(
-    {
-        "bcc",
-        "cc",
-        "content-disposition",
-        "content-id",
-        "content-transfer-encoding",
-        "content-type",
-        "date",
-        "from",
-        "message-id",
-        "mime-version",
-        "received",
-        "reply-to",
-        "return-path",
-        "sender",
-        "subject",
-        "to",
-        "x-sendarix-message-id",
-    }
-)
-"""Headers Sendarix writes itself; a request's own copy would change who gets what."""
 
 _TOKEN = r"[a-z0-9!#$&^_.+-]+"
 _LEAF_TYPE = re.compile(rf"^(?!multipart/|message/)(?P<maintype>{_TOKEN})/(?P<subtype>{_TOKEN})$")
