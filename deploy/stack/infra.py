@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import os
 import pwd
 import secrets
@@ -30,6 +31,8 @@ from libs.settings import REPO_ROOT
 KAFKA_PROPERTIES = REPO_ROOT / "deploy" / "kafka" / "server.properties"
 KAFKA_LOG4J = REPO_ROOT / "deploy" / "kafka" / "log4j2.yaml"
 JAEGER_CONFIG = REPO_ROOT / "deploy" / "jaeger" / "config.yaml"
+SHARED_DATA_ROOT = Path("/var/lib/sendarix")
+"""Where PostgreSQL data goes when the repository is out of the postgres account's reach."""
 
 
 def infra_ports(profile: Profile) -> dict[str, int]:
@@ -60,8 +63,8 @@ def _as_postgres_owner() -> str | None:
 async def start_postgres(profile: Profile, supervisor: Supervisor) -> None:
     """A project-local PostgreSQL cluster with a ``sendarix`` database, trusted on loopback."""
     bin_dir = tools.postgres_bin()
-    data = profile.state_dir / "postgres"
     owner = _as_postgres_owner()
+    data = postgres_data_dir(profile, owner)
     if not (data / "PG_VERSION").exists():
         say(f"creating the PostgreSQL cluster in {data}")
         shutil.rmtree(data, ignore_errors=True)  # what an interrupted initdb left, if anything
@@ -95,16 +98,36 @@ async def start_postgres(profile: Profile, supervisor: Supervisor) -> None:
     await supervisor.wait_ready("postgres", probe=lambda: postgres_ready(profile), within=60)
 
 
+def _reachable_by(path: Path, account: str) -> bool:
+    """Whether ``account`` can enter every existing folder above ``path``."""
+    uid = pwd.getpwnam(account).pw_uid
+    for folder in reversed(path.parents):
+        if folder.exists():
+            mode = folder.stat()
+            if mode.st_uid != uid and not mode.st_mode & stat.S_IXOTH:
+                return False
+    return True
+
+
+def postgres_data_dir(profile: Profile, owner: str | None) -> Path:
+    """Where the cluster keeps its data: the state folder, unless its owner cannot reach it.
+
+    As root the cluster runs as ``postgres``, which cannot enter a repository kept under a
+    private folder (``/root`` is mode 700); then the data goes to ``/var/lib/sendarix``, one
+    folder per repository and profile.
+    """
+    preferred = profile.state_dir / "postgres"
+    if owner is None or _reachable_by(preferred, owner):
+        return preferred
+    digest = hashlib.sha256(str(REPO_ROOT).encode()).hexdigest()[:10]
+    fallback = SHARED_DATA_ROOT / f"{profile.name}-{digest}" / "postgres"
+    say(f"{owner} cannot reach {preferred}; keeping the PostgreSQL data in {fallback}")
+    return fallback
+
+
 def _hand_over(data: Path, account: str) -> None:
-    """Give ``account`` the data folder, after checking it can reach it at all."""
+    """Give ``account`` the data folder."""
     entry = pwd.getpwnam(account)
-    for folder in reversed(data.parents):
-        mode = folder.stat()
-        if mode.st_uid != entry.pw_uid and not mode.st_mode & stat.S_IXOTH:
-            raise tools.ToolError(
-                f"PostgreSQL runs as the {account} account, which cannot enter {folder}; "
-                f"allow it (chmod o+x {folder}) or keep the repository elsewhere"
-            )
     os.chown(data, entry.pw_uid, entry.pw_gid)
 
 
