@@ -16,17 +16,19 @@ help:
 	@echo "make test     lint, type-check, then run every test"
 	@echo "make lint     ruff check, ruff format --check, mypy"
 	@echo "make clean    remove .state (local databases, broker data, logs)"
+	@echo "make bench    throughput and latency vs raw SMTP and Kafka baselines (bench-results/)"
+	@echo "make chaos    10,000 messages while every service, the broker and the database fail"
 
 install: $(INSTALLED)
 
-# Re-installs only when pyproject.toml changed since the last install.
-$(INSTALLED): pyproject.toml
+# Re-installs only when pyproject.toml or constraints.txt changed since the last install.
+$(INSTALLED): pyproject.toml constraints.txt
 	@echo "[make] installing Sendarix and its dev tools into $(VENV)"
 	@python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 		|| { echo "[make] Sendarix needs Python 3.11 or newer as python3"; exit 1; }
 	@test -x $(BIN)/python || python3 -m venv $(VENV) \
 		|| { echo "[make] python3 -m venv failed; install python3-venv first"; exit 1; }
-	@$(BIN)/python -m pip install -qq --disable-pip-version-check -e ".[dev]"
+	@$(BIN)/python -m pip install -qq --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	@touch $@
 
 run: install
@@ -50,3 +52,15 @@ test: install lint
 clean:
 	@echo "[make] removing .state (local databases, broker data, logs)"
 	@rm -rf .state
+
+# BENCH_ARGS="--scenario critical --backlog 20000" picks other scenarios or sizes (see --help).
+.PHONY: bench
+bench: install
+	@echo "[make] benchmark on the bench stack (reused if running, else started): $(BIN)/python -m tests.bench $(BENCH_ARGS)"
+	@$(BIN)/python -m tests.bench $(BENCH_ARGS)
+
+# CHAOS_ARGS="--messages 2000 --rate 20" runs a smaller or slower chaos run (see --help).
+.PHONY: chaos
+chaos: install
+	@echo "[make] fault injection on the chaos stack (its own broker and database): $(BIN)/python -m tests.chaos $(CHAOS_ARGS)"
+	@$(BIN)/python -m tests.chaos $(CHAOS_ARGS)

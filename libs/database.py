@@ -12,6 +12,18 @@ from libs.settings import REPO_ROOT, Settings
 
 log = logging.getLogger(__name__)
 
+DATABASE_DOWN: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # a pooled connection the server cut off mid-operation
+    asyncpg.CannotConnectNowError,  # the server is starting up or shutting down
+    asyncpg.AdminShutdownError,  # a session ended by a (fast) shutdown
+)
+"""What the driver raises while the database cannot be reached, restarts or just restarted:
+worth a retry, never a 500."""
+
 MIGRATIONS_DIR = REPO_ROOT / "deploy" / "migrations"
 MIGRATION_LOCK = 7_201_511  # advisory lock id: one migrator at a time
 

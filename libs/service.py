@@ -7,13 +7,15 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable
+from functools import partial
 from typing import ClassVar, Protocol
 
 import asyncpg
+from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaMessage
 
 from libs.broker import RecordT, make_broker, parse_record
-from libs.database import open_pool
+from libs.database import DATABASE_DOWN, open_pool
 from libs.logs import setup_logging
 from libs.poison import report_undecodable
 from libs.settings import Settings, get_settings
@@ -30,13 +32,47 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
-async def run_until_signalled(name: str, service: Service) -> None:
-    """Start ``service``, run until SIGINT or SIGTERM, then stop it cleanly."""
+DEPENDENCY_DOWN: tuple[type[Exception], ...] = (KafkaError, *DATABASE_DOWN)
+"""What a start-up raises while the broker or the database is down or restarting."""
+
+START_RETRY_SECONDS = 1.0
+
+
+async def start_when_dependencies_answer(name: str, build: Callable[[], Service]) -> Service:
+    """Build and start the service, again and again while the broker or database is down.
+
+    A process that exits because its broker restarts at the wrong moment would need a
+    supervisor to come back; a partly started service is stopped and built afresh instead.
+    """
+    while True:
+        service = build()
+        try:
+            await service.start()
+            return service
+        except DEPENDENCY_DOWN as error:
+            log.warning("%s cannot start yet (%r); retrying", name, error)
+            await _stop_quietly(service)
+            await asyncio.sleep(START_RETRY_SECONDS)
+        except asyncio.CancelledError:
+            await _stop_quietly(service)
+            raise
+
+
+async def _stop_quietly(service: Service) -> None:
+    """Release what a partly started service holds; it may have nothing to release."""
+    try:
+        await service.stop()
+    except Exception as error:
+        log.debug("stopping a partly started service: %r", error)
+
+
+async def run_until_signalled(name: str, build: Callable[[], Service]) -> None:
+    """Start the service ``build`` makes, run until SIGINT or SIGTERM, then stop it cleanly."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
-    starting = asyncio.create_task(service.start())
+    starting = asyncio.create_task(start_when_dependencies_answer(name, build))
     signalled = asyncio.create_task(stopping.wait())
     await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
     if not starting.done():
@@ -44,11 +80,11 @@ async def run_until_signalled(name: str, service: Service) -> None:
         starting.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await starting
-    else:
-        starting.result()
-        log.info("%s ready", name)
-        await signalled
-        log.info("%s stopping", name)
+        return
+    service = starting.result()
+    log.info("%s ready", name)
+    await signalled
+    log.info("%s stopping", name)
     await service.stop()
 
 
@@ -58,7 +94,7 @@ def main(name: str, build: Callable[[Settings], Service]) -> None:
     setup_logging(name, settings.log_level, settings.log_json)
     setup_tracing(name, settings)
     try:
-        asyncio.run(run_until_signalled(name, build(settings)))
+        asyncio.run(run_until_signalled(name, partial(build, settings)))
     finally:
         shutdown_tracing()
 

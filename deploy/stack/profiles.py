@@ -113,20 +113,21 @@ CHAOS = Profile(
 
 BENCH = Profile(
     name="bench",
-    kafka_port=39092,
-    kafka_controller_port=39093,
-    postgres_port=35433,
-    otlp_grpc_port=34317,
-    otlp_http_port=34318,
-    jaeger_ui_port=46686,
-    jaeger_query_grpc_port=46685,
-    jaeger_health_port=43133,
+    kafka_port=31092,
+    kafka_controller_port=31093,
+    postgres_port=31433,
+    otlp_grpc_port=31317,
+    otlp_http_port=31318,
+    jaeger_ui_port=31686,
+    jaeger_query_grpc_port=31685,
+    jaeger_health_port=31133,
     mailpit_smtp_port=31025,
-    mailpit_ui_port=38025,
-    simulator_port=32525,
-    http_port=38080,
+    mailpit_ui_port=31825,
+    simulator_port=31525,
+    http_port=31080,
     durable=False,
 )
-"""``make bench``: a stack of its own (+30000 from ``dev``), fast rather than durable."""
+"""``make bench``: ports of its own in 31xxx, below Linux's ephemeral range (32768 and up), where
+a benchmark's thousands of client connections could take a listening port first."""
 
 PROFILES = {profile.name: profile for profile in (DEV, TEST, CHAOS, BENCH)}

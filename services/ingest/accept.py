@@ -18,7 +18,9 @@ import asyncpg
 from faststream.kafka import KafkaBroker
 
 from libs.broker import publish_record
+from libs.database import DATABASE_DOWN
 from libs.events import emit, event_data
+from libs.priority import LANE_RANK
 from libs.settings import Settings
 from libs.templates import latest_template
 from libs.tenants import Tenant
@@ -39,8 +41,6 @@ log = logging.getLogger(__name__)
 SERVICE = "ingest"
 PUBLISH_TIMEOUT_SECONDS = 10.0
 """How long a request waits for the broker before it is answered ``unavailable``."""
-DATABASE_DOWN = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
-"""What the database driver raises when the database cannot be reached."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,15 @@ class Claim:
 
     message_ids: list[str]
     replay: AcceptedResponse | None = None
+
+
+def request_rank(request: SendRequest) -> int:
+    """The priority-gate rank of a request: that of its lane.
+
+    Both doors take their turn at the gate with it before they check and accept the request,
+    so an OTP is not kept waiting by a burst of bulk requests being validated and published.
+    """
+    return LANE_RANK[lane_for(request.category, request.stream, request.priority)]
 
 
 async def check(ingest: Ingest, request: SendRequest, tenant: Tenant) -> list[Violation]:

@@ -22,10 +22,12 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 from starlette.exceptions import HTTPException
 
+from libs.database import DATABASE_DOWN
+from libs.priority import gate
 from libs.tenants import Tenant
 from schemas.send import AcceptedResponse, SendRequest
 from services.ingest import store
-from services.ingest.accept import DATABASE_DOWN, Ingest, accept, check, claim
+from services.ingest.accept import Ingest, accept, check, claim, request_rank
 from services.ingest.ids import fresh_message_ids
 from services.ingest.problems import PROBLEM_JSON, ProblemDocument, ProblemError
 from services.ingest.validate import Violation, check_idempotency_key, parse_request
@@ -134,6 +136,13 @@ async def send_message(
     parsed = parse_request(await _json_body(request), SendRequest)
     if isinstance(parsed, list):
         raise ProblemError.of(parsed)
+    async with gate.turn(request_rank(parsed)):
+        return await _accept_request(ingest, tenant, parsed, idempotency_key)
+
+
+async def _accept_request(
+    ingest: Ingest, tenant: Tenant, parsed: SendRequest, idempotency_key: str | None
+) -> JSONResponse:
     if violations := await check(ingest, parsed, tenant):
         raise ProblemError.of(violations)
     message_ids = fresh_message_ids(len(parsed.to))

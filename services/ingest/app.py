@@ -9,19 +9,20 @@ from collections.abc import Iterator
 
 import asyncpg
 import uvicorn
+from aiokafka import ConsumerRecord
 from faststream.kafka import KafkaMessage
 
-from libs.broker import make_broker, parse_record, subscribe
-from libs.database import open_pool
+from libs.broker import make_broker, parse_value, subscribe, subscribe_batch
+from libs.database import DATABASE_DOWN, open_pool
 from libs.settings import Settings
 from libs.topics import EVENTS, SEND_REQUESTS, public_topic
 from libs.tracing import setup_tracing
 from schemas.events import DeliveryEvent
 from services.ingest import store
-from services.ingest.accept import DATABASE_DOWN, SERVICE, Ingest
+from services.ingest.accept import SERVICE, Ingest
 from services.ingest.api import build_api
 from services.ingest.intake import take_in
-from services.ingest.recorder import record
+from services.ingest.recorder import record_all
 from services.ingest.tenancy import TenantDirectory
 
 log = logging.getLogger(__name__)
@@ -51,9 +52,9 @@ class IngestService:
         self._sweeping: asyncio.Task[None] | None = None
         prefix = settings.topic_prefix
         requests = public_topic(SEND_REQUESTS, prefix)
-        subscribe(self.broker, settings, SERVICE, "intake", requests, self._take_in)
+        subscribe(self.broker, settings, SERVICE, "intake", requests, self._take_in, rank=None)
         events = public_topic(EVENTS, prefix)
-        subscribe(self.broker, settings, SERVICE, "recorder", events, self._record)
+        subscribe_batch(self.broker, settings, SERVICE, "recorder", events, self._record)
 
     @property
     def ingest(self) -> Ingest:
@@ -115,7 +116,6 @@ class IngestService:
     async def _take_in(self, message: KafkaMessage) -> None:
         await take_in(self.ingest, message)
 
-    async def _record(self, message: KafkaMessage) -> None:
-        event = parse_record(DeliveryEvent, message)
-        if event is not None:
-            await record(self.ingest.pool, event)
+    async def _record(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        events = [parse_value(DeliveryEvent, r.value, r) for r in records]
+        await record_all(self.ingest.pool, [event for event in events if event is not None])

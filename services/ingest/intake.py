@@ -17,6 +17,7 @@ from typing import Any
 from faststream.kafka import KafkaMessage
 
 from libs.events import emit
+from libs.priority import gate
 from libs.tenants import Tenant
 from libs.topics import SEND_REQUESTS_DLQ, public_topic
 from libs.tracing import current_trace_id
@@ -24,7 +25,7 @@ from schemas.common import lane_for
 from schemas.events import EventData, MessageState
 from schemas.pipeline import DeadLetter
 from schemas.send import TopicSendRequest
-from services.ingest.accept import SERVICE, Ingest, accept, check, claim
+from services.ingest.accept import SERVICE, Ingest, accept, check, claim, request_rank
 from services.ingest.ids import RecordOrigin, record_message_ids, rejection_id
 from services.ingest.validate import Violation, as_problem, parse_request, pointer
 
@@ -40,7 +41,13 @@ async def take_in(ingest: Ingest, message: KafkaMessage) -> None:
         tenant = await _claimed_tenant(ingest, message.body)
         await refuse(ingest, message, origin, parsed, tenant)
         return
-    request = parsed
+    async with gate.turn(request_rank(parsed)):
+        await _take_in_request(ingest, message, origin, parsed)
+
+
+async def _take_in_request(
+    ingest: Ingest, message: KafkaMessage, origin: RecordOrigin, request: TopicSendRequest
+) -> None:
     tenant = await ingest.tenants.by_id(request.tenant_id)
     if tenant is None:
         unknown = Violation("unknown_tenant", pointer("tenant_id"), "no such tenant")

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 
+from aiokafka import ConsumerRecord
 from faststream.kafka import KafkaMessage
 
-from libs.broker import parse_record, subscribe, subscribe_lanes
+from libs.broker import parse_value, subscribe_batch, subscribe_lanes
 from libs.events import emit, event_data
 from libs.logs import current_message_id
 from libs.service import PipelineService
@@ -35,7 +36,7 @@ class PolicyCheckService(PipelineService):
         super().__init__(settings)
         subscribe_lanes(self.broker, settings, SERVICE, "policy", self._check)
         events = public_topic(EVENTS, settings.topic_prefix)
-        subscribe(self.broker, settings, SERVICE, "feedback", events, self._learn)
+        subscribe_batch(self.broker, settings, SERVICE, "feedback", events, self._learn)
 
     async def _check(self, message: KafkaMessage) -> None:
         rendered = await self.decode(RenderedMessage, message)
@@ -57,13 +58,17 @@ class PolicyCheckService(PipelineService):
             key=spec.message_id.encode(),
         )
 
-    async def _learn(self, message: KafkaMessage) -> None:
-        event = parse_record(DeliveryEvent, message)
-        suppression = learned_suppression(event) if event is not None else None
-        if event is None or suppression is None:
-            return
-        current_message_id.set(event.subject)
-        if await store.add_suppression(self.pool, suppression):
-            log.info(
-                "recipient suppressed for tenant %s: %s", event.data.tenant_id, suppression.reason
-            )
+    async def _learn(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """Suppress the recipients that a batch of events shows dead, hostile or gone."""
+        for record in records:
+            event = parse_value(DeliveryEvent, record.value, record)
+            suppression = learned_suppression(event) if event is not None else None
+            if event is None or suppression is None:
+                continue
+            current_message_id.set(event.subject)
+            if await store.add_suppression(self.pool, suppression):
+                log.info(
+                    "recipient suppressed for tenant %s: %s",
+                    event.data.tenant_id,
+                    suppression.reason,
+                )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from faststream.kafka import KafkaMessage
 
 from libs.broker import publish_record, subscribe_lanes
@@ -55,8 +57,10 @@ class RenderService(PipelineService):
             return
         rendered = RenderedMessage(message=spec, content=content)
         policy_topic = lane_topic("policy", spec.lane, self.settings.topic_prefix)
-        await publish_record(self.broker, policy_topic, rendered, spec.message_id)
         done = event_data(
             spec, SERVICE, template_version=content.template_version, subject=content.subject
         )
-        await emit(self.broker, self.settings, MessageState.RENDERED, done)
+        await asyncio.gather(  # both acknowledged before the offset commits; order is free
+            publish_record(self.broker, policy_topic, rendered, spec.message_id),
+            emit(self.broker, self.settings, MessageState.RENDERED, done),
+        )

@@ -6,6 +6,7 @@ already holds deferred attempts until they are due, so scheduled sends need noth
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 from faststream.kafka import KafkaMessage
@@ -43,7 +44,9 @@ class RouterService(PipelineService):
         deferral = scheduled_send(job, datetime.now(UTC))
         stage, record = ("deliver", job) if deferral is None else ("retry", deferral)
         topic = lane_topic(stage, spec.lane, self.settings.topic_prefix)
-        await publish_record(self.broker, topic, record, spec.message_id)
         due = deferral.due_at if deferral is not None else None
         routed = event_data(spec, SERVICE, route=job.route, next_attempt_at=due)
-        await emit(self.broker, self.settings, MessageState.ROUTED, routed)
+        await asyncio.gather(  # both acknowledged before the offset commits; order is free
+            publish_record(self.broker, topic, record, spec.message_id),
+            emit(self.broker, self.settings, MessageState.ROUTED, routed),
+        )

@@ -12,17 +12,18 @@ import uuid
 from datetime import UTC, datetime
 
 import httpx
-from faststream.kafka import KafkaMessage
+from aiokafka import ConsumerRecord
+from opentelemetry import trace
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
-from libs.broker import parse_record, subscribe
+from libs.broker import parse_value, subscribe_batch
 from libs.cache import TtlCache
 from libs.logs import current_message_id
 from libs.service import PipelineService
 from libs.settings import Settings
 from libs.tenants import Tenant, tenant_by_id
 from libs.topics import EVENTS, public_topic
-from libs.tracing import setup_tracing
+from libs.tracing import context_from_headers, setup_tracing
 from schemas.events import DeliveryEvent
 from services.webhook import store
 from services.webhook.delivery import (
@@ -39,6 +40,7 @@ TENANT_TTL_SECONDS = 30.0
 """How long a tenant's endpoint and secret are reused before the database is asked again."""
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 
 class WebhookService(PipelineService):
@@ -54,15 +56,20 @@ class WebhookService(PipelineService):
         )
         self._tenants: TtlCache[str, Tenant] = TtlCache(TENANT_TTL_SECONDS)
         events = public_topic(EVENTS, settings.topic_prefix)
-        subscribe(self.broker, settings, SERVICE, "events", events, self._deliver)
+        subscribe_batch(self.broker, settings, SERVICE, "events", events, self._deliver_all)
 
     async def stop(self) -> None:
         await super().stop()
         await self.client.aclose()
 
-    async def _deliver(self, message: KafkaMessage) -> None:
-        event = parse_record(DeliveryEvent, message)
-        if event is None:
+    async def _deliver_all(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """Deliver a batch of events in order; each post is a span of its message's trace."""
+        for record in records:
+            await self._deliver(record)
+
+    async def _deliver(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        event = parse_value(DeliveryEvent, record.value, record)
+        if event is None or record.value is None:
             return
         current_message_id.set(event.subject)
         try:
@@ -77,7 +84,12 @@ class WebhookService(PipelineService):
         url = tenant.webhook_url
         if await store.already_delivered(self.pool, event_id, url):
             return
-        delivery = await self._post(url, tenant.webhook_secret, event.id, message.body)
+        headers = {name: value.decode(errors="replace") for name, value in record.headers}
+        attributes = {"sendarix.message_id": event.subject, "sendarix.event": event.type}
+        with tracer.start_as_current_span(
+            "webhook deliver", context=context_from_headers(headers), attributes=attributes
+        ):
+            delivery = await self._post(url, tenant.webhook_secret, event.id, record.value)
         if delivery.status is DeliveryStatus.FAILED:
             log.warning(
                 "webhook of tenant %s gave up on event %s: %s", tenant_id, event.id, delivery

@@ -1,0 +1,3 @@
+module sendarix/smtpsink
+
+go 1.22

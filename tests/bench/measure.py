@@ -1,0 +1,156 @@
+"""From accept times and sink arrivals to figures: throughput, latency percentiles, CPU, memory."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from tests.bench.load import Accepted
+
+BENCH_CLIENT = "bench-client"
+"""This process: the load generator, sampled without its children (the stack it started)."""
+
+
+def percentile(values: list[float], share: float) -> float:
+    """The nearest-rank percentile (``share`` in 0..1) of ``values``."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
+def latency_summary(latencies_ms: list[float]) -> dict[str, float | int]:
+    """Count and p50/p95/p99/max of latencies in ms."""
+    if not latencies_ms:
+        return {"count": 0}
+    return {
+        "count": len(latencies_ms),
+        "p50_ms": round(percentile(latencies_ms, 0.50), 1),
+        "p95_ms": round(percentile(latencies_ms, 0.95), 1),
+        "p99_ms": round(percentile(latencies_ms, 0.99), 1),
+        "max_ms": round(max(latencies_ms), 1),
+    }
+
+
+def outcome(
+    accepted: list[Accepted], received: dict[str, int], planned: int, origin_ns: int | None = None
+) -> dict[str, Any]:
+    """What became of ``accepted``: throughput from first accept to last 250, latency per lane.
+
+    ``points`` keeps (seconds from ``origin_ns``, by default the first accept, to the 250,
+    latency ms, lane) for the plot.
+    """
+    delivered = [
+        (item, received[item.message_id]) for item in accepted if item.message_id in received
+    ]
+    result: dict[str, Any] = {
+        "planned": planned,
+        "accepted": len(accepted),
+        "delivered": len(delivered),
+        "missing": len(accepted) - len(delivered),
+    }
+    if not delivered:
+        return result
+    first_ns = min(item.at_ns for item in accepted)
+    last_ns = max(at for _, at in delivered)
+    accept_span = (max(item.at_ns for item in accepted) - first_ns) / 1e9
+    seconds = (last_ns - first_ns) / 1e9
+    latencies = [((at - item.at_ns) / 1e6, at, item) for item, at in delivered]
+    by_lane: dict[str, list[float]] = {}
+    by_entry: dict[str, list[float]] = {}
+    for latency, _, item in latencies:
+        by_lane.setdefault(item.lane.value, []).append(latency)
+        by_entry.setdefault(item.entry.value, []).append(latency)
+    result |= {
+        "seconds": round(seconds, 2),
+        "accepted_per_s": round(len(accepted) / accept_span, 1) if accept_span > 0 else None,
+        "delivered_per_s": round(len(delivered) / seconds, 1) if seconds > 0 else None,
+        "latency": {lane: latency_summary(values) for lane, values in sorted(by_lane.items())},
+        "latency_by_entry": {
+            entry: latency_summary(values) for entry, values in sorted(by_entry.items())
+        },
+        "points": [
+            [round((at - (origin_ns or first_ns)) / 1e9, 3), round(latency, 1), item.lane.value]
+            for latency, at, item in latencies
+        ],
+    }
+    return result
+
+
+def listener_pids(ports: dict[str, int]) -> dict[str, int]:
+    """The process listening on each port (infrastructure this run did not start)."""
+    found: dict[str, int] = {}
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except psutil.AccessDenied:
+        return found
+    for name, port in ports.items():
+        for connection in connections:
+            if (
+                connection.status == psutil.CONN_LISTEN
+                and connection.laddr
+                and connection.laddr.port == port
+                and connection.pid
+            ):
+                found[name] = connection.pid
+                break
+    return found
+
+
+def _usage(pid: int, children: bool) -> tuple[float, int]:
+    """CPU seconds (user + system) and RSS bytes of a process, with its live children if asked
+    (PostgreSQL serves each connection from a child)."""
+    root = psutil.Process(pid)
+    cpu, rss = 0.0, 0
+    for process in [root, *(root.children(recursive=True) if children else [])]:
+        try:
+            times = process.cpu_times()
+            cpu += times.user + times.system
+            rss += process.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return cpu, rss
+
+
+@dataclass
+class ProcessSampler:
+    """Samples CPU time and RSS of named processes (and their children) every ``every`` s."""
+
+    processes: Callable[[], dict[str, int]]
+    every: float = 0.5
+    samples: list[tuple[float, dict[str, tuple[float, int]]]] = field(default_factory=list)
+
+    def sample(self) -> None:
+        usage: dict[str, tuple[float, int]] = {}
+        for name, pid in {**self.processes(), BENCH_CLIENT: os.getpid()}.items():
+            try:
+                usage[name] = _usage(pid, children=name != BENCH_CLIENT)
+            except psutil.NoSuchProcess:
+                continue
+        self.samples.append((time.monotonic(), usage))
+
+    async def run(self) -> None:
+        """Sample until cancelled."""
+        while True:
+            await asyncio.to_thread(self.sample)
+            await asyncio.sleep(self.every)
+
+    def window(self, start: float, end: float) -> dict[str, dict[str, float]]:
+        """CPU seconds used and peak RSS (MB) of each process between two monotonic times."""
+        inside = [usage for at, usage in self.samples if start <= at <= end]
+        if len(inside) < 2:
+            return {}
+        names: Iterable[str] = sorted({name for usage in inside for name in usage})
+        figures: dict[str, dict[str, float]] = {}
+        for name in names:
+            seen = [usage[name] for usage in inside if name in usage]
+            figures[name] = {
+                "cpu_s": round(max(0.0, seen[-1][0] - seen[0][0]), 2),
+                "peak_rss_mb": round(max(rss for _, rss in seen) / 2**20, 1),
+            }
+        return figures
