@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     OutOfOrderSequenceNumber,
@@ -23,6 +23,8 @@ from aiokafka.errors import (
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from faststream.kafka.publisher.producer import AioKafkaFastProducerImpl
+from faststream.kafka.publisher.state import RealProducer
 from faststream.message import StreamMessage
 from pydantic import BaseModel, ValidationError
 
@@ -90,9 +92,14 @@ class Broker(KafkaBroker):
             if self._generation != broken:  # another publish renewed it already
                 return
             log.warning("the Kafka producer lost its sequence; starting a new one")
-            await self.config.disconnect()  # the producer and the admin client, not consumers
-            await self.config.connect(**self._connection_kwargs)
+            holder = self.config.broker_config.producer
+            assert isinstance(holder, AioKafkaFastProducerImpl), "the broker is connected"
+            fresh = AIOKafkaProducer(**self._connection_kwargs)
+            await fresh.start()
+            # Swapped in place, so that no concurrent publish ever finds no producer at all.
+            stale, holder._producer = holder._producer, RealProducer(fresh)
             self._generation += 1
+        await stale.stop()
 
 
 def make_broker(service: str, settings: Settings) -> KafkaBroker:

@@ -41,12 +41,6 @@ class Topology:
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
-    async def restart(self, service: str) -> None:
-        """Start a (killed) service again and wait until it serves."""
-        self.supervisor.restart(service)
-        if service == "ingest":
-            await self.supervisor.wait_ready("ingest", probe=lambda: gateway_ready(TEST))
-
 
 @pytest.fixture(scope="module")
 async def topology(settings: Settings) -> AsyncIterator[Topology]:
