@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from libs.service import Service
 from libs.settings import Settings
 
 T = TypeVar("T")
@@ -150,3 +151,16 @@ async def jaeger_services(settings: Settings, trace_id: str) -> set[str] | None:
     if not traces:
         return None
     return {process["serviceName"] for process in traces[0]["processes"].values()}
+
+
+ServiceT = TypeVar("ServiceT", bound=Service)
+
+
+@asynccontextmanager
+async def started(service: ServiceT) -> AsyncIterator[ServiceT]:
+    """``service`` started for the block and stopped after it, as a fixture wants it."""
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()

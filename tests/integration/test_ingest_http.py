@@ -29,17 +29,15 @@ from services.ingest.api import build_api
 from services.ingest.app import IngestService
 from services.ingest.tenancy import TenantDirectory
 from tests.records import message_spec
-from tests.support import TopicTap, eventually
+from tests.support import TopicTap, eventually, started
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 async def service(settings: Settings) -> AsyncIterator[IngestService]:
-    running = IngestService(settings.model_copy(update={"http_port": 0}))
-    await running.start()
-    yield running
-    await running.stop()
+    async with started(IngestService(settings.model_copy(update={"http_port": 0}))) as running:
+        yield running
 
 
 @pytest.fixture

@@ -19,17 +19,15 @@ from schemas.common import Lane
 from schemas.pipeline import DeadLetter
 from services.ingest.app import IngestService
 from services.ingest.ids import RecordOrigin, record_message_ids, rejection_id
-from tests.support import TopicTap, eventually
+from tests.support import TopicTap, eventually, started
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 async def service(settings: Settings) -> AsyncIterator[IngestService]:
-    running = IngestService(settings.model_copy(update={"http_port": 0}))
-    await running.start()
-    yield running
-    await running.stop()
+    async with started(IngestService(settings.model_copy(update={"http_port": 0}))) as running:
+        yield running
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from services.policy_check import store
 from services.policy_check.app import PolicyCheckService
 from services.policy_check.decide import Suppression, SuppressionReason
 from tests.records import rendered_message
-from tests.support import TopicTap, eventually
+from tests.support import TopicTap, eventually, started
 
 pytestmark = pytest.mark.integration
 
@@ -29,10 +29,8 @@ LANE = Lane.NORMAL
 
 @pytest.fixture(scope="module")
 async def service(settings: Settings) -> AsyncIterator[PolicyCheckService]:
-    running = PolicyCheckService(settings)
-    await running.start()
-    yield running
-    await running.stop()
+    async with started(PolicyCheckService(settings)) as running:
+        yield running
 
 
 @pytest.fixture

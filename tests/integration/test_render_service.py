@@ -18,7 +18,7 @@ from schemas.common import Lane
 from schemas.pipeline import AcceptedMessage, MessageSpec
 from services.render.app import RenderService
 from tests.records import message_spec
-from tests.support import TopicTap
+from tests.support import TopicTap, started
 
 pytestmark = pytest.mark.integration
 
@@ -27,10 +27,8 @@ LANE = Lane.HIGH
 
 @pytest.fixture(scope="module")
 async def service(settings: Settings) -> AsyncIterator[RenderService]:
-    running = RenderService(settings)
-    await running.start()
-    yield running
-    await running.stop()
+    async with started(RenderService(settings)) as running:
+        yield running
 
 
 @pytest.fixture

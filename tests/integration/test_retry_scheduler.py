@@ -15,7 +15,7 @@ from libs.topics import lane_topic
 from schemas.common import Lane
 from schemas.pipeline import DeliveryJob, RetryRequest, SmtpReply
 from services.retry_scheduler.app import RetrySchedulerService
-from tests.support import TopicTap, eventually
+from tests.support import TopicTap, eventually, started
 from tests.unit.sender.jobs import delivery_job
 
 pytestmark = pytest.mark.integration
@@ -25,10 +25,8 @@ LANE = Lane.HIGH
 
 @pytest.fixture
 async def scheduler(settings: Settings) -> AsyncIterator[RetrySchedulerService]:
-    running = RetrySchedulerService(settings)
-    await running.start()
-    yield running
-    await running.stop()
+    async with started(RetrySchedulerService(settings)) as running:
+        yield running
 
 
 @pytest.fixture

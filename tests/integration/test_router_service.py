@@ -14,7 +14,7 @@ from schemas.common import Lane
 from schemas.pipeline import DeliveryJob, RenderedMessage, RetryRequest
 from services.router.app import RouterService
 from tests.records import rendered_message
-from tests.support import TopicTap
+from tests.support import TopicTap, started
 
 pytestmark = pytest.mark.integration
 
@@ -23,10 +23,8 @@ LANE = Lane.CRITICAL
 
 @pytest.fixture(scope="module")
 async def service(settings: Settings) -> AsyncIterator[RouterService]:
-    running = RouterService(settings)
-    await running.start()
-    yield running
-    await running.stop()
+    async with started(RouterService(settings)) as running:
+        yield running
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from schemas.common import Lane
 from schemas.pipeline import DeliveryJob, RetryRequest, Route
 from services.retry_scheduler.app import RetrySchedulerService
 from services.sender.app import SenderService
-from tests.support import TopicTap, eventually
+from tests.support import TopicTap, eventually, started
 from tests.unit.sender.jobs import delivery_job
 
 pytestmark = pytest.mark.integration
@@ -39,20 +39,16 @@ async def simulator(
     settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[MailboxSimulator]:
     log = tmp_path_factory.mktemp("simulator") / "mailbox.jsonl"
-    running = MailboxSimulator(
-        settings.model_copy(update={"simulator_port": 0, "simulator_log": log})
-    )
-    await running.start()
-    yield running
-    await running.stop()
+    async with started(
+        MailboxSimulator(settings.model_copy(update={"simulator_port": 0, "simulator_log": log}))
+    ) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
 async def sender(settings: Settings) -> AsyncIterator[SenderService]:
-    running = SenderService(settings)
-    await running.start()
-    yield running
-    await running.stop()
+    async with started(SenderService(settings)) as running:
+        yield running
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 
 from deploy.simulator.server import MailboxSimulator
 from libs.settings import Settings
-from tests.support import eventually
+from tests.support import eventually, started
 
 pytestmark = pytest.mark.integration
 
@@ -25,14 +25,14 @@ DOMAIN = "simulator.sendarix.test"
 
 @pytest.fixture
 async def simulator(settings: Settings, tmp_path: Path) -> AsyncIterator[MailboxSimulator]:
-    running = MailboxSimulator(
-        settings.model_copy(
-            update={"simulator_port": 0, "simulator_log": tmp_path / "new" / "mailbox.jsonl"}
+    async with started(
+        MailboxSimulator(
+            settings.model_copy(
+                update={"simulator_port": 0, "simulator_log": tmp_path / "new" / "mailbox.jsonl"}
+            )
         )
-    )
-    await running.start()
-    yield running
-    await running.stop()
+    ) as running:
+        yield running
 
 
 def original(rcpt: str) -> tuple[EmailMessage, str]:

@@ -17,7 +17,7 @@ from libs.tenants import Tenant, set_webhook
 from libs.topics import EVENTS, public_topic
 from schemas.events import DeliveryEvent, EventData, MessageState, delivery_event
 from services.webhook.app import WebhookService
-from tests.support import WebhookReceiver, eventually, serving_webhooks
+from tests.support import WebhookReceiver, eventually, serving_webhooks, started
 
 pytestmark = pytest.mark.integration
 
@@ -30,10 +30,8 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
 
 @pytest.fixture(scope="module")
 async def service(settings: Settings) -> AsyncIterator[WebhookService]:
-    running = WebhookService(settings)
-    await running.start()
-    yield running
-    await running.stop()
+    async with started(WebhookService(settings)) as running:
+        yield running
 
 
 async def subscribed(pool: asyncpg.Pool, tenant: Tenant, url: str) -> Tenant:
