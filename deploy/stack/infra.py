@@ -132,8 +132,15 @@ def _hand_over(data: Path, account: str) -> None:
 
 
 def _cluster_id() -> str:
-    """A new KRaft cluster id: 16 random bytes, base64url without padding."""
-    return base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
+    """A new KRaft cluster id: 16 random bytes, base64url without padding.
+
+    Like Kafka's own ``random-uuid``, never one that starts with ``-``: the storage tool would
+    read it as an option.
+    """
+    while True:
+        candidate = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
+        if not candidate.startswith("-"):
+            return candidate
 
 
 async def start_kafka(profile: Profile, supervisor: Supervisor) -> None:
