@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from libs.cache import TtlCache
+
 DEFAULT_LOCALE = "en"
 
 
@@ -84,3 +86,26 @@ async def latest_template(
         candidates,
     )
     return _template(row) if row else None
+
+
+TEMPLATE_TTL_SECONDS = 10.0
+"""How long a template version is reused before the store is asked again."""
+
+
+class TemplateCatalogue:
+    """``latest_template`` for every message, answered from memory when recently asked.
+
+    Ingest checks a request against the template and render merges it: both ask for every
+    message, so both use this rather than a query each.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, ttl: float = TEMPLATE_TTL_SECONDS) -> None:
+        self._pool = pool
+        self._latest: TtlCache[tuple[str, str, str | None], Template] = TtlCache(ttl)
+
+    async def latest(self, tenant_id: str, name: str, locale: str | None) -> Template | None:
+        """The newest version of a template in the best locale available for ``locale``."""
+        return await self._latest.get(
+            (tenant_id, name, locale),
+            lambda: latest_template(self._pool, tenant_id, name, locale),
+        )

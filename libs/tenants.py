@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from libs.cache import TtlCache
+
 API_KEY_PREFIX = "sx_"
 WEBHOOK_SECRET_PREFIX = "whsec_"
 
@@ -113,3 +115,27 @@ async def tenant_by_id(pool: asyncpg.Pool, tenant_id: str) -> Tenant | None:
         return None
     row = await pool.fetchrow("SELECT * FROM tenants WHERE id = $1", key)
     return _tenant(row) if row else None
+
+
+TENANT_TTL_SECONDS = 30.0
+"""How long a tenant is trusted from memory: a revoked key, a new domain or a new webhook
+endpoint applies this late."""
+
+
+class TenantDirectory:
+    """Tenant look-ups made for every request or event, answered from memory when recent."""
+
+    def __init__(self, pool: asyncpg.Pool, ttl: float = TENANT_TTL_SECONDS) -> None:
+        self._pool = pool
+        self._by_key: TtlCache[bytes, Tenant] = TtlCache(ttl)
+        self._by_id: TtlCache[str, Tenant] = TtlCache(ttl)
+
+    async def by_api_key(self, api_key: str) -> Tenant | None:
+        """The tenant of an unrevoked API key."""
+        return await self._by_key.get(
+            hash_api_key(api_key), lambda: tenant_by_api_key(self._pool, api_key)
+        )
+
+    async def by_id(self, tenant_id: str) -> Tenant | None:
+        """A tenant by id (None also for an id that is not a UUID)."""
+        return await self._by_id.get(tenant_id, lambda: tenant_by_id(self._pool, tenant_id))

@@ -22,8 +22,8 @@ from libs.database import DATABASE_DOWN
 from libs.events import emit, event_data
 from libs.priority import LANE_RANK
 from libs.settings import Settings
-from libs.templates import latest_template
-from libs.tenants import Tenant
+from libs.templates import TemplateCatalogue
+from libs.tenants import Tenant, TenantDirectory
 from libs.topics import lane_topic
 from libs.tracing import current_trace_id
 from schemas.common import lane_for
@@ -33,7 +33,6 @@ from schemas.send import AcceptedRecipient, AcceptedResponse, SendRequest
 from services.ingest import store
 from services.ingest.ids import keyed_message_ids
 from services.ingest.recorder import record
-from services.ingest.tenancy import TenantDirectory
 from services.ingest.validate import Violation, check_request, request_fingerprint
 
 log = logging.getLogger(__name__)
@@ -51,6 +50,12 @@ class Ingest:
     broker: KafkaBroker
     pool: asyncpg.Pool
     tenants: TenantDirectory
+    templates: TemplateCatalogue
+
+    @classmethod
+    def on(cls, settings: Settings, broker: KafkaBroker, pool: asyncpg.Pool) -> Ingest:
+        """Everything accepting needs, over one database pool (look-ups cached in memory)."""
+        return cls(settings, broker, pool, TenantDirectory(pool), TemplateCatalogue(pool))
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,7 @@ def request_rank(request: SendRequest) -> int:
 async def check(ingest: Ingest, request: SendRequest, tenant: Tenant) -> list[Violation]:
     """Everything wrong with a schema-valid request of ``tenant`` (empty: acceptable)."""
     template = (
-        await latest_template(ingest.pool, tenant.id, request.template, request.locale)
+        await ingest.templates.latest(tenant.id, request.template, request.locale)
         if request.template is not None
         else None
     )

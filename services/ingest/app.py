@@ -23,7 +23,6 @@ from services.ingest.accept import SERVICE, Ingest
 from services.ingest.api import build_api
 from services.ingest.intake import take_in
 from services.ingest.recorder import record_all
-from services.ingest.tenancy import TenantDirectory
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ class IngestService:
 
     async def start(self) -> None:
         pool = await open_pool(self.settings)
-        self._ingest = Ingest(self.settings, self.broker, pool, TenantDirectory(pool))
+        self._ingest = Ingest.on(self.settings, self.broker, pool)
         await self.broker.start()
         self.api.state.ingest = self._ingest
         config = uvicorn.Config(

@@ -7,12 +7,11 @@ import asyncio
 from faststream.kafka import KafkaMessage
 
 from libs.broker import publish_record, subscribe_lanes
-from libs.cache import TtlCache
 from libs.events import emit, event_data
 from libs.logs import current_message_id
 from libs.service import PipelineService
 from libs.settings import Settings
-from libs.templates import Template, latest_template
+from libs.templates import Template, TemplateCatalogue
 from libs.topics import lane_topic
 from schemas.common import Problem
 from schemas.events import MessageState
@@ -20,8 +19,6 @@ from schemas.pipeline import AcceptedMessage, MessageSpec, RenderedMessage
 from services.render.render import render
 
 SERVICE = "render"
-TEMPLATE_TTL_SECONDS = 10.0
-"""How long a template version is reused before the store is asked again."""
 
 
 class RenderService(PipelineService):
@@ -31,16 +28,16 @@ class RenderService(PipelineService):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self._templates: TtlCache[tuple[str, str, str | None], Template] = TtlCache(
-            TEMPLATE_TTL_SECONDS
-        )
+        self._templates: TemplateCatalogue | None = None
         subscribe_lanes(self.broker, settings, SERVICE, "render", self._handle)
 
+    async def start(self) -> None:
+        await super().start()
+        self._templates = TemplateCatalogue(self.pool)
+
     async def _template(self, spec: MessageSpec, name: str) -> Template | None:
-        return await self._templates.get(
-            (spec.tenant_id, name, spec.locale),
-            lambda: latest_template(self.pool, spec.tenant_id, name, spec.locale),
-        )
+        assert self._templates is not None, "render is not started"
+        return await self._templates.latest(spec.tenant_id, name, spec.locale)
 
     async def _handle(self, message: KafkaMessage) -> None:
         accepted = await self.decode(AcceptedMessage, message)

@@ -17,11 +17,10 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
 from libs.broker import parse_value, subscribe_batch
-from libs.cache import TtlCache
 from libs.logs import current_message_id
 from libs.service import PipelineService
 from libs.settings import Settings
-from libs.tenants import Tenant, tenant_by_id
+from libs.tenants import TenantDirectory
 from libs.topics import EVENTS, public_topic
 from libs.tracing import context_from_headers, setup_tracing
 from schemas.events import DeliveryEvent
@@ -36,8 +35,6 @@ from services.webhook.signing import signature_headers
 
 SERVICE = "webhook"
 CONTENT_TYPE = "application/cloudevents+json"
-TENANT_TTL_SECONDS = 30.0
-"""How long a tenant's endpoint and secret are reused before the database is asked again."""
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -54,9 +51,13 @@ class WebhookService(PipelineService):
         HTTPXClientInstrumentor.instrument_client(
             self.client, tracer_provider=setup_tracing(SERVICE, settings)
         )
-        self._tenants: TtlCache[str, Tenant] = TtlCache(TENANT_TTL_SECONDS)
+        self._tenants: TenantDirectory | None = None
         events = public_topic(EVENTS, settings.topic_prefix)
         subscribe_batch(self.broker, settings, SERVICE, "events", events, self._deliver_all)
+
+    async def start(self) -> None:
+        await super().start()
+        self._tenants = TenantDirectory(self.pool)
 
     async def stop(self) -> None:
         await super().stop()
@@ -78,7 +79,8 @@ class WebhookService(PipelineService):
             log.error("skipping event with a non-UUID id %r", event.id)
             return
         tenant_id = event.data.tenant_id
-        tenant = await self._tenants.get(tenant_id, lambda: tenant_by_id(self.pool, tenant_id))
+        assert self._tenants is not None, "the webhook service is not started"
+        tenant = await self._tenants.by_id(tenant_id)
         if tenant is None or not tenant.webhook_url or not tenant.webhook_secret:
             return
         url = tenant.webhook_url

@@ -27,7 +27,6 @@ from services.ingest import accept as accept_module
 from services.ingest.accept import Ingest
 from services.ingest.api import build_api
 from services.ingest.app import IngestService
-from services.ingest.tenancy import TenantDirectory
 from tests.records import message_spec
 from tests.support import TopicTap, eventually, started
 
@@ -411,7 +410,7 @@ async def test_a_message_the_broker_cannot_take_is_answered_503(
     monkeypatch.setattr(accept_module, "PUBLISH_TIMEOUT_SECONDS", 1.0)
     nowhere = settings.model_copy(update={"topic_prefix": f"absent{uuid.uuid4().hex[:6]}."})
     gateway = build_api(setup_tracing("ingest", settings))
-    gateway.state.ingest = Ingest(nowhere, service.broker, pool, TenantDirectory(pool))
+    gateway.state.ingest = Ingest.on(nowhere, service.broker, pool)
     transport = httpx.ASGITransport(app=gateway)
     async with httpx.AsyncClient(transport=transport, base_url="http://ingest.test") as http:
         response = await http.post("/v1/messages", json=otp(), headers=auth(tenant))
