@@ -1,8 +1,8 @@
 """The FastStream Kafka broker every service uses, and the topic set-up from the catalogue.
 
-Producers are idempotent with ``acks=all``; subscribers commit an offset only after their
-handler returned (the side effect is done). A handler that raises is sought back and retried,
-so only a record that can never succeed may be skipped, and only by the handler itself.
+Producers are idempotent with ``acks=all``; what a batch produced is sent pipelined (every
+record handed to the producer first, every acknowledgement awaited after), so the producer
+batches records per partition instead of one request per record.
 """
 
 from __future__ import annotations
@@ -10,67 +10,51 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeAlias, TypeVar
 
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
     OutOfOrderSequenceNumber,
     TopicAlreadyExistsError,
     UnknownProducerId,
 )
-from faststream import AckPolicy
-from faststream.kafka import KafkaBroker, KafkaMessage
-from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from aiokafka.structs import RecordMetadata
+from faststream.kafka import KafkaBroker
 from faststream.kafka.publisher.producer import AioKafkaFastProducerImpl
 from faststream.kafka.publisher.state import RealProducer
-from faststream.message import StreamMessage
-from pydantic import BaseModel, ValidationError
 
-from libs.priority import FEEDBACK_RANK, LANE_RANK, gate
+from libs.batch import Publication
 from libs.settings import Settings
-from libs.topics import catalogue, lane_topic
-from libs.tracing import setup_tracing
-from schemas.common import Lane
+from libs.topics import MAX_RECORD_BYTES, Topic, catalogue
+from libs.tracing import setup_tracing, trace_headers, traceparent
 
 log = logging.getLogger(__name__)
 
-RecordT = TypeVar("RecordT", bound=BaseModel)
 T = TypeVar("T")
-
-Handler = Callable[[KafkaMessage], Awaitable[None]]
-
-
-def raw_body(message: StreamMessage[Any]) -> bytes:
-    """The record's bytes as they are, for the handler to decode.
-
-    FastStream's own decoder raises on a record labelled JSON that is not, which would retry
-    that record forever and block its partition; ``parse_record`` skips it instead.
-    """
-    return message.body
-
-
-SUBSCRIBER_OPTIONS: dict[str, Any] = {
-    "ack_policy": AckPolicy.NACK_ON_ERROR,
-    "auto_offset_reset": "earliest",
-    "max_poll_interval_ms": 120_000,
-    "decoder": raw_body,
-}
-"""Options of every subscriber: commit after the side effect, start from the beginning."""
-
 
 PRODUCER_WEDGED = (OutOfOrderSequenceNumber, UnknownProducerId)
 """What an idempotent producer answers, for good, once its sequence numbers and the broker's
 disagree (e.g. batches that timed out while the broker restarted)."""
 
+PARKING_ROOM_BYTES = 1024 * 1024
+"""Headroom above ``MAX_RECORD_BYTES`` on dead-letter topics and in the producer: a parked
+record is its original bytes plus the headers that say why."""
+
+PRODUCER_BATCH_BYTES = 256 * 1024
+"""Bytes the producer gathers per partition and request: a batch's records travel together."""
+
+SendOutcome: TypeAlias = RecordMetadata | BaseException
+
 
 class Broker(KafkaBroker):
-    """FastStream's Kafka broker, with a producer that is renewed when it can no longer publish.
+    """FastStream's Kafka broker, with pipelined sends and a producer renewed when it wedges.
 
     aiokafka's idempotent producer cannot recover from a sequence gap (the Java client bumps
     its epoch; aiokafka does not), so after a broker restart every publish would fail until the
-    process restarts. The failing publish still raises — the record is redelivered or the HTTP
+    process restarts. The failing send still fails — the batch is sent again, or the HTTP
     client retries — and the next one goes through a fresh producer (a new producer id).
     """
 
@@ -79,7 +63,67 @@ class Broker(KafkaBroker):
         self._renewing = asyncio.Lock()
         self._generation = 0
 
+    @property
+    def _holder(self) -> AioKafkaFastProducerImpl:
+        holder = self.config.broker_config.producer
+        assert isinstance(holder, AioKafkaFastProducerImpl), "the broker is connected"
+        return holder
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        """The connected aiokafka producer (the one FastStream publishes with)."""
+        producer: AIOKafkaProducer = self._holder._producer.producer
+        return producer
+
+    async def send_all(self, publications: Sequence[Publication]) -> list[SendOutcome]:
+        """Send every publication, then await every acknowledgement; one outcome each, in order.
+
+        A publication that came from a consumed record carries that record's trace. An outcome
+        is the record's metadata, or the error that refused it (never raised here, so that the
+        caller can tell a record at fault from a broker that is down).
+        """
+        generation = self._generation
+        producer = self.producer
+        pending: list[asyncio.Future[RecordMetadata] | BaseException] = []
+        for publication in publications:
+            headers = publication.headers
+            if publication.source is not None:
+                headers = [*headers, *traceparent(publication.source.context)]
+            try:
+                pending.append(
+                    await producer.send(
+                        publication.topic,
+                        value=publication.value,
+                        key=publication.key,
+                        headers=headers,
+                    )
+                )
+            except Exception as error:
+                pending.append(error)
+        outcomes: list[SendOutcome] = []
+        for sent in pending:
+            if isinstance(sent, BaseException):
+                outcomes.append(sent)
+                continue
+            try:
+                outcomes.append(await sent)
+            except Exception as error:
+                outcomes.append(error)
+        if any(isinstance(outcome, PRODUCER_WEDGED) for outcome in outcomes):
+            await self._renew_producer(generation)
+        return outcomes
+
+    async def send_confirmed(self, publications: Sequence[Publication]) -> list[RecordMetadata]:
+        """Send every publication and wait for the broker's acks; raise the first failure."""
+        outcomes = await self.send_all(publications)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return outcomes
+
     async def publish(self, *args: Any, **kwargs: Any) -> Any:
+        """FastStream's publish (one record, awaited), carrying the current trace context."""
+        kwargs["headers"] = {**trace_headers(), **(kwargs.get("headers") or {})}
         generation = self._generation
         try:
             return await super().publish(*args, **kwargs)
@@ -89,30 +133,32 @@ class Broker(KafkaBroker):
 
     async def _renew_producer(self, broken: int) -> None:
         async with self._renewing:
-            if self._generation != broken:  # another publish renewed it already
+            if self._generation != broken:  # another send renewed it already
                 return
             log.warning("the Kafka producer lost its sequence; starting a new one")
-            holder = self.config.broker_config.producer
-            assert isinstance(holder, AioKafkaFastProducerImpl), "the broker is connected"
+            holder = self._holder
             fresh = AIOKafkaProducer(**self._connection_kwargs)
             await fresh.start()
-            # Swapped in place, so that no concurrent publish ever finds no producer at all.
+            # Swapped in place, so that no concurrent send ever finds no producer at all.
             stale, holder._producer = holder._producer, RealProducer(fresh)
             self._generation += 1
         await stale.stop()
 
 
-def make_broker(service: str, settings: Settings) -> KafkaBroker:
-    """A broker for ``service``: idempotent producer, acks=all, traced through Kafka headers."""
-    provider = setup_tracing(service, settings)
+def make_broker(service: str, settings: Settings) -> Broker:
+    """A broker for ``service``: idempotent producer, acks=all, records up to the platform's
+    limit; tracing is the runtime's (one span per message per service), not per publish."""
+    setup_tracing(service, settings)
     return Broker(
         settings.kafka_bootstrap,
         client_id=f"sendarix-{service}",
         acks="all",
         enable_idempotence=True,
         linger_ms=1,
+        max_batch_size=PRODUCER_BATCH_BYTES,
+        max_request_size=MAX_RECORD_BYTES + PARKING_ROOM_BYTES,
         allow_auto_create_topics=False,
-        middlewares=[KafkaTelemetryMiddleware(tracer_provider=provider)],
+        apply_types=False,
         graceful_timeout=10.0,
         log_level=logging.DEBUG,
     )
@@ -126,133 +172,37 @@ def group_id(service: str, role: str, settings: Settings) -> str:
     return f"{settings.topic_prefix}sendarix-{service}-{role}"
 
 
-def subscribe(
-    broker: KafkaBroker,
-    settings: Settings,
-    service: str,
-    role: str,
-    topic: str,
-    handler: Handler,
-    rank: int | None = FEEDBACK_RANK,
-) -> None:
-    """Feed ``topic`` to ``handler`` in the service's group for ``role``.
-
-    Each record waits for its turn at the process's priority gate at ``rank`` (None: the
-    handler takes its turn itself, once it knows the record's lane).
-    """
-    group = group_id(service, role, settings)
-    gated = handler if rank is None else _in_turn(handler, rank)
-    broker.subscriber(topic, group_id=group, **SUBSCRIBER_OPTIONS)(gated)
-
-
-BATCH_MAX_RECORDS = 500
-BATCH_WAIT_MS = 50
-"""A batch subscriber takes what has arrived, up to this many records or this long a wait."""
-
-BatchHandler = Callable[[list[ConsumerRecord[bytes, bytes]]], Awaitable[None]]
-
-
-def subscribe_batch(
-    broker: KafkaBroker,
-    settings: Settings,
-    service: str,
-    role: str,
-    topic: str,
-    handler: BatchHandler,
-) -> None:
-    """Feed ``topic`` to ``handler`` a batch of records at a time, at the feedback rank.
-
-    For readers of the event stream, which see every message several times: one offset commit
-    and one database transaction per batch instead of per record. The batch is retried whole
-    when the handler raises, so the handler must be idempotent per record (it is: event ids).
-    """
-    group = group_id(service, role, settings)
-
-    async def handle_batch(message: KafkaMessage) -> None:
-        async with gate.turn(FEEDBACK_RANK):
-            await handler(list(message.raw_message))
-
-    broker.subscriber(
-        topic,
-        group_id=group,
-        batch=True,
-        max_records=BATCH_MAX_RECORDS,
-        batch_timeout_ms=BATCH_WAIT_MS,
-        **SUBSCRIBER_OPTIONS,
-    )(handle_batch)
-
-
-def _in_turn(handler: Handler, rank: int) -> Handler:
-    async def handle_in_turn(message: KafkaMessage) -> None:
-        async with gate.turn(rank):
-            await handler(message)
-
-    return handle_in_turn
-
-
-def subscribe_lanes(
-    broker: KafkaBroker, settings: Settings, service: str, stage: str, handler: Handler
-) -> None:
-    """Feed every lane of ``stage`` to ``handler``, each lane with a consumer of its own.
-
-    Separate consumers (and groups) per lane keep a bulk backlog or a bulk rebalance from
-    ever standing in front of a critical message; the priority gate keeps their records
-    from taking turns with critical ones on the service's event loop.
-    """
-    for lane in Lane:
-        topic = lane_topic(stage, lane, settings.topic_prefix)
-        subscribe(broker, settings, service, lane.value, topic, handler, LANE_RANK[lane])
-
-
-async def publish_record(broker: KafkaBroker, topic: str, record: BaseModel, key: str) -> None:
-    """Publish a record as JSON, keyed by its message id, and wait for the broker's ack."""
-    await broker.publish(record.model_dump_json().encode(), topic, key=key.encode())
-
-
-def parse_record(model: type[RecordT], message: KafkaMessage) -> RecordT | None:
-    """Decode a record of ``model``, or log and return None for one that can never be decoded.
-
-    Returning None lets the caller skip a poison record (its offset is committed) instead of
-    blocking the partition behind it.
-    """
-    return parse_value(model, message.body, message.raw_message)
-
-
-def parse_value(model: type[RecordT], value: bytes | None, raw: object) -> RecordT | None:
-    """Decode ``value`` as ``parse_record`` does; ``raw`` is the record it came in, for the log."""
-    try:
-        return model.model_validate_json(value or b"")
-    except ValidationError as error:
-        log.error(
-            "skipping undecodable %s record at %s/%s@%s: %s",
-            model.__name__,
-            getattr(raw, "topic", "?"),
-            getattr(raw, "partition", "?"),
-            getattr(raw, "offset", "?"),
-            error.errors(include_url=False)[:3],
-        )
-        return None
+def topic_configs(topic: Topic) -> dict[str, str]:
+    """The configuration the platform sets on ``topic``."""
+    room = PARKING_ROOM_BYTES if topic.parked else 0
+    return {
+        "retention.ms": str(topic.retention_ms),
+        "max.message.bytes": str(MAX_RECORD_BYTES + room),
+    }
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
-    """Create every catalogue topic that does not exist yet; return the names created."""
+    """Create every catalogue topic that does not exist yet, and bring the configuration of
+    those that do up to date (a stack keeps its topics between runs); return the names created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [t for t in catalogue(settings.topic_prefix) if t.name not in existing]
+        wanted = catalogue(settings.topic_prefix)
+        missing = [t for t in wanted if t.name not in existing]
         for topic in missing:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
-                    [
-                        NewTopic(
-                            topic.name,
-                            topic.partitions,
-                            1,
-                            topic_configs={"retention.ms": str(topic.retention_ms)},
-                        )
-                    ]
+                    [NewTopic(topic.name, topic.partitions, 1, topic_configs=topic_configs(topic))]
                 )
+        present = [t for t in wanted if t.name in existing]
+        if present:
+            await admin.alter_configs(
+                [
+                    ConfigResource(ConfigResourceType.TOPIC, t.name, configs=topic_configs(t))
+                    for t in present
+                ]
+            )
         return [t.name for t in missing]
     finally:
         await admin.close()

@@ -21,7 +21,8 @@ from libs.broker import ensure_topics
 from libs.database import apply_migrations, open_pool
 from libs.settings import Settings
 from libs.templates import DEFAULT_LOCALE, put_template
-from libs.tenants import create_tenant, set_webhook
+from libs.tenants import create_tenant, set_limits, set_webhook
+from schemas.common import Lane
 from schemas.events import EVENT_TYPE_PREFIX, DeliveryEvent
 
 T = TypeVar("T")
@@ -86,6 +87,51 @@ def tenant_create(
     if created.webhook_url:
         output |= {"webhook_url": created.webhook_url, "webhook_secret": created.webhook_secret}
     click.echo(json.dumps(output))
+
+
+@tenant.command("limits")
+@click.option("--tenant", "tenant_id", required=True, help="The tenant's id.")
+@click.option(
+    "--priority-ceiling",
+    type=click.Choice([lane.value for lane in Lane if lane is not Lane.CRITICAL]),
+    help="The most urgent lane its requests may ask for with `priority` (never critical).",
+)
+@click.option("--critical-rate", type=click.FloatRange(min=0), help="Critical-lane messages/s.")
+@click.option("--critical-burst", type=click.IntRange(min=0), help="Critical-lane burst.")
+@pass_settings
+def tenant_limits(
+    settings: Settings,
+    tenant_id: str,
+    priority_ceiling: str | None,
+    critical_rate: float | None,
+    critical_burst: int | None,
+) -> None:
+    """Set how far a tenant may raise priority and how fast it may use the critical lane.
+
+    Beyond its critical rate, a tenant's security mail still goes, in the high lane. Ingest
+    applies a change within its tenant cache's lifetime (30 s).
+    """
+    _uuid(tenant_id, "tenant")
+    updated = _with_pool(
+        settings,
+        lambda pool: set_limits(
+            pool,
+            tenant_id,
+            Lane(priority_ceiling) if priority_ceiling else None,
+            critical_rate,
+            critical_burst,
+        ),
+    )
+    if updated is None:
+        raise click.ClickException(f"no tenant {tenant_id}")
+    _print_json(
+        {
+            "tenant_id": updated.id,
+            "priority_ceiling": updated.priority_ceiling.value,
+            "critical_per_second": updated.critical_per_second,
+            "critical_burst": updated.critical_burst,
+        }
+    )
 
 
 async def _message(

@@ -28,7 +28,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        if (message_id := current_message_id.get()) is not None:
+        message_id = getattr(record, "message_id", None) or current_message_id.get()
+        if message_id is not None:
             entry["message_id"] = message_id
         span_context = trace.get_current_span().get_span_context()
         if span_context.is_valid:

@@ -12,12 +12,10 @@ from typing import ClassVar, Protocol
 
 import asyncpg
 from aiokafka.errors import KafkaError
-from faststream.kafka import KafkaMessage
 
-from libs.broker import RecordT, make_broker, parse_record
+from libs.broker import make_broker
 from libs.database import DATABASE_DOWN, open_pool
 from libs.logs import setup_logging
-from libs.poison import report_undecodable
 from libs.settings import Settings, get_settings
 from libs.tracing import setup_tracing, shutdown_tracing
 
@@ -102,8 +100,9 @@ def main(name: str, build: Callable[[Settings], Service]) -> None:
 class PipelineService:
     """The common shape of a pipeline service: a broker, a database pool, one name.
 
-    Subclasses set ``name`` (and ``uses_database``), wire their subscribers in ``__init__``
-    and extend ``start``/``stop`` for whatever else they run.
+    Subclasses set ``name`` (and ``uses_database``), wire their subscriptions in ``__init__``
+    (``libs.subscriptions``), set up what their handlers use in ``prepare`` and extend
+    ``start``/``stop`` for whatever else they run.
     """
 
     name: ClassVar[str]
@@ -122,23 +121,17 @@ class PipelineService:
         return self._pool
 
     async def start(self) -> None:
-        """Open the database pool, then start consuming."""
+        """Open the database pool, prepare what the handlers need, then start consuming."""
         if self.uses_database:
             self._pool = await open_pool(self.settings)
+        await self.prepare()
         await self.broker.start()
+
+    async def prepare(self) -> None:
+        """Set up what the handlers use, before the first batch can arrive (the pool is open)."""
 
     async def stop(self) -> None:
         """Stop consuming (in-flight handlers finish), then close the pool."""
         await self.broker.stop()
         if self._pool is not None:
             await self._pool.close()
-
-    async def decode(self, model: type[RecordT], message: KafkaMessage) -> RecordT | None:
-        """The record in ``message``, or None for a poison record (reported when identifiable).
-
-        A poison record is skipped — its offset commits — so it never blocks the partition.
-        """
-        record = parse_record(model, message)
-        if record is None:
-            await report_undecodable(self.broker, self.settings, self.name, message)
-        return record

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
 
     smtp_timeout_seconds: float = 30.0
     smtp_helo_name: str = "sendarix.local"
+    smtp_connections_per_route: int = 8
+    """Concurrent SMTP connections the sender keeps to one route, per lane."""
     retry_base_seconds: float = 30.0
     retry_max_seconds: float = 3600.0
     retry_poll_seconds: float = 0.5

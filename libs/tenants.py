@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from libs.cache import TtlCache
+from schemas.common import DEFAULT_PRIORITY_CEILING, Lane
 
 API_KEY_PREFIX = "sx_"
 WEBHOOK_SECRET_PREFIX = "whsec_"
@@ -25,6 +26,12 @@ class Tenant:
     domains: tuple[str, ...]
     webhook_url: str | None = None
     webhook_secret: str | None = None
+    priority_ceiling: Lane = DEFAULT_PRIORITY_CEILING
+    """The most urgent lane the tenant may ask for with ``priority`` (never ``critical``)."""
+    critical_per_second: float = 50.0
+    critical_burst: int = 200
+    """How many messages per second (and at once) of the tenant's security mail go in the
+    critical lane; beyond that they go in ``high``, so no tenant's flood delays another's OTPs."""
 
 
 def hash_api_key(api_key: str) -> bytes:
@@ -49,6 +56,9 @@ def _tenant(row: asyncpg.Record) -> Tenant:
         domains=tuple(row["domains"]),
         webhook_url=row["webhook_url"],
         webhook_secret=row["webhook_secret"],
+        priority_ceiling=Lane(row["priority_ceiling"]),
+        critical_per_second=row["critical_per_second"],
+        critical_burst=row["critical_burst"],
     )
 
 
@@ -93,6 +103,28 @@ async def set_webhook(pool: asyncpg.Pool, tenant_id: str, url: str | None) -> Te
         uuid.UUID(tenant_id),
         url,
         new_webhook_secret(),
+    )
+    return _tenant(row) if row else None
+
+
+async def set_limits(
+    pool: asyncpg.Pool,
+    tenant_id: str,
+    priority_ceiling: Lane | None = None,
+    critical_per_second: float | None = None,
+    critical_burst: int | None = None,
+) -> Tenant | None:
+    """Change how far a tenant may raise priority and its critical-lane rate (None: keep)."""
+    if priority_ceiling is Lane.CRITICAL:
+        raise ValueError("no tenant may ask for the critical lane: only security mail earns it")
+    row = await pool.fetchrow(
+        "UPDATE tenants SET priority_ceiling = coalesce($2, priority_ceiling),"
+        " critical_per_second = coalesce($3, critical_per_second),"
+        " critical_burst = coalesce($4, critical_burst) WHERE id = $1 RETURNING *",
+        uuid.UUID(tenant_id),
+        priority_ceiling.value if priority_ceiling else None,
+        critical_per_second,
+        critical_burst,
     )
     return _tenant(row) if row else None
 

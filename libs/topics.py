@@ -1,12 +1,16 @@
-"""The topic catalogue: every Kafka topic of the platform, its lanes, partitions and retention.
+"""The topic catalogue: every Kafka topic of the platform, its lanes, partitions and limits.
 
 Pipeline stages read one topic per lane (``sendarix.<stage>.<lane>``) so that a bulk backlog
-never sits in front of an OTP. The public topics keep the names fixed by the contract.
+never sits in front of an OTP. A stage is a name plus the record type its topics carry, so a
+wrong record on a topic is a type error, not a surprise downstream. Records a consumer can never
+handle are parked on a dead-letter topic of their stage (``sendarix.<stage>.dlq``). The public
+topics keep the names fixed by the contract.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from pydantic import BaseModel
 
@@ -14,8 +18,9 @@ from schemas.common import Lane
 from schemas.events import DeliveryEvent
 from schemas.pipeline import (
     AcceptedMessage,
-    DeadLetter,
     DeliveryJob,
+    ParkedRecord,
+    PipelineRecord,
     RenderedMessage,
     RetryRequest,
 )
@@ -23,12 +28,52 @@ from schemas.send import TopicSendRequest
 
 DAY_MS = 24 * 3600 * 1000
 
+MAX_RECORD_BYTES = 32 * 1024 * 1024
+"""The largest record any topic, producer and consumer of the platform carries.
+
+One limit everywhere: the biggest message the edge accepts (``libs.sendable``) still fits once
+rendered (its spec, its content and a derived text part travel together), and a record parked on
+a dead-letter topic keeps its original bytes plus a few headers."""
+
 LANE_PARTITIONS: dict[Lane, int] = {
     Lane.CRITICAL: 2,
     Lane.HIGH: 2,
     Lane.NORMAL: 4,
     Lane.BULK: 4,
 }
+
+RecordT = TypeVar("RecordT", bound=PipelineRecord)
+
+
+@dataclass(frozen=True)
+class Stage(Generic[RecordT]):
+    """One pipeline stage: its name and the record its lane topics carry."""
+
+    name: str
+    record: type[RecordT]
+    description: str
+
+    def topic(self, lane: Lane, prefix: str = "") -> str:
+        """The topic of one lane of this stage, e.g. ``sendarix.deliver.critical``."""
+        return f"{prefix}sendarix.{self.name}.{lane.value}"
+
+    def dead_letters(self, prefix: str = "") -> str:
+        """Where records of this stage that can never be handled are parked."""
+        return f"{prefix}sendarix.{self.name}.dlq"
+
+
+RENDER = Stage("render", AcceptedMessage, "accepted messages waiting for template merge")
+POLICY = Stage(
+    "policy", RenderedMessage, "rendered messages waiting for suppression and policy checks"
+)
+ROUTE = Stage("route", RenderedMessage, "cleared messages waiting for a route")
+DELIVER = Stage("deliver", DeliveryJob, "delivery attempts waiting for the sender")
+RETRY = Stage("retry", RetryRequest, "deferred attempts waiting for their backoff to pass")
+STAGES: dict[str, Stage[PipelineRecord]] = {
+    stage.name: stage  # type: ignore[misc]
+    for stage in (RENDER, POLICY, ROUTE, DELIVER, RETRY)
+}
+"""Every pipeline stage, by name, in pipeline order."""
 
 
 @dataclass(frozen=True)
@@ -40,26 +85,22 @@ class Topic:
     retention_ms: int
     description: str
     record: type[BaseModel]
+    parked: bool = False
+    """A dead-letter topic: each record is a parked record's original bytes, and ``record``
+    describes the headers that say why it was parked."""
 
 
 SEND_REQUESTS = "sendarix.send.requests"
 SEND_REQUESTS_DLQ = "sendarix.send.requests.dlq"
 EVENTS = "sendarix.events"
-STAGES: dict[str, tuple[str, type[BaseModel]]] = {
-    "render": ("accepted messages waiting for template merge", AcceptedMessage),
-    "policy": ("rendered messages waiting for suppression and policy checks", RenderedMessage),
-    "route": ("cleared messages waiting for a route", RenderedMessage),
-    "deliver": ("delivery attempts waiting for the sender", DeliveryJob),
-    "retry": ("deferred attempts waiting for their backoff to pass", RetryRequest),
-}
-"""Each pipeline stage: what its lane topics hold, and the record type they carry."""
+EVENTS_DLQ = "sendarix.events.dlq"
 
 
 def lane_topic(stage: str, lane: Lane, prefix: str = "") -> str:
-    """The topic of one lane of one stage, e.g. ``sendarix.deliver.critical``."""
+    """The topic of one lane of the stage named ``stage``, e.g. ``sendarix.deliver.critical``."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}")
-    return f"{prefix}sendarix.{stage}.{lane.value}"
+    return STAGES[stage].topic(lane, prefix)
 
 
 def public_topic(name: str, prefix: str = "") -> str:
@@ -81,8 +122,9 @@ def catalogue(prefix: str = "") -> list[Topic]:
             public_topic(SEND_REQUESTS_DLQ, prefix),
             1,
             30 * DAY_MS,
-            "send requests that could not be accepted, with the reason",
-            DeadLetter,
+            "send requests that could not be accepted: the original record, and why",
+            ParkedRecord,
+            parked=True,
         ),
         Topic(
             public_topic(EVENTS, prefix),
@@ -91,16 +133,34 @@ def catalogue(prefix: str = "") -> list[Topic]:
             "delivery events for applications (CloudEvents 1.0, key = message id)",
             DeliveryEvent,
         ),
+        Topic(
+            public_topic(EVENTS_DLQ, prefix),
+            1,
+            30 * DAY_MS,
+            "delivery events a reader of the event stream could not handle, and why",
+            ParkedRecord,
+            parked=True,
+        ),
     ]
-    for stage, (description, record) in STAGES.items():
+    for stage in STAGES.values():
         for lane in Lane:
             topics.append(
                 Topic(
-                    lane_topic(stage, lane, prefix),
+                    stage.topic(lane, prefix),
                     LANE_PARTITIONS[lane],
                     3 * DAY_MS,
-                    f"{description} ({lane.value} lane)",
-                    record,
+                    f"{stage.description} ({lane.value} lane)",
+                    stage.record,
                 )
             )
+        topics.append(
+            Topic(
+                stage.dead_letters(prefix),
+                1,
+                30 * DAY_MS,
+                f"{stage.name} records that could not be handled: the original record, and why",
+                ParkedRecord,
+                parked=True,
+            )
+        )
     return topics

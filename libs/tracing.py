@@ -1,19 +1,23 @@
 """OpenTelemetry set-up: one tracer provider per process, spans exported over OTLP/HTTP.
 
-W3C trace context travels in Kafka headers (FastStream's telemetry middleware injects and
-extracts it), so every service a message passes through adds its spans to the same trace.
+W3C trace context travels in Kafka headers: the runtime starts one span per message per service
+from the record's ``traceparent`` and stamps what it publishes with that span's, so every service
+a message passes through adds its span to the same trace.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from libs.settings import Settings
 
@@ -53,3 +57,50 @@ def trace_headers() -> dict[str, str]:
 def context_from_headers(headers: Mapping[str, str]) -> Context:
     """The trace context carried by stored or received headers."""
     return propagate.extract(dict(headers))
+
+
+_W3C = TraceContextTextMapPropagator()
+KafkaHeaders = Sequence[tuple[str, bytes]]
+
+
+class _KafkaHeaderGetter(Getter[KafkaHeaders]):
+    """Reads W3C trace context straight from a Kafka record's headers."""
+
+    def get(self, carrier: KafkaHeaders, key: str) -> list[str] | None:
+        found = [value.decode(errors="replace") for name, value in carrier if name == key]
+        return found or None
+
+    def keys(self, carrier: KafkaHeaders) -> list[str]:
+        return [name for name, _ in carrier]
+
+
+_GETTER = _KafkaHeaderGetter()
+
+
+def record_context(headers: KafkaHeaders) -> Context:
+    """The trace context a Kafka record carries (an empty context when it carries none)."""
+    return _W3C.extract(headers, getter=_GETTER)
+
+
+def message_span(
+    service: str, headers: KafkaHeaders, start_ns: int, attributes: dict[str, str | int]
+) -> Span:
+    """The span of one message's passage through ``service``, a child of its record's context.
+
+    Started at ``start_ns`` (when its batch arrived) and ended by the caller once everything
+    the message caused is acknowledged, so the trace shows the time it really spent here.
+    """
+    return trace.get_tracer(service).start_span(
+        service,
+        context=record_context(headers),
+        kind=SpanKind.CONSUMER,
+        start_time=start_ns,
+        attributes=attributes,
+    )
+
+
+def traceparent(context: Context) -> list[tuple[str, bytes]]:
+    """The W3C headers of ``context``, to stamp on a published record."""
+    carrier: dict[str, str] = {}
+    _W3C.inject(carrier, context=context)
+    return [(name, value.encode()) for name, value in carrier.items()]

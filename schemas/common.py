@@ -46,13 +46,51 @@ Category = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 Tag = Annotated[str, Field(min_length=1, max_length=64)]
 
 
-def lane_for(category: str | None, stream: Stream, priority: Lane | None) -> Lane:
-    """The lane a message travels in: explicit priority, else its category's, else the stream's."""
-    if priority is not None:
-        return priority
-    if category in CATEGORY_LANES:
-        return CATEGORY_LANES[category]
-    return Lane.BULK if stream is Stream.BROADCAST else Lane.NORMAL
+LANE_ORDER: tuple[Lane, ...] = tuple(Lane)
+"""Most urgent first."""
+
+DEFAULT_PRIORITY_CEILING = Lane.HIGH
+"""The most urgent lane a tenant may ask for with ``priority`` unless configured otherwise."""
+
+
+def natural_lane(category: str | None, stream: Stream) -> Lane:
+    """The lane the category table gives: broadcast mail is always bulk."""
+    if stream is Stream.BROADCAST:
+        return Lane.BULK
+    return CATEGORY_LANES.get(category or "", Lane.NORMAL)
+
+
+def lane_for(
+    category: str | None,
+    stream: Stream,
+    priority: Lane | None,
+    ceiling: Lane = DEFAULT_PRIORITY_CEILING,
+) -> Lane:
+    """The lane a message travels in.
+
+    The category table decides (security mail is critical, broadcast mail bulk); ``priority``
+    may always lower that lane, and may raise transactional mail up to the tenant's
+    ``ceiling`` but never into ``critical``, which only a security category earns — so no
+    tenant can put its bulk mail in front of other tenants' one-time codes by asking.
+    """
+    natural = natural_lane(category, stream)
+    if priority is None or LANE_ORDER.index(priority) >= LANE_ORDER.index(natural):
+        return natural if priority is None else priority
+    if stream is Stream.BROADCAST:
+        return natural
+    highest = max(LANE_ORDER.index(ceiling), LANE_ORDER.index(Lane.HIGH))
+    return LANE_ORDER[max(LANE_ORDER.index(priority), highest)]
+
+
+class Mailbox(Record):
+    """An address as Sendarix sends to or from it: parsed once at the edge, never re-parsed.
+
+    ``address`` is an ASCII addr-spec (an internationalised domain in its ``xn--`` form);
+    ``name`` is the display name as plain Unicode, encoded by the MIME writer.
+    """
+
+    address: str
+    name: str = ""
 
 
 class Problem(Record):

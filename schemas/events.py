@@ -67,6 +67,8 @@ class EventData(Record):
     sender: str | None = None
     stream: Stream | None = None
     lane: Lane | None = None
+    lane_reason: str | None = None
+    """Why the message travels in its lane (on ``accepted``)."""
     category: str | None = None
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, str] = Field(default_factory=dict)

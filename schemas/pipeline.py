@@ -8,13 +8,14 @@ retry-scheduler).
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import Field
 
-from schemas.common import Lane, Record, Stream
+from schemas.common import Lane, Mailbox, Record, Stream
 from schemas.send import Attachment
 
 
@@ -25,9 +26,9 @@ class MessageSpec(Record):
     tenant_id: str
     trace_id: str
     accepted_at: datetime
-    sender: str
-    recipient: str
-    reply_to: str | None = None
+    sender: Mailbox
+    recipient: Mailbox
+    reply_to: Mailbox | None = None
     subject: str | None = None
     html: str | None = None
     text: str | None = None
@@ -44,11 +45,24 @@ class MessageSpec(Record):
     send_at: datetime | None = None
 
 
-class AcceptedMessage(Record):
+class PipelineRecord(Record):
+    """A record of a pipeline stage: it always carries its message's spec."""
+
+    @property
+    def spec(self) -> MessageSpec:
+        """The spec of the message this record moves along."""
+        raise NotImplementedError
+
+
+class AcceptedMessage(PipelineRecord):
     """A validated message waiting to be rendered (``sendarix.render.<lane>``)."""
 
     schema_version: Literal[1] = 1
     message: MessageSpec
+
+    @property
+    def spec(self) -> MessageSpec:
+        return self.message
 
 
 class RenderedContent(Record):
@@ -60,7 +74,7 @@ class RenderedContent(Record):
     template_version: int | None = None
 
 
-class RenderedMessage(Record):
+class RenderedMessage(PipelineRecord):
     """A rendered message on its way through policy-check to the router.
 
     Carried on ``sendarix.policy.<lane>`` (to be checked) and ``sendarix.route.<lane>`` (cleared).
@@ -69,6 +83,10 @@ class RenderedMessage(Record):
     schema_version: Literal[1] = 1
     message: MessageSpec
     content: RenderedContent
+
+    @property
+    def spec(self) -> MessageSpec:
+        return self.message
 
 
 class TlsMode(StrEnum):
@@ -90,7 +108,7 @@ class Route(Record):
     timeout_seconds: float = 30.0
 
 
-class DeliveryJob(Record):
+class DeliveryJob(PipelineRecord):
     """One delivery attempt to make (``sendarix.deliver.<lane>``)."""
 
     schema_version: Literal[1] = 1
@@ -99,6 +117,10 @@ class DeliveryJob(Record):
     route: Route
     attempt: int = Field(ge=1)
     retry_until: datetime
+
+    @property
+    def spec(self) -> MessageSpec:
+        return self.message
 
 
 class SmtpReply(Record):
@@ -109,7 +131,7 @@ class SmtpReply(Record):
     text: str
 
 
-class RetryRequest(Record):
+class RetryRequest(PipelineRecord):
     """A deferred attempt to repeat at ``due_at`` (``sendarix.retry.<lane>``)."""
 
     schema_version: Literal[1] = 1
@@ -117,17 +139,54 @@ class RetryRequest(Record):
     due_at: datetime
     reply: SmtpReply
 
+    @property
+    def spec(self) -> MessageSpec:
+        return self.job.message
 
-class DeadLetter(Record):
-    """A record from ``sendarix.send.requests`` that could not be accepted, kept on its DLQ."""
 
-    schema_version: Literal[1] = 1
+PARKED_HEADER_PREFIX = "sendarix-dlq-"
+
+
+class ParkedRecord(Record):
+    """Why a record was parked on a dead-letter topic: the Kafka headers beside its bytes.
+
+    A parked record keeps its original key, value and headers, byte for byte (so a record of any
+    size or encoding can be parked and replayed); these fields travel as headers named
+    ``sendarix-dlq-<field>`` (``_`` written as ``-``).
+    """
+
+    reason: str
+    """Machine-readable code, e.g. ``invalid_request``, ``undecodable_record``."""
+    detail: str
+    pointers: tuple[str, ...] = ()
+    """JSON pointers of the bad fields, when the record was refused field by field."""
+    exception: str | None = None
+    """The type of the unexpected exception that parked it, if one did."""
+    service: str
+    role: str
+    """The consumer that parked it, e.g. ``render`` / ``bulk`` or ``ingest`` / ``recorder``."""
     topic: str
     partition: int
     offset: int
-    received_at: datetime
-    reason: str
-    detail: str
-    pointers: tuple[str, ...] = ()
-    key: str | None = None
-    value: str
+    message_id: str | None = None
+    parked_at: datetime
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        """The fields as Kafka headers."""
+        values = self.model_dump(mode="json", exclude_none=True)
+        values["pointers"] = json.dumps(list(self.pointers), ensure_ascii=False)
+        return [
+            (PARKED_HEADER_PREFIX + name.replace("_", "-"), str(value).encode())
+            for name, value in values.items()
+        ]
+
+    @classmethod
+    def from_headers(cls, headers: list[tuple[str, bytes]]) -> ParkedRecord:
+        """The fields back from a parked record's headers."""
+        values: dict[str, Any] = {
+            name.removeprefix(PARKED_HEADER_PREFIX).replace("-", "_"): value.decode()
+            for name, value in headers
+            if name.startswith(PARKED_HEADER_PREFIX)
+        }
+        pointers = json.loads(values.pop("pointers", "[]"))
+        return cls.model_validate(values | {"pointers": tuple(pointers)})

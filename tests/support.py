@@ -20,8 +20,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from libs.batch import Outbox
+from libs.broker import Broker
 from libs.service import Service
 from libs.settings import Settings
+from schemas.events import DeliveryEvent, EventData, MessageState
+from schemas.pipeline import PARKED_HEADER_PREFIX, ParkedRecord
 
 T = TypeVar("T")
 
@@ -79,8 +83,33 @@ class TopicTap:
         await self._consumer.stop()
 
     def json_values(self) -> list[Any]:
-        """Every record's value decoded as JSON."""
-        return [json.loads(r.value) for r in self.records if r.value is not None]
+        """Every record's value decoded as JSON (records that are not JSON are left out)."""
+        values = []
+        for record in self.records:
+            try:
+                values.append(json.loads(record.value or b""))
+            except ValueError:
+                continue
+        return values
+
+    def parked(self) -> list[tuple[ConsumerRecord[bytes, bytes], ParkedRecord]]:
+        """Every parked record seen (on any dead-letter topic), with why it was parked."""
+        return [
+            (record, ParkedRecord.from_headers(list(record.headers)))
+            for record in self.records
+            if any(name.startswith(PARKED_HEADER_PREFIX) for name, _ in record.headers)
+        ]
+
+    async def wait_for_parked(
+        self, predicate: Callable[[ParkedRecord], bool], count: int = 1, timeout: float = 30.0
+    ) -> list[tuple[ConsumerRecord[bytes, bytes], ParkedRecord]]:
+        """Wait until ``count`` parked records match ``predicate``; return them."""
+
+        async def matched() -> list[tuple[ConsumerRecord[bytes, bytes], ParkedRecord]] | None:
+            found = [(record, why) for record, why in self.parked() if predicate(why)]
+            return found if len(found) >= count else None
+
+        return await eventually(matched, timeout=timeout)
 
     async def wait_for(
         self, predicate: Callable[[Any], bool], count: int = 1, timeout: float = 30.0
@@ -151,6 +180,16 @@ async def jaeger_services(settings: Settings, trace_id: str) -> set[str] | None:
     if not traces:
         return None
     return {process["serviceName"] for process in traces[0]["processes"].values()}
+
+
+async def emit(
+    broker: Broker, settings: Settings, state: MessageState, data: EventData
+) -> DeliveryEvent:
+    """Publish one event as the services do (with its headers), and wait for the broker."""
+    outbox = Outbox(settings.topic_prefix)
+    event = outbox.emit(None, state, data)
+    await broker.send_confirmed(outbox.publications)
+    return event
 
 
 ServiceT = TypeVar("ServiceT", bound=Service)

@@ -1,39 +1,43 @@
-"""The accept path both doors of ingest share: the HTTP gateway and the send-requests topic.
+"""Accepting a send request: the one use case behind every door of ingest.
 
+The HTTP gateway and the ``sendarix.send.requests`` intake each turn their input into one call
+of ``accept`` and its result — accepted, replayed or refused — back into their own answer.
 A request is checked, its idempotency key claimed, then each recipient's message is published
 to the render topic of its lane and reported ``accepted`` — both acknowledged by the broker —
-before anyone is told it was accepted. The database writes after that (the message log, the
-stored answer) may fail without losing anything: the recorder rebuilds the log from the
-``accepted`` events, and a repeat of a keyed request re-accepts it under the same ids.
+before anyone is told it was accepted. Nothing after that may turn the answer into an error:
+the stored answer of a keyed request is written afterwards, and a failure there is only logged
+(a repeat of the request then re-accepts it under the same ids, which every stage recognises).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
-from faststream.kafka import KafkaBroker
+from opentelemetry.context import Context
+from opentelemetry.trace import get_current_span
+from prometheus_client import Counter
 
-from libs.broker import publish_record
-from libs.database import DATABASE_DOWN
-from libs.events import emit, event_data
-from libs.priority import LANE_RANK
+from libs.batch import Outbox, Publication
+from libs.broker import Broker
+from libs.events import event_data
 from libs.settings import Settings
 from libs.templates import TemplateCatalogue
 from libs.tenants import Tenant, TenantDirectory
-from libs.topics import lane_topic
-from libs.tracing import current_trace_id
-from schemas.common import lane_for
+from libs.topics import RENDER
+from libs.tracing import traceparent
+from schemas.common import Lane
 from schemas.events import MessageState
 from schemas.pipeline import AcceptedMessage, MessageSpec
 from schemas.send import AcceptedRecipient, AcceptedResponse, SendRequest
 from services.ingest import store
 from services.ingest.ids import keyed_message_ids
-from services.ingest.recorder import record
-from services.ingest.validate import Violation, check_request, request_fingerprint
+from services.ingest.lanes import CriticalRateCap, choose_lane
+from services.ingest.validate import Addresses, Violation, check_request, request_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -41,21 +45,58 @@ SERVICE = "ingest"
 PUBLISH_TIMEOUT_SECONDS = 10.0
 """How long a request waits for the broker before it is answered ``unavailable``."""
 
+AFTER_PUBLISH_FAILURES = Counter(
+    "sendarix_ingest_after_publish_failures",
+    "Requests accepted (published) whose follow-up work failed; they were still answered 202.",
+)
+
 
 @dataclass(frozen=True)
 class Ingest:
     """What accepting a request needs, whichever door it came through."""
 
     settings: Settings
-    broker: KafkaBroker
+    broker: Broker
     pool: asyncpg.Pool
     tenants: TenantDirectory
     templates: TemplateCatalogue
+    critical_cap: CriticalRateCap
 
     @classmethod
-    def on(cls, settings: Settings, broker: KafkaBroker, pool: asyncpg.Pool) -> Ingest:
+    def on(cls, settings: Settings, broker: Broker, pool: asyncpg.Pool) -> Ingest:
         """Everything accepting needs, over one database pool (look-ups cached in memory)."""
-        return cls(settings, broker, pool, TenantDirectory(pool), TemplateCatalogue(pool))
+        return cls(
+            settings,
+            broker,
+            pool,
+            TenantDirectory(pool),
+            TemplateCatalogue(pool),
+            CriticalRateCap(),
+        )
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The request's messages are on their way; ``response`` is the 202 answer."""
+
+    response: AcceptedResponse
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """The request repeats one accepted under the same idempotency key: the earlier answer."""
+
+    response: AcceptedResponse
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The request cannot be accepted, for these reasons."""
+
+    violations: list[Violation]
+
+
+Outcome = Accepted | Replayed | Refused
 
 
 @dataclass(frozen=True)
@@ -66,64 +107,75 @@ class Claim:
     replay: AcceptedResponse | None = None
 
 
-def request_rank(request: SendRequest) -> int:
-    """The priority-gate rank of a request: that of its lane.
-
-    Both doors take their turn at the gate with it before they check and accept the request,
-    so an OTP is not kept waiting by a burst of bulk requests being validated and published.
-    """
-    return LANE_RANK[lane_for(request.category, request.stream, request.priority)]
-
-
-async def check(ingest: Ingest, request: SendRequest, tenant: Tenant) -> list[Violation]:
-    """Everything wrong with a schema-valid request of ``tenant`` (empty: acceptable)."""
-    template = (
-        await ingest.templates.latest(tenant.id, request.template, request.locale)
-        if request.template is not None
-        else None
-    )
-    return check_request(request, tenant.domains, template, datetime.now(UTC))
-
-
-async def claim(
-    ingest: Ingest, tenant_id: str, key: str, request: SendRequest
-) -> Claim | Violation:
-    """Claim an idempotency key for ``request``, or learn it is a repeat or a reuse."""
-    fingerprint = request_fingerprint(request)
-    stored = await store.claim_key(ingest.pool, tenant_id, key, fingerprint)
-    if stored.request_hash != fingerprint:
-        return Violation(
-            "idempotency_key_reused", "", "this Idempotency-Key was used for another request"
-        )
-    if stored.response is not None:
-        replay = AcceptedResponse.model_validate(stored.response)
-        return Claim([m.id for m in replay.messages], replay)
-    return Claim(keyed_message_ids(tenant_id, key, stored.claimed_at, len(request.to)))
-
-
 async def accept(
     ingest: Ingest,
-    tenant_id: str,
+    tenant: Tenant,
     request: SendRequest,
-    message_ids: list[str],
+    message_ids: Sequence[str],
+    trace: Context,
     key: str | None = None,
-) -> AcceptedResponse:
-    """Send one message per recipient on its way, under ``message_ids``; the 202 answer.
+) -> Outcome:
+    """Accept ``request`` of ``tenant``: one message per recipient, under ``message_ids``
+    unless ``key`` (an idempotency key) fixes them.
 
-    Raises when the broker does not acknowledge in time: then nothing may be answered 202.
+    Raises only when nothing was published and it is worth a retry (the broker or the database
+    is down): then nothing may be answered 202.
     """
-    trace_id = current_trace_id()
+    checked = await _check(ingest, request, tenant)
+    if not isinstance(checked, Addresses):
+        return Refused(checked)
+    ids = list(message_ids)
+    if key is not None:
+        claimed = await _claim(ingest, tenant.id, key, request)
+        if isinstance(claimed, Violation):
+            return Refused([claimed])
+        if claimed.replay is not None:
+            return Replayed(claimed.replay)
+        ids = claimed.message_ids
+    choice = choose_lane(request, tenant, ingest.critical_cap)
+    specs = _specs(tenant, request, checked, ids, choice.lane, trace)
+    outbox = Outbox(ingest.settings.topic_prefix)
+    for spec in specs:
+        outbox.add(
+            None,
+            RENDER.topic(spec.lane, outbox.prefix),
+            AcceptedMessage(message=spec).model_dump_json().encode(),
+            spec.message_id.encode(),
+        )
+        data = event_data(spec, SERVICE, subject=spec.subject, lane_reason=choice.reason)
+        outbox.emit(None, MessageState.ACCEPTED, data)
+    async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+        await ingest.broker.send_confirmed(_traced(outbox, trace))
+    response = AcceptedResponse(
+        id=ids[0],
+        trace_id=specs[0].trace_id,
+        messages=[AcceptedRecipient(id=s.message_id, to=s.recipient.address) for s in specs],
+    )
+    if key is not None:
+        await _keep_answer(ingest, tenant.id, key, response)
+    return Accepted(response)
+
+
+def _specs(
+    tenant: Tenant,
+    request: SendRequest,
+    checked: Addresses,
+    message_ids: list[str],
+    lane: Lane,
+    trace: Context,
+) -> list[MessageSpec]:
+    """One message per recipient, as the rest of the pipeline will carry it."""
     accepted_at = datetime.now(UTC)
-    lane = lane_for(request.category, request.stream, request.priority)
-    specs = [
+    trace_id = format(get_current_span(trace).get_span_context().trace_id, "032x")
+    return [
         MessageSpec(
             message_id=message_id,
-            tenant_id=tenant_id,
+            tenant_id=tenant.id,
             trace_id=trace_id,
             accepted_at=accepted_at,
-            sender=request.sender,
+            sender=checked.sender,
             recipient=recipient,
-            reply_to=request.reply_to,
+            reply_to=checked.reply_to,
             subject=request.subject,
             html=request.html,
             text=request.text,
@@ -139,42 +191,53 @@ async def accept(
             attachments=request.attachments,
             send_at=request.send_at,
         )
-        for message_id, recipient in zip(message_ids, request.to, strict=True)
+        for message_id, recipient in zip(message_ids, checked.recipients, strict=True)
     ]
-    settings, broker = ingest.settings, ingest.broker
-    async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
-        await asyncio.gather(
-            *(
-                publish_record(
-                    broker,
-                    lane_topic("render", spec.lane, settings.topic_prefix),
-                    AcceptedMessage(message=spec),
-                    spec.message_id,
-                )
-                for spec in specs
-            )
-        )
-        events = await asyncio.gather(
-            *(
-                emit(
-                    broker,
-                    settings,
-                    MessageState.ACCEPTED,
-                    event_data(spec, SERVICE, subject=spec.subject),
-                )
-                for spec in specs
-            )
-        )
-    response = AcceptedResponse(
-        id=message_ids[0],
-        trace_id=trace_id,
-        messages=[AcceptedRecipient(id=s.message_id, to=s.recipient) for s in specs],
+
+
+def _traced(outbox: Outbox, trace: Context) -> list[Publication]:
+    """The outbox's records, stamped with the request's trace context."""
+    headers = traceparent(trace)
+    return [
+        Publication(None, p.topic, p.value, p.key, [*p.headers, *headers])
+        for p in outbox.publications
+    ]
+
+
+async def _check(
+    ingest: Ingest, request: SendRequest, tenant: Tenant
+) -> Addresses | list[Violation]:
+    """The request's parsed addresses, or everything wrong with it."""
+    template = (
+        await ingest.templates.latest(tenant.id, request.template, request.locale)
+        if request.template is not None
+        else None
     )
+    return check_request(request, tenant.domains, template, datetime.now(UTC))
+
+
+async def _claim(
+    ingest: Ingest, tenant_id: str, key: str, request: SendRequest
+) -> Claim | Violation:
+    """Claim an idempotency key for ``request``, or learn it is a repeat or a reuse."""
+    fingerprint = request_fingerprint(request)
+    stored = await store.claim_key(ingest.pool, tenant_id, key, fingerprint)
+    if stored.request_hash != fingerprint:
+        return Violation(
+            "idempotency_key_reused", "", "this Idempotency-Key was used for another request"
+        )
+    if stored.response is not None:
+        replay = AcceptedResponse.model_validate(stored.response)
+        return Claim([m.id for m in replay.messages], replay)
+    return Claim(keyed_message_ids(tenant_id, key, stored.claimed_at, len(request.to)))
+
+
+async def _keep_answer(
+    ingest: Ingest, tenant_id: str, key: str, response: AcceptedResponse
+) -> None:
+    """Store the answer for repeats of the request; never fail the request once published."""
     try:
-        for event in events:
-            await record(ingest.pool, event)
-        if key is not None:
-            await store.save_response(ingest.pool, tenant_id, key, response.model_dump(mode="json"))
-    except DATABASE_DOWN as error:
-        log.warning("accepted %s but could not log it yet: %s", message_ids, error)
-    return response
+        await store.save_response(ingest.pool, tenant_id, key, response.model_dump(mode="json"))
+    except Exception as error:
+        AFTER_PUBLISH_FAILURES.inc()
+        log.warning("accepted %s but could not keep its answer yet: %r", response.id, error)

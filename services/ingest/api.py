@@ -18,24 +18,35 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from libs.database import DATABASE_DOWN
-from libs.priority import gate
+from libs.priority import LANE_RANK, gate
+from libs.sendable import MAX_MESSAGE_BYTES
 from libs.tenants import Tenant
 from schemas.send import AcceptedResponse, SendRequest
 from services.ingest import store
-from services.ingest.accept import Ingest, accept, check, claim, request_rank
+from services.ingest.accept import Ingest, Outcome, Refused, Replayed, accept
 from services.ingest.ids import fresh_message_ids
+from services.ingest.lanes import requested_rank_lane
 from services.ingest.problems import PROBLEM_JSON, ProblemDocument, ProblemError
-from services.ingest.validate import Violation, check_idempotency_key, parse_request
+from services.ingest.validate import (
+    Violation,
+    check_idempotency_key,
+    parse_body,
+    parse_request,
+    pointer,
+)
 from services.ingest.views import MessageView
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 10 * 1024 * 1024
+MAX_BODY_BYTES = MAX_MESSAGE_BYTES
+MAX_BATCH_MESSAGES = 500
 PROBE_TIMEOUT_SECONDS = 2.0
 COMPONENT_REF = "#/components/schemas/{model}"
 
@@ -136,29 +147,89 @@ async def send_message(
     parsed = parse_request(await _json_body(request), SendRequest)
     if isinstance(parsed, list):
         raise ProblemError.of(parsed)
-    async with gate.turn(request_rank(parsed)):
-        return await _accept_request(ingest, tenant, parsed, idempotency_key)
+    async with gate.turn(LANE_RANK[requested_rank_lane(parsed)]):
+        outcome = await _accept_or_unavailable(ingest, tenant, parsed, idempotency_key)
+    if isinstance(outcome, Refused):
+        raise ProblemError.of(outcome.violations)
+    return _accepted(outcome.response, replayed=isinstance(outcome, Replayed))
 
 
-async def _accept_request(
-    ingest: Ingest, tenant: Tenant, parsed: SendRequest, idempotency_key: str | None
-) -> JSONResponse:
-    if violations := await check(ingest, parsed, tenant):
-        raise ProblemError.of(violations)
-    message_ids = fresh_message_ids(len(parsed.to))
-    if idempotency_key is not None:
-        claimed = await claim(ingest, tenant.id, idempotency_key, parsed)
-        if isinstance(claimed, Violation):
-            raise ProblemError(claimed.code, claimed.detail)
-        if claimed.replay is not None:
-            return _accepted(claimed.replay, replayed=True)
-        message_ids = claimed.message_ids
+async def _accept_or_unavailable(
+    ingest: Ingest, tenant: Tenant, parsed: SendRequest, key: str | None
+) -> Outcome:
+    """``accept``, with a broker or database that is down answered 503 (nothing was published)."""
+    ids = fresh_message_ids(len(parsed.to))
     try:
-        response = await accept(ingest, tenant.id, parsed, message_ids, idempotency_key)
+        return await accept(ingest, tenant, parsed, ids, otel_context.get_current(), key)
     except (KafkaError, TimeoutError) as error:
-        log.warning("broker did not take %s: %r", message_ids, error)
+        log.warning("the broker did not take %s: %r", ids, error)
         raise ProblemError.unavailable("the broker did not take the message; retry") from error
-    return _accepted(response)
+
+
+class BatchRequest(BaseModel):
+    """``POST /v1/messages/batch``: up to 500 send requests, each accepted or refused alone."""
+
+    messages: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH_MESSAGES)
+
+
+class BatchResult(BaseModel):
+    """The answer to one request of a batch: what it would have got on its own."""
+
+    status: int
+    accepted: AcceptedResponse | None = None
+    problem: ProblemDocument | None = None
+
+
+class BatchResponse(BaseModel):
+    """One result per request of the batch, in order."""
+
+    results: list[BatchResult]
+
+
+@router.post(
+    "/v1/messages/batch",
+    response_model=BatchResponse,
+    responses=_problems(400, 401, 413, 415, 422, 503),
+    summary="Send up to 500 messages; one result per message, in order",
+)
+async def send_batch(request: Request, ingest: IngestDep, tenant: TenantDep) -> BatchResponse:
+    """Accept each request of the batch as ``POST /v1/messages`` would, all of them at once.
+
+    The answer is 200 with a result per request (202 with its ids, or its problem document);
+    a request that fails leaves the others accepted. 503 only when nothing was published.
+    """
+    parsed = parse_request(await _json_body(request), BatchRequest)
+    if isinstance(parsed, list):
+        raise ProblemError.of(parsed)
+    results: list[BatchResult | None] = [None] * len(parsed.messages)
+    acceptable: list[tuple[int, SendRequest]] = []
+    for index, body in enumerate(parsed.messages):
+        item = parse_body(body, SendRequest, pointer("messages", index))
+        if isinstance(item, list):
+            results[index] = _refusal(item)
+        else:
+            acceptable.append((index, item))
+    outcomes = await asyncio.gather(
+        *(_accept_in_batch(ingest, tenant, item) for _, item in acceptable)
+    )
+    for (index, _), outcome in zip(acceptable, outcomes, strict=True):
+        results[index] = outcome
+    return BatchResponse(results=[r for r in results if r is not None])
+
+
+async def _accept_in_batch(ingest: Ingest, tenant: Tenant, item: SendRequest) -> BatchResult:
+    try:
+        outcome = await _accept_or_unavailable(ingest, tenant, item, None)
+    except ProblemError as problem:
+        return BatchResult(status=problem.status, problem=problem.document())
+    if isinstance(outcome, Refused):
+        return _refusal(outcome.violations)
+    return BatchResult(status=202, accepted=outcome.response)
+
+
+def _refusal(violations: list[Violation]) -> BatchResult:
+    problem = ProblemError.of(violations)
+    return BatchResult(status=problem.status, problem=problem.document())
 
 
 @router.get(

@@ -9,19 +9,18 @@ from collections.abc import Iterator
 
 import asyncpg
 import uvicorn
-from aiokafka import ConsumerRecord
-from faststream.kafka import KafkaMessage
 
-from libs.broker import make_broker, parse_value, subscribe, subscribe_batch
+from libs.batch import Consumed, Outbox
+from libs.broker import make_broker
 from libs.database import DATABASE_DOWN, open_pool
 from libs.settings import Settings
-from libs.topics import EVENTS, SEND_REQUESTS, public_topic
+from libs.subscriptions import subscribe, subscribe_events
 from libs.tracing import setup_tracing
 from schemas.events import DeliveryEvent
 from services.ingest import store
 from services.ingest.accept import SERVICE, Ingest
 from services.ingest.api import build_api
-from services.ingest.intake import take_in
+from services.ingest.intake import Parsed, intake, take_in
 from services.ingest.recorder import record_all
 
 log = logging.getLogger(__name__)
@@ -49,11 +48,8 @@ class IngestService:
         self._server: _EmbeddedServer | None = None
         self._serving: asyncio.Task[None] | None = None
         self._sweeping: asyncio.Task[None] | None = None
-        prefix = settings.topic_prefix
-        requests = public_topic(SEND_REQUESTS, prefix)
-        subscribe(self.broker, settings, SERVICE, "intake", requests, self._take_in, rank=None)
-        events = public_topic(EVENTS, prefix)
-        subscribe_batch(self.broker, settings, SERVICE, "recorder", events, self._record)
+        subscribe(self.broker, settings, intake(settings, self._take_in))
+        subscribe_events(self.broker, settings, SERVICE, "recorder", self._record)
 
     @property
     def ingest(self) -> Ingest:
@@ -112,9 +108,9 @@ class IngestService:
                 log.warning("could not sweep idempotency keys: %r", error)
             await asyncio.sleep(KEY_SWEEP_SECONDS)
 
-    async def _take_in(self, message: KafkaMessage) -> None:
-        await take_in(self.ingest, message)
+    async def _take_in(self, batch: list[Consumed[Parsed]]) -> Outbox:
+        return await take_in(self.ingest, batch)
 
-    async def _record(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        events = [parse_value(DeliveryEvent, r.value, r) for r in records]
-        await record_all(self.ingest.pool, [event for event in events if event is not None])
+    async def _record(self, batch: list[Consumed[DeliveryEvent]]) -> Outbox:
+        await record_all(self.ingest.pool, [(item.value, item.raw.value or b"") for item in batch])
+        return Outbox(self.settings.topic_prefix)

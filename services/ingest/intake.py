@@ -1,137 +1,167 @@
 """Send requests produced straight onto ``sendarix.send.requests`` by applications.
 
-A record that cannot be accepted is never retried and never blocks its partition: it goes to
-``sendarix.send.requests.dlq`` with the reason, and when its tenant is known, that tenant hears
-of it as a ``rejected`` event. A valid record takes the same accept path as an HTTP request, its
-message ids derived from the record's place on the topic (or its idempotency key), so a record
-delivered twice is accepted twice under the same ids.
+A batch of records is taken in at once: its requests are accepted concurrently (their records
+pipelined to the broker), the most urgent first. A record that cannot be accepted is never
+retried and never blocks its partition: it is parked on ``sendarix.send.requests.dlq`` with
+its original bytes and the reason, and when its tenant is known, that tenant hears of it as a
+``rejected`` event. A valid record takes the same accept path as an HTTP request, its message
+ids derived from the record's place on the topic (or its idempotency key), so a record delivered
+twice is accepted twice under the same ids.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from typing import Any
 
-from faststream.kafka import KafkaMessage
-
-from libs.events import emit
-from libs.priority import gate
+from libs.batch import Consumed, Outbox
+from libs.poison import park, parking_note
+from libs.priority import LANE_RANK
+from libs.settings import Settings
+from libs.subscriptions import Handler, Subscription, Tuning
 from libs.tenants import Tenant
-from libs.topics import SEND_REQUESTS_DLQ, public_topic
-from libs.tracing import current_trace_id
-from schemas.common import lane_for
+from libs.topics import SEND_REQUESTS, SEND_REQUESTS_DLQ, public_topic
+from schemas.common import Lane, Stream
 from schemas.events import EventData, MessageState
-from schemas.pipeline import DeadLetter
 from schemas.send import TopicSendRequest
-from services.ingest.accept import SERVICE, Ingest, accept, check, claim, request_rank
+from services.ingest.accept import SERVICE, Accepted, Ingest, Refused, Replayed, accept
 from services.ingest.ids import RecordOrigin, record_message_ids, rejection_id
+from services.ingest.lanes import requested_rank_lane
 from services.ingest.validate import Violation, as_problem, parse_request, pointer
 
 log = logging.getLogger(__name__)
 
+ROLE = "intake"
 
-async def take_in(ingest: Ingest, message: KafkaMessage) -> None:
-    """Accept one send-requests record, or dead-letter it with the reason."""
-    raw: Any = message.raw_message
-    origin = RecordOrigin(raw.topic, raw.partition, raw.offset)
-    parsed = parse_request(message.body, TopicSendRequest)
-    if isinstance(parsed, list):
-        tenant = await _claimed_tenant(ingest, message.body)
-        await refuse(ingest, message, origin, parsed, tenant)
-        return
-    async with gate.turn(request_rank(parsed)):
-        await _take_in_request(ingest, message, origin, parsed)
+INTAKE_TUNING = Tuning(max_records=500)
+"""Requests are taken the moment they arrive (an OTP may be among them), in batches of up to
+500, accepted concurrently: cheap enough per record that the topic never builds a backlog in
+front of one."""
+
+Parsed = TopicSendRequest | list[Violation]
+"""A record of the topic: a request, or why it is not one (decoding never fails)."""
 
 
-async def _take_in_request(
-    ingest: Ingest, message: KafkaMessage, origin: RecordOrigin, request: TopicSendRequest
-) -> None:
+def parse(value: bytes) -> Parsed:
+    """The request in a record, or the violations that make it none."""
+    return parse_request(value, TopicSendRequest)
+
+
+def batch_rank(parsed: Sequence[Parsed]) -> int:
+    """A batch takes its turn at the gate as its most urgent request would."""
+    lanes = [requested_rank_lane(p) for p in parsed if isinstance(p, TopicSendRequest)]
+    return min((LANE_RANK[lane] for lane in lanes), default=LANE_RANK[Lane.NORMAL])
+
+
+def intake(settings: Settings, handle: Handler[Parsed]) -> Subscription[Parsed]:
+    """The subscription of ingest's intake: big batches, taken at once (OTPs arrive here too)."""
+    prefix = settings.topic_prefix
+    return Subscription(
+        service=SERVICE,
+        role=ROLE,
+        topic=public_topic(SEND_REQUESTS, prefix),
+        decode=parse,
+        handle=handle,
+        dead_letters=public_topic(SEND_REQUESTS_DLQ, prefix),
+        rank=batch_rank,
+        tuning=INTAKE_TUNING,
+    )
+
+
+async def take_in(ingest: Ingest, batch: list[Consumed[Parsed]]) -> Outbox:
+    """Accept every record of the batch, the most urgent first; refusals go back to be parked."""
+    outbox = Outbox(ingest.settings.topic_prefix)
+    ordered = sorted(batch, key=_urgency)
+    refusals = await asyncio.gather(*(_take_in_one(ingest, item) for item in ordered))
+    for item, refusal in zip(ordered, refusals, strict=True):
+        if refusal is not None:
+            violations, tenant, request = refusal
+            refuse(ingest, outbox, item, violations, tenant, request)
+    return outbox
+
+
+def _urgency(item: Consumed[Parsed]) -> int:
+    parsed = item.value
+    return LANE_RANK[requested_rank_lane(parsed)] if isinstance(parsed, TopicSendRequest) else 0
+
+
+Refusal = tuple[list[Violation], Tenant | None, TopicSendRequest | None]
+
+
+async def _take_in_one(ingest: Ingest, item: Consumed[Parsed]) -> Refusal | None:
+    """Accept one record's request; None when accepted (or a repeat), else why not."""
+    request = item.value
+    if isinstance(request, list):
+        return request, await _claimed_tenant(ingest, item.raw.value), None
     tenant = await ingest.tenants.by_id(request.tenant_id)
     if tenant is None:
-        unknown = Violation("unknown_tenant", pointer("tenant_id"), "no such tenant")
-        await refuse(ingest, message, origin, [unknown])
-        return
-    violations = await check(ingest, request, tenant)
-    if violations:
-        await refuse(ingest, message, origin, violations, tenant, request)
-        return
-    message_ids = record_message_ids(origin, len(request.to))
-    if request.idempotency_key is not None:
-        claimed = await claim(ingest, tenant.id, request.idempotency_key, request)
-        if isinstance(claimed, Violation):
-            await refuse(ingest, message, origin, [claimed], tenant, request)
-            return
-        if claimed.replay is not None:
-            log.info("%s repeats an accepted request (key %r)", origin, request.idempotency_key)
-            return
-        message_ids = claimed.message_ids
-    await accept(ingest, tenant.id, request, message_ids, request.idempotency_key)
+        return [Violation("unknown_tenant", pointer("tenant_id"), "no such tenant")], None, request
+    origin = RecordOrigin(item.raw.topic, item.raw.partition, item.raw.offset)
+    ids = record_message_ids(origin, len(request.to))
+    outcome = await accept(ingest, tenant, request, ids, item.context, request.idempotency_key)
+    if isinstance(outcome, Refused):
+        return outcome.violations, tenant, request
+    if isinstance(outcome, Replayed):
+        log.info("%s repeats an accepted request (key %r)", origin, request.idempotency_key)
+    assert isinstance(outcome, Accepted | Replayed)
+    return None
 
 
-async def _claimed_tenant(ingest: Ingest, body: bytes) -> Tenant | None:
+async def _claimed_tenant(ingest: Ingest, body: bytes | None) -> Tenant | None:
     """The tenant an invalid record names, if it names a real one."""
     try:
-        tenant_id = json.loads(body).get("tenant_id")
-    except (ValueError, AttributeError):
+        tenant_id = json.loads(body or b"").get("tenant_id")
+    except (ValueError, AttributeError, RecursionError):
         return None
     return await ingest.tenants.by_id(tenant_id) if isinstance(tenant_id, str) else None
 
 
-async def refuse(
+def refuse(
     ingest: Ingest,
-    message: KafkaMessage,
-    origin: RecordOrigin,
+    outbox: Outbox,
+    item: Consumed[Parsed],
     violations: list[Violation],
-    tenant: Tenant | None = None,
-    request: TopicSendRequest | None = None,
+    tenant: Tenant | None,
+    request: TopicSendRequest | None,
 ) -> None:
-    """Dead-letter a record; tell its tenant, if known, with a ``rejected`` event."""
+    """Park a record with the reason; tell its tenant, if known, with a ``rejected`` event."""
     problem = as_problem(violations)
-    raw: Any = message.raw_message
-    key: bytes | None = raw.key
-    letter = DeadLetter(
-        topic=origin.topic,
-        partition=origin.partition,
-        offset=origin.offset,
-        received_at=datetime.now(UTC),
-        reason=problem.code,
-        detail=problem.detail,
+    raw = item.raw
+    origin = RecordOrigin(raw.topic, raw.partition, raw.offset)
+    note = parking_note(
+        raw,
+        SERVICE,
+        ROLE,
+        problem.code,
+        problem.detail,
         pointers=problem.pointers,
-        key=key.decode(errors="backslashreplace") if key is not None else None,
-        value=message.body.decode(errors="backslashreplace"),
+        message_id=rejection_id(origin),
     )
-    settings = ingest.settings
-    await ingest.broker.publish(
-        letter.model_dump_json().encode(),
-        public_topic(SEND_REQUESTS_DLQ, settings.topic_prefix),
-        key=key,
-    )
-    log.info("dead-lettered %s: %s", origin, problem.detail)
+    park(outbox, raw, public_topic(SEND_REQUESTS_DLQ, ingest.settings.topic_prefix), note)
     if tenant is None:
         return
     described: dict[str, Any] = (
         {
             "recipient": request.to[0] if len(request.to) == 1 else None,
-            "sender": request.sender,
             "stream": request.stream,
-            "lane": lane_for(request.category, request.stream, request.priority),
+            "lane": requested_rank_lane(request),
             "category": request.category,
             "tags": request.tags,
             "metadata": request.metadata,
             "template": request.template,
-            "subject": request.subject,
         }
         if request is not None
-        else {}
+        else {"stream": Stream.TRANSACTIONAL}
     )
     rejected = EventData(
         message_id=rejection_id(origin),
         tenant_id=tenant.id,
-        trace_id=current_trace_id(),
+        trace_id=format(item.span.get_span_context().trace_id, "032x"),
         service=SERVICE,
         problem=problem,
         **described,
     )
-    await emit(ingest.broker, settings, MessageState.REJECTED, rejected)
+    outbox.emit(item, MessageState.REJECTED, rejected)

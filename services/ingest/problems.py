@@ -16,6 +16,7 @@ RETRY_AFTER_SECONDS = 5
 
 CODE_STATUS: dict[str, int] = {
     "malformed_json": 400,
+    "too_deep": 400,
     "invalid_idempotency_key": 400,
     "unauthorized": 401,
     "sender_not_allowed": 403,

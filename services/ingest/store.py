@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -82,40 +84,114 @@ async def forget_expired_keys(pool: asyncpg.Pool) -> int:
     return deleted
 
 
-async def insert_event(connection: Connection, event: DeliveryEvent) -> bool:
-    """Add an event to its message's timeline; False when it was there already."""
-    inserted = await connection.fetchval(
+async def insert_events(
+    connection: Connection, events: Sequence[tuple[DeliveryEvent, str]]
+) -> set[str]:
+    """Add events (each with its JSON) to their messages' timelines; the ids of the new ones."""
+    rows = await connection.fetch(
         "INSERT INTO message_events (event_id, message_id, type, occurred_at, event)"
-        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING RETURNING true",
-        uuid.UUID(event.id),
-        uuid.UUID(event.subject),
-        event.type,
-        event.time,
-        event.model_dump(mode="json"),
+        " SELECT e.event_id, e.message_id, e.type, e.occurred_at, e.event::jsonb"
+        " FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::text[])"
+        " AS e (event_id, message_id, type, occurred_at, event)"
+        " ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+        [uuid.UUID(event.id) for event, _ in events],
+        [uuid.UUID(event.subject) for event, _ in events],
+        [event.type for event, _ in events],
+        [event.time for event, _ in events],
+        [text for _, text in events],
     )
-    return bool(inserted)
+    return {str(row["event_id"]) for row in rows}
 
 
-async def locked_status(connection: Connection, message_id: str) -> str | None:
-    """A message's status, its row locked until the transaction ends (None: no row yet)."""
-    status: str | None = await connection.fetchval(
-        "SELECT status FROM messages WHERE id = $1 FOR UPDATE", uuid.UUID(message_id)
+async def locked_statuses(connection: Connection, message_ids: Sequence[str]) -> dict[str, str]:
+    """The status of each message that has a row, the rows locked until the transaction ends
+    (in id order, so two writers never wait on each other in a circle)."""
+    rows = await connection.fetch(
+        "SELECT id, status FROM messages WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
+        [uuid.UUID(message_id) for message_id in message_ids],
     )
-    return status
+    return {str(row["id"]): row["status"] for row in rows}
 
 
-async def upsert_message(connection: Connection, event: DeliveryEvent, status: str) -> None:
-    """Create or update the message row an event describes, in ``status``.
+FIRST_WINS = ("lane", "stream", "category", "sender", "recipient", "template")
+"""Columns the first event that knows them fills; later events never change them."""
+LATEST_WINS = ("subject", "template_version", "route")
+"""Columns that follow the message (rendered subject, template version, route taken)."""
 
-    The first event creates the row; later ones fill what is still unknown and update what
-    moves (the route, the template version, the subject once rendered).
-    """
+
+def message_fields(event: DeliveryEvent) -> dict[str, Any]:
+    """The columns of the message row one event describes."""
     data = event.data
+    return {
+        "tenant_id": uuid.UUID(data.tenant_id),
+        "trace_id": data.trace_id,
+        "lane": data.lane,
+        "stream": data.stream,
+        "category": data.category,
+        "sender": data.sender,
+        "recipient": data.recipient,
+        "subject": data.subject,
+        "template": data.template,
+        "template_version": data.template_version,
+        "route": data.route.model_dump_json() if data.route else None,
+        "tags": json.dumps(data.tags, ensure_ascii=False),
+        "metadata": json.dumps(data.metadata, ensure_ascii=False),
+        "time": event.time,
+    }
+
+
+def merge_fields(fields: dict[str, Any], later: dict[str, Any]) -> None:
+    """Fold the columns a later event of the same message describes into ``fields``."""
+    for name in FIRST_WINS:
+        if fields[name] is None:
+            fields[name] = later[name]
+    for name in LATEST_WINS:
+        if later[name] is not None:
+            fields[name] = later[name]
+    fields["updated_at"] = max(fields.get("updated_at", fields["time"]), later["time"])
+
+
+@dataclass(frozen=True)
+class MessageRow:
+    """A message row as a batch of events leaves it."""
+
+    message_id: str
+    fields: dict[str, Any]
+    status: str
+
+
+async def upsert_messages(connection: Connection, rows: Sequence[MessageRow]) -> None:
+    """Create or update the rows of the messages a batch moved, in one statement.
+
+    The first event of a message creates its row; later ones fill what is still unknown and
+    update what moves (the route, the template version, the subject once rendered).
+    """
+    if not rows:
+        return
+    columns: dict[str, list[Any]] = {name: [] for name in MESSAGE_COLUMNS}
+    for row in rows:
+        values = {
+            **row.fields,
+            "id": uuid.UUID(row.message_id),
+            "status": row.status,
+            "accepted_at": row.fields["time"],
+            "updated_at": row.fields.get("updated_at", row.fields["time"]),
+        }
+        for name in MESSAGE_COLUMNS:
+            columns[name].append(values[name])
     await connection.execute(
         "INSERT INTO messages (id, tenant_id, trace_id, status, lane, stream, category, sender,"
         " recipient, subject, template, template_version, route, tags, metadata, accepted_at,"
         " updated_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16)"
+        " SELECT m.id, m.tenant_id, m.trace_id, m.status, m.lane, m.stream, m.category,"
+        " m.sender, m.recipient, m.subject, m.template, m.template_version, m.route::jsonb,"
+        " ARRAY(SELECT jsonb_array_elements_text(m.tags::jsonb)), m.metadata::jsonb,"
+        " m.accepted_at, m.updated_at"
+        " FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],"
+        " $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int[], $13::text[],"
+        " $14::text[], $15::text[], $16::timestamptz[], $17::timestamptz[])"
+        " AS m (id, tenant_id, trace_id, status, lane, stream, category, sender, recipient,"
+        " subject, template, template_version, route, tags, metadata, accepted_at, updated_at)"
         " ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status,"
         " lane = coalesce(messages.lane, EXCLUDED.lane),"
         " stream = coalesce(messages.stream, EXCLUDED.stream),"
@@ -127,23 +203,29 @@ async def upsert_message(connection: Connection, event: DeliveryEvent, status: s
         " template_version = coalesce(EXCLUDED.template_version, messages.template_version),"
         " route = coalesce(EXCLUDED.route, messages.route),"
         " updated_at = greatest(messages.updated_at, EXCLUDED.updated_at)",
-        uuid.UUID(data.message_id),
-        uuid.UUID(data.tenant_id),
-        data.trace_id,
-        status,
-        data.lane,
-        data.stream,
-        data.category,
-        data.sender,
-        data.recipient,
-        data.subject,
-        data.template,
-        data.template_version,
-        data.route.model_dump(mode="json") if data.route else None,
-        data.tags,
-        data.metadata,
-        event.time,
+        *(columns[name] for name in MESSAGE_COLUMNS),
     )
+
+
+MESSAGE_COLUMNS = (
+    "id",
+    "tenant_id",
+    "trace_id",
+    "status",
+    "lane",
+    "stream",
+    "category",
+    "sender",
+    "recipient",
+    "subject",
+    "template",
+    "template_version",
+    "route",
+    "tags",
+    "metadata",
+    "accepted_at",
+    "updated_at",
+)
 
 
 async def message(

@@ -1,8 +1,11 @@
 """Edge validation of send requests, shared by the HTTP gateway and the topic intake.
 
-Every check is a pure function over schema objects that returns ``Violation`` values, one per
-bad field, each naming its field with a JSON pointer (RFC 6901) into the request body. Nothing
-here does I/O: whatever a check needs from the database (the tenant, the template) is passed in.
+Every check is a pure function that returns ``Violation`` values, one per bad field, each
+naming its field with a JSON pointer (RFC 6901) into the request body — never an exception, so
+no input answers 500 or stalls a partition. What is sendable is defined once, in
+``libs.sendable``; an acceptable request yields its parsed ``Addresses``, from which every
+header is later written. Nothing here does I/O: whatever a check needs from the database (the
+tenant, the template) is passed in.
 """
 
 from __future__ import annotations
@@ -14,29 +17,43 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.utils import getaddresses
 from functools import lru_cache
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from email_validator import EmailNotValidError, validate_email
 from jinja2 import TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from libs.sendable import (
+    BODY,
+    HEADER_VALUE,
+    MAX_ATTACHMENT_BYTES,
+    MAX_MESSAGE_BYTES,
+    MAX_NESTING,
+    ONE_LINE,
+    TextRule,
+    UnsendableAddress,
+    domain_of,
+    header_fault,
+    parse_mailbox,
+)
 from libs.templates import Template
-from schemas.common import Problem
-from schemas.send import STRUCTURAL_HEADERS, SendRequest
+from schemas.common import Mailbox, Problem
+from schemas.send import SendRequest
 
-RequestT = TypeVar("RequestT", bound=SendRequest)
+ModelT = TypeVar("ModelT", bound=BaseModel)
+JsonPath = tuple[str | int, ...]
+"""Where a value is in a JSON document: its keys and indexes from the top."""
 
 MAX_SCHEDULE_AHEAD = timedelta(hours=72)
-MAX_ATTACHMENT_BYTES = 7 * 1024 * 1024
-"""Decoded attachment bytes per message: fits a 10 MiB body once base64-encoded."""
 MAX_IDEMPOTENCY_KEY_CHARS = 256
+MAX_TEXT_VIOLATIONS = 20
+"""Text faults reported per request: enough to fix it, few enough that no body can make the
+answer huge."""
 
-
-_HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 field name: printable ASCII but ':'
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_BODY_FIELDS = frozenset({"html", "text", "data"})
+_HEADER_VALUE_FIELDS = frozenset({"subject", "headers"})
 _DEFAULT_FILTERS = frozenset({"default", "d"})
 _DEFINED_TESTS = frozenset({"defined", "undefined"})
 _JINJA = SandboxedEnvironment()
@@ -52,17 +69,21 @@ class Violation:
 
 
 @dataclass(frozen=True)
-class Mailbox:
-    """An address as written ("Name <addr>" or "addr") and its validated parts."""
+class Addresses:
+    """The parsed addresses of an acceptable request: what every message is built from."""
 
-    name: str
-    address: str
-    domain: str
+    sender: Mailbox
+    reply_to: Mailbox | None
+    recipients: tuple[Mailbox, ...]
 
 
 def pointer(*parts: str | int) -> str:
-    """The JSON pointer of a field (``pointer("to", 0)`` → ``/to/0``)."""
-    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in parts)
+    """The JSON pointer of a field (``pointer("to", 0)`` → ``/to/0``).
+
+    A lone surrogate in a key becomes U+FFFD: pointers go into UTF-8 answers and headers.
+    """
+    escaped = "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in parts)
+    return _LONE_SURROGATE.sub("\ufffd", escaped)
 
 
 def as_problem(violations: Sequence[Violation]) -> Problem:
@@ -75,25 +96,85 @@ def as_problem(violations: Sequence[Violation]) -> Problem:
     )
 
 
-def parse_request(raw: bytes, model: type[RequestT]) -> RequestT | list[Violation]:
-    """The request in ``raw`` (UTF-8 JSON), or why it is not one."""
+def parse_request(raw: bytes, model: type[ModelT]) -> ModelT | list[Violation]:
+    """The request in ``raw`` (UTF-8 JSON), or why it is not one; never raises."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        return [Violation("payload_too_large", "", f"at most {MAX_MESSAGE_BYTES} bytes")]
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as error:
+        body = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    except RecursionError:
+        return [_too_deep("")]
+    except ValueError as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return [Violation("malformed_json", "", f"the body is not UTF-8 JSON: {error}")]
+    return parse_body(body, model)
+
+
+def parse_body(body: object, model: type[ModelT], at: str = "") -> ModelT | list[Violation]:
+    """Decoded JSON as ``model``, or why it is not one; pointers start at ``at``.
+
+    A send request's nesting and text are checked on the JSON itself, before the schema, so no
+    field can carry a character that would break a header, the database or the encoder further
+    down. Any other model (a batch) is checked by its schema only: each send request in it is
+    then parsed on its own.
+    """
     if not isinstance(body, dict):
-        return [Violation("invalid_request", "", "the body must be a JSON object")]
+        return [Violation("invalid_request", at, "the body must be a JSON object")]
+    if issubclass(model, SendRequest) and (faults := _json_faults(body, at)):
+        return faults
     try:
         return model.model_validate(body)
     except ValidationError as error:
         return [
             Violation(
                 "invalid_request",
-                pointer(*(part for part in issue["loc"] if part != "[key]")),
+                at + pointer(*(part for part in issue["loc"] if part != "[key]")),
                 issue["msg"],
             )
             for issue in error.errors(include_url=False)
         ]
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _too_deep(where: str) -> Violation:
+    return Violation("too_deep", where, f"JSON may nest at most {MAX_NESTING} levels")
+
+
+def _json_faults(body: dict[str, Any], at: str) -> list[Violation]:
+    """Too deep a nesting, or text a field may not carry; walked without recursion."""
+    found: list[Violation] = []
+    stack: list[tuple[JsonPath, Any, bool]] = [((), body, False)]
+    while stack and len(found) < MAX_TEXT_VIOLATIONS:
+        path, value, is_key = stack.pop()
+        if isinstance(value, str):
+            if fault := _text_rule(path, is_key).fault(value):
+                found.append(Violation("invalid_text", at + pointer(*path), fault))
+        elif isinstance(value, dict | list):
+            if len(path) >= MAX_NESTING:
+                return [_too_deep(at + pointer(*path))]
+            members = value.items() if isinstance(value, dict) else enumerate(value)
+            children: list[tuple[JsonPath, Any, bool]] = []
+            for key, child in members:
+                if isinstance(key, str):
+                    children.append(((*path, key), key, True))
+                children.append(((*path, key), child, False))
+            stack.extend(reversed(children))
+    return found
+
+
+def _text_rule(path: JsonPath, is_key: bool) -> TextRule:
+    """The rule for a string at ``path``: body text, a header value, or one line of text.
+
+    The request field the string is in decides; a key of the request itself names a field.
+    """
+    field = path[0] if len(path) > 1 or not is_key else None
+    if field in _BODY_FIELDS:
+        return BODY
+    if field in _HEADER_VALUE_FIELDS and not is_key:
+        return HEADER_VALUE
+    return ONE_LINE
 
 
 def request_fingerprint(request: SendRequest) -> str:
@@ -107,26 +188,9 @@ def check_idempotency_key(key: str) -> str | None:
     """Why ``key`` cannot be an idempotency key, or None when it can."""
     if not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
         return f"the Idempotency-Key must have 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters"
-    if not key.isascii() or _CONTROL.search(key):
+    if not (key.isascii() and key.isprintable()):
         return "the Idempotency-Key must be printable ASCII"
     return None
-
-
-def parse_mailbox(value: str) -> Mailbox:
-    """One mailbox, "Name <addr>" or "addr"; raises ValueError saying what is wrong with it."""
-    if _CONTROL.search(value):
-        raise ValueError("control characters are not allowed in an address")
-    found = getaddresses([value])
-    if len(found) != 1 or not found[0][1]:
-        raise ValueError("expected one address, as addr@domain or Name <addr@domain>")
-    name, address = found[0]
-    try:
-        valid = validate_email(
-            address, check_deliverability=False, test_environment=True, strict=True
-        )
-    except EmailNotValidError as error:
-        raise ValueError(str(error)) from error
-    return Mailbox(name=name, address=valid.normalized, domain=valid.ascii_domain.lower())
 
 
 def sender_allowed(domain: str, tenant_domains: Sequence[str]) -> bool:
@@ -198,47 +262,52 @@ def check_request(
     tenant_domains: Sequence[str],
     template: Template | None,
     now: datetime,
-) -> list[Violation]:
-    """Everything wrong with a schema-valid request; ``template`` is its template, if found.
+) -> Addresses | list[Violation]:
+    """The parsed addresses of a request from ``parse_request``, or everything wrong with it.
 
-    The sender check comes first: when it fails, the answer is 403 whatever else is wrong.
+    ``template`` is the request's template, if found. The sender check comes first: when it
+    fails, the answer is 403 whatever else is wrong.
     """
-    return [
-        *_sender(request, tenant_domains),
-        *_recipients(request),
+    sender = _mailbox(request.sender, pointer("from"))
+    reply_to = None if request.reply_to is None else _mailbox(request.reply_to, pointer("reply_to"))
+    recipients = [_mailbox(value, pointer("to", index)) for index, value in enumerate(request.to)]
+    violations = [
+        *_sender(sender, tenant_domains),
+        *(found for found in (reply_to, *recipients) if isinstance(found, Violation)),
+        *_duplicates(recipients),
         *_content(request, template),
         *_schedule(request, now),
         *_attachments(request),
         *_headers(request),
     ]
+    mailboxes = tuple(found for found in recipients if isinstance(found, Mailbox))
+    if violations or isinstance(sender, Violation) or isinstance(reply_to, Violation):
+        return violations
+    return Addresses(sender, reply_to, mailboxes)
 
 
-def _sender(request: SendRequest, tenant_domains: Sequence[str]) -> Iterator[Violation]:
+def _mailbox(value: str, where: str) -> Mailbox | Violation:
     try:
-        sender = parse_mailbox(request.sender)
-    except ValueError as error:
-        yield Violation("invalid_address", pointer("from"), str(error))
-    else:
-        if not sender_allowed(sender.domain, tenant_domains):
-            yield Violation(
-                "sender_not_allowed",
-                pointer("from"),
-                f"{sender.domain} is not one of this tenant's sending domains",
-            )
-    if request.reply_to is not None:
-        try:
-            parse_mailbox(request.reply_to)
-        except ValueError as error:
-            yield Violation("invalid_address", pointer("reply_to"), str(error))
+        return parse_mailbox(value)
+    except UnsendableAddress as error:
+        return Violation(error.code, where, str(error))
 
 
-def _recipients(request: SendRequest) -> Iterator[Violation]:
+def _sender(sender: Mailbox | Violation, tenant_domains: Sequence[str]) -> Iterator[Violation]:
+    if isinstance(sender, Violation):
+        yield sender
+    elif not sender_allowed(domain_of(sender.address), tenant_domains):
+        yield Violation(
+            "sender_not_allowed",
+            pointer("from"),
+            f"{domain_of(sender.address)} is not one of this tenant's sending domains",
+        )
+
+
+def _duplicates(recipients: Sequence[Mailbox | Violation]) -> Iterator[Violation]:
     seen: set[str] = set()
-    for index, value in enumerate(request.to):
-        try:
-            recipient = parse_mailbox(value)
-        except ValueError as error:
-            yield Violation("invalid_address", pointer("to", index), str(error))
+    for index, recipient in enumerate(recipients):
+        if isinstance(recipient, Violation):
             continue
         address = recipient.address.lower()
         if address in seen:
@@ -295,7 +364,7 @@ def _attachments(request: SendRequest) -> Iterator[Violation]:
     for index, attachment in enumerate(request.attachments):
         try:
             total += len(binascii.a2b_base64(attachment.content, strict_mode=True))
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or a non-ASCII character in the text
             yield Violation(
                 "invalid_attachment",
                 pointer("attachments", index, "content"),
@@ -311,10 +380,5 @@ def _attachments(request: SendRequest) -> Iterator[Violation]:
 
 def _headers(request: SendRequest) -> Iterator[Violation]:
     for name, value in request.headers.items():
-        where = pointer("headers", name)
-        if not _HEADER_NAME.match(name):
-            yield Violation("invalid_header", where, "not a valid header name")
-        elif name.lower() in STRUCTURAL_HEADERS:
-            yield Violation("forbidden_header", where, f"{name} is set by Sendarix")
-        elif _CONTROL.search(value.replace("\t", " ")):
-            yield Violation("invalid_header", where, "header values are one line of text")
+        if fault := header_fault(name, value):
+            yield Violation(fault.code, pointer("headers", name), fault.reason)

@@ -1,30 +1,39 @@
-"""policy-check's wiring: a subscriber per lane of ``policy.<lane>`` and one on the event stream.
+"""policy-check's wiring: a batch handler per lane of ``policy.<lane>``, and the feedback reader.
 
-The event-stream subscriber closes the loop from delivery back to policy: a hard bounce or a
-complaint reported by the sender suppresses the address for the next message.
+The feedback reader closes the loop from delivery back to policy: a hard bounce or a complaint
+reported on the event stream suppresses the address for the next message. It reads only the
+event types it learns from, by their header, and decodes nothing else.
 """
 
 from __future__ import annotations
 
 import logging
 
-from aiokafka import ConsumerRecord
-from faststream.kafka import KafkaMessage
-
-from libs.broker import parse_value, subscribe_batch, subscribe_lanes
-from libs.events import emit, event_data
-from libs.logs import current_message_id
+from libs.batch import Consumed, Outbox
+from libs.events import TYPE_HEADER, event_data, header
 from libs.service import PipelineService
 from libs.settings import Settings
-from libs.topics import EVENTS, lane_topic, public_topic
+from libs.subscriptions import RawRecord, subscribe_events, subscribe_stage
+from libs.topics import POLICY, ROUTE
 from schemas.events import DeliveryEvent, MessageState
 from schemas.pipeline import RenderedMessage
 from services.policy_check import store
-from services.policy_check.decide import address_key, learned_suppression, verdict
+from services.policy_check.decide import (
+    LEARNED_FROM,
+    address_key,
+    learned_suppression,
+    verdict,
+)
 
 SERVICE = "policy-check"
 
 log = logging.getLogger(__name__)
+
+
+def teaches(record: RawRecord) -> bool:
+    """Whether an event may suppress an address (by its type header; unlabelled: look inside)."""
+    event_type = header(record.headers, TYPE_HEADER)
+    return event_type is None or event_type in LEARNED_FROM
 
 
 class PolicyCheckService(PipelineService):
@@ -34,41 +43,32 @@ class PolicyCheckService(PipelineService):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        subscribe_lanes(self.broker, settings, SERVICE, "policy", self._check)
-        events = public_topic(EVENTS, settings.topic_prefix)
-        subscribe_batch(self.broker, settings, SERVICE, "feedback", events, self._learn)
+        subscribe_stage(self.broker, settings, SERVICE, POLICY, self.check_batch)
+        subscribe_events(self.broker, settings, SERVICE, "feedback", self.learn, wanted=teaches)
 
-    async def _check(self, message: KafkaMessage) -> None:
-        rendered = await self.decode(RenderedMessage, message)
-        if rendered is None:
-            return
-        spec = rendered.message
-        current_message_id.set(spec.message_id)
-        suppression = await store.suppression_for(
-            self.pool, spec.tenant_id, address_key(spec.recipient)
-        )
-        problem = verdict(spec, suppression)
-        if problem is not None:
-            data = event_data(spec, SERVICE, problem=problem)
-            await emit(self.broker, self.settings, MessageState.SUPPRESSED, data)
-            return
-        await self.broker.publish(
-            message.body,
-            lane_topic("route", spec.lane, self.settings.topic_prefix),
-            key=spec.message_id.encode(),
-        )
-
-    async def _learn(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        """Suppress the recipients that a batch of events shows dead, hostile or gone."""
-        for record in records:
-            event = parse_value(DeliveryEvent, record.value, record)
-            suppression = learned_suppression(event) if event is not None else None
-            if event is None or suppression is None:
+    async def check_batch(self, batch: list[Consumed[RenderedMessage]]) -> Outbox:
+        """Suppressed recipients stop here; the others go on to the router, their bytes as read."""
+        outbox = Outbox(self.settings.topic_prefix)
+        keys = [
+            (item.value.message.tenant_id, address_key(item.value.message.recipient.address))
+            for item in batch
+        ]
+        found = await store.suppressions_for(self.pool, keys)
+        for item, key in zip(batch, keys, strict=True):
+            spec = item.value.message
+            problem = verdict(spec, found.get(key))
+            if problem is not None:
+                data = event_data(spec, SERVICE, problem=problem)
+                outbox.emit(item, MessageState.SUPPRESSED, data)
                 continue
-            current_message_id.set(event.subject)
-            if await store.add_suppression(self.pool, suppression):
-                log.info(
-                    "recipient suppressed for tenant %s: %s",
-                    event.data.tenant_id,
-                    suppression.reason,
-                )
+            outbox.forward_value(item, ROUTE, spec.lane, spec.message_id, item.raw.value or b"")
+        return outbox
+
+    async def learn(self, batch: list[Consumed[DeliveryEvent]]) -> Outbox:
+        """Suppress the recipients that a batch of events shows dead, hostile or gone."""
+        learned = [s for item in batch if (s := learned_suppression(item.value)) is not None]
+        for suppression in await store.add_suppressions(self.pool, learned):
+            log.info(
+                "recipient suppressed for tenant %s: %s", suppression.tenant_id, suppression.reason
+            )
+        return Outbox(self.settings.topic_prefix)

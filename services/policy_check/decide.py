@@ -52,6 +52,13 @@ def verdict(spec: MessageSpec, suppression: Suppression | None) -> Problem | Non
     )
 
 
+LEARNED_FROM = frozenset(
+    state.event_type
+    for state in (MessageState.BOUNCED, MessageState.COMPLAINED, MessageState.UNSUBSCRIBED)
+)
+"""The event types that can suppress an address; the feedback reader skips every other one."""
+
+
 def learned_suppression(event: DeliveryEvent) -> Suppression | None:
     """The suppression a delivery event calls for: dead addresses and complaints, never retried."""
     recipient = event.data.recipient

@@ -15,14 +15,14 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2 import Template as JinjaTemplate
 from jinja2.sandbox import SandboxedEnvironment
 
+from libs.sendable import BODY, MAX_MESSAGE_BYTES, MAX_SUBJECT_CHARS, ONE_LINE
 from libs.templates import Template
 from schemas.common import Problem
 from schemas.pipeline import MessageSpec, RenderedContent
 from services.render.html_text import html_to_text
 
 RENDER_FAILED = "render_failed"
-SUBJECT_MAX_CHARS = 998
-"""RFC 5322's line limit: the subject must fit one header line."""
+CONTENT_TOO_LARGE = "content_too_large"
 
 
 def _environment(autoescape: bool) -> SandboxedEnvironment:
@@ -41,22 +41,34 @@ def _compiled(source: str, autoescape: bool) -> JinjaTemplate:
 
 
 def one_line_subject(subject: str) -> str:
-    """``subject`` on one line (every run of whitespace, line breaks too, becomes one space)."""
-    return " ".join(subject.split())[:SUBJECT_MAX_CHARS].rstrip()
+    """``subject`` as one header line of at most ``MAX_SUBJECT_CHARS``.
+
+    Every run of white space (line breaks of any kind too) becomes one space; the controls
+    left (NUL, C1, ...) and lone surrogates are dropped.
+    """
+    words = (ONE_LINE.remove(word) for word in subject.split())
+    return " ".join(word for word in words if word)[:MAX_SUBJECT_CHARS].rstrip()
 
 
 def content(
     subject: str, html: str | None, text: str | None, template_version: int | None = None
-) -> RenderedContent:
-    """The content to send; the text part is derived from the html when only html is given."""
-    if text is None and html is not None:
-        text = html_to_text(html)
-    return RenderedContent(
-        subject=one_line_subject(subject),
-        html=html,
-        text=text,
-        template_version=template_version,
-    )
+) -> RenderedContent | Problem:
+    """The content to send, as the sender can write it, or why it is too large to carry.
+
+    The text part is derived from the html when only html is given; bodies lose NUL and lone
+    surrogates (no database stores the one, no encoder takes the other).
+    """
+    subject = one_line_subject(subject)
+    html = None if html is None else BODY.remove(html)
+    text = html_to_text(html) if text is None and html is not None else text
+    text = None if text is None else BODY.remove(text)
+    size = sum(len(part.encode()) for part in (subject, html, text) if part is not None)
+    if size > MAX_MESSAGE_BYTES:
+        return Problem(
+            code=CONTENT_TOO_LARGE,
+            detail=f"the rendered content has {size} bytes, at most {MAX_MESSAGE_BYTES}",
+        )
+    return RenderedContent(subject=subject, html=html, text=text, template_version=template_version)
 
 
 def merge(template: Template, data: dict[str, Any]) -> RenderedContent | Problem:

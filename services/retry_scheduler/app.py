@@ -1,4 +1,4 @@
-"""retry-scheduler's wiring: a subscriber per lane of ``retry.<lane>`` and the release loop."""
+"""retry-scheduler's wiring: a batch handler per lane of ``retry.<lane>``, and the release loop."""
 
 from __future__ import annotations
 
@@ -8,21 +8,20 @@ import json
 import logging
 from datetime import UTC, datetime
 
-from faststream.kafka import KafkaMessage
 from opentelemetry import trace
 
-from libs.broker import subscribe_lanes
-from libs.logs import current_message_id
+from libs.batch import Consumed, Outbox, Publication
 from libs.service import PipelineService
 from libs.settings import Settings
-from libs.topics import lane_topic
-from libs.tracing import context_from_headers, trace_headers
+from libs.subscriptions import subscribe_stage
+from libs.topics import DELIVER, RETRY
+from libs.tracing import context_from_headers, traceparent
 from schemas.common import Lane
 from schemas.pipeline import RetryRequest
-from services.retry_scheduler.store import DueAttempt, releasing_due_attempts, schedule_attempt
+from services.retry_scheduler.store import DueAttempt, releasing_due_attempts, schedule_attempts
 
 SERVICE = "retry-scheduler"
-RELEASE_BATCH = 200
+RELEASE_BATCH = 500
 """Attempts released per transaction; a full batch is followed by the next one at once."""
 
 log = logging.getLogger(__name__)
@@ -37,7 +36,7 @@ class RetrySchedulerService(PipelineService):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self._releaser: asyncio.Task[None] | None = None
-        subscribe_lanes(self.broker, settings, SERVICE, "retry", self._handle)
+        subscribe_stage(self.broker, settings, SERVICE, RETRY, self.schedule_batch)
 
     async def start(self) -> None:
         await super().start()
@@ -50,14 +49,21 @@ class RetrySchedulerService(PipelineService):
                 await self._releaser
         await super().stop()
 
-    async def _handle(self, message: KafkaMessage) -> None:
-        request = await self.decode(RetryRequest, message)
-        if request is None:
-            return
-        spec = request.job.message
-        current_message_id.set(spec.message_id)
-        topic = lane_topic("deliver", spec.lane, self.settings.topic_prefix)
-        await schedule_attempt(self.pool, request, topic, trace_headers())
+    async def schedule_batch(self, batch: list[Consumed[RetryRequest]]) -> Outbox:
+        """Keep every deferred attempt of the batch until it is due (one statement)."""
+        prefix = self.settings.topic_prefix
+        await schedule_attempts(
+            self.pool,
+            [
+                (
+                    item.value,
+                    DELIVER.topic(item.value.spec.lane, prefix),
+                    dict((name, value.decode()) for name, value in traceparent(item.context)),
+                )
+                for item in batch
+            ],
+        )
+        return Outbox(prefix)
 
     async def _release_forever(self) -> None:
         """Release due attempts every ``retry_poll_seconds``; a failure only delays them."""
@@ -76,21 +82,26 @@ class RetrySchedulerService(PipelineService):
         A crash after the publish and before the commit publishes them again; the sender's
         claim on each attempt keeps the copy from being sent.
         """
-        topics = [lane_topic("deliver", lane, self.settings.topic_prefix) for lane in Lane]
+        topics = [DELIVER.topic(lane, self.settings.topic_prefix) for lane in Lane]
         releasing = releasing_due_attempts(self.pool, topics, datetime.now(UTC), RELEASE_BATCH)
         async with releasing as due:
-            await asyncio.gather(*(self._release(attempt) for attempt in due))
+            await self.broker.send_confirmed([self._release(attempt) for attempt in due])
         return len(due)
 
-    async def _release(self, attempt: DueAttempt) -> None:
-        """Publish one job, continuing the trace of the attempt that was deferred."""
-        context = context_from_headers(attempt.headers)
+    def _release(self, attempt: DueAttempt) -> Publication:
+        """One job to publish, in a span that continues the trace of the deferred attempt."""
         attributes: dict[str, str | int] = {
             "sendarix.message_id": attempt.message_id,
             "sendarix.attempt": attempt.attempt,
             "sendarix.lane": attempt.lane.value,
         }
+        context = context_from_headers(attempt.headers)
         with tracer.start_as_current_span("retry release", context=context, attributes=attributes):
-            await self.broker.publish(
-                json.dumps(attempt.job).encode(), attempt.topic, key=attempt.message_id.encode()
-            )
+            headers = traceparent(trace.set_span_in_context(trace.get_current_span()))
+        return Publication(
+            None,
+            attempt.topic,
+            json.dumps(attempt.job).encode(),
+            attempt.message_id.encode(),
+            headers,
+        )

@@ -6,7 +6,7 @@ Several scheduler instances may release at once: each locks the rows it releases
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,21 +33,25 @@ class DueAttempt:
     headers: dict[str, str]
 
 
-async def schedule_attempt(
-    pool: asyncpg.Pool, request: RetryRequest, topic: str, headers: dict[str, str]
+async def schedule_attempts(
+    pool: asyncpg.Pool, requests: Sequence[tuple[RetryRequest, str, dict[str, str]]]
 ) -> None:
-    """Keep a deferred attempt for ``topic`` until ``due_at``; a repeat changes nothing."""
-    job = request.job
+    """Keep deferred attempts, each with the topic it goes to when due and its trace headers,
+    in one statement; a repeat changes nothing."""
+    if not requests:
+        return
     await pool.execute(
         "INSERT INTO retry_schedule (message_id, attempt, lane, topic, due_at, job, headers)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-        job.message.message_id,
-        job.attempt,
-        job.message.lane.value,
-        topic,
-        request.due_at,
-        job.model_dump(mode="json"),
-        headers,
+        " SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[],"
+        " $5::timestamptz[], $6::jsonb[], $7::jsonb[])"
+        " ON CONFLICT DO NOTHING",
+        [request.job.message.message_id for request, _, _ in requests],
+        [request.job.attempt for request, _, _ in requests],
+        [request.job.message.lane.value for request, _, _ in requests],
+        [topic for _, topic, _ in requests],
+        [request.due_at for request, _, _ in requests],
+        [request.job.model_dump(mode="json") for request, _, _ in requests],
+        [headers for _, _, headers in requests],
     )
 
 

@@ -59,7 +59,7 @@ def retry_window(category: str | None) -> timedelta:
 
 def route_for(spec: MessageSpec, settings: Settings) -> Route:
     """The SMTP destination of ``spec``: the mailbox simulator for its domain, else the relay."""
-    if recipient_domain(spec.recipient) == settings.simulator_domain.lower():
+    if recipient_domain(spec.recipient.address) == settings.simulator_domain.lower():
         name, host, port = SIMULATOR_ROUTE, settings.simulator_host, settings.simulator_port
     else:
         name, host, port = DEFAULT_RELAY_ROUTE, settings.relay_host, settings.relay_port

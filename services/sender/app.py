@@ -1,4 +1,9 @@
-"""sender's wiring: a subscriber per lane of ``deliver.<lane>``; retries go to ``retry.<lane>``."""
+"""sender's wiring: a batch handler per lane of ``deliver.<lane>``; retries go to ``retry.<lane>``.
+
+The attempts of a batch run concurrently over the route's connections of their lane; each one is
+claimed right before its DATA and its reply recorded right after (claims and replies of
+concurrent attempts share their statements), so the guarantee is the one of a single attempt.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +12,16 @@ import logging
 import uuid
 from datetime import UTC, datetime
 
-from faststream.kafka import KafkaMessage
 from opentelemetry import trace
 
-from libs.broker import (
-    publish_record,
-    retry_forever,
-    subscribe_lanes,
-)
-from libs.events import emit, event_data
-from libs.logs import current_message_id
+from libs.batch import Consumed, Outbox
+from libs.broker import retry_forever
+from libs.events import event_data
+from libs.group_commit import GroupCommit
 from libs.service import PipelineService
 from libs.settings import Settings
-from libs.topics import lane_topic
+from libs.subscriptions import subscribe_stage
+from libs.topics import DELIVER, RETRY
 from schemas.common import Problem
 from schemas.events import MessageState
 from schemas.pipeline import DeliveryJob
@@ -33,11 +35,13 @@ from services.sender.handover import (
 )
 from services.sender.mime import build_message, envelope_sender
 from services.sender.store import (
+    AttemptKey,
     AttemptState,
+    FinishedAttempt,
     RecordedAttempt,
-    claim_attempt,
-    finish_attempt,
-    recorded_attempt,
+    claim_attempts,
+    finish_attempts,
+    recorded_attempts,
 )
 
 SERVICE = "sender"
@@ -62,72 +66,103 @@ class SenderService(PipelineService):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self.connections = RouteConnections(settings.smtp_helo_name)
-        subscribe_lanes(self.broker, settings, SERVICE, "deliver", self._handle)
+        self.connections = RouteConnections(
+            settings.smtp_helo_name, settings.smtp_connections_per_route
+        )
+        self._claims: GroupCommit[AttemptKey, bool] | None = None
+        self._finishes: GroupCommit[FinishedAttempt, None] | None = None
+        # The SMTP exchanges wait on the network, not the CPU: no lane holds the gate for them,
+        # and each lane has connections of its own.
+        subscribe_stage(self.broker, settings, SERVICE, DELIVER, self.deliver_batch, gated=False)
+
+    async def prepare(self) -> None:
+        pool = self.pool
+        self._claims = GroupCommit(lambda keys: claim_attempts(pool, keys))
+        self._finishes = GroupCommit(lambda rows: finish_attempts(pool, rows))
 
     async def stop(self) -> None:
         await super().stop()
         await self.connections.close()
 
-    async def _handle(self, message: KafkaMessage) -> None:
-        job = await self.decode(DeliveryJob, message)
-        if job is None:
-            return
-        current_message_id.set(job.message.message_id)
-        verdict = await self._attempt(job)
-        await self._report(job, verdict)
+    async def deliver_batch(self, batch: list[Consumed[DeliveryJob]]) -> Outbox:
+        """Make every attempt of the batch (concurrently) and report each outcome.
 
-    async def _attempt(self, job: DeliveryJob) -> Verdict:
+        A record that repeats an attempt already in the batch (a stage upstream published it
+        twice) shares that attempt's verdict: two concurrent claims of one attempt must never
+        both be granted, so each attempt is made once here.
+        """
+        attempts: dict[AttemptKey, Consumed[DeliveryJob]] = {}
+        for item in batch:
+            attempts.setdefault(self._key(item.value), item)
+        keys = [key for key in attempts if _is_uuid(key[0])]
+        recorded = await recorded_attempts(self.pool, keys)
+        verdicts = dict(
+            zip(
+                attempts,
+                await asyncio.gather(
+                    *(self._attempt(item, recorded.get(key)) for key, item in attempts.items())
+                ),
+                strict=True,
+            )
+        )
+        outbox = Outbox(self.settings.topic_prefix)
+        for item in batch:
+            self._report(outbox, item, verdicts[self._key(item.value)])
+        return outbox
+
+    @staticmethod
+    def _key(job: DeliveryJob) -> AttemptKey:
+        return (job.message.message_id, job.attempt)
+
+    async def _attempt(
+        self, item: Consumed[DeliveryJob], recorded: RecordedAttempt | None
+    ) -> Verdict:
         """Make the attempt unless it was made before; either way, the verdict on it."""
-        message_id = job.message.message_id
-        if not _is_uuid(message_id):
+        job = item.value
+        if not _is_uuid(job.message.message_id):
             problem = Problem(code="invalid_record", detail="the message id is not a UUID")
             return Verdict(MessageState.FAILED, None, problem)
-        recorded = await self._recorded(job)
         if recorded is not None:
-            return self._replay(job, recorded)
+            return self._replay(job, await self._settled(job, recorded))
         built = build_message(job)
         if isinstance(built, Problem):
             return Verdict(MessageState.FAILED, None, built)
-        handover = await self._send(job, built.as_bytes())
+        handover = await self._send(item, built)
         now = datetime.now(UTC)
         if handover.kind is HandoverKind.CLAIMED_BEFORE:
-            recorded = await self._recorded(job)
-            assert recorded is not None, "a claimed attempt has a row"
-            return self._replay(job, recorded)
+            [again] = (await recorded_attempts(self.pool, [self._key(job)])).values()
+            return self._replay(job, await self._settled(job, again))
         if handover.kind is HandoverKind.INTERRUPTED:
             return outcome_unknown(handover.reply)
         assert handover.reply is not None
         verdict = judge(job, handover.reply, now, self.settings)
         if handover.kind is HandoverKind.ANSWERED:
-            reply = handover.reply
+            assert self._finishes is not None, "the sender is started"
+            finished = FinishedAttempt(
+                job.message.message_id, job.attempt, verdict.state, handover.reply, now
+            )
+            finishes = self._finishes
             await retry_forever(
                 "recording the DATA reply",  # lost, it would turn a known outcome unknown
-                lambda: finish_attempt(
-                    self.pool, message_id, job.attempt, verdict.state, reply, now
-                ),
+                lambda: finishes.submit(finished),
             )
         return verdict
 
-    async def _recorded(self, job: DeliveryJob) -> RecordedAttempt | None:
-        """The record of this attempt once it is settled, or None if it was never claimed.
+    async def _settled(self, job: DeliveryJob, recorded: RecordedAttempt) -> RecordedAttempt:
+        """The record of a claimed attempt once it is settled.
 
         A claim younger than DATA's longest duration may be another instance's DATA still in
         flight (two consumers briefly own a partition during a rebalance): its outcome is
         awaited rather than declared unknown.
         """
-        while True:
-            recorded = await recorded_attempt(self.pool, job.message.message_id, job.attempt)
-            if (
-                recorded is None
-                or recorded.state is AttemptState.DONE
-                or recorded.age > longest_data(job.route)
-            ):
-                return recorded
+        while recorded.state is AttemptState.DATA and recorded.age <= longest_data(job.route):
             await asyncio.sleep(IN_FLIGHT_POLL_SECONDS)
+            recorded = (await recorded_attempts(self.pool, [self._key(job)]))[self._key(job)]
+        return recorded
 
-    async def _send(self, job: DeliveryJob, content: bytes) -> Handover:
+    async def _send(self, item: Consumed[DeliveryJob], content: bytes) -> Handover:
         """The SMTP exchange, in a span of the message's trace that carries the reply."""
+        job = item.value
         spec, route = job.message, job.route
         attributes: dict[str, str | int] = {
             "sendarix.message_id": spec.message_id,
@@ -136,14 +171,19 @@ class SenderService(PipelineService):
             "server.address": route.host,
             "server.port": route.port,
         }
-        with tracer.start_as_current_span("smtp send", attributes=attributes) as span:
+        claims = self._claims
+        assert claims is not None, "the sender is started"
+        with tracer.start_as_current_span(
+            "smtp send", context=item.context, attributes=attributes
+        ) as span:
             handover = await hand_over(
                 self.connections,
                 route,
+                spec.lane,
                 envelope_sender(spec.message_id, self.settings.bounce_address),
-                spec.recipient,
+                spec.recipient.address,
                 content,
-                claim=lambda: claim_attempt(self.pool, spec.message_id, job.attempt),
+                claim=lambda: claims.submit(self._key(job)),
             )
             span.set_attribute("smtp.handover", handover.kind.value)
             if handover.reply is not None:
@@ -161,12 +201,12 @@ class SenderService(PipelineService):
             return judge(job, recorded.reply, recorded.finished_at, self.settings)
         return outcome_unknown(recorded.reply)
 
-    async def _report(self, job: DeliveryJob, verdict: Verdict) -> None:
-        """Hand a deferral to the retry-scheduler, then emit the event of the verdict."""
+    def _report(self, outbox: Outbox, item: Consumed[DeliveryJob], verdict: Verdict) -> None:
+        """Hand a deferral to the retry-scheduler, and report the verdict."""
+        job = item.value
         spec = job.message
         if verdict.retry is not None:
-            retry_topic = lane_topic("retry", spec.lane, self.settings.topic_prefix)
-            await publish_record(self.broker, retry_topic, verdict.retry, spec.message_id)
+            outbox.forward(item, RETRY, verdict.retry)
         data = event_data(
             spec,
             SERVICE,
@@ -178,11 +218,12 @@ class SenderService(PipelineService):
             problem=verdict.problem,
             next_attempt_at=verdict.retry.due_at if verdict.retry else None,
         )
-        await emit(self.broker, self.settings, verdict.state, data)
+        outbox.emit(item, verdict.state, data)
         log.info(
             "attempt %s via %s: %s (%s)",
             job.attempt,
             job.route.name,
             verdict.state.value,
             verdict.problem.code if verdict.problem else verdict.reply,
+            extra={"message_id": spec.message_id},
         )

@@ -19,6 +19,7 @@ from enum import StrEnum
 
 import aiosmtplib
 
+from schemas.common import Lane
 from schemas.pipeline import Route, SmtpReply, TlsMode
 from services.sender.classify import smtp_reply
 
@@ -76,38 +77,60 @@ class _Idle:
     since: float
 
 
+Destination = tuple[Route, Lane]
+"""Connections are kept per route and lane: a bulk backlog never holds the critical lane's."""
+
+
 class RouteConnections:
-    """Open SMTP connections per route, kept between messages so each one skips the handshake."""
+    """Open SMTP connections per route and lane, kept between messages so each one skips the
+    handshake, at most ``per_destination`` of them at a time."""
 
-    def __init__(self, helo_name: str) -> None:
+    def __init__(self, helo_name: str, per_destination: int) -> None:
         self.helo_name = helo_name
-        self._idle: defaultdict[Route, list[_Idle]] = defaultdict(list)
+        self.per_destination = per_destination
+        self._idle: defaultdict[Destination, list[_Idle]] = defaultdict(list)
+        self._slots: dict[Destination, asyncio.Semaphore] = {}
 
-    async def acquire(self, route: Route) -> aiosmtplib.SMTP:
-        """An idle live connection to ``route``, or a new one (EHLO follows with MAIL FROM)."""
-        idle = self._idle[route]
-        while idle:
-            entry = idle.pop()
-            if entry.client.is_connected and time.monotonic() - entry.since < MAX_IDLE_SECONDS:
-                return entry.client
-            entry.client.close()
-        client = aiosmtplib.SMTP(
-            hostname=route.host,
-            port=route.port,
-            local_hostname=self.helo_name,
-            timeout=route.timeout_seconds,
-            use_tls=route.tls is TlsMode.IMPLICIT,
-            start_tls=route.tls is TlsMode.STARTTLS,
-        )
-        await client.connect()
-        return client
+    def _slot(self, destination: Destination) -> asyncio.Semaphore:
+        slot = self._slots.get(destination)
+        if slot is None:
+            slot = self._slots[destination] = asyncio.Semaphore(self.per_destination)
+        return slot
 
-    def release(self, route: Route, client: aiosmtplib.SMTP, reusable: bool) -> None:
+    async def acquire(self, route: Route, lane: Lane) -> aiosmtplib.SMTP:
+        """An idle live connection to ``route`` for ``lane``, or a new one once a slot is free
+        (EHLO follows with MAIL FROM); give it back with ``release``."""
+        destination = (route, lane)
+        await self._slot(destination).acquire()
+        try:
+            idle = self._idle[destination]
+            while idle:
+                entry = idle.pop()
+                if entry.client.is_connected and time.monotonic() - entry.since < MAX_IDLE_SECONDS:
+                    return entry.client
+                entry.client.close()
+            client = aiosmtplib.SMTP(
+                hostname=route.host,
+                port=route.port,
+                local_hostname=self.helo_name,
+                timeout=route.timeout_seconds,
+                use_tls=route.tls is TlsMode.IMPLICIT,
+                start_tls=route.tls is TlsMode.STARTTLS,
+            )
+            await client.connect()
+            return client
+        except BaseException:
+            self._slot(destination).release()
+            raise
+
+    def release(self, route: Route, lane: Lane, client: aiosmtplib.SMTP, reusable: bool) -> None:
         """Keep ``client`` for the next message, or close it after an error or a 421."""
+        destination = (route, lane)
         if reusable and client.is_connected:
-            self._idle[route].append(_Idle(client, time.monotonic()))
+            self._idle[destination].append(_Idle(client, time.monotonic()))
         else:
             client.close()
+        self._slot(destination).release()
 
     async def close(self) -> None:
         """Say QUIT on every idle connection."""
@@ -132,6 +155,7 @@ async def _reset(client: aiosmtplib.SMTP) -> bool:
 async def hand_over(
     connections: RouteConnections,
     route: Route,
+    lane: Lane,
     mail_from: str,
     rcpt: str,
     content: bytes,
@@ -139,7 +163,7 @@ async def hand_over(
 ) -> Handover:
     """Offer one message to ``route``; ``claim`` is asked right before DATA whether to send."""
     try:
-        client = await connections.acquire(route)
+        client = await connections.acquire(route, lane)
     except NETWORK_ERRORS as error:
         return Handover(HandoverKind.REFUSED, failure_reply(error))
     reusable = False
@@ -163,4 +187,4 @@ async def hand_over(
         reusable = True
         return Handover(HandoverKind.ANSWERED, smtp_reply(response.code, response.message))
     finally:
-        connections.release(route, client, reusable)
+        connections.release(route, lane, client, reusable)

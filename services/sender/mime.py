@@ -1,4 +1,13 @@
-"""The message as it goes over the wire: RFC 5322 headers, MIME bodies, the VERP envelope."""
+"""The message as it goes over the wire: RFC 5322 headers, MIME bodies, the VERP envelope.
+
+Written straight to bytes rather than through ``email.message``, which costs a millisecond and
+a half per message (this costs tens of microseconds): CRLF line ends, 7-bit only (every SMTP
+server takes it, 8BITMIME or not), UTF-8 text as quoted-printable, files as base64, header
+fields as ``services.sender.headers`` writes them. Every header is written from parsed parts (a
+``Mailbox``, never a raw address string), and everything is derived from the job alone —
+boundaries from the message id, the Date from the acceptance time — so a repeated attempt sends
+the same bytes.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +15,33 @@ import base64
 import binascii
 import hashlib
 import re
-from email import policy
-from email.message import EmailMessage
-from email.utils import format_datetime, parseaddr
+from collections.abc import Sequence
 
-from schemas.common import Problem
-from schemas.pipeline import DeliveryJob, RenderedContent
-from schemas.send import STRUCTURAL_HEADERS
+from libs.sendable import domain_of, header_fault
+from schemas.common import Mailbox, Problem
+from schemas.pipeline import DeliveryJob, MessageSpec, RenderedContent
+from schemas.send import Attachment
+from services.sender.headers import (
+    disposition_words,
+    header_field,
+    mailbox_words,
+    rfc5322_date,
+    text_words,
+)
 
-WIRE_POLICY = policy.SMTP.clone(cte_type="7bit")
-"""CRLF line ends and 7-bit bodies: every SMTP server accepts them, 8BITMIME or not."""
-
+SEVEN_BIT_LINE_CHARS = 78
+"""Longest body line sent as it is; longer lines go quoted-printable (76 per line)."""
 
 _TOKEN = r"[a-z0-9!#$&^_.+-]+"
 _LEAF_TYPE = re.compile(rf"^(?!multipart/|message/)(?P<maintype>{_TOKEN})/(?P<subtype>{_TOKEN})$")
-_HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 ftext: printable ASCII but ':'
+_ADDR_SPEC = re.compile(r"[^\s<>()\[\],;:\"\\@]+@[^\s<>()\[\],;:\"\\@]+")
+_LINE_BREAK = re.compile(r"\r\n?")
+_NOT_SEVEN_BIT = re.compile(
+    rf"[^\t\n -~]|[ \t]\n|^From |^[^\n]{{{SEVEN_BIT_LINE_CHARS + 1}}}|--=_", re.MULTILINE
+)
+"""What a body may not contain to go as it is: 8-bit or control characters, trailing white
+space (servers strip it), mbox ``From `` lines, over-long lines, or a boundary's prefix."""
+_FROM_LINE = re.compile(rb"^From ", re.MULTILINE)
 
 
 def envelope_sender(message_id: str, bounce_address: str) -> str:
@@ -29,22 +50,14 @@ def envelope_sender(message_id: str, bounce_address: str) -> str:
     return f"{local}+{message_id}@{domain}"
 
 
-def message_id_header(message_id: str, sender: str) -> str:
+def message_id_header(message_id: str, sender: Mailbox) -> str:
     """The ``Message-ID`` header: the Sendarix id at the sender's own domain."""
-    domain = parseaddr(sender)[1].rpartition("@")[2]
-    return f"<{message_id}@{domain or 'sendarix.invalid'}>"
+    return f"<{message_id}@{domain_of(sender.address) or 'sendarix.invalid'}>"
 
 
 def refused_headers(headers: dict[str, str]) -> list[str]:
-    """The custom headers that may not be sent: structural, malformed, or with line breaks."""
-    return [
-        name
-        for name, value in headers.items()
-        if name.lower() in STRUCTURAL_HEADERS
-        or not _HEADER_NAME.match(name)
-        or "\r" in value
-        or "\n" in value
-    ]
+    """The custom headers that may not be sent: structural, malformed, or not one line."""
+    return [name for name, value in headers.items() if header_fault(name, value)]
 
 
 def attachment_type(content_type: str) -> tuple[str, str]:
@@ -58,68 +71,123 @@ def attachment_type(content_type: str) -> tuple[str, str]:
     return "application", "octet-stream"
 
 
-def _set_bodies(message: EmailMessage, content: RenderedContent) -> None:
-    if content.text is not None:
-        message.set_content(content.text)
-        if content.html is not None:
-            message.add_alternative(content.html, subtype="html")
-    elif content.html is not None:
-        message.set_content(content.html, subtype="html")
-    else:
-        message.set_content("")
-
-
-def build_message(job: DeliveryJob) -> EmailMessage | Problem:
-    """The RFC 5322 message of a job, or the problem that makes it unsendable.
-
-    Built only from the job (the Date is the acceptance time), so a repeated attempt sends the
-    same bytes.
-    """
-    spec, content = job.message, job.content
-    if not spec.recipient.isascii():
-        return Problem(
-            code="smtputf8_unsupported",
-            detail="the recipient address is not ASCII and SMTPUTF8 is not supported yet",
-            pointers=("/to",),
-        )
+def build_message(job: DeliveryJob) -> bytes | Problem:
+    """The RFC 5322 message of a job, or the problem that makes it unsendable."""
+    spec = job.message
+    if problem := _unsendable_addresses(spec):
+        return problem
     if refused := refused_headers(spec.headers):
         return Problem(
             code="header_not_allowed",
             detail=f"these headers may not be set by a request: {', '.join(refused)}",
             pointers=tuple(f"/headers/{name}" for name in refused),
         )
-    message = EmailMessage(policy=WIRE_POLICY)
-    message["From"] = spec.sender
-    message["To"] = spec.recipient
-    if spec.reply_to:
-        message["Reply-To"] = spec.reply_to
-    message["Subject"] = content.subject
-    message["Date"] = format_datetime(spec.accepted_at)
-    message["Message-ID"] = message_id_header(spec.message_id, spec.sender)
-    message["X-Sendarix-Message-ID"] = spec.message_id
-    for name, value in spec.headers.items():
-        message[name] = value
-    _set_bodies(message, content)
-    for index, attachment in enumerate(spec.attachments):
+    files = _attachment_parts(spec.attachments)
+    if isinstance(files, Problem):
+        return files
+    body = _body(job.content, spec.message_id)
+    if files:
+        body = _multipart("mixed", _boundary(spec.message_id, 0), [body, *files])
+    return _headers(spec, job.content.subject).encode("ascii") + body
+
+
+def _unsendable_addresses(spec: MessageSpec) -> Problem | None:
+    """Why an address of ``spec`` cannot be written into a header, if one cannot."""
+    mailboxes = [("/to", spec.recipient), ("/from", spec.sender), ("/reply_to", spec.reply_to)]
+    for where, mailbox in mailboxes:
+        if mailbox is None:
+            continue
+        if not mailbox.address.isascii():
+            return Problem(
+                code="smtputf8_unsupported",
+                detail="a non-ASCII address needs SMTPUTF8, which is not supported yet",
+                pointers=(where,),
+            )
+        if not _ADDR_SPEC.fullmatch(mailbox.address):
+            return Problem(code="invalid_address", detail="not an addr-spec", pointers=(where,))
+    return None
+
+
+def _headers(spec: MessageSpec, subject: str) -> str:
+    """The message's own headers, then the request's; the body's MIME headers follow."""
+    lines = [
+        header_field("From", mailbox_words(spec.sender, "From")),
+        header_field("To", mailbox_words(spec.recipient, "To")),
+    ]
+    if spec.reply_to is not None:
+        lines.append(header_field("Reply-To", mailbox_words(spec.reply_to, "Reply-To")))
+    lines += [
+        header_field("Subject", text_words(subject, "Subject")),
+        f"Date: {rfc5322_date(spec.accepted_at)}\r\n",
+        f"Message-ID: {message_id_header(spec.message_id, spec.sender)}\r\n",
+        f"X-Sendarix-Message-ID: {spec.message_id}\r\n",
+        "MIME-Version: 1.0\r\n",
+    ]
+    lines += [header_field(name, text_words(value, name)) for name, value in spec.headers.items()]
+    return "".join(lines)
+
+
+def _body(content: RenderedContent, message_id: str) -> bytes:
+    """The text and html parts: one alone, both as alternatives (text first), or empty text."""
+    parts = [
+        _text_part(body, subtype)
+        for body, subtype in ((content.text, "plain"), (content.html, "html"))
+        if body is not None
+    ]
+    if len(parts) == 2:
+        return _multipart("alternative", _boundary(message_id, 1), parts)
+    return parts[0] if parts else _text_part("", "plain")
+
+
+def _text_part(text: str, subtype: str) -> bytes:
+    """A text part in canonical form: CRLF line breaks, ending with one."""
+    text = _LINE_BREAK.sub("\n", text)
+    if not text.endswith("\n"):
+        text += "\n"
+    if not _NOT_SEVEN_BIT.search(text):
+        encoding, data = "7bit", text.replace("\n", "\r\n").encode("ascii")
+    else:
+        quoted = binascii.b2a_qp(text.encode(), istext=True).replace(b"\n", b"\r\n")
+        encoding, data = "quoted-printable", _FROM_LINE.sub(b"=46rom ", quoted)
+    head = f"Content-Type: text/{subtype}; charset=utf-8\r\nContent-Transfer-Encoding: {encoding}"
+    return f"{head}\r\n\r\n".encode() + data
+
+
+def _attachment_parts(attachments: Sequence[Attachment]) -> list[bytes] | Problem:
+    """Each attachment as a base64 part, or the problem with the first one that is not base64."""
+    parts: list[bytes] = []
+    for index, attachment in enumerate(attachments):
         try:
             data = base64.b64decode(attachment.content, validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or a non-ASCII character in the text
             return Problem(
                 code="invalid_attachment",
-                detail=f"attachment {attachment.filename!r} is not valid base64",
+                detail=f"attachment {index} is not valid base64",
                 pointers=(f"/attachments/{index}/content",),
             )
         maintype, subtype = attachment_type(attachment.content_type)
-        message.add_attachment(
-            data, maintype=maintype, subtype=subtype, filename=attachment.filename
+        disposition = header_field("Content-Disposition", disposition_words(attachment.filename))
+        head = (
+            f"Content-Type: {maintype}/{subtype}\r\n{disposition}"
+            "Content-Transfer-Encoding: base64\r\n\r\n"
         )
-    _fix_boundaries(message, spec.message_id)
-    return message
+        parts.append(head.encode() + base64.encodebytes(data).replace(b"\n", b"\r\n"))
+    return parts
 
 
-def _fix_boundaries(message: EmailMessage, message_id: str) -> None:
-    """Boundaries derived from the message id instead of random ones: same job, same bytes."""
-    multiparts = (part for part in message.walk() if part.is_multipart())
-    for index, part in enumerate(multiparts):
-        digest = hashlib.sha256(f"{message_id}/{index}".encode()).hexdigest()[:32]
-        part.set_boundary(f"=_{digest}")  # "=_" never occurs in quoted-printable or base64
+def _multipart(subtype: str, boundary: str, parts: Sequence[bytes]) -> bytes:
+    """A multipart body; each part keeps its final line break (the delimiter adds its own)."""
+    delimiter = f"\r\n--{boundary}\r\n".encode()
+    head = f'Content-Type: multipart/{subtype};\r\n boundary="{boundary}"\r\n\r\n'
+    return (
+        head.encode() + delimiter[2:] + delimiter.join(parts) + f"\r\n--{boundary}--\r\n".encode()
+    )
+
+
+def _boundary(message_id: str, index: int) -> str:
+    """A boundary derived from the message id: same job, same bytes.
+
+    ``=_`` never occurs in quoted-printable or base64, and a 7-bit part containing ``--=_``
+    is sent quoted-printable, so no part can contain its boundary.
+    """
+    return "=_" + hashlib.sha256(f"{message_id}/{index}".encode()).hexdigest()[:32]

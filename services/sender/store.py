@@ -2,11 +2,14 @@
 
 A row is claimed in state ``data`` right before DATA and set to ``done`` with the reply right
 after it. A row still in ``data`` after DATA's longest possible duration is an attempt whose
-outcome nobody knows.
+outcome nobody knows. Claims and replies of concurrent attempts are written together
+(``libs.group_commit``); each still happens before (claim) or right after (reply) its DATA.
 """
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -15,6 +18,9 @@ import asyncpg
 
 from schemas.events import MessageState
 from schemas.pipeline import SmtpReply
+
+AttemptKey = tuple[str, int]
+"""(message id, attempt number)."""
 
 
 class AttemptState(StrEnum):
@@ -36,54 +42,77 @@ class RecordedAttempt:
     """How long ago it was claimed (by the database's clock, as every instance sees it)."""
 
 
-async def recorded_attempt(
-    pool: asyncpg.Pool, message_id: str, attempt: int
-) -> RecordedAttempt | None:
-    """The record of an attempt, or None when it was never handed to SMTP."""
-    row = await pool.fetchrow(
-        "SELECT state, outcome, reply, finished_at, now() - started_at AS age"
-        " FROM delivery_attempts"
-        " WHERE message_id = $1 AND attempt = $2",
-        message_id,
-        attempt,
+@dataclass(frozen=True)
+class FinishedAttempt:
+    """The server's answer to one attempt's DATA."""
+
+    message_id: str
+    attempt: int
+    outcome: MessageState
+    reply: SmtpReply
+    finished_at: datetime
+
+    @property
+    def key(self) -> AttemptKey:
+        return (self.message_id, self.attempt)
+
+
+def _ids(keys: Sequence[AttemptKey]) -> tuple[list[uuid.UUID], list[int]]:
+    return [uuid.UUID(message_id) for message_id, _ in keys], [attempt for _, attempt in keys]
+
+
+async def recorded_attempts(
+    pool: asyncpg.Pool, keys: Sequence[AttemptKey]
+) -> dict[AttemptKey, RecordedAttempt]:
+    """The records of those of ``keys`` that were handed to SMTP before (one query)."""
+    if not keys:
+        return {}
+    rows = await pool.fetch(
+        "SELECT a.message_id, a.attempt, a.state, a.outcome, a.reply, a.finished_at,"
+        " now() - a.started_at AS age FROM delivery_attempts a"
+        " JOIN unnest($1::uuid[], $2::int[]) AS k (message_id, attempt)"
+        " ON a.message_id = k.message_id AND a.attempt = k.attempt",
+        *_ids(keys),
     )
-    if row is None:
-        return None
-    return RecordedAttempt(
-        state=AttemptState(row["state"]),
-        outcome=MessageState(row["outcome"]) if row["outcome"] else None,
-        reply=SmtpReply.model_validate(row["reply"]) if row["reply"] else None,
-        finished_at=row["finished_at"],
-        age=row["age"],
+    return {
+        (str(row["message_id"]), row["attempt"]): RecordedAttempt(
+            state=AttemptState(row["state"]),
+            outcome=MessageState(row["outcome"]) if row["outcome"] else None,
+            reply=SmtpReply.model_validate(row["reply"]) if row["reply"] else None,
+            finished_at=row["finished_at"],
+            age=row["age"],
+        )
+        for row in rows
+    }
+
+
+async def claim_attempts(pool: asyncpg.Pool, keys: Sequence[AttemptKey]) -> dict[AttemptKey, bool]:
+    """Claim attempts for DATA; False for those claimed before (they must not be sent)."""
+    rows = await pool.fetch(
+        "INSERT INTO delivery_attempts (message_id, attempt, state)"
+        " SELECT message_id, attempt, 'data' FROM unnest($1::uuid[], $2::int[])"
+        " AS k (message_id, attempt)"
+        " ON CONFLICT DO NOTHING RETURNING message_id, attempt",
+        *_ids(keys),
     )
+    claimed = {(str(row["message_id"]), row["attempt"]) for row in rows}
+    return {key: key in claimed for key in keys}
 
 
-async def claim_attempt(pool: asyncpg.Pool, message_id: str, attempt: int) -> bool:
-    """Claim an attempt for DATA; False when it was claimed before (then it must not be sent)."""
-    claimed = await pool.fetchval(
-        "INSERT INTO delivery_attempts (message_id, attempt, state) VALUES ($1, $2, 'data')"
-        " ON CONFLICT DO NOTHING RETURNING true",
-        message_id,
-        attempt,
-    )
-    return bool(claimed)
-
-
-async def finish_attempt(
-    pool: asyncpg.Pool,
-    message_id: str,
-    attempt: int,
-    outcome: MessageState,
-    reply: SmtpReply,
-    finished_at: datetime,
-) -> None:
-    """Record the server's answer to DATA; the verdict can be derived again from it."""
+async def finish_attempts(
+    pool: asyncpg.Pool, finished: Sequence[FinishedAttempt]
+) -> dict[FinishedAttempt, None]:
+    """Record the servers' answers to DATA; each verdict can be derived again from them."""
     await pool.execute(
-        "UPDATE delivery_attempts SET state = 'done', outcome = $3, reply = $4, finished_at = $5"
-        " WHERE message_id = $1 AND attempt = $2",
-        message_id,
-        attempt,
-        outcome.value,
-        reply.model_dump(mode="json"),
-        finished_at,
+        "UPDATE delivery_attempts a SET state = 'done', outcome = f.outcome, reply = f.reply,"
+        " finished_at = f.finished_at"
+        " FROM unnest($1::uuid[], $2::int[], $3::text[], $4::jsonb[], $5::timestamptz[])"
+        " AS f (message_id, attempt, outcome, reply, finished_at)"
+        " WHERE a.message_id = f.message_id AND a.attempt = f.attempt",
+        [uuid.UUID(f.message_id) for f in finished],
+        [f.attempt for f in finished],
+        [f.outcome.value for f in finished],
+        [f.reply.model_dump(mode="json") for f in finished],
+        [f.finished_at for f in finished],
     )
+    return dict.fromkeys(finished)

@@ -22,6 +22,7 @@ from deploy.stack.processes import Supervisor
 from deploy.stack.profiles import TEST
 from libs.broker import ensure_topics
 from libs.settings import Settings
+from tests.support import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -40,6 +41,45 @@ class Topology:
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    async def send(self, api_key: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/messages``, which must be accepted; the 202 answer."""
+        response = await self.http.post(
+            "/v1/messages", json=body, headers={"Authorization": f"Bearer {api_key}"}
+        )
+        assert response.status_code == 202, response.text
+        accepted: dict[str, Any] = response.json()
+        return accepted
+
+    async def settled(
+        self, api_key: str, message_id: str, status: str, timeout: float = 60
+    ) -> dict[str, Any]:
+        """``GET /v1/messages/{id}`` once the message has ``status``."""
+
+        async def check() -> dict[str, Any] | None:
+            response = await self.http.get(
+                f"/v1/messages/{message_id}", headers={"Authorization": f"Bearer {api_key}"}
+            )
+            if response.status_code != 200:
+                return None
+            shown: dict[str, Any] = response.json()
+            return shown if shown["status"] == status else None
+
+        return await eventually(check, timeout=timeout)
+
+    async def in_mailpit(self, subject: str) -> dict[str, Any]:
+        """The message Mailpit received with ``subject``, as its API lists it."""
+
+        async def found() -> dict[str, Any] | None:
+            async with httpx.AsyncClient(timeout=5) as client:
+                answer = await client.get(
+                    f"{self.settings.mailpit_ui_url}/api/v1/search",
+                    params={"query": f'subject:"{subject}"'},
+                )
+            messages: list[dict[str, Any]] = answer.json().get("messages") or []
+            return messages[0] if messages else None
+
+        return await eventually(found)
 
 
 @pytest.fixture(scope="module")

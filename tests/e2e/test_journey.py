@@ -7,7 +7,6 @@ import uuid
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
 from standardwebhooks import Webhook
 
@@ -19,28 +18,6 @@ from tests.support import WebhookReceiver, eventually, jaeger_services, serving_
 pytestmark = pytest.mark.e2e
 
 PIPELINE = {"ingest", "render", "policy-check", "router", "sender"}
-
-
-async def _send(topology: Topology, api_key: str, body: dict[str, Any]) -> dict[str, Any]:
-    response = await topology.http.post(
-        "/v1/messages", json=body, headers={"Authorization": f"Bearer {api_key}"}
-    )
-    assert response.status_code == 202, response.text
-    accepted: dict[str, Any] = response.json()
-    return accepted
-
-
-async def _settled(topology: Topology, api_key: str, message_id: str, status: str) -> Any:
-    async def check() -> dict[str, Any] | None:
-        response = await topology.http.get(
-            f"/v1/messages/{message_id}", headers={"Authorization": f"Bearer {api_key}"}
-        )
-        if response.status_code != 200:
-            return None
-        shown: dict[str, Any] = response.json()
-        return shown if shown["status"] == status else None
-
-    return await eventually(check, timeout=60)
 
 
 @pytest.fixture
@@ -62,8 +39,7 @@ async def test_otp_is_delivered_traced_and_streamed_to_the_webhook(
     await put_template(
         pool, account.id, "otp", "Your {{ app }} code is {{ code }}", None, "Code: {{ code }}"
     )
-    accepted = await _send(
-        topology,
+    accepted = await topology.send(
         api_key,
         {
             "from": "Acme <login@example.test>",
@@ -76,7 +52,7 @@ async def test_otp_is_delivered_traced_and_streamed_to_the_webhook(
     )
     message_id = accepted["id"]
 
-    shown = await _settled(topology, api_key, message_id, "delivered")
+    shown = await topology.settled(api_key, message_id, "delivered")
 
     assert shown["lane"] == "critical"
     assert shown["trace_id"] == accepted["trace_id"]
@@ -109,8 +85,7 @@ async def test_throttled_message_is_retried_in_the_same_trace(
     topology: Topology, tenant: tuple[Tenant, str]
 ) -> None:
     _, api_key = tenant
-    accepted = await _send(
-        topology,
+    accepted = await topology.send(
         api_key,
         {
             "from": "billing@example.test",
@@ -121,7 +96,7 @@ async def test_throttled_message_is_retried_in_the_same_trace(
         },
     )
 
-    shown = await _settled(topology, api_key, accepted["id"], "delivered")
+    shown = await topology.settled(api_key, accepted["id"], "delivered")
 
     deferrals = [e for e in shown["events"] if e["type"] == "deferred"]
     assert len(deferrals) == 3
@@ -139,8 +114,7 @@ async def test_mail_for_other_domains_reaches_the_relay(
 ) -> None:
     _, api_key = tenant
     subject = f"Welcome {uuid.uuid4().hex}"
-    accepted = await _send(
-        topology,
+    accepted = await topology.send(
         api_key,
         {
             "from": "hello@example.test",
@@ -151,17 +125,8 @@ async def test_mail_for_other_domains_reaches_the_relay(
         },
     )
 
-    await _settled(topology, api_key, accepted["id"], "delivered")
+    await topology.settled(api_key, accepted["id"], "delivered")
 
-    async def in_mailpit() -> dict[str, Any] | None:
-        async with httpx.AsyncClient(timeout=5) as client:
-            found = await client.get(
-                f"{topology.settings.mailpit_ui_url}/api/v1/search",
-                params={"query": f'subject:"{subject}"'},
-            )
-        messages = found.json().get("messages") or []
-        return messages[0] if messages else None
-
-    message = await eventually(in_mailpit)
+    message = await topology.in_mailpit(subject)
     assert message["To"][0]["Address"] == "new.user@example.com"
     assert accepted["id"] in message["MessageID"]

@@ -19,9 +19,9 @@ from libs.settings import Settings
 from libs.tenants import Tenant, tenant_by_api_key, tenant_by_id
 from libs.tracing import setup_tracing
 from schemas.common import Problem
-from schemas.events import MessageState, delivery_event
+from schemas.events import DeliveryEvent, MessageState, delivery_event
 from schemas.pipeline import MessageSpec, SmtpReply
-from services.ingest.recorder import record
+from services.ingest.recorder import record_all
 from tests.records import message_spec
 from tests.support import eventually
 
@@ -34,6 +34,11 @@ async def sendarix(settings: Settings, *args: str, **env: str) -> Result:
     return await asyncio.to_thread(
         CliRunner().invoke, main, list(args), env=environment, catch_exceptions=False
     )
+
+
+async def record(pool: asyncpg.Pool, event: DeliveryEvent) -> None:
+    """Put one event in the message log, as the recorder does with what it reads."""
+    await record_all(pool, [(event, event.model_dump_json().encode())])
 
 
 async def logged_message(pool: asyncpg.Pool, spec: MessageSpec) -> None:
@@ -214,3 +219,29 @@ async def test_admin_commands(
     )
     nobody = await sendarix(settings, "webhook", "set", "--tenant", str(uuid.uuid4()), "https://x")
     assert nobody.exit_code == 1
+
+
+async def test_tenant_limits_change_the_priority_ceiling_and_critical_rate(
+    settings: Settings, pool: asyncpg.Pool, tenant: tuple[Tenant, str]
+) -> None:
+    account, _ = tenant
+    result = await sendarix(
+        settings,
+        "tenant", "limits", "--tenant", account.id,
+        "--priority-ceiling", "normal", "--critical-rate", "5",
+    )  # fmt: skip
+    assert json.loads(result.output) == {
+        "tenant_id": account.id,
+        "priority_ceiling": "normal",
+        "critical_per_second": 5.0,
+        "critical_burst": 200,
+    }
+    stored = await tenant_by_id(pool, account.id)
+    assert stored is not None and stored.priority_ceiling.value == "normal"
+    refused = await asyncio.to_thread(
+        CliRunner().invoke,
+        main,
+        ["tenant", "limits", "--tenant", account.id, "--priority-ceiling", "critical"],
+        env=settings.as_env(),
+    )
+    assert refused.exit_code != 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
@@ -16,7 +16,7 @@ from libs.settings import Settings
 from libs.tenants import Tenant
 from libs.topics import EVENTS, SEND_REQUESTS, SEND_REQUESTS_DLQ, lane_topic, public_topic
 from schemas.common import Lane
-from schemas.pipeline import DeadLetter
+from schemas.pipeline import ParkedRecord
 from services.ingest.app import IngestService
 from services.ingest.ids import RecordOrigin, record_message_ids, rejection_id
 from tests.support import TopicTap, eventually, started
@@ -65,8 +65,8 @@ async def produce(
     return RecordOrigin(topic, sent.partition, sent.offset)
 
 
-def letter_of(origin: RecordOrigin) -> Any:
-    return lambda v: v.get("offset") == origin.offset and v.get("topic") == origin.topic
+def letter_of(origin: RecordOrigin) -> Callable[[ParkedRecord], bool]:
+    return lambda why: why.offset == origin.offset and why.topic == origin.topic
 
 
 def accepted_of(message_id: str) -> Any:
@@ -96,12 +96,13 @@ async def test_invalid_records_are_dead_lettered_and_the_next_one_is_accepted(
         refused: ("sender_not_allowed", ("/from",)),
     }
     for origin, (reason, pointers) in expected.items():
-        [value] = await tap.wait_for(letter_of(origin))
-        letter = DeadLetter.model_validate(value)
-        assert (letter.reason, letter.pointers) == (reason, pointers)
-        assert letter.key == "app-key"
-    [kept] = await tap.wait_for(letter_of(garbage))
-    assert kept["value"] == "\\xff{not json"
+        [(record, why)] = await tap.wait_for_parked(letter_of(origin))
+        assert (why.reason, why.pointers) == (reason, pointers)
+        assert (why.service, why.role) == ("ingest", "intake")
+        assert record.key == b"app-key"
+    [(kept, _)] = await tap.wait_for_parked(letter_of(garbage))
+    assert kept.value == b"\xff{not json"
+    assert dict(kept.headers)["content-type"] == b"application/json"
 
     for origin in (invalid, refused):  # the tenant is known: it hears of the rejection
         [rejected] = await tap.wait_for(event_of(rejection_id(origin), "rejected"))
@@ -145,8 +146,8 @@ async def test_an_idempotency_key_is_shared_with_the_http_gateway(
     )
     after = await produce(service, settings, json.dumps(request(tenant[0].id)).encode())
 
-    [letter] = await tap.wait_for(letter_of(reused))
-    assert letter["reason"] == "idempotency_key_reused"
+    [(_, letter)] = await tap.wait_for_parked(letter_of(reused))
+    assert letter.reason == "idempotency_key_reused"
     [after_id] = record_message_ids(after, 1)
 
     async def logged() -> set[str] | None:  # records are handled in order: the repeat is done
@@ -158,7 +159,7 @@ async def test_an_idempotency_key_is_shared_with_the_http_gateway(
 
     tenant_uuid = uuid.UUID(tenant[0].id)
     assert await eventually(logged) == {http_id, after_id}
-    assert not [v for v in tap.json_values() if letter_of(repeat)(v)]
+    assert not [why for _, why in tap.parked() if letter_of(repeat)(why)]
 
 
 async def test_the_trace_continues_from_the_record_headers(

@@ -74,11 +74,12 @@ async def test_suppressed_recipient_stops_and_others_are_cleared(
 ) -> None:
     tenant_id = tenant[0].id
     bounced, unsubscribed = address(), address()
-    await store.add_suppression(
-        pool, Suppression(tenant_id, bounced, SuppressionReason.HARD_BOUNCE)
-    )
-    await store.add_suppression(
-        pool, Suppression(tenant_id, unsubscribed, SuppressionReason.UNSUBSCRIBE)
+    await store.add_suppressions(
+        pool,
+        [
+            Suppression(tenant_id, bounced, SuppressionReason.HARD_BOUNCE),
+            Suppression(tenant_id, unsubscribed, SuppressionReason.UNSUBSCRIBE),
+        ],
     )
     to_bounced = rendered_message(tenant_id=tenant_id, lane=LANE, recipient=bounced.upper())
     broadcast = rendered_message(
@@ -166,11 +167,30 @@ async def test_storing_suppressions_is_idempotent_and_only_ever_widens(
     def of(reason: SuppressionReason) -> Suppression:
         return Suppression(tenant_id, target, reason)
 
-    assert await store.add_suppression(pool, of(SuppressionReason.UNSUBSCRIBE))
-    assert not await store.add_suppression(pool, of(SuppressionReason.UNSUBSCRIBE))
-    assert await store.add_suppression(pool, of(SuppressionReason.HARD_BOUNCE))
-    assert not await store.add_suppression(pool, of(SuppressionReason.UNSUBSCRIBE))
-    assert not await store.add_suppression(pool, of(SuppressionReason.COMPLAINT))
-    assert await store.suppression_for(pool, tenant_id, target) == of(SuppressionReason.HARD_BOUNCE)
-    assert await store.suppression_for(pool, tenant_id, address()) is None
-    assert await store.suppression_for(pool, "not-a-uuid", target) is None
+    async def add(reason: SuppressionReason) -> bool:
+        return bool(await store.add_suppressions(pool, [of(reason)]))
+
+    assert await add(SuppressionReason.UNSUBSCRIBE)
+    assert not await add(SuppressionReason.UNSUBSCRIBE)
+    assert await add(SuppressionReason.HARD_BOUNCE)
+    assert not await add(SuppressionReason.UNSUBSCRIBE)
+    assert not await add(SuppressionReason.COMPLAINT)
+    other, bad = address(), (str(uuid.uuid4()), target)
+    found = await store.suppressions_for(pool, [(tenant_id, target), (tenant_id, other), bad])
+    assert found == {(tenant_id, target): of(SuppressionReason.HARD_BOUNCE)}
+    assert await store.suppressions_for(pool, [("not-a-uuid", target)]) == {}
+
+
+async def test_one_batch_may_suppress_an_address_twice(
+    pool: asyncpg.Pool, tenant: tuple[Tenant, str]
+) -> None:
+    tenant_id, target = tenant[0].id, address()
+    stored = await store.add_suppressions(
+        pool,
+        [
+            Suppression(tenant_id, target, SuppressionReason.UNSUBSCRIBE),
+            Suppression(tenant_id, target, SuppressionReason.COMPLAINT),
+            Suppression(tenant_id, target, SuppressionReason.HARD_BOUNCE),
+        ],
+    )
+    assert [s.reason for s in stored] == [SuppressionReason.COMPLAINT]

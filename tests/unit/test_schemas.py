@@ -14,22 +14,31 @@ from schemas.send import SendRequest, TopicSendRequest
 
 
 @pytest.mark.parametrize(
-    ("category", "stream", "priority", "lane"),
+    ("category", "stream", "priority", "ceiling", "lane"),
     [
-        ("otp", Stream.TRANSACTIONAL, None, Lane.CRITICAL),
-        ("password_reset", Stream.TRANSACTIONAL, None, Lane.CRITICAL),
-        ("billing", Stream.TRANSACTIONAL, None, Lane.HIGH),
-        ("notification", Stream.TRANSACTIONAL, None, Lane.NORMAL),
-        (None, Stream.TRANSACTIONAL, None, Lane.NORMAL),
-        ("weekly_digest", Stream.BROADCAST, None, Lane.BULK),
-        ("notification", Stream.TRANSACTIONAL, Lane.BULK, Lane.BULK),
-        (None, Stream.BROADCAST, Lane.HIGH, Lane.HIGH),
+        ("otp", Stream.TRANSACTIONAL, None, Lane.HIGH, Lane.CRITICAL),
+        ("password_reset", Stream.TRANSACTIONAL, None, Lane.HIGH, Lane.CRITICAL),
+        ("billing", Stream.TRANSACTIONAL, None, Lane.HIGH, Lane.HIGH),
+        ("notification", Stream.TRANSACTIONAL, None, Lane.HIGH, Lane.NORMAL),
+        (None, Stream.TRANSACTIONAL, None, Lane.HIGH, Lane.NORMAL),
+        ("weekly_digest", Stream.BROADCAST, None, Lane.HIGH, Lane.BULK),
+        ("otp", Stream.BROADCAST, None, Lane.HIGH, Lane.BULK),
+        # lowering is always allowed
+        ("otp", Stream.TRANSACTIONAL, Lane.NORMAL, Lane.HIGH, Lane.NORMAL),
+        ("notification", Stream.TRANSACTIONAL, Lane.BULK, Lane.HIGH, Lane.BULK),
+        # raising: up to the ceiling, never into critical, never for broadcast mail
+        ("notification", Stream.TRANSACTIONAL, Lane.HIGH, Lane.HIGH, Lane.HIGH),
+        ("notification", Stream.TRANSACTIONAL, Lane.CRITICAL, Lane.HIGH, Lane.HIGH),
+        ("notification", Stream.TRANSACTIONAL, Lane.CRITICAL, Lane.CRITICAL, Lane.HIGH),
+        ("notification", Stream.TRANSACTIONAL, Lane.HIGH, Lane.NORMAL, Lane.NORMAL),
+        (None, Stream.BROADCAST, Lane.CRITICAL, Lane.HIGH, Lane.BULK),
+        (None, Stream.BROADCAST, Lane.HIGH, Lane.CRITICAL, Lane.BULK),
     ],
 )
-def test_lane_follows_priority_then_category_then_stream(
-    category: str | None, stream: Stream, priority: Lane | None, lane: Lane
+def test_lane_follows_the_category_table_and_priority_only_within_the_ceiling(
+    category: str | None, stream: Stream, priority: Lane | None, ceiling: Lane, lane: Lane
 ) -> None:
-    assert lane_for(category, stream, priority) is lane
+    assert lane_for(category, stream, priority, ceiling) is lane
 
 
 def test_send_request_reads_contract_field_names() -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from libs.sendable import MAX_MESSAGE_BYTES, MAX_SUBJECT_CHARS
 from libs.templates import Template
 from schemas.common import Problem
 from schemas.pipeline import RenderedContent
-from services.render.render import SUBJECT_MAX_CHARS, one_line_subject, render
+from services.render.render import content, one_line_subject, render
 from tests.records import message_spec as spec
 
 
@@ -89,12 +92,57 @@ def test_long_values_go_through_but_the_subject_stays_one_bounded_line() -> None
     content = merged(tpl, name=name)
     assert content.text == name
     assert "\n" not in content.subject and "\r" not in content.subject
-    assert len(content.subject) == SUBJECT_MAX_CHARS
+    assert len(content.subject) == MAX_SUBJECT_CHARS
     assert content.subject.startswith("Welcome, Bartholomew-")
 
 
 def test_subject_collapses_every_kind_of_line_break() -> None:
-    assert one_line_subject("  a\tb\u2028c\u0085d\n\ne  ") == "a b c d e"
+    assert one_line_subject("  a\tb\u2028c\u0085d\n\ne\u2029f\x0bg\x1ch  ") == "a b c d e f g h"
+
+
+@pytest.mark.parametrize(
+    ("subject", "one_line"),
+    [
+        ("a\x00b", "ab"),
+        ("a\x1b[31mred", "a[31mred"),
+        ("del\x7f and c1\x80\x9b", "del and c1"),
+        ("lone \ud800 surrogate", "lone surrogate"),
+        ("\x00 \x01 x \x00", "x"),
+        ("Zoë ✓ 名前 \u00a0kept", "Zoë ✓ 名前 kept"),
+    ],
+)
+def test_subject_loses_controls_and_lone_surrogates(subject: str, one_line: str) -> None:
+    assert one_line_subject(subject) == one_line
+
+
+def test_merged_data_cannot_break_the_subject_or_put_nul_in_a_body() -> None:
+    tpl = template(subject="Hi {{ name }}", html="<p>{{ name }}</p>", text="{{ name }}!")
+    merged_content = merged(tpl, name="Zoë\x00\u2028Bcc: x@example.test\x85")
+    assert merged_content.subject == "Hi Zoë Bcc: x@example.test"
+    assert merged_content.html == "<p>Zoë\u2028Bcc: x@example.test\x85</p>"
+    assert merged_content.text == "Zoë\u2028Bcc: x@example.test\x85!"
+
+
+def test_bodies_lose_nul_and_lone_surrogates_and_keep_everything_else() -> None:
+    result = content("s", "<p>a\x00b\udc00</p>", "line\r\n\tnext\x00")
+    assert isinstance(result, RenderedContent)
+    assert (result.html, result.text) == ("<p>ab</p>", "line\r\n\tnext")
+
+
+def test_content_larger_than_a_message_is_a_problem_not_a_record() -> None:
+    half = "x" * (MAX_MESSAGE_BYTES // 2)
+    assert isinstance(content("s", half, half[: -len("s")]), RenderedContent)
+    problem = content("s", half, half)
+    assert isinstance(problem, Problem) and problem.code == "content_too_large"
+    multibyte = "é" * (MAX_MESSAGE_BYTES // 4 + 1)  # two bytes each in UTF-8
+    problem = content("s", multibyte, multibyte)
+    assert isinstance(problem, Problem) and problem.code == "content_too_large"
+
+
+def test_a_template_that_renders_too_much_is_a_problem() -> None:
+    tpl = template(text="{{ word * times }}")
+    result = render(spec(template=tpl.name, data={"word": "ab", "times": MAX_MESSAGE_BYTES}), tpl)
+    assert isinstance(result, Problem) and result.code == "content_too_large"
 
 
 def test_text_part_is_derived_when_template_has_html_only() -> None:

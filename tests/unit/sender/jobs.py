@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from schemas.common import Lane
+from schemas.common import Lane, Mailbox
 from schemas.pipeline import DeliveryJob, RenderedContent, Route
 from tests.records import message_spec
 
@@ -13,7 +13,7 @@ OTP = RenderedContent(subject="Your code", text="123456", html="<b>123456</b>")
 
 
 def delivery_job(
-    recipient: str = "success@simulator.sendarix.test",
+    recipient: str | Mailbox = "success@simulator.sendarix.test",
     *,
     route: Route | None = None,
     attempt: int = 1,
@@ -21,10 +21,13 @@ def delivery_job(
     content: RenderedContent = OTP,
     **spec_fields: Any,
 ) -> DeliveryJob:
-    """The first attempt of a fresh critical-lane message; ``spec_fields`` override its spec."""
+    """The first attempt of a fresh critical-lane message; ``spec_fields`` override its spec.
+
+    A ``recipient`` given as a string is a bare address.
+    """
     spec = message_spec(
         **{
-            "sender": "Example App <app@example.test>",
+            "sender": Mailbox(address="app@example.test", name="Example App"),
             "recipient": recipient,
             "lane": Lane.CRITICAL,
             "category": "otp",
