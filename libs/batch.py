@@ -17,6 +17,7 @@ from opentelemetry.trace import Span
 
 from libs.events import event_headers, new_event
 from libs.topics import EVENTS, Stage, public_topic
+from libs.tracing import traceparent
 from schemas.common import Lane
 from schemas.events import DeliveryEvent, EventData, MessageState
 from schemas.pipeline import PipelineRecord
@@ -29,17 +30,26 @@ Headers = list[tuple[str, bytes]]
 
 @dataclass(eq=False)
 class Consumed(Generic[T]):
-    """One record of a batch, decoded, with where it came from and the span it is handled in."""
+    """One record of a batch, decoded, with where it came from and the span it is handled in
+    (for a reader of the event stream, the span of the record's producer, not recorded)."""
 
     value: T
     raw: ConsumerRecord[bytes, bytes]
     message_id: str | None
     span: Span
+    _traceparent: Headers | None = field(default=None, init=False, repr=False)
 
     @property
     def context(self) -> Context:
         """The trace context of this message in this service: the parent of any span of it."""
         return trace.set_span_in_context(self.span)
+
+    @property
+    def traceparent(self) -> Headers:
+        """The W3C headers that continue this message's trace (worked out once per record)."""
+        if self._traceparent is None:
+            self._traceparent = traceparent(self.context)
+        return self._traceparent
 
     @property
     def where(self) -> str:

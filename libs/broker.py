@@ -29,7 +29,7 @@ from faststream.kafka.publisher.state import RealProducer
 from libs.batch import Publication
 from libs.settings import Settings
 from libs.topics import MAX_RECORD_BYTES, Topic, catalogue
-from libs.tracing import setup_tracing, trace_headers, traceparent
+from libs.tracing import setup_tracing, trace_headers
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class Broker(KafkaBroker):
         for publication in publications:
             headers = publication.headers
             if publication.source is not None:
-                headers = [*headers, *traceparent(publication.source.context)]
+                headers = [*headers, *publication.source.traceparent]
             try:
                 pending.append(
                     await producer.send(

@@ -2,11 +2,13 @@
 
 Entries expire after ``ttl`` seconds, so a change in the database reaches the pipeline within
 that time without a query per message. Misses (None) are never cached: a row created a moment
-ago is found on the next message.
+ago is found on the next message. Concurrent look-ups of one key share one load, so a batch of
+hundreds of requests for one tenant costs one query when its entry has expired, not hundreds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
@@ -22,14 +24,24 @@ class TtlCache(Generic[K, V]):
         self.ttl = ttl
         self.size = size
         self._entries: dict[K, tuple[float, V]] = {}
+        self._loading: dict[K, asyncio.Future[V | None]] = {}
 
     async def get(self, key: K, load: Callable[[], Awaitable[V | None]]) -> V | None:
         """The cached value of ``key``, or what ``load`` returns now (cached unless None)."""
-        now = time.monotonic()
         entry = self._entries.get(key)
-        if entry is not None and entry[0] > now:
+        if entry is not None and entry[0] > time.monotonic():
             return entry[1]
-        value = await load()
+        loading = self._loading.get(key)
+        if loading is None:
+            loading = self._loading[key] = asyncio.ensure_future(self._load(key, load))
+        return await asyncio.shield(loading)  # a waiter that gives up leaves the load running
+
+    async def _load(self, key: K, load: Callable[[], Awaitable[V | None]]) -> V | None:
+        try:
+            value = await load()
+        finally:
+            self._loading.pop(key, None)
+        now = time.monotonic()
         if value is None:
             self._entries.pop(key, None)
             return None

@@ -35,6 +35,14 @@ async def _init_connection(connection: asyncpg.Connection) -> None:
         )
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """No Sendarix code leaves session state (locks, LISTEN, SET, cursors) behind, so a
+    connection goes back to the pool without asyncpg's reset round trip — only a transaction
+    an interrupted caller left open is rolled back."""
+    if connection.is_in_transaction():
+        await connection.execute("ROLLBACK")
+
+
 async def open_pool(settings: Settings, size: int | None = None) -> asyncpg.Pool:
     """A connection pool whose json/jsonb columns read and write Python objects."""
     pool_size = size or settings.database_pool_size
@@ -43,6 +51,7 @@ async def open_pool(settings: Settings, size: int | None = None) -> asyncpg.Pool
         min_size=1,
         max_size=pool_size,
         init=_init_connection,
+        reset=_keep_session,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -108,6 +109,7 @@ def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower()
 
 
+@lru_cache(maxsize=4096)
 def parse_mailbox(value: str) -> Mailbox:
     """One mailbox, ``addr`` or ``Name <addr>``, as Sendarix sends it.
 

@@ -11,6 +11,7 @@ from functools import partial
 from typing import ClassVar, Protocol
 
 import asyncpg
+import uvloop
 from aiokafka.errors import KafkaError
 
 from libs.broker import make_broker
@@ -92,7 +93,8 @@ def main(name: str, build: Callable[[Settings], Service]) -> None:
     setup_logging(name, settings.log_level, settings.log_json)
     setup_tracing(name, settings)
     try:
-        asyncio.run(run_until_signalled(name, partial(build, settings)))
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(run_until_signalled(name, partial(build, settings)))
     finally:
         shutdown_tracing()
 

@@ -42,7 +42,7 @@ from libs.poison import (
 from libs.priority import FEEDBACK_RANK, LANE_RANK, gate
 from libs.settings import Settings
 from libs.topics import EVENTS, EVENTS_DLQ, MAX_RECORD_BYTES, Stage, public_topic
-from libs.tracing import message_span
+from libs.tracing import message_span, producer_span
 from schemas.common import Lane
 from schemas.events import DeliveryEvent
 from schemas.pipeline import MessageSpec, PipelineRecord
@@ -60,26 +60,25 @@ Handler = Callable[[list[Consumed[T]]], Awaitable[Outbox]]
 class Tuning:
     """How a consumer gathers its batches.
 
-    The broker answers a fetch once ``fetch_min_bytes`` are there or ``fetch_max_wait_ms`` has
-    passed, so a patient consumer gets fuller batches (fewer commits, fewer produce requests,
-    fewer transactions) at the price of that wait; ``max_records`` bounds how long one batch
-    holds the process (no pre-emption: an OTP waits for the batch in flight).
+    A fetch returns as soon as a record is there (an idle consumer long-polls, costing the
+    broker nothing); under load, aiokafka keeps fetching ahead while a batch is handled, so the
+    next batch holds whatever arrived meanwhile — batches grow with the load, with no wait added
+    when it is light. ``max_records`` bounds how long one batch holds the process (no
+    pre-emption: an OTP waits at most for the batch in flight).
     """
 
     max_records: int
-    fetch_min_bytes: int = 1
-    fetch_max_wait_ms: int = 100
+    fetch_max_wait_ms: int = 500
 
 
 LANE_TUNING: dict[Lane, Tuning] = {
     Lane.CRITICAL: Tuning(max_records=50),
     Lane.HIGH: Tuning(max_records=100),
-    Lane.NORMAL: Tuning(max_records=200, fetch_min_bytes=16 * 1024, fetch_max_wait_ms=10),
-    Lane.BULK: Tuning(max_records=250, fetch_min_bytes=64 * 1024, fetch_max_wait_ms=25),
+    Lane.NORMAL: Tuning(max_records=200),
+    Lane.BULK: Tuning(max_records=250),
 }
-"""Critical and high batches are taken the moment anything arrives; bulk waits up to 25 ms."""
 
-EVENT_STREAM_TUNING = Tuning(max_records=1000, fetch_min_bytes=64 * 1024, fetch_max_wait_ms=50)
+EVENT_STREAM_TUNING = Tuning(max_records=1000)
 """Readers of ``sendarix.events`` see every message several times and no one waits on them."""
 
 POLL_TIMEOUT_MS = 500
@@ -100,7 +99,6 @@ def subscriber_options(tuning: Tuning) -> dict[str, Any]:
         "batch": True,
         "max_records": tuning.max_records,
         "batch_timeout_ms": POLL_TIMEOUT_MS,
-        "fetch_min_bytes": tuning.fetch_min_bytes,
         "fetch_max_wait_ms": tuning.fetch_max_wait_ms,
         "max_partition_fetch_bytes": MAX_RECORD_BYTES + PARKING_ROOM_BYTES,
         "ack_policy": AckPolicy.NACK_ON_ERROR,
@@ -135,6 +133,10 @@ class Subscription(Generic[T]):
     wanted: Callable[[RawRecord], bool] | None = None
     """A cheap look at the headers: records it turns down are skipped without decoding."""
     tuning: Tuning = EVENT_STREAM_TUNING
+    traced: bool = True
+    """One span per message per service (the pipeline's hops); readers of the event stream see
+    each message several times and add no span of their own (their work hangs off the event's
+    producer span where it matters, e.g. a webhook post)."""
     _pauses: int = field(default=0, init=False)
 
     async def on_batch(
@@ -151,8 +153,9 @@ class Subscription(Generic[T]):
             async with gate.turn(rank):
                 outbox.extend(await self._isolating(items, settings))
         await self._publish(broker, settings, outbox)
-        for item in items:
-            item.span.end()
+        if self.traced:
+            for item in items:
+                item.span.end()
 
     def _decoded(
         self, records: Sequence[RawRecord], started: int, outbox: Outbox
@@ -169,15 +172,13 @@ class Subscription(Generic[T]):
                 )
                 continue
             message_id = self.message_id(value)
-            attributes: dict[str, str | int] = {
-                "messaging.destination.name": raw.topic,
-                "messaging.kafka.partition": raw.partition,
-                "messaging.kafka.offset": raw.offset,
-                "messaging.batch.message_count": len(records),
-            }
-            if message_id is not None:
-                attributes["sendarix.message_id"] = message_id
-            span = message_span(self.service, raw.headers, started, attributes)
+            span = (
+                message_span(
+                    self.service, raw.headers, started, _attributes(raw, message_id, len(records))
+                )
+                if self.traced
+                else producer_span(raw.headers)
+            )
             items.append(Consumed(value, raw, message_id, span))
         return items
 
@@ -304,6 +305,19 @@ class Subscription(Generic[T]):
         await asyncio.sleep(pause)
 
 
+def _attributes(raw: RawRecord, message_id: str | None, batch: int) -> dict[str, str | int]:
+    """What a message's span in a service says about where it was read."""
+    attributes: dict[str, str | int] = {
+        "messaging.destination.name": raw.topic,
+        "messaging.kafka.partition": raw.partition,
+        "messaging.kafka.offset": raw.offset,
+        "messaging.batch.message_count": batch,
+    }
+    if message_id is not None:
+        attributes["sendarix.message_id"] = message_id
+    return attributes
+
+
 def retry_error(failed: list[tuple[Publication, BaseException]]) -> BaseException:
     """The first failure that was not the record's fault."""
     return next(error for _, error in failed if not isinstance(error, RECORD_FAULTS))
@@ -384,6 +398,7 @@ def subscribe_events(
         dead_letters=public_topic(EVENTS_DLQ, prefix),
         message_id=_event_message_id,
         wanted=wanted,
+        traced=False,
     )
     subscribe(broker, settings, subscription)
 

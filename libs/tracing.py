@@ -8,6 +8,7 @@ a message passes through adds its span to the same trace.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
@@ -82,6 +83,11 @@ def record_context(headers: KafkaHeaders) -> Context:
     return _W3C.extract(headers, getter=_GETTER)
 
 
+@lru_cache(maxsize=16)
+def _tracer(service: str) -> trace.Tracer:
+    return trace.get_tracer(service)
+
+
 def message_span(
     service: str, headers: KafkaHeaders, start_ns: int, attributes: dict[str, str | int]
 ) -> Span:
@@ -90,13 +96,18 @@ def message_span(
     Started at ``start_ns`` (when its batch arrived) and ended by the caller once everything
     the message caused is acknowledged, so the trace shows the time it really spent here.
     """
-    return trace.get_tracer(service).start_span(
+    return _tracer(service).start_span(
         service,
         context=record_context(headers),
         kind=SpanKind.CONSUMER,
         start_time=start_ns,
         attributes=attributes,
     )
+
+
+def producer_span(headers: KafkaHeaders) -> Span:
+    """The span that produced a record, as a parent to hang spans on (nothing is recorded)."""
+    return trace.get_current_span(record_context(headers))
 
 
 def traceparent(context: Context) -> list[tuple[str, bytes]]:

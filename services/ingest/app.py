@@ -68,6 +68,7 @@ class IngestService:
             host=self.settings.http_host,
             port=self.settings.http_port,
             lifespan="off",
+            http="httptools",
             log_config=None,
             access_log=False,
         )

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from datetime import UTC, datetime
-
-from opentelemetry import trace
 
 from libs.batch import Consumed, Outbox
 from libs.broker import retry_forever
@@ -48,7 +47,6 @@ SERVICE = "sender"
 IN_FLIGHT_POLL_SECONDS = 0.1
 
 log = logging.getLogger(__name__)
-tracer = trace.get_tracer(__name__)
 
 
 def _is_uuid(value: str) -> bool:
@@ -161,35 +159,36 @@ class SenderService(PipelineService):
         return recorded
 
     async def _send(self, item: Consumed[DeliveryJob], content: bytes) -> Handover:
-        """The SMTP exchange, in a span of the message's trace that carries the reply."""
+        """The SMTP exchange; the message's span in the sender records how it went and the reply
+        (one span per message: the exchange is an event of it, with its duration)."""
         job = item.value
         spec, route = job.message, job.route
-        attributes: dict[str, str | int] = {
-            "sendarix.message_id": spec.message_id,
+        claims = self._claims
+        assert claims is not None, "the sender is started"
+        started = time.monotonic()
+        handover = await hand_over(
+            self.connections,
+            route,
+            spec.lane,
+            envelope_sender(spec.message_id, self.settings.bounce_address),
+            spec.recipient.address,
+            content,
+            claim=lambda: claims.submit(self._key(job)),
+        )
+        exchange: dict[str, str | int | float] = {
             "sendarix.attempt": job.attempt,
             "sendarix.route": route.name,
             "server.address": route.host,
             "server.port": route.port,
+            "smtp.handover": handover.kind.value,
+            "smtp.duration_ms": round(1000 * (time.monotonic() - started), 2),
         }
-        claims = self._claims
-        assert claims is not None, "the sender is started"
-        with tracer.start_as_current_span(
-            "smtp send", context=item.context, attributes=attributes
-        ) as span:
-            handover = await hand_over(
-                self.connections,
-                route,
-                spec.lane,
-                envelope_sender(spec.message_id, self.settings.bounce_address),
-                spec.recipient.address,
-                content,
-                claim=lambda: claims.submit(self._key(job)),
-            )
-            span.set_attribute("smtp.handover", handover.kind.value)
-            if handover.reply is not None:
-                span.set_attribute("smtp.reply_code", handover.reply.code)
-                span.set_attribute("smtp.reply", handover.reply.text)
-            return handover
+        if handover.reply is not None:
+            exchange["smtp.reply_code"] = handover.reply.code
+            exchange["smtp.reply"] = handover.reply.text
+        item.span.set_attributes(exchange)
+        item.span.add_event("smtp exchange", exchange)
+        return handover
 
     def _replay(self, job: DeliveryJob, recorded: RecordedAttempt) -> Verdict:
         """The verdict of an attempt made before, derived again from what was recorded.
@@ -219,7 +218,7 @@ class SenderService(PipelineService):
             next_attempt_at=verdict.retry.due_at if verdict.retry else None,
         )
         outbox.emit(item, verdict.state, data)
-        log.info(
+        log.debug(
             "attempt %s via %s: %s (%s)",
             job.attempt,
             job.route.name,

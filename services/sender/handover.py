@@ -118,6 +118,8 @@ class RouteConnections:
                 start_tls=route.tls is TlsMode.STARTTLS,
             )
             await client.connect()
+            if client.is_ehlo_or_helo_needed:
+                await client.ehlo()
             return client
         except BaseException:
             self._slot(destination).release()
@@ -152,6 +154,17 @@ async def _reset(client: aiosmtplib.SMTP) -> bool:
     return True
 
 
+async def _envelope(client: aiosmtplib.SMTP, mail_from: str, rcpt: str) -> None:
+    """``MAIL FROM`` and ``RCPT TO`` for addresses the edge already validated (ASCII addr-specs),
+    raising as aiosmtplib's ``mail``/``rcpt`` do on a refusal, without parsing them again."""
+    mail = await client.execute_command(b"MAIL", b"FROM:<" + mail_from.encode() + b">")
+    if mail.code != 250:
+        raise aiosmtplib.SMTPSenderRefused(mail.code, mail.message, mail_from)
+    recipient = await client.execute_command(b"RCPT", b"TO:<" + rcpt.encode() + b">")
+    if recipient.code not in (250, 251):
+        raise aiosmtplib.SMTPRecipientRefused(recipient.code, recipient.message, rcpt)
+
+
 async def hand_over(
     connections: RouteConnections,
     route: Route,
@@ -169,8 +182,7 @@ async def hand_over(
     reusable = False
     try:
         try:
-            await client.mail(mail_from)
-            await client.rcpt(rcpt)
+            await _envelope(client, mail_from, rcpt)
         except NETWORK_ERRORS as error:
             reusable = _keeps_session(error) and await _reset(client)
             return Handover(HandoverKind.REFUSED, failure_reply(error))

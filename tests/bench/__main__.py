@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shlex
 import sys
 import time
@@ -15,17 +16,22 @@ import click
 
 from deploy.stack.infra import infra_ports
 from deploy.stack.profiles import BENCH
-from libs.settings import REPO_ROOT
+from libs.settings import REPO_ROOT, Settings
 from tests.bench import report
-from tests.bench.baselines import kafka_loop, smtp_blast
+from tests.bench.baselines import kafka_awaited, smtp_blast
+from tests.bench.kafka_tools import kafka_tools
+from tests.bench.ledger import per_second, read_counters
 from tests.bench.load import Load
 from tests.bench.measure import ProcessSampler, listener_pids
-from tests.bench.scenarios import SCALABLE, critical, mixed, scale
+from tests.bench.plans import Kind
+from tests.bench.scenarios import SCALABLE, critical, fairness, mixed, scale
+from tests.bench.sink import Sink
 from tests.bench.stack import bench_stack
 
-SCENARIOS = ("all", "baselines", "mixed", "critical", "scale")
-IDLE_SECONDS = 5.0
-"""How long the idle stack's own CPU use is sampled, before any load."""
+SCENARIOS = ("all", "baselines", "mixed", "scale", "fairness", "critical")
+IDLE_SECONDS = 10.0
+"""How long the idle stack's own CPU use and counters are sampled, before any load (long
+enough for PostgreSQL's statistics, which an idle backend reports within 10 s)."""
 SMTP_MESSAGE_BYTES = 2048
 """About the size of a rendered bulk notice (HTML and text parts) on the wire."""
 
@@ -34,38 +40,45 @@ async def run(options: dict[str, Any]) -> dict[str, Any]:
     """Bring the stack up, run the chosen scenarios, return every figure."""
     chosen = options["scenario"]
     results: dict[str, Any] = {}
-    async with bench_stack(options["tracing"]) as stack:
+    async with bench_stack(options["tracing"], services=chosen != "baselines") as stack:
         reused = {
             name: port for name, port in infra_ports(BENCH).items() if name not in stack.infra
         }
         infra = listener_pids(reused)
         sampler = ProcessSampler(lambda: {**infra, **stack.running()})
         sampling = asyncio.create_task(sampler.run())
-        load = Load(stack)
+        load = Load(stack, stack.tenant)
         await load.start()
         try:
             quiet = time.monotonic()
+            counters = await read_counters(stack.settings, stack.pool)
             await asyncio.sleep(IDLE_SECONDS)
+            idle = await read_counters(stack.settings, stack.pool) - counters
             results["idle"] = {
                 "seconds": IDLE_SECONDS,
                 "processes": sampler.window(quiet, time.monotonic()),
+                "counters_per_s": per_second(idle, time.monotonic() - quiet),
             }
             if chosen in ("all", "baselines"):
-                results["baselines"] = {
-                    "smtp": await smtp_blast(
-                        stack.sink, options["baseline_messages"], SMTP_MESSAGE_BYTES
-                    ),
-                    "kafka": await kafka_loop(
-                        stack.settings.kafka_bootstrap,
-                        stack.settings.topic_prefix,
-                        options["baseline_messages"],
-                        load.record_size(),
-                    ),
-                }
+                results["baselines"] = await baselines(stack.settings, stack.sink, load, options)
             if chosen in ("all", "mixed"):
                 results["mixed"] = await mixed(
-                    stack, load, sampler, options["messages"], options["rate"]
+                    stack,
+                    load,
+                    sampler,
+                    options["messages"],
+                    options["rate"],
+                    results["idle"]["counters_per_s"],
                 )
+            if chosen in ("all", "scale"):
+                results["scale"] = await scale(
+                    stack, load, sampler, options["scale_service"], options["messages"]
+                )
+            if chosen in ("all", "fairness"):
+                results["fairness"] = await fairness(
+                    stack, load, sampler, options["flood"], options["otp_rate"], options["window"]
+                )
+            # last: a backlog cut short by --window is left draining when the run ends
             if chosen in ("all", "critical"):
                 results["critical"] = await critical(
                     stack,
@@ -74,10 +87,6 @@ async def run(options: dict[str, Any]) -> dict[str, Any]:
                     options["backlog"],
                     options["otp_rate"],
                     options["window"],
-                )
-            if chosen in ("all", "scale"):
-                results["scale"] = await scale(
-                    stack, load, sampler, options["scale_service"], options["messages"]
                 )
             results["duplicates_at_sink"] = sum(
                 1 for copies in stack.sink.copies.values() if copies > 1
@@ -90,12 +99,27 @@ async def run(options: dict[str, Any]) -> dict[str, Any]:
     return results
 
 
+async def baselines(
+    settings: Settings, sink: Sink, load: Load, options: dict[str, Any]
+) -> dict[str, Any]:
+    """Raw SMTP to the sink, an awaited aiokafka loop and Kafka's own perf tools, with records
+    of a bulk send request's size."""
+    size = len(load.record(Kind.NOTICE))
+    count = options["baseline_messages"]
+    bootstrap, prefix = settings.kafka_bootstrap, settings.topic_prefix
+    return {
+        "smtp": await smtp_blast(sink, count, SMTP_MESSAGE_BYTES),
+        "kafka_awaited": await kafka_awaited(bootstrap, prefix, count, size),
+        "kafka_tools": await kafka_tools(bootstrap, prefix, options["perf_records"], size),
+    }
+
+
 @click.command()
 @click.option("--scenario", type=click.Choice(SCENARIOS), default="all", show_default=True)
 @click.option(
     "--messages",
     type=int,
-    default=1000,
+    default=5000,
     show_default=True,
     help="Messages per phase of the mixed and scale scenarios.",
 )
@@ -104,35 +128,50 @@ async def run(options: dict[str, Any]) -> dict[str, Any]:
     type=int,
     default=10_000,
     show_default=True,
-    help="Messages (records) per baseline: they are fast, so more of them.",
+    help="Messages (records) of the raw SMTP and the awaited Kafka baselines.",
+)
+@click.option(
+    "--perf-records",
+    type=int,
+    default=100_000,
+    show_default=True,
+    help="Records of Kafka's ProducerPerformance and ConsumerPerformance baselines.",
 )
 @click.option(
     "--rate",
     type=float,
-    default=20.0,
+    default=100.0,
     show_default=True,
     help="Offered messages/s of the fixed-rate mixed phase.",
 )
 @click.option(
     "--backlog",
     type=int,
-    default=3000,
+    default=20_000,
     show_default=True,
     help="Bulk messages enqueued before the OTPs of the critical scenario.",
+)
+@click.option(
+    "--flood",
+    type=int,
+    default=3000,
+    show_default=True,
+    help="Messages tenant A floods with in the fairness scenario.",
 )
 @click.option(
     "--otp-rate",
     type=float,
     default=10.0,
     show_default=True,
-    help="OTPs/s sent through HTTP while the backlog drains.",
+    help="OTPs/s sent through HTTP while the backlog (or tenant A's flood) drains.",
 )
 @click.option(
     "--window",
     type=float,
-    default=None,
-    help="Stop the critical scenario's OTPs after this many seconds even if the backlog has "
-    "not drained yet (default: when it has drained).",
+    default=120.0,
+    show_default=True,
+    help="Stop the OTPs of the critical and fairness scenarios after this many seconds even "
+    "if the backlog has not drained yet (0: when it has drained).",
 )
 @click.option(
     "--scale-service",
@@ -162,6 +201,7 @@ def main(**options: Any) -> None:
         "machine": report.machine(),
     }
     results |= asyncio.run(run(options))
+    results["machine"]["load_average_at_end"] = [round(value, 2) for value in os.getloadavg()]
     results["ratios"] = report.ratios(results)
     results["goals"] = [{"met": met, "goal": line} for met, line in report.goals(results)]
     stamp = report.stamp(started)

@@ -15,7 +15,10 @@ import psutil
 from tests.bench.load import Accepted
 
 BENCH_CLIENT = "bench-client"
-"""This process: the load generator, sampled without its children (the stack it started)."""
+"""This process: the load generator, sampled without its children (the stack it started) and
+without the sampler."""
+BENCH_SAMPLER = "bench-sampler"
+"""The sampler itself, a thread of this process: its reading of the process table is not load."""
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -40,7 +43,8 @@ def latency_summary(latencies_ms: list[float]) -> dict[str, float | int]:
 def outcome(
     accepted: list[Accepted], received: dict[str, int], planned: int, origin_ns: int | None = None
 ) -> dict[str, Any]:
-    """What became of ``accepted``: throughput from first accept to last 250, latency per lane.
+    """What became of ``accepted``: throughput from first accept to last 250, latency per lane
+    and per lane and way in (an OTP's latency, whichever door it came through).
 
     ``points`` keeps (seconds from ``origin_ns``, by default the first accept, to the 250,
     latency ms, lane) for the plot.
@@ -62,17 +66,18 @@ def outcome(
     seconds = (last_ns - first_ns) / 1e9
     latencies = [((at - item.at_ns) / 1e6, at, item) for item, at in delivered]
     by_lane: dict[str, list[float]] = {}
-    by_entry: dict[str, list[float]] = {}
+    by_entry: dict[str, dict[str, list[float]]] = {}
     for latency, _, item in latencies:
         by_lane.setdefault(item.lane.value, []).append(latency)
-        by_entry.setdefault(item.entry.value, []).append(latency)
+        by_entry.setdefault(item.lane.value, {}).setdefault(item.entry.value, []).append(latency)
     result |= {
         "seconds": round(seconds, 2),
         "accepted_per_s": round(len(accepted) / accept_span, 1) if accept_span > 0 else None,
         "delivered_per_s": round(len(delivered) / seconds, 1) if seconds > 0 else None,
         "latency": {lane: latency_summary(values) for lane, values in sorted(by_lane.items())},
         "latency_by_entry": {
-            entry: latency_summary(values) for entry, values in sorted(by_entry.items())
+            lane: {entry: latency_summary(values) for entry, values in sorted(entries.items())}
+            for lane, entries in sorted(by_entry.items())
         },
         "points": [
             [round((at - (origin_ns or first_ns)) / 1e9, 3), round(latency, 1), item.lane.value]
@@ -80,6 +85,31 @@ def outcome(
         ],
     }
     return result
+
+
+def cpu_per_message(processes: dict[str, dict[str, float]], delivered: int) -> dict[str, Any]:
+    """CPU ms per delivered message: of each process, and of the stack (every process but the
+    load generator and the sampler)."""
+    if not delivered:
+        return {"stack_cpu_ms_per_message": None, "cpu_ms_per_message": {}}
+    stack = sum(
+        f["cpu_s"]
+        for process, f in processes.items()
+        if process not in (BENCH_CLIENT, BENCH_SAMPLER)
+    )
+    return {
+        "stack_cpu_ms_per_message": round(1000 * stack / delivered, 2),
+        "cpu_ms_per_message": {
+            process: round(1000 * f["cpu_s"] / delivered, 3) for process, f in processes.items()
+        },
+    }
+
+
+def evenly(items: list[Accepted], count: int) -> list[Accepted]:
+    """``count`` of ``items`` (or all if fewer), spread evenly over them in accept order."""
+    ordered = sorted(items, key=lambda item: item.at_ns)
+    step = max(1, len(ordered) // count)
+    return ordered[::step][:count]
 
 
 def listener_pids(ports: dict[str, int]) -> dict[str, int]:
@@ -102,18 +132,30 @@ def listener_pids(ports: dict[str, int]) -> dict[str, int]:
     return found
 
 
-def _usage(pid: int, children: bool) -> tuple[float, int]:
-    """CPU seconds (user + system) and RSS bytes of a process, with its live children if asked
-    (PostgreSQL serves each connection from a child)."""
-    root = psutil.Process(pid)
+def _children_by_parent() -> dict[int, list[int]]:
+    """Every process's children, from one pass over the process table (psutil's
+    ``children()`` makes a pass per call, which sampling a dozen processes would repeat)."""
+    found: dict[int, list[int]] = {}
+    for process in psutil.process_iter(["ppid"]):
+        found.setdefault(process.info["ppid"], []).append(process.pid)
+    return found
+
+
+def _usage(pid: int, children: dict[int, list[int]]) -> tuple[float, int]:
+    """CPU seconds (user + system) and RSS bytes of a process and, if ``children`` has them,
+    its live descendants (PostgreSQL serves each connection from a child)."""
     cpu, rss = 0.0, 0
-    for process in [root, *(root.children(recursive=True) if children else [])]:
+    tree = [pid]
+    for member in tree:
+        tree += children.get(member, [])
         try:
+            process = psutil.Process(member)
             times = process.cpu_times()
             cpu += times.user + times.system
             rss += process.memory_info().rss
         except psutil.NoSuchProcess:
-            continue
+            if member == pid:
+                raise
     return cpu, rss
 
 
@@ -124,14 +166,22 @@ class ProcessSampler:
     processes: Callable[[], dict[str, int]]
     every: float = 0.5
     samples: list[tuple[float, dict[str, tuple[float, int]]]] = field(default_factory=list)
+    own_cpu: float = 0.0
+    """CPU seconds the sampling itself used so far."""
 
     def sample(self) -> None:
+        began = time.thread_time()
         usage: dict[str, tuple[float, int]] = {}
-        for name, pid in {**self.processes(), BENCH_CLIENT: os.getpid()}.items():
+        children = _children_by_parent()
+        for name, pid in self.processes().items():
             try:
-                usage[name] = _usage(pid, children=name != BENCH_CLIENT)
+                usage[name] = _usage(pid, children)
             except psutil.NoSuchProcess:
                 continue
+        cpu, rss = _usage(os.getpid(), {})
+        self.own_cpu += time.thread_time() - began
+        usage[BENCH_CLIENT] = (cpu - self.own_cpu, rss)
+        usage[BENCH_SAMPLER] = (self.own_cpu, 0)
         self.samples.append((time.monotonic(), usage))
 
     async def run(self) -> None:

@@ -1,10 +1,13 @@
-"""The scenarios: mixed load, the critical lane under a bulk backlog, horizontal scale."""
+"""The scenarios: mixed load, the critical lane under a bulk backlog, fairness between tenants,
+horizontal scale."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
+from collections import Counter
+from itertools import repeat
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -12,20 +15,24 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from libs.broker import group_id
 from schemas.common import Lane
-from tests.bench.load import (
-    Accepted,
+from tests.bench.ledger import ledger, sampled_traces, settled, spans_per_message
+from tests.bench.load import Accepted, Load, wait_delivered
+from tests.bench.measure import ProcessSampler, cpu_per_message, evenly, outcome
+from tests.bench.plans import (
+    FLOOD_KINDS,
     Entry,
-    Load,
+    Kind,
     Planned,
+    flood_plan,
     mixed_plan,
     uniform_plan,
-    wait_delivered,
 )
-from tests.bench.measure import BENCH_CLIENT, ProcessSampler, outcome
 from tests.bench.stack import BenchStack
 
 SCALABLE = ("render", "policy-check", "router", "sender")
 """The lane services; a second instance joins each of their per-lane groups."""
+LANE_SAMPLE = 200
+"""Messages of each kind of the flood whose lane is read back (``GET /v1/messages/{id}``)."""
 
 
 async def phase(
@@ -35,36 +42,94 @@ async def phase(
     name: str,
     plan: list[Planned],
     rate: float | None,
-) -> dict[str, Any]:
-    """Offer ``plan`` at ``rate`` (None: saturation), wait for the sink, measure it all."""
+) -> tuple[dict[str, Any], list[Accepted]]:
+    """Offer ``plan`` at ``rate`` (None: saturation), wait for the sink, measure it all; the
+    figures and the messages accepted."""
     load.errors.clear()
     start = time.monotonic()
-    accepted = await load.drive(plan, rate, name)
-    await wait_delivered(stack, accepted, f"{name}: delivered")
-    result = outcome(accepted, stack.sink.received, len(plan))
+    driven = await load.drive(plan, rate, name)
+    await wait_delivered(stack, driven.accepted, f"{name}: delivered")
+    result = outcome(driven.accepted, stack.sink.received, driven.offered)
     processes = sampler.window(start, time.monotonic())
-    stack_cpu = sum(f["cpu_s"] for process, f in processes.items() if process != BENCH_CLIENT)
-    return {
+    figures = {
         "name": name,
         "offered_per_s": rate,
         **result,
         "refused": dict(load.errors),
         "processes": processes,
-        "stack_cpu_ms_per_message": (
-            round(1000 * stack_cpu / result["delivered"], 1) if result["delivered"] else None
-        ),
+        **cpu_per_message(processes, result["delivered"]),
     }
+    return figures, driven.accepted
 
 
 async def mixed(
-    stack: BenchStack, load: Load, sampler: ProcessSampler, count: int, rate: float
+    stack: BenchStack,
+    load: Load,
+    sampler: ProcessSampler,
+    count: int,
+    rate: float,
+    idle_per_s: dict[str, float] | None,
 ) -> list[dict[str, Any]]:
-    """95 % bulk, 5 % OTPs, half through HTTP and half through the topic: at ``rate``, then
-    at saturation."""
-    return [
-        await phase(stack, load, sampler, f"mixed @ {rate:g}/s", mixed_plan(count), rate),
-        await phase(stack, load, sampler, "mixed, saturation", mixed_plan(count), None),
-    ]
+    """95 % bulk, 5 % OTPs through every door: at ``rate``, then at saturation, with the cost
+    ledger of the saturation phase."""
+    at_rate, _ = await phase(stack, load, sampler, f"mixed @ {rate:g}/s", mixed_plan(count), rate)
+    before = await settled(stack.settings, stack.pool)
+    began = time.monotonic()
+    saturated, accepted = await phase(
+        stack, load, sampler, "mixed, saturation", mixed_plan(count), None
+    )
+    after = await settled(stack.settings, stack.pool)
+    delivered = [item for item in accepted if item.message_id in stack.sink.received]
+    if delivered:
+        saturated["ledger"] = ledger(
+            after - before, len(delivered), time.monotonic() - began, idle_per_s
+        )
+    if stack.settings.tracing_enabled:
+        traces = await sampled_traces(stack.settings.jaeger_ui_url, load, delivered)
+        saturated["spans"] = spans_per_message(traces)
+    return [at_rate, saturated]
+
+
+async def otps_while_draining(
+    stack: BenchStack,
+    sampler: ProcessSampler,
+    name: str,
+    backlog: tuple[Load, list[Planned]],
+    otps: tuple[Load, float],
+    window: float | None,
+) -> tuple[dict[str, Any], list[Accepted]]:
+    """Enqueue a backlog as fast as it is taken, then send OTPs one request each at a steady
+    rate until it has drained (or for ``window`` s, unless None or 0); the figures, and the
+    backlog accepted."""
+    (backlog_load, plan), (otp_load, otp_rate) = backlog, otps
+    backlog_load.errors.clear()
+    otp_load.errors.clear()
+    start = time.monotonic()
+    enqueued = await backlog_load.drive(plan, None, f"{name}: enqueue")
+    drain = asyncio.create_task(
+        wait_delivered(stack, enqueued.accepted, f"{name}: backlog drained")
+    )
+    stop = asyncio.ensure_future(asyncio.wait([drain], timeout=window or None))
+    sent = await otp_load.drive(
+        repeat(Planned(Kind.OTP, Entry.HTTP)), otp_rate, f"{name}: OTPs", until=stop
+    )
+    drained = drain.done()
+    drain.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await drain
+    await wait_delivered(stack, sent.accepted, f"{name}: OTPs")
+    origin = min((item.at_ns for item in enqueued.accepted + sent.accepted), default=None)
+    received = stack.sink.received
+    figures = {
+        "name": name,
+        "otp_per_s": otp_rate,
+        "backlog_drained": drained,
+        "otp": outcome(sent.accepted, received, sent.offered, origin),
+        "backlog": outcome(enqueued.accepted, received, enqueued.offered, origin),
+        "refused": {**backlog_load.errors, **otp_load.errors},
+        "processes": sampler.window(start, time.monotonic()),
+    }
+    return figures, enqueued.accepted
 
 
 async def critical(
@@ -75,42 +140,89 @@ async def critical(
     otp_rate: float,
     window: float | None,
 ) -> dict[str, Any]:
-    """OTPs through HTTP at a steady rate while a bulk backlog, enqueued first, drains.
+    """OTPs through HTTP at a steady rate while a bulk backlog, enqueued first through the
+    topic, drains."""
+    figures, _ = await otps_while_draining(
+        stack,
+        sampler,
+        f"critical under {backlog} bulk",
+        (load, uniform_plan(backlog, Kind.NOTICE, Entry.TOPIC)),
+        (load, otp_rate),
+        window,
+    )
+    return figures
 
-    The OTPs stop when the backlog has drained, or after ``window`` seconds if that comes
-    first (the bulk figures then cover what drained by then).
-    """
-    start = time.monotonic()
-    name = f"critical under {backlog} bulk"
-    bulk = await load.drive(uniform_plan(backlog, Lane.BULK, Entry.TOPIC), None, f"{name}: enqueue")
-    drain = asyncio.create_task(wait_delivered(stack, bulk, f"{name}: bulk drained"))
-    otps: list[Accepted] = []
 
-    async def otp() -> None:
-        if (sent := await load.send(Planned(Lane.CRITICAL, Entry.HTTP))) is not None:
-            otps.append(sent)
-
-    async with asyncio.TaskGroup() as group:
-        began = time.monotonic()
-        sent = 0
-        while not drain.done() and (window is None or time.monotonic() - began < window):
-            group.create_task(otp())
-            sent += 1
-            await asyncio.sleep(max(0.0, began + sent / otp_rate - time.monotonic()))
-    drained = drain.done()
-    drain.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await drain
-    await wait_delivered(stack, otps, f"{name}: OTPs")
-    origin = min((item.at_ns for item in bulk + otps), default=None)
+async def lanes_given(load: Load, accepted: list[Accepted], kind: Kind) -> dict[str, Any]:
+    """The lanes the platform gave a sample of ``accepted`` messages of ``kind``."""
+    of_kind = [item for item in accepted if item.kind is kind]
+    sample = evenly(of_kind, LANE_SAMPLE)
+    lanes: Counter[str] = Counter()
+    for item in sample:
+        view = await load.get(f"/v1/messages/{item.message_id}")
+        lanes[(view or {}).get("lane") or "unknown"] += 1
+    span = (
+        (max(item.at_ns for item in of_kind) - min(item.at_ns for item in of_kind)) / 1e9
+        if of_kind
+        else 0.0
+    )
     return {
-        "name": name,
-        "otp_per_s": otp_rate,
-        "backlog_drained": drained,
-        "otp": outcome(otps, stack.sink.received, sent, origin),
-        "bulk": outcome(bulk, stack.sink.received, backlog, origin),
-        "refused": dict(load.errors),
-        "processes": sampler.window(start, time.monotonic()),
+        "accepted": len(of_kind),
+        "sampled": len(sample),
+        "accept_seconds": round(span, 2),
+        "lanes": dict(lanes.most_common()),
+    }
+
+
+def critical_allowance(otp: dict[str, Any], per_second: float, burst: int) -> dict[str, Any]:
+    """How many of a tenant's security messages the rate cap lets into ``critical`` over the
+    time they were accepted, against how many the lane sample says got there.
+
+    The sample is spread evenly over accept order, so its estimate is off by at most one
+    sampling step (the tolerance).
+    """
+    sampled = otp["sampled"] or 1
+    step = max(1, otp["accepted"] // sampled)
+    return {
+        "per_second": per_second,
+        "burst": burst,
+        "allowed": round(burst + per_second * otp["accept_seconds"]),
+        "estimated_critical": round(otp["lanes"].get(Lane.CRITICAL.value, 0) * step),
+        "tolerance": step,
+    }
+
+
+async def fairness(
+    stack: BenchStack,
+    load: Load,
+    sampler: ProcessSampler,
+    flood: int,
+    otp_rate: float,
+    window: float | None,
+) -> dict[str, Any]:
+    """Tenant A floods (``otp`` mail and broadcast mail asking for ``critical``), then tenant B
+    sends OTPs at a steady rate while the flood drains: B's OTP latency, and A's lanes."""
+    other = Load(stack, await stack.add_tenant())
+    await other.start()
+    try:
+        figures, flooded = await otps_while_draining(
+            stack,
+            sampler,
+            f"fairness: {flood} from tenant A",
+            (load, flood_plan(flood)),
+            (other, otp_rate),
+            window,
+        )
+    finally:
+        await other.close()
+    if not figures["backlog_drained"]:  # the next scenario must not start behind it
+        await wait_delivered(stack, flooded, "fairness: the rest of the flood")
+    lanes = {kind.value: await lanes_given(load, flooded, kind) for kind in FLOOD_KINDS}
+    return figures | {
+        "lanes": lanes,
+        "critical_allowance": critical_allowance(
+            lanes[Kind.OTP.value], load.tenant.critical_per_second, load.tenant.critical_burst
+        ),
     }
 
 
@@ -151,13 +263,13 @@ async def scale(
     stack: BenchStack, load: Load, sampler: ProcessSampler, service: str, count: int
 ) -> dict[str, Any]:
     """The same bulk burst with one instance of ``service``, then with two in one group."""
-    plan = uniform_plan(count, Lane.BULK, Entry.TOPIC)
+    plan = uniform_plan(count, Kind.NOTICE, Entry.TOPIC)
     alone = await shared(stack, service, Lane.BULK, 1)
-    one = await phase(stack, load, sampler, f"scale: 1 {service}", plan, None)
+    one, _ = await phase(stack, load, sampler, f"scale: 1 {service}", plan, None)
     second = stack.add_instance(service, 2)
     try:
         together = await shared(stack, service, Lane.BULK, 2)
-        two = await phase(stack, load, sampler, f"scale: 2 {service}", plan, None)
+        two, _ = await phase(stack, load, sampler, f"scale: 2 {service}", plan, None)
     finally:
         stack.supervisor.stop(second)
     return {

@@ -48,6 +48,17 @@ OTP_TEMPLATE = (
 )
 
 
+@dataclass(frozen=True)
+class BenchTenant:
+    """A tenant of this run: its id (for records on the topic), its API key (for HTTP), and
+    how much of its security mail may enter the critical lane."""
+
+    id: str
+    api_key: str
+    critical_per_second: float
+    critical_burst: int
+
+
 @dataclass
 class BenchStack:
     """The running stack of one benchmark run."""
@@ -56,8 +67,7 @@ class BenchStack:
     supervisor: Supervisor
     sink: Sink
     pool: asyncpg.Pool
-    tenant_id: str
-    api_key: str
+    tenant: BenchTenant
     infra: list[str] = field(default_factory=list)
     """The infrastructure components this run started (the others were already running)."""
 
@@ -80,18 +90,25 @@ class BenchStack:
         )
         return name
 
+    async def add_tenant(self) -> BenchTenant:
+        """One more tenant, made as the first one was (the fairness scenario has two)."""
+        return await _seed(self.pool)
 
-async def _seed(pool: asyncpg.Pool) -> tuple[str, str]:
+
+async def _seed(pool: asyncpg.Pool) -> BenchTenant:
     """A tenant of this run's own, with the two templates the load uses."""
     tenant, api_key = await create_tenant(pool, f"bench-{uuid.uuid4().hex[:6]}", [SENDER_DOMAIN])
     for name, subject, html, text in (NOTICE_TEMPLATE, OTP_TEMPLATE):
         await put_template(pool, tenant.id, name, subject, html, text)
-    return tenant.id, api_key
+    return BenchTenant(tenant.id, api_key, tenant.critical_per_second, tenant.critical_burst)
 
 
 @asynccontextmanager
-async def bench_stack(tracing: bool) -> AsyncIterator[BenchStack]:
-    """Bring the bench stack up (reusing what runs), yield it, stop what this run started."""
+async def bench_stack(tracing: bool, services: bool = True) -> AsyncIterator[BenchStack]:
+    """Bring the bench stack up (reusing what runs), yield it, stop what this run started.
+
+    Without ``services`` only the infrastructure and the sink run: enough for the baselines.
+    """
     run_id = uuid.uuid4().hex[:8]
     supervisor = Supervisor(BENCH.state_dir / "logs" / f"bench-{run_id}")
     sink = Sink(SINK_SMTP_PORT, SINK_HTTP_PORT)
@@ -108,12 +125,13 @@ async def bench_stack(tracing: bool) -> AsyncIterator[BenchStack]:
         await apply_migrations(settings.database_url)
         await ensure_topics(settings)
         pool = await open_pool(settings, size=4)
-        tenant_id, api_key = await _seed(pool)
+        tenant = await _seed(pool)
         await supervisor.wait_ready(SINK, port=SINK_HTTP_PORT)
-        say(f"starting the services (topic prefix {settings.topic_prefix})")
-        start_pipeline(supervisor, settings)
-        await supervisor.wait_ready("ingest", probe=partial(gateway_ready, BENCH), within=120)
-        yield BenchStack(settings, supervisor, sink, pool, tenant_id, api_key, started)
+        if services:
+            say(f"starting the services (topic prefix {settings.topic_prefix})")
+            start_pipeline(supervisor, settings)
+            await supervisor.wait_ready("ingest", probe=partial(gateway_ready, BENCH), within=120)
+        yield BenchStack(settings, supervisor, sink, pool, tenant, started)
     finally:
         if pool is not None:
             await pool.close()

@@ -364,8 +364,11 @@ async def test_the_request_starts_the_trace_in_jaeger(
     settings: Settings,
     tenant: tuple[Tenant, str],
 ) -> None:
-    sent = await client.post("/v1/messages", json=otp(), headers=auth(tenant))
-    trace_id = sent.json()["trace_id"]
+    render = lane_topic("render", Lane.CRITICAL, settings.topic_prefix)
+    async with TopicTap(settings, render) as tap:
+        sent = await client.post("/v1/messages", json=otp(), headers=auth(tenant))
+        message_id, trace_id = sent.json()["id"], sent.json()["trace_id"]
+        await tap.wait_for(accepted_of(message_id))
     provider = trace.get_tracer_provider()
     provider.force_flush()  # type: ignore[attr-defined]
 
@@ -380,7 +383,10 @@ async def test_the_request_starts_the_trace_in_jaeger(
     found = await eventually(spans, timeout=15, every=0.5)
     [root] = [s for s in found if not s["references"]]
     assert root["operationName"] == "POST /v1/messages"
-    assert len(found) > 1  # the publishes are its children
+    # what the request published continues its trace: render's span will hang below it
+    [record] = [r for r in tap.records if r.key == message_id.encode()]
+    traceparent = dict(record.headers)["traceparent"].decode()
+    assert traceparent.split("-")[1] == trace_id
 
 
 async def test_the_recorder_skips_poison_and_keeps_unknown_event_types(

@@ -339,9 +339,15 @@ async def test_the_smtp_reply_is_in_the_message_trace(
         if response.status_code != 200:
             return None
         spans = [s for t in response.json()["data"] for s in t["spans"]]
-        return next((s for s in spans if s["operationName"] == "smtp send"), None)
+        return next((s for s in spans if s["operationName"] == "sender"), None)
 
     span_found = await eventually(smtp_span, timeout=15, every=0.5)
+    [exchange] = [
+        log
+        for log in span_found["logs"]
+        if {"key": "event", "type": "string", "value": "smtp exchange"} in log["fields"]
+    ]
+    assert {"key": "smtp.reply_code", "type": "int64", "value": 250} in exchange["fields"]
     tags = {tag["key"]: tag["value"] for tag in span_found["tags"]}
     assert tags["smtp.reply_code"] == 250
     assert tags["sendarix.attempt"] == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from libs.cache import TtlCache
 
 
@@ -47,3 +49,21 @@ async def test_size_is_bounded() -> None:
         await cache.get(key, Loader(str(key)))
     assert len(cache._entries) == 3
     assert await cache.get(9, Loader("reloaded")) == "9"
+
+
+async def test_concurrent_lookups_of_one_key_share_one_load() -> None:
+    cache: TtlCache[str, str] = TtlCache(ttl=3600)
+    release = asyncio.Event()
+    calls = 0
+
+    async def slow() -> str:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return "v"
+
+    waiting = [asyncio.create_task(cache.get("k", slow)) for _ in range(50)]
+    await asyncio.sleep(0)
+    release.set()
+    assert [await task for task in waiting] == ["v"] * 50
+    assert calls == 1
