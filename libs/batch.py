@@ -17,7 +17,7 @@ from opentelemetry.trace import Span
 
 from libs.events import event_headers, new_event
 from libs.topics import EVENTS, Stage, public_topic
-from libs.tracing import traceparent
+from libs.tracing import record_span, traceparent
 from schemas.common import Lane
 from schemas.events import DeliveryEvent, EventData, MessageState
 from schemas.pipeline import PipelineRecord
@@ -31,13 +31,21 @@ Headers = list[tuple[str, bytes]]
 @dataclass(eq=False)
 class Consumed(Generic[T]):
     """One record of a batch, decoded, with where it came from and the span it is handled in
-    (for a reader of the event stream, the span of the record's producer, not recorded)."""
+    (for a reader of the event stream, the span of the record's producer, read when needed)."""
 
     value: T
     raw: ConsumerRecord[bytes, bytes]
     message_id: str | None
-    span: Span
+    recorded: Span | None
+    """This service's span of the message, when the subscription records one."""
     _traceparent: Headers | None = field(default=None, init=False, repr=False)
+
+    @property
+    def span(self) -> Span:
+        """The span this message's work here hangs off."""
+        if self.recorded is None:
+            self.recorded = record_span(self.raw.headers)
+        return self.recorded
 
     @property
     def context(self) -> Context:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Awaitable, Callable, Sequence
+from functools import lru_cache
 from typing import Any, TypeAlias, TypeVar
 
 from aiokafka import AIOKafkaProducer
@@ -21,6 +23,7 @@ from aiokafka.errors import (
     TopicAlreadyExistsError,
     UnknownProducerId,
 )
+from aiokafka.partitioner import murmur2
 from aiokafka.structs import RecordMetadata
 from faststream.kafka import KafkaBroker
 from faststream.kafka.publisher.producer import AioKafkaFastProducerImpl
@@ -145,6 +148,21 @@ class Broker(KafkaBroker):
         await stale.stop()
 
 
+@lru_cache(maxsize=65536)
+def _key_hash(key: bytes) -> int:
+    hashed: int = murmur2(key)
+    return hashed & 0x7FFFFFFF
+
+
+def keyed_partition(key: bytes | None, partitions: list[int], available: list[int]) -> int:
+    """The Java client's partition for ``key`` (murmur2), remembered per key: a message's
+    records and events pass through the producers of its hops many times, and aiokafka's
+    murmur2 is pure Python. Records without a key go to any available partition."""
+    if key is None:
+        return random.choice(available or partitions)
+    return partitions[_key_hash(key) % len(partitions)]
+
+
 def make_broker(service: str, settings: Settings) -> Broker:
     """A broker for ``service``: idempotent producer, acks=all, records up to the platform's
     limit; tracing is the runtime's (one span per message per service), not per publish."""
@@ -157,6 +175,7 @@ def make_broker(service: str, settings: Settings) -> Broker:
         linger_ms=1,
         max_batch_size=PRODUCER_BATCH_BYTES,
         max_request_size=MAX_RECORD_BYTES + PARKING_ROOM_BYTES,
+        partitioner=keyed_partition,
         allow_auto_create_topics=False,
         apply_types=False,
         graceful_timeout=10.0,

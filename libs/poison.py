@@ -108,8 +108,11 @@ def parking_note(
     exception: BaseException | None = None,
     pointers: tuple[str, ...] = (),
     message_id: str | None = None,
+    origin: tuple[str, int, int] | None = None,
 ) -> ParkedRecord:
-    """Why a record is parked, as its dead-letter headers say it."""
+    """Why a record is parked, as its dead-letter headers say it; ``origin`` (topic, partition,
+    offset) where it was first produced, when that is not where it was read."""
+    topic, partition, offset = origin or (raw.topic, raw.partition, raw.offset)
     return ParkedRecord(
         reason=reason,
         detail=detail[:DETAIL_MAX_CHARS],
@@ -117,9 +120,9 @@ def parking_note(
         exception=type(exception).__name__ if exception is not None else None,
         service=service,
         role=role,
-        topic=raw.topic,
-        partition=raw.partition,
-        offset=raw.offset,
+        topic=topic,
+        partition=partition,
+        offset=offset,
         message_id=message_id,
         parked_at=datetime.now(UTC),
     )

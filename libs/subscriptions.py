@@ -42,7 +42,7 @@ from libs.poison import (
 from libs.priority import FEEDBACK_RANK, LANE_RANK, gate
 from libs.settings import Settings
 from libs.topics import EVENTS, EVENTS_DLQ, MAX_RECORD_BYTES, Stage, public_topic
-from libs.tracing import message_span, producer_span
+from libs.tracing import message_span
 from schemas.common import Lane
 from schemas.events import DeliveryEvent
 from schemas.pipeline import MessageSpec, PipelineRecord
@@ -60,25 +60,30 @@ Handler = Callable[[list[Consumed[T]]], Awaitable[Outbox]]
 class Tuning:
     """How a consumer gathers its batches.
 
-    A fetch returns as soon as a record is there (an idle consumer long-polls, costing the
-    broker nothing); under load, aiokafka keeps fetching ahead while a batch is handled, so the
-    next batch holds whatever arrived meanwhile — batches grow with the load, with no wait added
-    when it is light. ``max_records`` bounds how long one batch holds the process (no
-    pre-emption: an OTP waits at most for the batch in flight).
+    A fetch returns as soon as a record is there; under load, aiokafka keeps fetching ahead while
+    a batch is handled, so the next batch holds whatever arrived meanwhile — batches grow with
+    the load, with no wait added when it is light. ``max_records`` bounds how long one batch
+    holds the process (no pre-emption: an OTP waits at most for the batch in flight).
+
+    ``fetch_max_wait_ms`` is how long an idle long poll lasts. aiokafka keeps one fetch in
+    flight per broker, so a partition whose records were just handled waits for the long poll
+    of the others to come back before it is fetched again: that wait is a latency every record
+    of the lane may pay, at each hop. Urgent lanes poll briefly (a few cheap fetches a second
+    more when idle); patient ones long.
     """
 
     max_records: int
-    fetch_max_wait_ms: int = 500
+    fetch_max_wait_ms: int
 
 
 LANE_TUNING: dict[Lane, Tuning] = {
-    Lane.CRITICAL: Tuning(max_records=50),
-    Lane.HIGH: Tuning(max_records=100),
-    Lane.NORMAL: Tuning(max_records=200),
-    Lane.BULK: Tuning(max_records=250),
+    Lane.CRITICAL: Tuning(max_records=50, fetch_max_wait_ms=10),
+    Lane.HIGH: Tuning(max_records=100, fetch_max_wait_ms=25),
+    Lane.NORMAL: Tuning(max_records=200, fetch_max_wait_ms=100),
+    Lane.BULK: Tuning(max_records=250, fetch_max_wait_ms=250),
 }
 
-EVENT_STREAM_TUNING = Tuning(max_records=1000)
+EVENT_STREAM_TUNING = Tuning(max_records=1000, fetch_max_wait_ms=250)
 """Readers of ``sendarix.events`` see every message several times and no one waits on them."""
 
 POLL_TIMEOUT_MS = 500
@@ -153,8 +158,8 @@ class Subscription(Generic[T]):
             async with gate.turn(rank):
                 outbox.extend(await self._isolating(items, settings))
         await self._publish(broker, settings, outbox)
-        if self.traced:
-            for item in items:
+        for item in items:
+            if item.recorded is not None:
                 item.span.end()
 
     def _decoded(
@@ -173,11 +178,9 @@ class Subscription(Generic[T]):
                 continue
             message_id = self.message_id(value)
             span = (
-                message_span(
-                    self.service, raw.headers, started, _attributes(raw, message_id, len(records))
-                )
+                message_span(self.service, raw.headers, started, _attributes(raw, message_id))
                 if self.traced
-                else producer_span(raw.headers)
+                else None
             )
             items.append(Consumed(value, raw, message_id, span))
         return items
@@ -305,14 +308,10 @@ class Subscription(Generic[T]):
         await asyncio.sleep(pause)
 
 
-def _attributes(raw: RawRecord, message_id: str | None, batch: int) -> dict[str, str | int]:
-    """What a message's span in a service says about where it was read."""
-    attributes: dict[str, str | int] = {
-        "messaging.destination.name": raw.topic,
-        "messaging.kafka.partition": raw.partition,
-        "messaging.kafka.offset": raw.offset,
-        "messaging.batch.message_count": batch,
-    }
+def _attributes(raw: RawRecord, message_id: str | None) -> dict[str, str | int]:
+    """What a message's span in a service says about where it was read (few attributes: each
+    one is encoded and exported for every message)."""
+    attributes: dict[str, str | int] = {"messaging.destination.name": raw.topic}
     if message_id is not None:
         attributes["sendarix.message_id"] = message_id
     return attributes

@@ -96,6 +96,12 @@ EVENTS = "sendarix.events"
 EVENTS_DLQ = "sendarix.events.dlq"
 
 
+def intake_topic(lane: Lane, prefix: str = "") -> str:
+    """Where ingest's triage puts a send request of ``sendarix.send.requests`` for the intake of
+    its lane (the record's bytes as produced, its origin in a header)."""
+    return f"{prefix}sendarix.intake.{lane.value}"
+
+
 def lane_topic(stage: str, lane: Lane, prefix: str = "") -> str:
     """The topic of one lane of the stage named ``stage``, e.g. ``sendarix.deliver.critical``."""
     if stage not in STAGES:
@@ -142,6 +148,16 @@ def catalogue(prefix: str = "") -> list[Topic]:
             parked=True,
         ),
     ]
+    for lane in Lane:
+        topics.append(
+            Topic(
+                intake_topic(lane, prefix),
+                LANE_PARTITIONS[lane],
+                3 * DAY_MS,
+                f"send requests from the topic, sorted by urgency for the intake ({lane.value})",
+                TopicSendRequest,
+            )
+        )
     for stage in STAGES.values():
         for lane in Lane:
             topics.append(

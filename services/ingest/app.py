@@ -14,13 +14,13 @@ from libs.batch import Consumed, Outbox
 from libs.broker import make_broker
 from libs.database import DATABASE_DOWN, open_pool
 from libs.settings import Settings
-from libs.subscriptions import subscribe, subscribe_events
+from libs.subscriptions import subscribe_events
 from libs.tracing import setup_tracing
 from schemas.events import DeliveryEvent
 from services.ingest import store
 from services.ingest.accept import SERVICE, Ingest
 from services.ingest.api import build_api
-from services.ingest.intake import Parsed, intake, take_in
+from services.ingest.intake import Parsed, subscribe_intake, take_in
 from services.ingest.recorder import record_all
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class IngestService:
         self._server: _EmbeddedServer | None = None
         self._serving: asyncio.Task[None] | None = None
         self._sweeping: asyncio.Task[None] | None = None
-        subscribe(self.broker, settings, intake(settings, self._take_in))
+        subscribe_intake(self.broker, settings, self._take_in)
         subscribe_events(self.broker, settings, SERVICE, "recorder", self._record)
 
     @property

@@ -25,6 +25,15 @@ class RecordOrigin:
     def __str__(self) -> str:
         return f"{self.topic}/{self.partition}/{self.offset}"
 
+    @classmethod
+    def parse(cls, text: str) -> RecordOrigin | None:
+        """The origin ``str()`` wrote (None for text that is not one)."""
+        topic, _, rest = text.rpartition("/")
+        topic, _, partition = topic.rpartition("/")
+        if not topic or not partition.isdigit() or not rest.isdigit():
+            return None
+        return cls(topic, int(partition), int(rest))
+
 
 def fresh_message_ids(count: int) -> list[str]:
     """Ids for a request that will not be repeated."""

@@ -1,12 +1,13 @@
 """Send requests produced straight onto ``sendarix.send.requests`` by applications.
 
-A batch of records is taken in at once: its requests are accepted concurrently (their records
-pipelined to the broker), the most urgent first. A record that cannot be accepted is never
-retried and never blocks its partition: it is parked on ``sendarix.send.requests.dlq`` with
-its original bytes and the reason, and when its tenant is known, that tenant hears of it as a
-``rejected`` event. A valid record takes the same accept path as an HTTP request, its message
-ids derived from the record's place on the topic (or its idempotency key), so a record delivered
-twice is accepted twice under the same ids.
+The triage (``triage.py``) sorts the records by urgency onto ``sendarix.intake.<lane>``; the
+intake of each lane takes a batch at a time and accepts its requests concurrently (their records
+pipelined to the broker). A record that cannot be accepted is never retried and never blocks its
+partition: it is parked on ``sendarix.send.requests.dlq`` with its original bytes and the
+reason, and when its tenant is known, that tenant hears of it as a ``rejected`` event. A valid
+record takes the same accept path as an HTTP request, its message ids derived from the place the
+application produced it (or its idempotency key), so a record delivered twice is accepted twice
+under the same ids.
 """
 
 from __future__ import annotations
@@ -14,32 +15,31 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 from libs.batch import Consumed, Outbox
+from libs.broker import Broker
 from libs.poison import park, parking_note
 from libs.priority import LANE_RANK
 from libs.settings import Settings
-from libs.subscriptions import Handler, Subscription, Tuning
+from libs.subscriptions import LANE_TUNING, Handler, Subscription, Tuning, subscribe
 from libs.tenants import Tenant
-from libs.topics import SEND_REQUESTS, SEND_REQUESTS_DLQ, public_topic
+from libs.topics import SEND_REQUESTS, SEND_REQUESTS_DLQ, intake_topic, public_topic
 from schemas.common import Lane, Stream
 from schemas.events import EventData, MessageState
 from schemas.send import TopicSendRequest
 from services.ingest.accept import SERVICE, Accepted, Ingest, Refused, Replayed, accept
-from services.ingest.ids import RecordOrigin, record_message_ids, rejection_id
+from services.ingest.ids import record_message_ids, rejection_id
 from services.ingest.lanes import requested_rank_lane
+from services.ingest.triage import origin_of, triage
 from services.ingest.validate import Violation, as_problem, parse_request, pointer
 
 log = logging.getLogger(__name__)
 
 ROLE = "intake"
 
-INTAKE_TUNING = Tuning(max_records=500)
-"""Requests are taken the moment they arrive (an OTP may be among them), in batches of up to
-500, accepted concurrently: cheap enough per record that the topic never builds a backlog in
-front of one."""
+TRIAGE_TUNING = Tuning(max_records=1000, fetch_max_wait_ms=10)
+"""The triage takes records the moment they arrive, many at a time: it only forwards them."""
 
 Parsed = TopicSendRequest | list[Violation]
 """A record of the topic: a request, or why it is not one (decoding never fails)."""
@@ -50,42 +50,57 @@ def parse(value: bytes) -> Parsed:
     return parse_request(value, TopicSendRequest)
 
 
-def batch_rank(parsed: Sequence[Parsed]) -> int:
-    """A batch takes its turn at the gate as its most urgent request would."""
-    lanes = [requested_rank_lane(p) for p in parsed if isinstance(p, TopicSendRequest)]
-    return min((LANE_RANK[lane] for lane in lanes), default=LANE_RANK[Lane.NORMAL])
+def unread(value: bytes) -> bytes:
+    """The triage forwards records as they are."""
+    return value
 
 
-def intake(settings: Settings, handle: Handler[Parsed]) -> Subscription[Parsed]:
-    """The subscription of ingest's intake: big batches, taken at once (OTPs arrive here too)."""
+def subscribe_intake(broker: Broker, settings: Settings, handle: Handler[Parsed]) -> None:
+    """The triage of ``sendarix.send.requests`` and the intake of every lane behind it."""
     prefix = settings.topic_prefix
-    return Subscription(
-        service=SERVICE,
-        role=ROLE,
-        topic=public_topic(SEND_REQUESTS, prefix),
-        decode=parse,
-        handle=handle,
-        dead_letters=public_topic(SEND_REQUESTS_DLQ, prefix),
-        rank=batch_rank,
-        tuning=INTAKE_TUNING,
+    dead_letters = public_topic(SEND_REQUESTS_DLQ, prefix)
+
+    async def triaged(batch: list[Consumed[bytes]]) -> Outbox:
+        return triage(prefix, batch)
+
+    subscribe(
+        broker,
+        settings,
+        Subscription(
+            service=SERVICE,
+            role="triage",
+            topic=public_topic(SEND_REQUESTS, prefix),
+            decode=unread,
+            handle=triaged,
+            dead_letters=dead_letters,
+            rank=LANE_RANK[Lane.CRITICAL],  # cheap, and it is what lets an OTP overtake
+            tuning=TRIAGE_TUNING,
+            traced=False,
+        ),
     )
+    for lane in Lane:
+        intake: Subscription[Parsed] = Subscription(
+            service=SERVICE,
+            role=f"{ROLE}-{lane.value}",
+            topic=intake_topic(lane, prefix),
+            decode=parse,
+            handle=handle,
+            dead_letters=dead_letters,
+            rank=LANE_RANK[lane],
+            tuning=LANE_TUNING[lane],
+        )
+        subscribe(broker, settings, intake)
 
 
 async def take_in(ingest: Ingest, batch: list[Consumed[Parsed]]) -> Outbox:
-    """Accept every record of the batch, the most urgent first; refusals go back to be parked."""
+    """Accept every record of the batch; refusals go back to be parked."""
     outbox = Outbox(ingest.settings.topic_prefix)
-    ordered = sorted(batch, key=_urgency)
-    refusals = await asyncio.gather(*(_take_in_one(ingest, item) for item in ordered))
-    for item, refusal in zip(ordered, refusals, strict=True):
+    refusals = await asyncio.gather(*(_take_in_one(ingest, item) for item in batch))
+    for item, refusal in zip(batch, refusals, strict=True):
         if refusal is not None:
             violations, tenant, request = refusal
             refuse(ingest, outbox, item, violations, tenant, request)
     return outbox
-
-
-def _urgency(item: Consumed[Parsed]) -> int:
-    parsed = item.value
-    return LANE_RANK[requested_rank_lane(parsed)] if isinstance(parsed, TopicSendRequest) else 0
 
 
 Refusal = tuple[list[Violation], Tenant | None, TopicSendRequest | None]
@@ -99,7 +114,7 @@ async def _take_in_one(ingest: Ingest, item: Consumed[Parsed]) -> Refusal | None
     tenant = await ingest.tenants.by_id(request.tenant_id)
     if tenant is None:
         return [Violation("unknown_tenant", pointer("tenant_id"), "no such tenant")], None, request
-    origin = RecordOrigin(item.raw.topic, item.raw.partition, item.raw.offset)
+    origin = origin_of(item)
     ids = record_message_ids(origin, len(request.to))
     outcome = await accept(ingest, tenant, request, ids, item.context, request.idempotency_key)
     if isinstance(outcome, Refused):
@@ -129,18 +144,18 @@ def refuse(
 ) -> None:
     """Park a record with the reason; tell its tenant, if known, with a ``rejected`` event."""
     problem = as_problem(violations)
-    raw = item.raw
-    origin = RecordOrigin(raw.topic, raw.partition, raw.offset)
+    origin = origin_of(item)
     note = parking_note(
-        raw,
+        item.raw,
         SERVICE,
         ROLE,
         problem.code,
         problem.detail,
         pointers=problem.pointers,
         message_id=rejection_id(origin),
+        origin=(origin.topic, origin.partition, origin.offset),
     )
-    park(outbox, raw, public_topic(SEND_REQUESTS_DLQ, ingest.settings.topic_prefix), note)
+    park(outbox, item.raw, public_topic(SEND_REQUESTS_DLQ, ingest.settings.topic_prefix), note)
     if tenant is None:
         return
     described: dict[str, Any] = (

@@ -106,7 +106,7 @@ async def rig(settings: Settings) -> AsyncIterator[Rig]:
             decode=decode,
             handle=handle,
             dead_letters=dead_letters,
-            tuning=Tuning(max_records=50),
+            tuning=Tuning(max_records=50, fetch_max_wait_ms=10),
         ),
     )
     await broker.start()
