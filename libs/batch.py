@@ -65,15 +65,24 @@ class Consumed(Generic[T]):
         return f"{self.raw.topic}/{self.raw.partition}@{self.raw.offset}"
 
 
+URGENT_LANES = frozenset({Lane.CRITICAL, Lane.HIGH})
+"""Lanes whose records travel through a producer of their own (``libs.broker``)."""
+
+
 @dataclass(frozen=True)
 class Publication:
-    """One record to publish, and the consumed record it came from (None: none in particular)."""
+    """One record to publish, and the consumed record it came from (None: none in particular).
+
+    ``urgent`` records (of the critical and high lanes, and their events) never queue behind
+    the produce requests of bulk work in the same process.
+    """
 
     source: Consumed[Any] | None
     topic: str
     value: bytes
     key: bytes | None
     headers: Headers
+    urgent: bool = False
 
 
 @dataclass
@@ -94,7 +103,8 @@ class Outbox:
         self, source: Consumed[Any], stage: Stage[Any], lane: Lane, message_id: str, value: bytes
     ) -> None:
         """Send an already encoded record of ``stage`` on, as it is (no decode, no re-encode)."""
-        self.add(source, stage.topic(lane, self.prefix), value, message_id.encode())
+        topic = stage.topic(lane, self.prefix)
+        self.add(source, topic, value, message_id.encode(), urgent=lane in URGENT_LANES)
 
     def emit(
         self, source: Consumed[Any] | None, state: MessageState, data: EventData
@@ -107,6 +117,7 @@ class Outbox:
             event.model_dump_json().encode(),
             event.subject.encode(),
             event_headers(event),
+            urgent=data.lane in URGENT_LANES,
         )
         return event
 
@@ -117,9 +128,10 @@ class Outbox:
         value: bytes,
         key: bytes | None,
         headers: Headers | None = None,
+        urgent: bool = False,
     ) -> None:
         """Publish ``value`` to ``topic`` as it is."""
-        self.publications.append(Publication(source, topic, value, key, headers or []))
+        self.publications.append(Publication(source, topic, value, key, headers or [], urgent))
 
     def extend(self, other: Outbox) -> None:
         """Take over what another outbox of the same batch holds."""

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, TypeAlias, TypeVar
 
@@ -52,11 +53,26 @@ PRODUCER_BATCH_BYTES = 256 * 1024
 SendOutcome: TypeAlias = RecordMetadata | BaseException
 
 
+@dataclass(frozen=True)
+class Sending:
+    """A publication handed to the producer: its acknowledgement to come, or why it was refused
+    at once, and the producer generation it went through."""
+
+    publication: Publication
+    acked: asyncio.Future[RecordMetadata] | BaseException
+    generation: int
+
+
 class Broker(KafkaBroker):
-    """FastStream's Kafka broker, with pipelined sends and a producer renewed when it wedges.
+    """FastStream's Kafka broker, with pipelined sends, a producer of its own for urgent
+    records, and producers renewed when they wedge.
+
+    aiokafka keeps one produce request in flight per broker and producer: a record waits for
+    the request before it to be acknowledged. An OTP's records go through a second producer,
+    so they never queue behind a bulk batch's requests of the same process.
 
     aiokafka's idempotent producer cannot recover from a sequence gap (the Java client bumps
-    its epoch; aiokafka does not), so after a broker restart every publish would fail until the
+    its epoch; aiokafka does not), so after a broker restart every send would fail until the
     process restarts. The failing send still fails — the batch is sent again, or the HTTP
     client retries — and the next one goes through a fresh producer (a new producer id).
     """
@@ -65,6 +81,22 @@ class Broker(KafkaBroker):
         super().__init__(*args, **kwargs)
         self._renewing = asyncio.Lock()
         self._generation = 0
+        self._urgent: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        await super().start()
+        self._urgent = await self._new_producer()
+
+    async def stop(self, *args: Any, **kwargs: Any) -> None:
+        if self._urgent is not None:
+            urgent, self._urgent = self._urgent, None
+            await urgent.stop()
+        await super().stop(*args, **kwargs)
+
+    async def _new_producer(self) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(**self._connection_kwargs)
+        await producer.start()
+        return producer
 
     @property
     def _holder(self) -> AioKafkaFastProducerImpl:
@@ -72,48 +104,58 @@ class Broker(KafkaBroker):
         assert isinstance(holder, AioKafkaFastProducerImpl), "the broker is connected"
         return holder
 
-    @property
-    def producer(self) -> AIOKafkaProducer:
-        """The connected aiokafka producer (the one FastStream publishes with)."""
+    def producer(self, urgent: bool = False) -> AIOKafkaProducer:
+        """The connected producer for urgent records, or FastStream's for the others."""
+        if urgent and self._urgent is not None:
+            return self._urgent
         producer: AIOKafkaProducer = self._holder._producer.producer
         return producer
 
     async def send_all(self, publications: Sequence[Publication]) -> list[SendOutcome]:
         """Send every publication, then await every acknowledgement; one outcome each, in order.
 
-        A publication that came from a consumed record carries that record's trace. An outcome
-        is the record's metadata, or the error that refused it (never raised here, so that the
-        caller can tell a record at fault from a broker that is down).
+        An outcome is the record's metadata, or the error that refused it (never raised here,
+        so that the caller can tell a record at fault from a broker that is down).
         """
-        generation = self._generation
-        producer = self.producer
-        pending: list[asyncio.Future[RecordMetadata] | BaseException] = []
+        return await self.settle(await self.enqueue(publications))
+
+    async def enqueue(self, publications: Sequence[Publication]) -> list[Sending]:
+        """Hand every publication to the producer without waiting for the broker; what each
+        became (an acknowledgement to await, or the error that refused it at once).
+
+        A publication that came from a consumed record carries that record's trace.
+        """
+        sending: list[Sending] = []
         for publication in publications:
             headers = publication.headers
             if publication.source is not None:
                 headers = [*headers, *publication.source.traceparent]
             try:
-                pending.append(
-                    await producer.send(
-                        publication.topic,
-                        value=publication.value,
-                        key=publication.key,
-                        headers=headers,
-                    )
+                acked = await self.producer(publication.urgent).send(
+                    publication.topic,
+                    value=publication.value,
+                    key=publication.key,
+                    headers=headers,
                 )
             except Exception as error:
-                pending.append(error)
+                sending.append(Sending(publication, error, self._generation))
+            else:
+                sending.append(Sending(publication, acked, self._generation))
+        return sending
+
+    async def settle(self, sending: Sequence[Sending]) -> list[SendOutcome]:
+        """Wait for the broker's answer to every enqueued publication; one outcome each."""
         outcomes: list[SendOutcome] = []
-        for sent in pending:
-            if isinstance(sent, BaseException):
-                outcomes.append(sent)
+        for sent in sending:
+            if isinstance(sent.acked, BaseException):
+                outcomes.append(sent.acked)
                 continue
             try:
-                outcomes.append(await sent)
+                outcomes.append(await sent.acked)
             except Exception as error:
                 outcomes.append(error)
-        if any(isinstance(outcome, PRODUCER_WEDGED) for outcome in outcomes):
-            await self._renew_producer(generation)
+                if isinstance(error, PRODUCER_WEDGED):
+                    await self._renew_producers(sent.generation)
         return outcomes
 
     async def send_confirmed(self, publications: Sequence[Publication]) -> list[RecordMetadata]:
@@ -131,21 +173,24 @@ class Broker(KafkaBroker):
         try:
             return await super().publish(*args, **kwargs)
         except PRODUCER_WEDGED:
-            await self._renew_producer(generation)
+            await self._renew_producers(generation)
             raise
 
-    async def _renew_producer(self, broken: int) -> None:
+    async def _renew_producers(self, broken: int) -> None:
+        """Swap in fresh producers (both: a broker restart wedges every one of them)."""
         async with self._renewing:
-            if self._generation != broken:  # another send renewed it already
+            if self._generation != broken:  # another send renewed them already
                 return
-            log.warning("the Kafka producer lost its sequence; starting a new one")
+            log.warning("the Kafka producers lost their sequence; starting new ones")
             holder = self._holder
-            fresh = AIOKafkaProducer(**self._connection_kwargs)
-            await fresh.start()
+            fresh, fresh_urgent = await self._new_producer(), await self._new_producer()
             # Swapped in place, so that no concurrent send ever finds no producer at all.
             stale, holder._producer = holder._producer, RealProducer(fresh)
+            stale_urgent, self._urgent = self._urgent, fresh_urgent
             self._generation += 1
         await stale.stop()
+        if stale_urgent is not None:
+            await stale_urgent.stop()
 
 
 @lru_cache(maxsize=65536)

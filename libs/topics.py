@@ -36,11 +36,16 @@ rendered (its spec, its content and a derived text part travel together), and a 
 a dead-letter topic keeps its original bytes plus a few headers."""
 
 LANE_PARTITIONS: dict[Lane, int] = {
-    Lane.CRITICAL: 2,
-    Lane.HIGH: 2,
+    Lane.CRITICAL: 1,
+    Lane.HIGH: 1,
     Lane.NORMAL: 4,
     Lane.BULK: 4,
 }
+"""One partition for the urgent lanes: aiokafka keeps one fetch in flight per broker, so a
+consumer of several partitions fetches a partition it just emptied only once the long poll of
+the others returns — a wait every urgent record would pay at every hop. One partition is never
+behind another's poll, and one consumer per service handles far more than any tenant may send
+in the critical lane. Bulk and normal mail spread over four partitions (more instances)."""
 
 RecordT = TypeVar("RecordT", bound=PipelineRecord)
 

@@ -22,7 +22,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import get_current_span
 from prometheus_client import Counter
 
-from libs.batch import Outbox, Publication
+from libs.batch import URGENT_LANES, Outbox, Publication
 from libs.broker import Broker
 from libs.events import event_data
 from libs.settings import Settings
@@ -141,6 +141,7 @@ async def accept(
             RENDER.topic(spec.lane, outbox.prefix),
             AcceptedMessage(message=spec).model_dump_json().encode(),
             spec.message_id.encode(),
+            urgent=spec.lane in URGENT_LANES,
         )
         data = event_data(spec, SERVICE, subject=spec.subject, lane_reason=choice.reason)
         outbox.emit(None, MessageState.ACCEPTED, data)
@@ -199,7 +200,7 @@ def _traced(outbox: Outbox, trace: Context) -> list[Publication]:
     """The outbox's records, stamped with the request's trace context."""
     headers = traceparent(trace)
     return [
-        Publication(None, p.topic, p.value, p.key, [*p.headers, *headers])
+        Publication(None, p.topic, p.value, p.key, [*p.headers, *headers], p.urgent)
         for p in outbox.publications
     ]
 

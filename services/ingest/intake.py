@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 
 ROLE = "intake"
 
-TRIAGE_TUNING = Tuning(max_records=1000, fetch_max_wait_ms=10)
-"""The triage takes records the moment they arrive, many at a time: it only forwards them."""
+TRIAGE_TUNING = Tuning(max_records=1000, fetch_max_wait_ms=20)
+"""The triage takes records the moment they arrive, many at a time: it only forwards them. Its
+topic has the four partitions the contract fixes, so it polls briefly (see ``Tuning``)."""
 
 Parsed = TopicSendRequest | list[Violation]
 """A record of the topic: a request, or why it is not one (decoding never fails)."""

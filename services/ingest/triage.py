@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from libs.batch import Consumed, Outbox
+from libs.batch import URGENT_LANES, Consumed, Outbox
 from libs.topics import intake_topic
 from schemas.common import Lane, Stream, lane_for
 from services.ingest.ids import RecordOrigin
@@ -49,7 +49,9 @@ def triage(prefix: str, batch: list[Consumed[bytes]]) -> Outbox:
             *((name, value) for name, value in raw.headers if name != ORIGIN_HEADER),
             (ORIGIN_HEADER, str(origin).encode()),
         ]
-        outbox.add(None, intake_topic(peek_lane(item.value), prefix), item.value, raw.key, headers)
+        lane = peek_lane(item.value)
+        topic = intake_topic(lane, prefix)
+        outbox.add(None, topic, item.value, raw.key, headers, urgent=lane in URGENT_LANES)
     return outbox
 
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from opentelemetry import trace
 
-from libs.batch import Consumed, Outbox, Publication
+from libs.batch import URGENT_LANES, Consumed, Outbox, Publication
 from libs.service import PipelineService
 from libs.settings import Settings
 from libs.subscriptions import subscribe_stage
@@ -104,4 +104,5 @@ class RetrySchedulerService(PipelineService):
             json.dumps(attempt.job).encode(),
             attempt.message_id.encode(),
             headers,
+            urgent=attempt.lane in URGENT_LANES,
         )

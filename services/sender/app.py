@@ -13,7 +13,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-from libs.batch import Consumed, Outbox
+from libs.batch import URGENT_LANES, Consumed, Outbox
 from libs.broker import retry_forever
 from libs.events import event_data
 from libs.group_commit import GroupCommit
@@ -67,16 +67,18 @@ class SenderService(PipelineService):
         self.connections = RouteConnections(
             settings.smtp_helo_name, settings.smtp_connections_per_route
         )
-        self._claims: GroupCommit[AttemptKey, bool] | None = None
-        self._finishes: GroupCommit[FinishedAttempt, None] | None = None
+        self._claims: dict[bool, GroupCommit[AttemptKey, bool]] = {}
+        self._finishes: dict[bool, GroupCommit[FinishedAttempt, None]] = {}
+        """Per urgency: an OTP's claim never waits for a statement carrying bulk claims."""
         # The SMTP exchanges wait on the network, not the CPU: no lane holds the gate for them,
         # and each lane has connections of its own.
         subscribe_stage(self.broker, settings, SERVICE, DELIVER, self.deliver_batch, gated=False)
 
     async def prepare(self) -> None:
         pool = self.pool
-        self._claims = GroupCommit(lambda keys: claim_attempts(pool, keys))
-        self._finishes = GroupCommit(lambda rows: finish_attempts(pool, rows))
+        for urgent in (True, False):
+            self._claims[urgent] = GroupCommit(lambda keys: claim_attempts(pool, keys))
+            self._finishes[urgent] = GroupCommit(lambda rows: finish_attempts(pool, rows))
 
     async def stop(self) -> None:
         await super().stop()
@@ -135,11 +137,11 @@ class SenderService(PipelineService):
         assert handover.reply is not None
         verdict = judge(job, handover.reply, now, self.settings)
         if handover.kind is HandoverKind.ANSWERED:
-            assert self._finishes is not None, "the sender is started"
+            assert self._finishes, "the sender is started"
             finished = FinishedAttempt(
                 job.message.message_id, job.attempt, verdict.state, handover.reply, now
             )
-            finishes = self._finishes
+            finishes = self._finishes[job.message.lane in URGENT_LANES]
             await retry_forever(
                 "recording the DATA reply",  # lost, it would turn a known outcome unknown
                 lambda: finishes.submit(finished),
@@ -163,8 +165,8 @@ class SenderService(PipelineService):
         (one span per message: the exchange is an event of it, with its duration)."""
         job = item.value
         spec, route = job.message, job.route
-        claims = self._claims
-        assert claims is not None, "the sender is started"
+        assert self._claims, "the sender is started"
+        claims = self._claims[spec.lane in URGENT_LANES]
         started = time.monotonic()
         handover = await hand_over(
             self.connections,
