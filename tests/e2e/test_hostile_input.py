@@ -8,6 +8,7 @@ nested JSON and malformed CloudEvents.
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import uuid
@@ -19,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from libs.broker import group_id
+from libs.sendable import MAX_ATTACHMENT_BYTES, MAX_MESSAGE_BYTES
 from libs.settings import Settings
 from libs.tenants import Tenant
 from libs.topics import EVENTS, MAX_RECORD_BYTES, SEND_REQUESTS, public_topic
@@ -266,3 +268,22 @@ async def caught_up(settings: Settings, topic: str, service: str, role: str) -> 
         await admin.close()
     behind = [p for p, end in ends.items() if (committed[p].offset if p in committed else 0) < end]
     return True if not behind else None
+
+
+async def test_a_message_of_the_documented_maximum_size_is_delivered(
+    topology: Topology, tenant: tuple[Tenant, str]
+) -> None:
+    """7 MiB of attachments plus HTML: a body near the 10 MiB limit goes through every topic."""
+    _, api_key = tenant
+    attachment = base64.b64encode(random.Random(3).randbytes(MAX_ATTACHMENT_BYTES)).decode()
+    body = otp(
+        subject="Your statement",
+        html="<p>" + "Statement line. " * 20_000 + "</p>",
+        attachments=[{"filename": "statement.pdf", "content": attachment}],
+    )
+    size = len(json.dumps(body).encode())
+    assert MAX_MESSAGE_BYTES * 0.9 < size <= MAX_MESSAGE_BYTES
+    accepted = await topology.send(api_key, body)
+    await topology.settled(api_key, accepted["id"], "delivered", timeout=120)
+    [received] = [m for m in topology.simulator_deliveries() if accepted["id"] in m["message_id"]]
+    assert received["size"] > MAX_ATTACHMENT_BYTES
