@@ -5,12 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from contextvars import ContextVar
 from datetime import UTC, datetime
 
 from opentelemetry import trace
-
-current_message_id: ContextVar[str | None] = ContextVar("current_message_id", default=None)
 
 
 class JsonFormatter(logging.Formatter):
@@ -28,7 +25,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        message_id = getattr(record, "message_id", None) or current_message_id.get()
+        message_id = getattr(record, "message_id", None)  # logging's extra={"message_id": …}
         if message_id is not None:
             entry["message_id"] = message_id
         span_context = trace.get_current_span().get_span_context()

@@ -235,7 +235,11 @@ class Subscription(Generic[T]):
                     continue
                 [item] = items
                 log.exception(
-                    "%s/%s cannot handle %s; parking it", self.service, self.role, item.where
+                    "%s/%s cannot handle %s; parking it",
+                    self.service,
+                    self.role,
+                    item.where,
+                    extra={"message_id": item.message_id},
                 )
                 item.span.set_status(Status(StatusCode.ERROR, repr(error)))
                 self._park(

@@ -41,6 +41,7 @@ from services.sender.store import (
     claim_attempts,
     finish_attempts,
     recorded_attempts,
+    release_unsent,
 )
 
 SERVICE = "sender"
@@ -67,6 +68,11 @@ class SenderService(PipelineService):
         self.connections = RouteConnections(
             settings.smtp_helo_name, settings.smtp_connections_per_route
         )
+        self._claimer = uuid.uuid4().hex
+        """This process, as the claims it writes name it."""
+        self._unsent: set[AttemptKey] = set()
+        """Attempts whose claim may have been written though its answer was lost: this process
+        knows it never handed them to SMTP, and withdraws the claim before trying again."""
         self._claims: dict[bool, GroupCommit[AttemptKey, bool]] = {}
         self._finishes: dict[bool, GroupCommit[FinishedAttempt, None]] = {}
         """Per urgency: an OTP's claim never waits for a statement carrying bulk claims."""
@@ -76,8 +82,9 @@ class SenderService(PipelineService):
 
     async def prepare(self) -> None:
         pool = self.pool
+        claimer = self._claimer
         for urgent in (True, False):
-            self._claims[urgent] = GroupCommit(lambda keys: claim_attempts(pool, keys))
+            self._claims[urgent] = GroupCommit(lambda keys: claim_attempts(pool, keys, claimer))
             self._finishes[urgent] = GroupCommit(lambda rows: finish_attempts(pool, rows))
 
     async def stop(self) -> None:
@@ -95,6 +102,9 @@ class SenderService(PipelineService):
         for item in batch:
             attempts.setdefault(self._key(item.value), item)
         keys = [key for key in attempts if _is_uuid(key[0])]
+        if unsent := [key for key in keys if key in self._unsent]:
+            await release_unsent(self.pool, unsent, self._claimer)
+            self._unsent.difference_update(unsent)
         recorded = await recorded_attempts(self.pool, keys)
         verdicts = dict(
             zip(
@@ -175,7 +185,7 @@ class SenderService(PipelineService):
             envelope_sender(spec.message_id, self.settings.bounce_address),
             spec.recipient.address,
             content,
-            claim=lambda: claims.submit(self._key(job)),
+            claim=lambda: self._claim(claims, self._key(job)),
         )
         exchange: dict[str, str | int | float] = {
             "sendarix.attempt": job.attempt,
@@ -191,6 +201,15 @@ class SenderService(PipelineService):
         item.span.set_attributes(exchange)
         item.span.add_event("smtp exchange", exchange)
         return handover
+
+    async def _claim(self, claims: GroupCommit[AttemptKey, bool], key: AttemptKey) -> bool:
+        """Claim an attempt right before its DATA; a claim whose answer is lost is remembered
+        as never sent (its batch is tried again once the database answers)."""
+        try:
+            return await claims.submit(key)
+        except Exception:
+            self._unsent.add(key)
+            raise
 
     def _replay(self, job: DeliveryJob, recorded: RecordedAttempt) -> Verdict:
         """The verdict of an attempt made before, derived again from what was recorded.

@@ -86,17 +86,34 @@ async def recorded_attempts(
     }
 
 
-async def claim_attempts(pool: asyncpg.Pool, keys: Sequence[AttemptKey]) -> dict[AttemptKey, bool]:
-    """Claim attempts for DATA; False for those claimed before (they must not be sent)."""
+async def claim_attempts(
+    pool: asyncpg.Pool, keys: Sequence[AttemptKey], claimer: str
+) -> dict[AttemptKey, bool]:
+    """Claim attempts for DATA in the name of ``claimer`` (a sender process); False for those
+    claimed before (they must not be sent)."""
     rows = await pool.fetch(
-        "INSERT INTO delivery_attempts (message_id, attempt, state)"
-        " SELECT message_id, attempt, 'data' FROM unnest($1::uuid[], $2::int[])"
+        "INSERT INTO delivery_attempts (message_id, attempt, state, claimed_by)"
+        " SELECT message_id, attempt, 'data', $3 FROM unnest($1::uuid[], $2::int[])"
         " AS k (message_id, attempt)"
         " ON CONFLICT DO NOTHING RETURNING message_id, attempt",
         *_ids(keys),
+        claimer,
     )
     claimed = {(str(row["message_id"]), row["attempt"]) for row in rows}
     return {key: key in claimed for key in keys}
+
+
+async def release_unsent(pool: asyncpg.Pool, keys: Sequence[AttemptKey], claimer: str) -> None:
+    """Withdraw claims ``claimer`` may have written without handing their messages to SMTP
+    (the write seemed to fail); a claim of anyone else, or one that got further, stays."""
+    await pool.execute(
+        "DELETE FROM delivery_attempts a USING unnest($1::uuid[], $2::int[])"
+        " AS k (message_id, attempt)"
+        " WHERE a.message_id = k.message_id AND a.attempt = k.attempt"
+        " AND a.state = 'data' AND a.claimed_by = $3",
+        *_ids(keys),
+        claimer,
+    )
 
 
 async def finish_attempts(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,9 @@ from libs.topics import EVENTS, lane_topic, public_topic
 from schemas.common import Lane
 from schemas.pipeline import DeliveryJob, RetryRequest, Route
 from services.retry_scheduler.app import RetrySchedulerService
+from services.sender import app as sender_app
 from services.sender.app import SenderService
+from services.sender.store import AttemptKey, claim_attempts
 from tests.support import TopicTap, eventually, started
 from tests.unit.sender.jobs import delivery_job
 
@@ -194,6 +196,35 @@ async def test_the_same_job_twice_is_sent_once(
     assert first["data"]["smtp"] == second["data"]["smtp"]
     assert len(mailbox_copies(simulator, job)) == 1
     assert simulator.handler.attempts[header_id(job)] == 1  # the second run sent no DATA
+
+
+async def test_a_claim_whose_answer_was_lost_is_withdrawn_and_the_message_sent_once(
+    sender: SenderService,
+    simulator: MailboxSimulator,
+    settings: Settings,
+    tap: TopicTap,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The database restarts after committing a claim and before answering: the sender knows it
+    sent nothing, withdraws its own claim when the database is back, and delivers once."""
+    job = simulated_job(simulator, "success")
+    lost = [(job.message.message_id, job.attempt)]
+
+    async def committed_then_cut_off(
+        pool: asyncpg.Pool, keys: Sequence[AttemptKey], claimer: str
+    ) -> dict[AttemptKey, bool]:
+        claimed = await claim_attempts(pool, keys, claimer)
+        if lost and lost[0] in keys:
+            lost.clear()
+            raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
+        return claimed
+
+    monkeypatch.setattr(sender_app, "claim_attempts", committed_then_cut_off)
+    await deliver(sender, settings, job)
+
+    await tap.wait_for(event(job, "delivered"))
+    assert not [v for v in tap.json_values() if event(job, "failed")(v)]
+    assert len(mailbox_copies(simulator, job)) == 1
 
 
 async def test_an_attempt_left_in_data_is_never_sent_again(
