@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeAlias, TypeVar
 
 from aiokafka import ConsumerRecord
@@ -385,8 +385,9 @@ def subscribe_stage(
     """Feed every lane of ``stage`` to ``handle``, each lane with a consumer group of its own.
 
     Separate consumers per lane keep a bulk backlog or a bulk rebalance from ever standing in
-    front of a critical message; the priority gate (unless the handler takes its turns itself,
-    ``gated=False``) keeps bulk batches from starting while critical ones wait.
+    front of a critical message; the priority gate keeps bulk chunks from starting while
+    critical batches wait. A handler that mostly waits on the network (``gated=False``) takes
+    its turns itself, at each of its awaits, and gets its batches whole.
     """
     prefix = settings.topic_prefix
     for lane in Lane:
@@ -400,7 +401,7 @@ def subscribe_stage(
             rank=LANE_RANK[lane] if gated else None,
             message_id=_message_id,
             spec=_spec,
-            tuning=LANE_TUNING[lane],
+            tuning=LANE_TUNING[lane] if gated else replace(LANE_TUNING[lane], chunk=None),
         )
         subscribe(broker, settings, subscription)
 

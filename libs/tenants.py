@@ -28,8 +28,8 @@ class Tenant:
     webhook_secret: str | None = None
     priority_ceiling: Lane = DEFAULT_PRIORITY_CEILING
     """The most urgent lane the tenant may ask for with ``priority`` (never ``critical``)."""
-    critical_per_second: float = 50.0
-    critical_burst: int = 200
+    critical_per_second: float = 20.0
+    critical_burst: int = 40
     """How many messages per second (and at once) of the tenant's security mail go in the
     critical lane; beyond that they go in ``high``, so no tenant's flood delays another's OTPs."""
 

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 ROLE = "intake"
 
-TRIAGE_TUNING = Tuning(max_records=1000, fetch_max_wait_ms=20)
+TRIAGE_TUNING = Tuning(max_records=1000, fetch_max_wait_ms=20, chunk=200)
 """The triage takes records the moment they arrive, many at a time: it only forwards them. Its
 topic has the four partitions the contract fixes, so it polls briefly (see ``Tuning``)."""
 

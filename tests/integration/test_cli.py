@@ -234,7 +234,7 @@ async def test_tenant_limits_change_the_priority_ceiling_and_critical_rate(
         "tenant_id": account.id,
         "priority_ceiling": "normal",
         "critical_per_second": 5.0,
-        "critical_burst": 200,
+        "critical_burst": 40,
     }
     stored = await tenant_by_id(pool, account.id)
     assert stored is not None and stored.priority_ceiling.value == "normal"
