@@ -351,8 +351,8 @@ def text_report(results: dict[str, Any]) -> str:
             for process, figures in ranked
         ]
         parts.append(
-            f"processes during '{best['name']}' (the stack, without the load generator, used"
-            f" {best['stack_cpu_ms_per_message']} ms of CPU per delivered message):\n"
+            f"processes during '{best['name']}' (the stack, without the load generator and the"
+            f" sink, used {best['stack_cpu_ms_per_message']} ms of CPU per delivered message):\n"
             + _table(["process", "CPU s", "CPU ms per delivered msg", "peak RSS MB"], rows)
         )
     return "\n\n".join(parts)
