@@ -1,10 +1,10 @@
 """Lane priority inside one process: lower lanes start no new work while higher lanes have some.
 
 Every lane has its own topic and consumer, but the consumers of one service share its event
-loop, its CPU share and its connections. Without a rule, a bulk backlog takes turns with an OTP
-record for record; with this gate, a bulk record waits until no critical, high or normal work is
-running or waiting in the process. Work already started always finishes (no pre-emption), so an
-OTP waits at most for the records of lower lanes that are in flight.
+loop, its CPU share and its connections. With this gate, a chunk of bulk work (25 records, see
+``libs.subscriptions.Tuning``) starts only when no critical, high or normal work is running or
+waiting in the process. Work already started always finishes (no pre-emption), so an OTP waits
+at most for the chunk of a lower lane that is in flight.
 """
 
 from __future__ import annotations

@@ -137,7 +137,7 @@ class Subscription(Generic[T]):
     decode: Callable[[bytes], T]
     handle: Handler[T]
     dead_letters: str
-    rank: int | Callable[[Sequence[T]], int] | None = FEEDBACK_RANK
+    rank: int | None = FEEDBACK_RANK
     """Priority-gate rank of a batch (None: the handler takes its turns itself)."""
     message_id: Callable[[T], str | None] = lambda _: None
     spec: Callable[[T], MessageSpec | None] = lambda _: None
@@ -173,12 +173,7 @@ class Subscription(Generic[T]):
             if self.rank is None:
                 outbox.extend(await self._isolating(chunk, settings))
             else:
-                rank = (
-                    self.rank
-                    if isinstance(self.rank, int)
-                    else self.rank([item.value for item in chunk])
-                )
-                async with gate.turn(rank):
+                async with gate.turn(self.rank):
                     outbox.extend(await self._isolating(chunk, settings))
             sending += await broker.enqueue(outbox.publications)
         await self._settle(broker, settings, sending)
