@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -245,20 +246,23 @@ def topic_configs(topic: Topic) -> dict[str, str]:
     }
 
 
+TOPICS_READY_SECONDS = 60.0
+"""How long ``ensure_topics`` waits for the broker to show every topic it asked for."""
+
+
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create every catalogue topic that does not exist yet, and bring the configuration of
-    those that do up to date (a stack keeps its topics between runs); return the names created."""
+    those that do up to date (a stack keeps its topics between runs); return the names created.
+
+    The broker answers a creation it could not do (a broker just started, a controller moving)
+    with an error code rather than an exception, so the topics are listed again until every one
+    of them is there.
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
         wanted = catalogue(settings.topic_prefix)
-        missing = [t for t in wanted if t.name not in existing]
-        for topic in missing:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(
-                    [NewTopic(topic.name, topic.partitions, 1, topic_configs=topic_configs(topic))]
-                )
+        existing = set(await admin.list_topics())
         present = [t for t in wanted if t.name in existing]
         if present:
             await admin.alter_configs(
@@ -267,7 +271,23 @@ async def ensure_topics(settings: Settings) -> list[str]:
                     for t in present
                 ]
             )
-        return [t.name for t in missing]
+        created = [t.name for t in wanted if t.name not in existing]
+        deadline = time.monotonic() + TOPICS_READY_SECONDS
+        while missing := [t for t in wanted if t.name not in existing]:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the broker did not create {[t.name for t in missing]}")
+            for topic in missing:
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    await admin.create_topics(
+                        [
+                            NewTopic(
+                                topic.name, topic.partitions, 1, topic_configs=topic_configs(topic)
+                            )
+                        ]
+                    )
+            await asyncio.sleep(0.2)
+            existing = set(await admin.list_topics())
+        return created
     finally:
         await admin.close()
 
