@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from http import HTTPStatus
 from typing import Annotated, Any
 
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi import APIRouter, FastAPI, Header, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
@@ -26,14 +24,20 @@ from starlette.exceptions import HTTPException
 
 from libs.database import DATABASE_DOWN
 from libs.priority import LANE_RANK, gate
-from libs.sendable import MAX_MESSAGE_BYTES
 from libs.tenants import Tenant
 from schemas.send import AcceptedResponse, SendRequest
 from services.ingest import store
 from services.ingest.accept import Ingest, Outcome, Refused, Replayed, accept
+from services.ingest.http_deps import (
+    COMPONENT_REF,
+    IngestDep,
+    TenantDep,
+    json_body,
+    problems,
+)
 from services.ingest.ids import fresh_message_ids
 from services.ingest.lanes import requested_rank_lane
-from services.ingest.problems import PROBLEM_JSON, ProblemDocument, ProblemError
+from services.ingest.problems import ProblemDocument, ProblemError
 from services.ingest.validate import (
     Violation,
     check_idempotency_key,
@@ -45,12 +49,10 @@ from services.ingest.views import MessageView
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = MAX_MESSAGE_BYTES
 MAX_BATCH_MESSAGES = 500
 BATCH_CHUNK = 25
 """Requests of a batch accepted together, between two chances for more urgent work to go."""
 PROBE_TIMEOUT_SECONDS = 2.0
-COMPONENT_REF = "#/components/schemas/{model}"
 
 SEND_REQUEST_BODY: dict[str, Any] = {
     "requestBody": {
@@ -62,66 +64,7 @@ SEND_REQUEST_BODY: dict[str, Any] = {
 }
 """The body of ``POST /v1/messages`` in the OpenAPI document (the route parses it itself)."""
 
-
-def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI responses: a problem document for each status."""
-    schema = {"$ref": COMPONENT_REF.format(model=ProblemDocument.__name__)}
-    return {
-        status: {
-            "description": HTTPStatus(status).phrase,
-            "content": {PROBLEM_JSON: {"schema": schema}},
-        }
-        for status in statuses
-    }
-
-
-def _ingest(request: Request) -> Ingest:
-    ingest: Ingest | None = getattr(request.app.state, "ingest", None)
-    if ingest is None:
-        raise ProblemError.unavailable("ingest is starting")
-    return ingest
-
-
-IngestDep = Annotated[Ingest, Depends(_ingest)]
-_bearer = HTTPBearer(auto_error=False, description="The tenant's API key")
-
-
-async def _tenant(
-    ingest: IngestDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Tenant:
-    challenge = {"WWW-Authenticate": "Bearer"}
-    if credentials is None:
-        raise ProblemError("unauthorized", "send Authorization: Bearer <key>", headers=challenge)
-    tenant = await ingest.tenants.by_api_key(credentials.credentials)
-    if tenant is None:
-        raise ProblemError("unauthorized", "unknown or revoked API key", headers=challenge)
-    return tenant
-
-
-TenantDep = Annotated[Tenant, Depends(_tenant)]
 router = APIRouter()
-
-
-async def _json_body(request: Request) -> bytes:
-    """The raw body of a JSON request, at most ``MAX_BODY_BYTES`` of it."""
-    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    if media_type != "application/json" and not (
-        media_type.startswith("application/") and media_type.endswith("+json")
-    ):
-        raise ProblemError("unsupported_media_type", "send the body as application/json")
-    too_large = ProblemError(
-        "payload_too_large", f"the body may have at most {MAX_BODY_BYTES} bytes"
-    )
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise too_large
-    return bytes(body)
 
 
 def _accepted(response: AcceptedResponse, replayed: bool = False) -> JSONResponse:
@@ -133,7 +76,7 @@ def _accepted(response: AcceptedResponse, replayed: bool = False) -> JSONRespons
     "/v1/messages",
     status_code=202,
     response_model=AcceptedResponse,
-    responses=_problems(400, 401, 403, 409, 413, 415, 422, 503),
+    responses=problems(400, 401, 403, 409, 413, 415, 422, 503),
     openapi_extra=SEND_REQUEST_BODY,
     summary="Send a message (one per recipient)",
 )
@@ -146,7 +89,7 @@ async def send_message(
     """Accept a message for each recipient; answered once the broker holds them."""
     if idempotency_key is not None and (reason := check_idempotency_key(idempotency_key)):
         raise ProblemError("invalid_idempotency_key", reason)
-    parsed = parse_request(await _json_body(request), SendRequest)
+    parsed = parse_request(await json_body(request), SendRequest)
     if isinstance(parsed, list):
         raise ProblemError.of(parsed)
     async with gate.turn(LANE_RANK[requested_rank_lane(parsed)]):
@@ -191,7 +134,7 @@ class BatchResponse(BaseModel):
 @router.post(
     "/v1/messages/batch",
     response_model=BatchResponse,
-    responses=_problems(400, 401, 413, 415, 422, 503),
+    responses=problems(400, 401, 413, 415, 422, 503),
     summary="Send up to 500 messages; one result per message, in order",
 )
 async def send_batch(request: Request, ingest: IngestDep, tenant: TenantDep) -> BatchResponse:
@@ -200,7 +143,7 @@ async def send_batch(request: Request, ingest: IngestDep, tenant: TenantDep) -> 
     The answer is 200 with a result per request (202 with its ids, or its problem document);
     a request that fails leaves the others accepted. 503 only when nothing was published.
     """
-    parsed = parse_request(await _json_body(request), BatchRequest)
+    parsed = parse_request(await json_body(request), BatchRequest)
     if isinstance(parsed, list):
         raise ProblemError.of(parsed)
     results: list[BatchResult | None] = [None] * len(parsed.messages)
@@ -242,7 +185,7 @@ def _refusal(violations: list[Violation]) -> BatchResult:
 @router.get(
     "/v1/messages/{message_id}",
     response_model=MessageView,
-    responses=_problems(401, 404),
+    responses=problems(401, 404),
     summary="A message's status and timeline",
 )
 async def get_message(message_id: str, ingest: IngestDep, tenant: TenantDep) -> MessageView:
@@ -263,7 +206,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses=_problems(503), summary="The database and the broker answer")
+@router.get("/readyz", responses=problems(503), summary="The database and the broker answer")
 async def readyz(ingest: IngestDep) -> dict[str, str]:
     failing = []
     try:
