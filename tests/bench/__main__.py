@@ -19,6 +19,7 @@ from deploy.stack.profiles import BENCH
 from libs.settings import REPO_ROOT, Settings
 from tests.bench import report
 from tests.bench.baselines import kafka_awaited, smtp_blast
+from tests.bench.edge import edge
 from tests.bench.kafka_tools import kafka_tools
 from tests.bench.ledger import per_second, read_counters
 from tests.bench.load import Load
@@ -28,7 +29,7 @@ from tests.bench.scenarios import SCALABLE, critical, fairness, mixed, scale
 from tests.bench.sink import Sink
 from tests.bench.stack import bench_stack
 
-SCENARIOS = ("all", "baselines", "mixed", "scale", "fairness", "critical")
+SCENARIOS = ("all", "baselines", "edge", "mixed", "scale", "fairness", "critical")
 IDLE_SECONDS = 10.0
 """How long the idle stack's own CPU use and counters are sampled, before any load (long
 enough for PostgreSQL's statistics, which an idle backend reports within 10 s)."""
@@ -61,6 +62,15 @@ async def run(options: dict[str, Any]) -> dict[str, Any]:
             }
             if chosen in ("all", "baselines"):
                 results["baselines"] = await baselines(stack.settings, stack.sink, load, options)
+            if chosen in ("all", "edge"):
+                results["edge"] = await edge(
+                    stack,
+                    load,
+                    options["edge_batches"],
+                    options["edge_records"],
+                    options["single_rate"],
+                    options["search_rows"],
+                )
             if chosen in ("all", "mixed"):
                 results["mixed"] = await mixed(
                     stack,
@@ -136,6 +146,34 @@ async def baselines(
     default=100_000,
     show_default=True,
     help="Records of Kafka's ProducerPerformance and ConsumerPerformance baselines.",
+)
+@click.option(
+    "--edge-batches",
+    type=int,
+    default=20,
+    show_default=True,
+    help="Full batches (500 messages each) of the edge scenario's batch-endpoint phase.",
+)
+@click.option(
+    "--edge-records",
+    type=int,
+    default=20_000,
+    show_default=True,
+    help="Records the edge scenario produces to sendarix.send.requests.",
+)
+@click.option(
+    "--single-rate",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Single POST /v1/messages requests per second of the edge scenario (for 20 s).",
+)
+@click.option(
+    "--search-rows",
+    type=int,
+    default=1_000_000,
+    show_default=True,
+    help="Messages put in a tenant's log before its searches are timed (0: no search phase).",
 )
 @click.option(
     "--rate",

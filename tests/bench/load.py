@@ -192,9 +192,9 @@ class Load:
         """A send request of ``kind`` as it travels on the topic."""
         return json.dumps({**self.body(kind), "tenant_id": self.tenant.id}).encode()
 
-    async def get(self, path: str) -> dict[str, Any] | None:
+    async def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """A JSON answer of the gateway, as this tenant; None unless 200."""
-        answer = await self._gateway.get(path)
+        answer = await self._gateway.get(path, params=params)
         found: dict[str, Any] | None = answer.json() if answer.status_code == 200 else None
         return found
 

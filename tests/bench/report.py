@@ -33,6 +33,9 @@ CPU_GOAL_MS = 2.0
 OTP_P99_MS = 250
 DRAIN_PER_S = 300
 CLIENT_MS = 0.3
+BATCH_ACCEPT_PER_S = 2000
+TOPIC_ACCEPT_PER_S = 10_000
+SINGLE_P99_MS = 25
 """The issue's figures: end-to-end msg/s (floor, goal), the stack's CPU per delivered message
 (floor, goal), OTP p99 while a backlog drains at least so fast, and the load generator's own
 CPU per message (above it, the harness would be measuring itself)."""
@@ -200,12 +203,54 @@ def goals(results: dict[str, Any]) -> list[tuple[bool, str]]:
                 f" {allowance['allowed']}",
             ),
         ]
+    found += edge_goals(results.get("edge"))
     client = best.get("cpu_ms_per_message", {}).get(BENCH_CLIENT)
     if client is not None:
         found.append(
             (client <= CLIENT_MS, f"load generator <= {CLIENT_MS} ms CPU per message: {client}")
         )
     return found
+
+
+def edge_goals(edge: dict[str, Any] | None) -> list[tuple[bool, str]]:
+    """The edge's goals: accept rate of the batch endpoint and of the topic, single-send p99."""
+    if not edge:
+        return []
+    batch, topic = edge["batch"]["accepted_per_s"], edge["topic"]["accepted_per_s"]
+    single = edge["single"]
+    p99 = single["latency"].get("p99_ms")
+    return [
+        (batch >= BATCH_ACCEPT_PER_S, f"batch endpoint accepts >= {BATCH_ACCEPT_PER_S}/s: {batch}"),
+        (topic >= TOPIC_ACCEPT_PER_S, f"topic intake accepts >= {TOPIC_ACCEPT_PER_S}/s: {topic}"),
+        (
+            p99 is not None and p99 <= SINGLE_P99_MS,
+            f"single send p99 <= {SINGLE_P99_MS} ms at {single['offered_per_s']:g}/s: {p99} ms",
+        ),
+    ]
+
+
+def _edge(edge: dict[str, Any]) -> str:
+    """The edge scenario's figures: each door, single sends, searches."""
+    single = edge["single"]
+    lines = [
+        f"edge: batch endpoint {edge['batch']['accepted_per_s']} accepted/s"
+        f" ({edge['batch']['accepted']} in {edge['batch']['seconds']} s);"
+        f" topic {edge['topic']['accepted_per_s']} accepted/s ({edge['topic']['accepted']} in"
+        f" {edge['topic']['seconds']} s, all acknowledged by the broker after"
+        f" {edge['topic']['acknowledged_by_broker_s']} s); single sends at"
+        f" {single['offered_per_s']:g}/s: {_percentiles(single['latency'])} ms"
+        f" ({single['answered_202']}/{single['requests']} answered 202)"
+    ]
+    if search := edge.get("search"):
+        rows = [
+            [name, str(query["found_on_page"]), _percentiles(query["latency"])]
+            for name, query in search["queries"].items()
+        ]
+        lines.append(
+            f"search over {search['rows']:,} messages of one tenant (seeded in"
+            f" {search['seed_s']} s):\n" + _table(["query", "found on page", "p50/95/99 ms"], rows)
+        )
+    return "\n".join(lines)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -319,6 +364,8 @@ def text_report(results: dict[str, Any]) -> str:
         parts.append(_doors(mixed))
     if baselines := results.get("baselines"):
         parts.append(_baselines(baselines))
+    if edge := results.get("edge"):
+        parts.append(_edge(edge))
     if found_ratios := ratios(results):
         shares = ", ".join(f"{name} = {value:.1%}" for name, value in found_ratios.items())
         parts.append(f"ratios of '{best.get('name')}' to the baselines: {shares}")

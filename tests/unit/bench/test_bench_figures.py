@@ -6,6 +6,7 @@ from email import message_from_bytes
 
 from schemas.common import Lane
 from tests.bench.baselines import raw_message
+from tests.bench.edge import absolute_times
 from tests.bench.load import STICKY_RECORDS, Accepted, StickyPartitioner, batch_results
 from tests.bench.measure import (
     BENCH_CLIENT,
@@ -17,6 +18,7 @@ from tests.bench.measure import (
     percentile,
 )
 from tests.bench.plans import Entry, Kind, flood_plan, mixed_plan
+from tests.bench.report import edge_goals
 from tests.bench.sink import message_id_of
 
 SECOND = 1_000_000_000
@@ -166,3 +168,20 @@ def test_records_without_a_key_stick_to_one_partition_at_a_time() -> None:
     assert chosen[STICKY_RECORDS] != chosen[0]
     assert sorted(set(chosen)) == [0, 1, 2, 3]
     assert all(chosen.count(partition) == STICKY_RECORDS for partition in range(4))
+
+
+def test_edge_goals_compare_each_door_with_its_target() -> None:
+    edge = {
+        "batch": {"accepted_per_s": 2500.0},
+        "topic": {"accepted_per_s": 900.0},
+        "single": {"offered_per_s": 300.0, "latency": {"count": 10, "p99_ms": 30.0}},
+    }
+    met = [met for met, _ in edge_goals(edge)]
+    assert met == [True, False, False]
+    assert edge_goals(None) == []
+
+
+def test_search_times_are_made_absolute_and_other_parameters_kept() -> None:
+    params = absolute_times({"since": -3600, "status": "bounced"})
+    assert params["status"] == "bounced"
+    assert params["since"].endswith("Z") and "T" in params["since"]
