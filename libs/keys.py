@@ -78,6 +78,25 @@ class ApiKey:
         return Scope.ADMIN in self.settings.scopes and self.usable(now) and not self.expires_at
 
 
+def described(key: ApiKey) -> dict[str, Any]:
+    """A key as the admin API and the CLI show it: everything but its secret."""
+    settings = key.settings
+    return {
+        "id": key.id,
+        "name": settings.name,
+        "prefix": key.prefix,
+        "scopes": sorted(settings.scopes),
+        "domains": list(settings.domains) if settings.domains is not None else None,
+        "streams": list(settings.streams) if settings.streams is not None else None,
+        "rate_per_second": settings.rate_per_second,
+        "rate_burst": settings.rate_burst,
+        "created_at": key.created_at,
+        "last_used_at": key.last_used_at,
+        "expires_at": key.expires_at,
+        "revoked_at": key.revoked_at,
+    }
+
+
 class KeyConflict(Exception):
     """The change would leave the tenant in a state it did not mean to reach."""
 

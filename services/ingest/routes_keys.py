@@ -25,9 +25,8 @@ DomainName = Annotated[
     str,
     StringConstraints(
         strip_whitespace=True,
-        to_lower=True,
         max_length=253,
-        pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$",
+        pattern=r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9-]{2,63}$",
     ),
 ]
 KeyName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
@@ -106,21 +105,7 @@ class KeyView(BaseModel):
 
     @classmethod
     def of(cls, key: ApiKey) -> KeyView:
-        settings = key.settings
-        return cls(
-            id=key.id,
-            name=settings.name,
-            prefix=key.prefix,
-            scopes=sorted(settings.scopes),
-            domains=list(settings.domains) if settings.domains is not None else None,
-            streams=list(settings.streams) if settings.streams is not None else None,
-            rate_per_second=settings.rate_per_second,
-            rate_burst=settings.rate_burst,
-            created_at=key.created_at,
-            last_used_at=key.last_used_at,
-            expires_at=key.expires_at,
-            revoked_at=key.revoked_at,
-        )
+        return cls.model_validate(keys.described(key))
 
 
 class CreatedKey(KeyView):
