@@ -100,7 +100,9 @@ def tenant_create(
 )
 @click.option("--critical-rate", type=click.FloatRange(min=0), help="Critical-lane messages/s.")
 @click.option("--critical-burst", type=click.IntRange(min=0), help="Critical-lane burst.")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Send messages/s.")
+@click.option(
+    "--rate", type=click.FloatRange(min=0, max=1e6, min_open=True), help="Send messages/s."
+)
 @click.option("--burst", type=click.IntRange(min=1), help="Send burst (messages at once).")
 @pass_settings
 def tenant_limits(
@@ -182,7 +184,9 @@ tenant_option = click.option("--tenant", "tenant_id", required=True, help="The t
     type=click.Choice([s.value for s in Stream]),
     help="Restrict to a stream (repeat).",
 )
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Its own messages/s.")
+@click.option(
+    "--rate", type=click.FloatRange(min=0, max=1e6, min_open=True), help="Its own messages/s."
+)
 @click.option("--burst", type=click.IntRange(min=1), help="Its own burst.")
 @pass_settings
 def key_create(

@@ -29,7 +29,14 @@ DomainName = Annotated[
         pattern=r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9-]{2,63}$",
     ),
 ]
-KeyName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+KeyName = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$"
+    ),
+]
+MAX_RATE_PER_SECOND = 1_000_000.0
+MAX_BURST = 10_000_000
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
@@ -50,9 +57,9 @@ class KeyCreate(KeyRestrictions):
 
     name: KeyName
     scopes: list[Scope] = Field(min_length=1)
-    rate_per_second: float | None = Field(None, gt=0)
+    rate_per_second: float | None = Field(None, gt=0, le=MAX_RATE_PER_SECOND)
     """The key's own send rate (messages/s), within its tenant's; null: the tenant's only."""
-    rate_burst: int | None = Field(None, ge=1)
+    rate_burst: int | None = Field(None, ge=1, le=MAX_BURST)
     """How many messages it may send at once (default: one second's worth)."""
 
     def settings(self) -> KeySettings:
@@ -127,6 +134,25 @@ class KeyList(BaseModel):
     keys: list[KeyView]
 
 
+def _inlined(value: Any, definitions: dict[str, Any]) -> Any:
+    if isinstance(value, dict):
+        if "$ref" in value:
+            return _inlined(definitions[value["$ref"].rsplit("/", 1)[-1]], definitions)
+        return {k: _inlined(v, definitions) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_inlined(item, definitions) for item in value]
+    return value
+
+
+def json_body_doc(model: type[BaseModel], required: bool = True) -> dict[str, Any]:
+    """The OpenAPI request body of a route that parses ``model`` itself (definitions inlined,
+    so the document needs no components of its own for it)."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+    content = {"application/json": {"schema": _inlined(schema, definitions)}}
+    return {"requestBody": {"required": required, "content": content}}
+
+
 def _not_found(key_id: str) -> ProblemError:
     return ProblemError("not_found", f"no API key {key_id!r}")
 
@@ -148,6 +174,7 @@ async def list_keys(ingest: IngestDep, caller: AdminCaller) -> KeyList:
     response_model=CreatedKey,
     responses=problems(400, 401, 403, 415, 422),
     summary="Create a key (its secret is shown once)",
+    openapi_extra=json_body_doc(KeyCreate),
 )
 async def create_key(request: Request, ingest: IngestDep, caller: AdminCaller) -> CreatedKey:
     body = await parsed_body(request, KeyCreate)
@@ -168,6 +195,7 @@ async def get_key(key_id: str, ingest: IngestDep, caller: AdminCaller) -> KeyVie
     response_model=KeyView,
     responses=problems(400, 401, 403, 404, 409, 415, 422),
     summary="Rename a key, change its scopes or restrictions",
+    openapi_extra=json_body_doc(KeyPatch),
 )
 async def patch_key(
     key_id: str, request: Request, ingest: IngestDep, caller: AdminCaller
@@ -207,6 +235,7 @@ async def revoke_key(key_id: str, ingest: IngestDep, caller: AdminCaller) -> Key
     response_model=RotatedKey,
     responses=problems(400, 401, 403, 404, 409, 415, 422),
     summary="Replace a key's secret; the old one works for an overlap (default 24 h)",
+    openapi_extra=json_body_doc(Rotation, required=False),
 )
 async def rotate_key(
     key_id: str, request: Request, ingest: IngestDep, caller: AdminCaller
