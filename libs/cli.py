@@ -28,6 +28,7 @@ from schemas.common import Lane, Stream
 from schemas.events import EVENT_TYPE_PREFIX, DeliveryEvent
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 JAEGER_TIMEOUT_SECONDS = 3.0
 
 
@@ -61,6 +62,23 @@ def main(context: click.Context) -> None:
 
 
 pass_settings = click.make_pass_decorator(Settings)
+
+
+def send_rate_options(whose: str) -> Callable[[F], F]:
+    """``--rate`` and ``--burst``: a send rate limit (messages/s, and at once)."""
+
+    def decorate(command: F) -> F:
+        burst = click.option(
+            "--burst", type=click.IntRange(min=1), help=f"{whose} send burst (messages at once)."
+        )
+        rate = click.option(
+            "--rate",
+            type=click.FloatRange(min=0, max=1e6, min_open=True),
+            help=f"{whose} send rate (messages/s).",
+        )
+        return rate(burst(command))
+
+    return decorate
 
 
 @main.group()
@@ -100,10 +118,7 @@ def tenant_create(
 )
 @click.option("--critical-rate", type=click.FloatRange(min=0), help="Critical-lane messages/s.")
 @click.option("--critical-burst", type=click.IntRange(min=0), help="Critical-lane burst.")
-@click.option(
-    "--rate", type=click.FloatRange(min=0, max=1e6, min_open=True), help="Send messages/s."
-)
-@click.option("--burst", type=click.IntRange(min=1), help="Send burst (messages at once).")
+@send_rate_options("Its")
 @pass_settings
 def tenant_limits(
     settings: Settings,
@@ -184,10 +199,7 @@ tenant_option = click.option("--tenant", "tenant_id", required=True, help="The t
     type=click.Choice([s.value for s in Stream]),
     help="Restrict to a stream (repeat).",
 )
-@click.option(
-    "--rate", type=click.FloatRange(min=0, max=1e6, min_open=True), help="Its own messages/s."
-)
-@click.option("--burst", type=click.IntRange(min=1), help="Its own burst.")
+@send_rate_options("Its own")
 @pass_settings
 def key_create(
     settings: Settings,

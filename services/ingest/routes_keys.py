@@ -7,8 +7,9 @@ are ``libs.keys``'s, which ``sendarix key`` uses too.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -38,6 +39,7 @@ KeyName = Annotated[
 MAX_RATE_PER_SECOND = 1_000_000.0
 MAX_BURST = 10_000_000
 
+T = TypeVar("T")
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
 
@@ -153,12 +155,16 @@ def json_body_doc(model: type[BaseModel], required: bool = True) -> dict[str, An
     return {"requestBody": {"required": required, "content": content}}
 
 
-def _not_found(key_id: str) -> ProblemError:
-    return ProblemError("not_found", f"no API key {key_id!r}")
-
-
-def _conflict(error: KeyConflict) -> ProblemError:
-    return ProblemError(error.code, error.detail)
+async def _found(key_id: str, change: Awaitable[T | None]) -> T:
+    """What a look-up or change of one key returned: 404 when the tenant has no such key,
+    409 when the change was refused."""
+    try:
+        result = await change
+    except KeyConflict as error:
+        raise ProblemError(error.code, error.detail) from error
+    if result is None:
+        raise ProblemError("not_found", f"no API key {key_id!r}")
+    return result
 
 
 @router.get("", response_model=KeyList, responses=problems(401, 403), summary="List keys")
@@ -184,10 +190,7 @@ async def create_key(request: Request, ingest: IngestDep, caller: AdminCaller) -
 
 @router.get("/{key_id}", response_model=KeyView, responses=problems(401, 403, 404), summary="A key")
 async def get_key(key_id: str, ingest: IngestDep, caller: AdminCaller) -> KeyView:
-    key = await keys.get_key(ingest.pool, caller.tenant.id, key_id)
-    if key is None:
-        raise _not_found(key_id)
-    return KeyView.of(key)
+    return KeyView.of(await _found(key_id, keys.get_key(ingest.pool, caller.tenant.id, key_id)))
 
 
 @router.patch(
@@ -203,13 +206,8 @@ async def patch_key(
     """Applies within seconds on every ingest process; narrowing the tenant's last admin key
     is refused (409)."""
     body = await parsed_body(request, KeyPatch)
-    try:
-        key = await keys.update_key(ingest.pool, caller.tenant.id, key_id, body.changes())
-    except KeyConflict as error:
-        raise _conflict(error) from error
-    if key is None:
-        raise _not_found(key_id)
-    return KeyView.of(key)
+    change = keys.update_key(ingest.pool, caller.tenant.id, key_id, body.changes())
+    return KeyView.of(await _found(key_id, change))
 
 
 @router.delete(
@@ -220,13 +218,8 @@ async def patch_key(
 )
 async def revoke_key(key_id: str, ingest: IngestDep, caller: AdminCaller) -> KeyView:
     """Refused everywhere within seconds; the tenant's last admin key cannot go (409)."""
-    try:
-        key = await keys.revoke_key(ingest.pool, caller.tenant.id, key_id)
-    except KeyConflict as error:
-        raise _conflict(error) from error
-    if key is None:
-        raise _not_found(key_id)
-    return KeyView.of(key)
+    change = keys.revoke_key(ingest.pool, caller.tenant.id, key_id)
+    return KeyView.of(await _found(key_id, change))
 
 
 @router.post(
@@ -246,13 +239,8 @@ async def rotate_key(
     )
     body = await parsed_body(request, Rotation) if has_body else Rotation()
     overlap = timedelta(seconds=body.overlap_seconds)
-    try:
-        rotated = await keys.rotate_key(ingest.pool, caller.tenant.id, key_id, overlap)
-    except KeyConflict as error:
-        raise _conflict(error) from error
-    if rotated is None:
-        raise _not_found(key_id)
-    new, secret, old = rotated
+    change = keys.rotate_key(ingest.pool, caller.tenant.id, key_id, overlap)
+    new, secret, old = await _found(key_id, change)
     return RotatedKey(
         key=CreatedKey(**KeyView.of(new).model_dump(), secret=secret), previous=KeyView.of(old)
     )

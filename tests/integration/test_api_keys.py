@@ -22,23 +22,15 @@ from libs.tracing import setup_tracing
 from services.ingest.accept import Ingest
 from services.ingest.api import build_api
 from services.ingest.app import IngestService
+from tests.integration import test_ingest_http
 from tests.integration.test_cli import sendarix
-from tests.support import eventually, started
+from tests.support import eventually
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture(scope="module")
-async def service(settings: Settings) -> AsyncIterator[IngestService]:
-    async with started(IngestService(settings.model_copy(update={"http_port": 0}))) as running:
-        yield running
-
-
-@pytest.fixture
-async def client(service: IngestService) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=service.api)
-    async with httpx.AsyncClient(transport=transport, base_url="http://ingest.test") as http:
-        yield http
+service = test_ingest_http.service
+client = test_ingest_http.client
+"""The gateway of an ingest service of this module's own, as the HTTP tests have it."""
 
 
 @asynccontextmanager
