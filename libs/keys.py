@@ -291,11 +291,18 @@ async def rotate_key(
 ) -> tuple[ApiKey, str, ApiKey] | None:
     """Replace a usable key by a new one with the same settings: return the new key, its
     secret, and the old key, which keeps working for ``overlap`` (zero: not at all)."""
+    target = _uuid(key_id)
+    if target is None:
+        return None
     async with pool.acquire() as connection, connection.transaction():
-        old = await get_key(connection, tenant_id, key_id)
-        if old is None:
+        found = await connection.fetchrow(
+            "SELECT *, now() AS at FROM api_keys WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
+            target,
+            uuid.UUID(tenant_id),
+        )
+        if found is None:
             return None
-        now = await connection.fetchval("SELECT now()")
+        old, now = _api_key(found), found["at"]
         if not old.usable(now):
             raise KeyConflict("key_not_usable", "a revoked or expired key cannot be rotated")
         new, secret = await insert_key(connection, tenant_id, old.settings)
