@@ -210,28 +210,43 @@ def keeps_an_admin(keys: Sequence[ApiKey], changed: ApiKey, now: datetime) -> bo
     return not before or bool(after) or changed.lasting_admin(now)
 
 
+@dataclass(frozen=True)
+class _Locked:
+    """A key and its tenant's other keys, locked until the transaction ends."""
+
+    key: ApiKey
+    keys: list[ApiKey]
+    now: datetime
+
+
+async def _locked(connection: Database, tenant_id: str, key_id: str) -> _Locked | None:
+    """Lock a tenant's keys (in id order, so two writers never wait on each other in a circle)
+    and find one of them."""
+    target = _uuid(key_id)
+    if target is None:
+        return None
+    rows = await connection.fetch(
+        "SELECT *, now() AS at FROM api_keys WHERE tenant_id = $1 ORDER BY id FOR UPDATE",
+        uuid.UUID(tenant_id),
+    )
+    keys = [_api_key(row) for row in rows]
+    found = next((k for k in keys if k.id == str(target)), None)
+    return _Locked(found, keys, rows[0]["at"]) if found else None
+
+
 async def _change(
     pool: asyncpg.Pool, tenant_id: str, key_id: str, fields: dict[str, Any], revoke: bool = False
 ) -> ApiKey | None:
     """Set ``fields`` of a tenant's key (and revoke it) unless that takes its last admin key
     away."""
-    target = _uuid(key_id)
-    if target is None:
-        return None
     async with pool.acquire() as connection, connection.transaction():
-        rows = await connection.fetch(
-            "SELECT *, now() AS at FROM api_keys WHERE tenant_id = $1 ORDER BY id FOR UPDATE",
-            uuid.UUID(tenant_id),
-        )
-        keys = [_api_key(row) for row in rows]
-        current = next((k for k in keys if k.id == str(target)), None)
-        if current is None:
+        locked = await _locked(connection, tenant_id, key_id)
+        if locked is None:
             return None
-        now = rows[0]["at"]
         if revoke:
-            fields = fields | {"revoked_at": now}
-        changed = _with_fields(current, fields)
-        if not keeps_an_admin(keys, changed, now):
+            fields = fields | {"revoked_at": locked.now}
+        changed = _with_fields(locked.key, fields)
+        if not keeps_an_admin(locked.keys, changed, locked.now):
             raise KeyConflict(
                 "last_admin_key",
                 "this is the tenant's last admin key: create another admin key first",
@@ -239,7 +254,7 @@ async def _change(
         assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(fields, start=3))
         row = await connection.fetchrow(
             f"UPDATE api_keys SET {assignments} WHERE id = $1 AND tenant_id = $2 RETURNING *",
-            target,
+            uuid.UUID(locked.key.id),
             uuid.UUID(tenant_id),
             *fields.values(),
         )
@@ -291,18 +306,11 @@ async def rotate_key(
 ) -> tuple[ApiKey, str, ApiKey] | None:
     """Replace a usable key by a new one with the same settings: return the new key, its
     secret, and the old key, which keeps working for ``overlap`` (zero: not at all)."""
-    target = _uuid(key_id)
-    if target is None:
-        return None
     async with pool.acquire() as connection, connection.transaction():
-        found = await connection.fetchrow(
-            "SELECT *, now() AS at FROM api_keys WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
-            target,
-            uuid.UUID(tenant_id),
-        )
-        if found is None:
+        locked = await _locked(connection, tenant_id, key_id)
+        if locked is None:
             return None
-        old, now = _api_key(found), found["at"]
+        old, now = locked.key, locked.now
         if not old.usable(now):
             raise KeyConflict("key_not_usable", "a revoked or expired key cannot be rotated")
         new, secret = await insert_key(connection, tenant_id, old.settings)
