@@ -1,4 +1,4 @@
-"""``sendarix``: the admin CLI. Tenants, templates, suppressions, and a message's story.
+"""``sendarix``: the admin CLI. Tenants, API keys, templates, suppressions, a message's story.
 
 An operator's tool: it reads and writes the database directly (settings from ``SENDARIX_*``,
 defaulting to the ``make run`` stack) and asks Jaeger's query API for a message's spans.
@@ -10,6 +10,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,15 +18,17 @@ import asyncpg
 import click
 import httpx
 
+from libs import keys
 from libs.broker import ensure_topics
 from libs.database import apply_migrations, open_pool
 from libs.settings import Settings
 from libs.templates import DEFAULT_LOCALE, put_template
 from libs.tenants import create_tenant, set_limits, set_webhook
-from schemas.common import Lane
+from schemas.common import Lane, Stream
 from schemas.events import EVENT_TYPE_PREFIX, DeliveryEvent
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 JAEGER_TIMEOUT_SECONDS = 3.0
 
 
@@ -59,6 +62,23 @@ def main(context: click.Context) -> None:
 
 
 pass_settings = click.make_pass_decorator(Settings)
+
+
+def send_rate_options(whose: str) -> Callable[[F], F]:
+    """``--rate`` and ``--burst``: a send rate limit (messages/s, and at once)."""
+
+    def decorate(command: F) -> F:
+        burst = click.option(
+            "--burst", type=click.IntRange(min=1), help=f"{whose} send burst (messages at once)."
+        )
+        rate = click.option(
+            "--rate",
+            type=click.FloatRange(min=0, max=1e6, min_open=True),
+            help=f"{whose} send rate (messages/s).",
+        )
+        return rate(burst(command))
+
+    return decorate
 
 
 @main.group()
@@ -98,6 +118,7 @@ def tenant_create(
 )
 @click.option("--critical-rate", type=click.FloatRange(min=0), help="Critical-lane messages/s.")
 @click.option("--critical-burst", type=click.IntRange(min=0), help="Critical-lane burst.")
+@send_rate_options("Its")
 @pass_settings
 def tenant_limits(
     settings: Settings,
@@ -105,8 +126,11 @@ def tenant_limits(
     priority_ceiling: str | None,
     critical_rate: float | None,
     critical_burst: int | None,
+    rate: float | None,
+    burst: int | None,
 ) -> None:
-    """Set how far a tenant may raise priority and how fast it may use the critical lane.
+    """Set how far a tenant may raise priority, how fast it may use the critical lane and how
+    fast it may send (per ingest process; beyond it the gateway answers 429).
 
     Beyond its critical rate, a tenant's security mail still goes, in the high lane. Ingest
     applies a change within its tenant cache's lifetime (30 s).
@@ -120,6 +144,8 @@ def tenant_limits(
             Lane(priority_ceiling) if priority_ceiling else None,
             critical_rate,
             critical_burst,
+            rate,
+            burst,
         ),
     )
     if updated is None:
@@ -130,8 +156,115 @@ def tenant_limits(
             "priority_ceiling": updated.priority_ceiling.value,
             "critical_per_second": updated.critical_per_second,
             "critical_burst": updated.critical_burst,
+            "rate_per_second": updated.rate_per_second,
+            "rate_burst": updated.rate_burst,
         }
     )
+
+
+def _key_change(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable[T | None]]) -> T:
+    """Run a change of a key; a refusal (last admin key, unusable key) or no such key exits 1."""
+    try:
+        done = _with_pool(settings, work)
+    except keys.KeyConflict as error:
+        raise click.ClickException(f"{error.code}: {error.detail}") from None
+    if done is None:
+        raise click.ClickException("no such key for this tenant")
+    return done
+
+
+@main.group()
+def key() -> None:
+    """A tenant's API keys (the same operations as the /v1/keys admin API)."""
+
+
+tenant_option = click.option("--tenant", "tenant_id", required=True, help="The tenant's id.")
+
+
+@key.command("create")
+@tenant_option
+@click.option("--name", required=True, help="What the key is for.")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=click.Choice([s.value for s in keys.Scope]),
+    help="A scope (repeat; default: send).",
+)
+@click.option("--domain", "domains", multiple=True, help="Restrict to a sending domain (repeat).")
+@click.option(
+    "--stream",
+    "streams",
+    multiple=True,
+    type=click.Choice([s.value for s in Stream]),
+    help="Restrict to a stream (repeat).",
+)
+@send_rate_options("Its own")
+@pass_settings
+def key_create(
+    settings: Settings,
+    tenant_id: str,
+    name: str,
+    scopes: tuple[str, ...],
+    domains: tuple[str, ...],
+    streams: tuple[str, ...],
+    rate: float | None,
+    burst: int | None,
+) -> None:
+    """Create a key and print it with its secret (shown this once) as JSON."""
+    _uuid(tenant_id, "tenant")
+    wanted = keys.KeySettings(
+        name=name,
+        scopes=frozenset(keys.Scope(s) for s in scopes or ("send",)),
+        domains=keys.normalised_domains(domains) if domains else None,
+        streams=tuple(Stream(s) for s in dict.fromkeys(streams)) if streams else None,
+        rate_per_second=rate,
+        rate_burst=burst,
+    )
+    created, secret = _with_pool(settings, lambda pool: keys.insert_key(pool, tenant_id, wanted))
+    _print_json(keys.described(created) | {"secret": secret})
+
+
+@key.command("list")
+@tenant_option
+@pass_settings
+def key_list(settings: Settings, tenant_id: str) -> None:
+    """Print a tenant's keys (never their secrets) as JSON."""
+    _uuid(tenant_id, "tenant")
+    found = _with_pool(settings, lambda pool: keys.list_keys(pool, tenant_id))
+    _print_json([keys.described(k) for k in found])
+
+
+@key.command("revoke")
+@tenant_option
+@click.argument("key_id")
+@pass_settings
+def key_revoke(settings: Settings, tenant_id: str, key_id: str) -> None:
+    """Revoke a key: every ingest process refuses it within seconds."""
+    _uuid(tenant_id, "tenant")
+    revoked = _key_change(settings, lambda pool: keys.revoke_key(pool, tenant_id, key_id))
+    _print_json(keys.described(revoked))
+
+
+@key.command("rotate")
+@tenant_option
+@click.argument("key_id")
+@click.option(
+    "--overlap-seconds",
+    type=click.IntRange(min=0),
+    default=int(keys.DEFAULT_ROTATION_OVERLAP.total_seconds()),
+    show_default=True,
+    help="How long the old secret keeps working.",
+)
+@pass_settings
+def key_rotate(settings: Settings, tenant_id: str, key_id: str, overlap_seconds: int) -> None:
+    """Replace a key by a new one with the same settings; print it, its secret and the old key."""
+    _uuid(tenant_id, "tenant")
+    overlap = timedelta(seconds=overlap_seconds)
+    new, secret, old = _key_change(
+        settings, lambda pool: keys.rotate_key(pool, tenant_id, key_id, overlap)
+    )
+    _print_json({"key": keys.described(new) | {"secret": secret}, "previous": keys.described(old)})
 
 
 async def _message(

@@ -33,6 +33,7 @@ def event_data(spec: MessageSpec, service: str, **details: Any) -> EventData:
         template=spec.template,
         trace_id=spec.trace_id,
         service=service,
+        key_id=spec.key_id,
         **details,
     )
 

@@ -1,19 +1,33 @@
-"""Tenants, their API keys and webhook endpoints: read by ingest and webhook, written by the CLI."""
+"""Tenants and webhook endpoints, and who calls with a key: read by ingest and webhook, written
+by the CLI."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import hashlib
+import logging
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import asyncpg
 
 from libs.cache import TtlCache
+from libs.keys import (
+    ApiKey,
+    KeySettings,
+    hash_api_key,
+    insert_key,
+    key_by_secret,
+    mark_used,
+    normalised_domains,
+)
 from schemas.common import DEFAULT_PRIORITY_CEILING, Lane
 
-API_KEY_PREFIX = "sx_"
+log = logging.getLogger(__name__)
+
 WEBHOOK_SECRET_PREFIX = "whsec_"
 
 
@@ -32,16 +46,10 @@ class Tenant:
     critical_burst: int = 40
     """How many messages per second (and at once) of the tenant's security mail go in the
     critical lane; beyond that they go in ``high``, so no tenant's flood delays another's OTPs."""
-
-
-def hash_api_key(api_key: str) -> bytes:
-    """The stored form of an API key."""
-    return hashlib.sha256(api_key.encode()).digest()
-
-
-def new_api_key() -> str:
-    """A fresh random API key."""
-    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+    rate_per_second: float = 5000.0
+    rate_burst: int = 10000
+    """How many messages per second (and at once) the tenant may send through one ingest
+    process's HTTP gateway; beyond that it is answered 429."""
 
 
 def new_webhook_secret() -> str:
@@ -59,6 +67,8 @@ def _tenant(row: asyncpg.Record) -> Tenant:
         priority_ceiling=Lane(row["priority_ceiling"]),
         critical_per_second=row["critical_per_second"],
         critical_burst=row["critical_burst"],
+        rate_per_second=row["rate_per_second"],
+        rate_burst=row["rate_burst"],
     )
 
 
@@ -69,11 +79,11 @@ async def create_tenant(
     webhook_url: str | None = None,
     api_key: str | None = None,
 ) -> tuple[Tenant, str]:
-    """Create a tenant with one API key; return it and the key (shown once, stored hashed)."""
+    """Create a tenant with its first API key (every scope); return it and the key's secret
+    (shown once, stored hashed)."""
     tenant_id = str(uuid.uuid4())
-    key = api_key or new_api_key()
     secret = new_webhook_secret() if webhook_url else None
-    normalised = sorted({d.strip().lower() for d in domains if d.strip()})
+    normalised = list(normalised_domains(domains))
     async with pool.acquire() as connection, connection.transaction():
         await connection.execute(
             "INSERT INTO tenants (id, name, domains, webhook_url, webhook_secret)"
@@ -84,12 +94,7 @@ async def create_tenant(
             webhook_url,
             secret,
         )
-        await connection.execute(
-            "INSERT INTO api_keys (key_hash, prefix, tenant_id) VALUES ($1, $2, $3)",
-            hash_api_key(key),
-            key[:8],
-            uuid.UUID(tenant_id),
-        )
+        _, key = await insert_key(connection, tenant_id, KeySettings(), api_key)
     return Tenant(tenant_id, name, tuple(normalised), webhook_url, secret), key
 
 
@@ -113,27 +118,35 @@ async def set_limits(
     priority_ceiling: Lane | None = None,
     critical_per_second: float | None = None,
     critical_burst: int | None = None,
+    rate_per_second: float | None = None,
+    rate_burst: int | None = None,
 ) -> Tenant | None:
-    """Change how far a tenant may raise priority and its critical-lane rate (None: keep)."""
+    """Change how far a tenant may raise priority, its critical-lane rate and its send rate
+    (None: keep)."""
     if priority_ceiling is Lane.CRITICAL:
         raise ValueError("no tenant may ask for the critical lane: only security mail earns it")
     row = await pool.fetchrow(
         "UPDATE tenants SET priority_ceiling = coalesce($2, priority_ceiling),"
         " critical_per_second = coalesce($3, critical_per_second),"
-        " critical_burst = coalesce($4, critical_burst) WHERE id = $1 RETURNING *",
+        " critical_burst = coalesce($4, critical_burst),"
+        " rate_per_second = coalesce($5, rate_per_second),"
+        " rate_burst = coalesce($6, rate_burst) WHERE id = $1 RETURNING *",
         uuid.UUID(tenant_id),
         priority_ceiling.value if priority_ceiling else None,
         critical_per_second,
         critical_burst,
+        rate_per_second,
+        rate_burst,
     )
     return _tenant(row) if row else None
 
 
 async def tenant_by_api_key(pool: asyncpg.Pool, api_key: str) -> Tenant | None:
-    """The tenant an unrevoked API key belongs to."""
+    """The tenant a usable (unrevoked, unexpired) API key belongs to."""
     row = await pool.fetchrow(
         "SELECT t.* FROM api_keys k JOIN tenants t ON t.id = k.tenant_id"
-        " WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
+        " WHERE k.key_hash = $1 AND k.revoked_at IS NULL"
+        " AND (k.expires_at IS NULL OR k.expires_at > now())",
         hash_api_key(api_key),
     )
     return _tenant(row) if row else None
@@ -150,24 +163,76 @@ async def tenant_by_id(pool: asyncpg.Pool, tenant_id: str) -> Tenant | None:
 
 
 TENANT_TTL_SECONDS = 30.0
-"""How long a tenant is trusted from memory: a revoked key, a new domain or a new webhook
-endpoint applies this late."""
+"""How long a tenant is trusted from memory: a new domain, limit or webhook endpoint applies
+this late."""
+KEY_TTL_SECONDS = 2.0
+"""How long a key is trusted from memory: a revoked or narrowed key is refused by every ingest
+process within this time (plus a look-up)."""
+LAST_USED_EVERY_SECONDS = 60.0
+"""A key's ``last_used_at`` is written at most this often by one process."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: a tenant, through one of its keys."""
+
+    tenant: Tenant
+    key: ApiKey
 
 
 class TenantDirectory:
-    """Tenant look-ups made for every request or event, answered from memory when recent."""
+    """Tenant and key look-ups made for every request or event, answered from memory when
+    recent. It also notes when each key was last used, off the request's path."""
 
-    def __init__(self, pool: asyncpg.Pool, ttl: float = TENANT_TTL_SECONDS) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        ttl: float = TENANT_TTL_SECONDS,
+        key_ttl: float = KEY_TTL_SECONDS,
+    ) -> None:
         self._pool = pool
-        self._by_key: TtlCache[bytes, Tenant] = TtlCache(ttl)
+        self._keys: TtlCache[bytes, ApiKey] = TtlCache(key_ttl)
         self._by_id: TtlCache[str, Tenant] = TtlCache(ttl)
+        self._last_marked: dict[str, float] = {}
+        self._marking: set[asyncio.Task[None]] = set()
+
+    async def caller(self, api_key: str) -> Caller | None:
+        """The tenant and key of a usable API key (None: unknown, revoked or expired)."""
+        key = await self._keys.get(
+            hash_api_key(api_key), lambda: key_by_secret(self._pool, api_key)
+        )
+        if key is None or not key.usable(datetime.now(UTC)):
+            return None
+        tenant = await self.by_id(key.tenant_id)
+        if tenant is None:
+            return None
+        self._note_use(key.id)
+        return Caller(tenant, key)
 
     async def by_api_key(self, api_key: str) -> Tenant | None:
-        """The tenant of an unrevoked API key."""
-        return await self._by_key.get(
-            hash_api_key(api_key), lambda: tenant_by_api_key(self._pool, api_key)
-        )
+        """The tenant of a usable API key, for a door that has no use for the key itself."""
+        caller = await self.caller(api_key)
+        return caller.tenant if caller else None
 
     async def by_id(self, tenant_id: str) -> Tenant | None:
         """A tenant by id (None also for an id that is not a UUID)."""
         return await self._by_id.get(tenant_id, lambda: tenant_by_id(self._pool, tenant_id))
+
+    def _note_use(self, key_id: str) -> None:
+        """Write the key's ``last_used_at`` in the background, at most once a minute."""
+        moment = time.monotonic()
+        if (
+            moment - self._last_marked.get(key_id, -LAST_USED_EVERY_SECONDS)
+            < LAST_USED_EVERY_SECONDS
+        ):
+            return
+        self._last_marked[key_id] = moment
+        task = asyncio.create_task(self._mark(key_id))
+        self._marking.add(task)
+        task.add_done_callback(self._marking.discard)
+
+    async def _mark(self, key_id: str) -> None:
+        try:
+            await mark_used(self._pool, [key_id])
+        except Exception as error:  # a note for the admin: never worth failing anything
+            log.warning("could not note the use of key %s: %r", key_id, error)

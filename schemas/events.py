@@ -82,6 +82,8 @@ class EventData(Record):
     next_attempt_at: datetime | None = None
     trace_id: str
     service: str
+    key_id: str | None = None
+    """The API key that sent the message (None: it came through the topic)."""
 
 
 class DeliveryEvent(Record):

@@ -43,6 +43,8 @@ class MessageSpec(Record):
     headers: dict[str, str] = Field(default_factory=dict)
     attachments: list[Attachment] = Field(default_factory=list)
     send_at: datetime | None = None
+    key_id: str | None = None
+    """The API key that sent it (None: it came through the topic, which has no key)."""
 
 
 class PipelineRecord(Record):

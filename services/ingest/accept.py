@@ -25,6 +25,7 @@ from prometheus_client import Counter
 from libs.batch import URGENT_LANES, Outbox, Publication
 from libs.broker import Broker
 from libs.events import event_data
+from libs.keys import ApiKey
 from libs.settings import Settings
 from libs.templates import TemplateCatalogue
 from libs.tenants import Tenant, TenantDirectory
@@ -37,6 +38,8 @@ from schemas.send import AcceptedRecipient, AcceptedResponse, SendRequest
 from services.ingest import store
 from services.ingest.ids import keyed_message_ids
 from services.ingest.lanes import CriticalRateCap, choose_lane
+from services.ingest.limits import SendRateLimits
+from services.ingest.permission import key_refusal
 from services.ingest.validate import Addresses, Violation, check_request, request_fingerprint
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,7 @@ class Ingest:
     tenants: TenantDirectory
     templates: TemplateCatalogue
     critical_cap: CriticalRateCap
+    send_rates: SendRateLimits
 
     @classmethod
     def on(cls, settings: Settings, broker: Broker, pool: asyncpg.Pool) -> Ingest:
@@ -72,6 +76,7 @@ class Ingest:
             TenantDirectory(pool),
             TemplateCatalogue(pool),
             CriticalRateCap(),
+            SendRateLimits(),
         )
 
 
@@ -114,9 +119,11 @@ async def accept(
     message_ids: Sequence[str],
     trace: Context,
     key: str | None = None,
+    api_key: ApiKey | None = None,
 ) -> Outcome:
     """Accept ``request`` of ``tenant``: one message per recipient, under ``message_ids``
-    unless ``key`` (an idempotency key) fixes them.
+    unless ``key`` (an idempotency key) fixes them. ``api_key``, the caller's key (None on
+    the topic door), limits what may be sent and is recorded on every message.
 
     Raises only when nothing was published and it is worth a retry (the broker or the database
     is down): then nothing may be answered 202.
@@ -124,6 +131,8 @@ async def accept(
     checked = await _check(ingest, request, tenant)
     if not isinstance(checked, Addresses):
         return Refused(checked)
+    if refusal := key_refusal(api_key, checked.sender, request.stream):
+        return Refused([refusal])
     ids = list(message_ids)
     if key is not None:
         claimed = await _claim(ingest, tenant.id, key, request)
@@ -133,7 +142,8 @@ async def accept(
             return Replayed(claimed.replay)
         ids = claimed.message_ids
     choice = choose_lane(request, tenant, ingest.critical_cap)
-    specs = _specs(tenant, request, checked, ids, choice.lane, trace)
+    key_id = api_key.id if api_key else None
+    specs = _specs(tenant, request, checked, ids, choice.lane, trace, key_id)
     outbox = Outbox(ingest.settings.topic_prefix)
     for spec in specs:
         outbox.add(
@@ -164,6 +174,7 @@ def _specs(
     message_ids: list[str],
     lane: Lane,
     trace: Context,
+    key_id: str | None,
 ) -> list[MessageSpec]:
     """One message per recipient, as the rest of the pipeline will carry it."""
     accepted_at = datetime.now(UTC)
@@ -191,6 +202,7 @@ def _specs(
             headers=request.headers,
             attachments=request.attachments,
             send_at=request.send_at,
+            key_id=key_id,
         )
         for message_id, recipient in zip(message_ids, checked.recipients, strict=True)
     ]

@@ -24,20 +24,23 @@ from starlette.exceptions import HTTPException
 
 from libs.database import DATABASE_DOWN
 from libs.priority import LANE_RANK, gate
-from libs.tenants import Tenant
+from libs.tenants import Caller
 from schemas.send import AcceptedResponse, SendRequest
 from services.ingest import store
 from services.ingest.accept import Ingest, Outcome, Refused, Replayed, accept
 from services.ingest.http_deps import (
     COMPONENT_REF,
     IngestDep,
-    TenantDep,
+    ReadCaller,
+    SendCaller,
+    charge_send,
     json_body,
     problems,
 )
 from services.ingest.ids import fresh_message_ids
 from services.ingest.lanes import requested_rank_lane
 from services.ingest.problems import ProblemDocument, ProblemError
+from services.ingest.routes_keys import router as keys_router
 from services.ingest.validate import (
     Violation,
     check_idempotency_key,
@@ -76,14 +79,14 @@ def _accepted(response: AcceptedResponse, replayed: bool = False) -> JSONRespons
     "/v1/messages",
     status_code=202,
     response_model=AcceptedResponse,
-    responses=problems(400, 401, 403, 409, 413, 415, 422, 503),
+    responses=problems(400, 401, 403, 409, 413, 415, 422, 429, 503),
     openapi_extra=SEND_REQUEST_BODY,
     summary="Send a message (one per recipient)",
 )
 async def send_message(
     request: Request,
     ingest: IngestDep,
-    tenant: TenantDep,
+    caller: SendCaller,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
     """Accept a message for each recipient; answered once the broker holds them."""
@@ -92,20 +95,22 @@ async def send_message(
     parsed = parse_request(await json_body(request), SendRequest)
     if isinstance(parsed, list):
         raise ProblemError.of(parsed)
+    charge_send(ingest, caller, len(parsed.to))
     async with gate.turn(LANE_RANK[requested_rank_lane(parsed)]):
-        outcome = await _accept_or_unavailable(ingest, tenant, parsed, idempotency_key)
+        outcome = await _accept_or_unavailable(ingest, caller, parsed, idempotency_key)
     if isinstance(outcome, Refused):
         raise ProblemError.of(outcome.violations)
     return _accepted(outcome.response, replayed=isinstance(outcome, Replayed))
 
 
 async def _accept_or_unavailable(
-    ingest: Ingest, tenant: Tenant, parsed: SendRequest, key: str | None
+    ingest: Ingest, caller: Caller, parsed: SendRequest, key: str | None
 ) -> Outcome:
     """``accept``, with a broker or database that is down answered 503 (nothing was published)."""
     ids = fresh_message_ids(len(parsed.to))
+    trace = otel_context.get_current()
     try:
-        return await accept(ingest, tenant, parsed, ids, otel_context.get_current(), key)
+        return await accept(ingest, caller.tenant, parsed, ids, trace, key, caller.key)
     except (KafkaError, TimeoutError) as error:
         log.warning("the broker did not take %s: %r", ids, error)
         raise ProblemError.unavailable("the broker did not take the message; retry") from error
@@ -134,10 +139,10 @@ class BatchResponse(BaseModel):
 @router.post(
     "/v1/messages/batch",
     response_model=BatchResponse,
-    responses=problems(400, 401, 413, 415, 422, 503),
+    responses=problems(400, 401, 403, 413, 415, 422, 429, 503),
     summary="Send up to 500 messages; one result per message, in order",
 )
-async def send_batch(request: Request, ingest: IngestDep, tenant: TenantDep) -> BatchResponse:
+async def send_batch(request: Request, ingest: IngestDep, caller: SendCaller) -> BatchResponse:
     """Accept each request of the batch as ``POST /v1/messages`` would, all of them at once.
 
     The answer is 200 with a result per request (202 with its ids, or its problem document);
@@ -154,12 +159,13 @@ async def send_batch(request: Request, ingest: IngestDep, tenant: TenantDep) -> 
             results[index] = _refusal(item)
         else:
             acceptable.append((index, item))
+    charge_send(ingest, caller, sum(len(item.to) for _, item in acceptable))
     for first in range(0, len(acceptable), BATCH_CHUNK):
         chunk = acceptable[first : first + BATCH_CHUNK]
         rank = min(LANE_RANK[requested_rank_lane(item)] for _, item in chunk)
         async with gate.turn(rank):
             outcomes = await asyncio.gather(
-                *(_accept_in_batch(ingest, tenant, item) for _, item in chunk)
+                *(_accept_in_batch(ingest, caller, item) for _, item in chunk)
             )
         for (index, _), outcome in zip(chunk, outcomes, strict=True):
             results[index] = outcome
@@ -167,9 +173,9 @@ async def send_batch(request: Request, ingest: IngestDep, tenant: TenantDep) -> 
     return BatchResponse(results=[r for r in results if r is not None])
 
 
-async def _accept_in_batch(ingest: Ingest, tenant: Tenant, item: SendRequest) -> BatchResult:
+async def _accept_in_batch(ingest: Ingest, caller: Caller, item: SendRequest) -> BatchResult:
     try:
-        outcome = await _accept_or_unavailable(ingest, tenant, item, None)
+        outcome = await _accept_or_unavailable(ingest, caller, item, None)
     except ProblemError as problem:
         return BatchResult(status=problem.status, problem=problem.document())
     if isinstance(outcome, Refused):
@@ -185,17 +191,17 @@ def _refusal(violations: list[Violation]) -> BatchResult:
 @router.get(
     "/v1/messages/{message_id}",
     response_model=MessageView,
-    responses=problems(401, 404),
+    responses=problems(401, 403, 404),
     summary="A message's status and timeline",
 )
-async def get_message(message_id: str, ingest: IngestDep, tenant: TenantDep) -> MessageView:
+async def get_message(message_id: str, ingest: IngestDep, caller: ReadCaller) -> MessageView:
     """The message, if it is the caller's, with every event that happened to it."""
     not_found = ProblemError("not_found", f"no message {message_id!r}")
     try:
         uuid.UUID(message_id)
     except ValueError:
         raise not_found from None
-    found = await store.message(ingest.pool, tenant.id, message_id)
+    found = await store.message(ingest.pool, caller.tenant.id, message_id)
     if found is None:
         raise not_found
     return MessageView.of(*found)
@@ -265,6 +271,7 @@ def build_api(tracer_provider: TracerProvider) -> Gateway:
         description="Transactional email: send a message, follow it to the inbox.",
     )
     app.include_router(router)
+    app.include_router(keys_router)
 
     @app.exception_handler(ProblemError)
     async def problem(request: Request, error: ProblemError) -> Response:

@@ -5,19 +5,25 @@ Each group of routes lives in a module of its own and takes its dependencies fro
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from functools import cache
 from http import HTTPStatus
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 
+from libs.keys import Scope
 from libs.sendable import MAX_MESSAGE_BYTES
-from libs.tenants import Tenant
+from libs.tenants import Caller, Tenant
 from services.ingest.accept import Ingest
 from services.ingest.problems import PROBLEM_JSON, ProblemDocument, ProblemError
+from services.ingest.validate import parse_request
 
 MAX_BODY_BYTES = MAX_MESSAGE_BYTES
 COMPONENT_REF = "#/components/schemas/{model}"
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -43,20 +49,54 @@ IngestDep = Annotated[Ingest, Depends(_ingest)]
 _bearer = HTTPBearer(auto_error=False, description="The tenant's API key")
 
 
-async def _tenant(
+async def _caller(
     ingest: IngestDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Tenant:
+) -> Caller:
     challenge = {"WWW-Authenticate": "Bearer"}
     if credentials is None:
         raise ProblemError("unauthorized", "send Authorization: Bearer <key>", headers=challenge)
-    tenant = await ingest.tenants.by_api_key(credentials.credentials)
-    if tenant is None:
-        raise ProblemError("unauthorized", "unknown or revoked API key", headers=challenge)
-    return tenant
+    caller = await ingest.tenants.caller(credentials.credentials)
+    if caller is None:
+        raise ProblemError("unauthorized", "unknown, revoked or expired API key", headers=challenge)
+    return caller
+
+
+@cache
+def scoped(scope: Scope | str) -> Callable[..., Awaitable[Caller]]:
+    """A dependency that yields the caller if its key has ``scope`` (403 ``forbidden`` if not):
+    ``caller: Annotated[Caller, Depends(scoped("read"))]``."""
+    needed = Scope(scope)
+
+    async def caller_with_scope(caller: Annotated[Caller, Depends(_caller)]) -> Caller:
+        if needed not in caller.key.settings.scopes:
+            raise ProblemError("forbidden", f"this API key lacks the {needed.value!r} scope")
+        return caller
+
+    return caller_with_scope
+
+
+SendCaller = Annotated[Caller, Depends(scoped(Scope.SEND))]
+ReadCaller = Annotated[Caller, Depends(scoped(Scope.READ))]
+AdminCaller = Annotated[Caller, Depends(scoped(Scope.ADMIN))]
+
+
+async def _tenant(caller: Annotated[Caller, Depends(_caller)]) -> Tenant:
+    return caller.tenant
 
 
 TenantDep = Annotated[Tenant, Depends(_tenant)]
+"""The caller's tenant, whatever its key's scopes (prefer a scoped caller)."""
+
+
+def charge_send(ingest: Ingest, caller: Caller, messages: int) -> None:
+    """Spend ``messages`` of the caller's send rate, or answer 429 with ``Retry-After``."""
+    if wait := ingest.send_rates.retry_after(caller, messages):
+        raise ProblemError(
+            "rate_limited",
+            f"over the send rate of this tenant or key; retry in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
 
 
 async def json_body(request: Request) -> bytes:
@@ -78,3 +118,11 @@ async def json_body(request: Request) -> bytes:
         if len(body) > MAX_BODY_BYTES:
             raise too_large
     return bytes(body)
+
+
+async def parsed_body(request: Request, model: type[ModelT]) -> ModelT:
+    """The JSON body as ``model``, or a problem naming each bad field."""
+    parsed = parse_request(await json_body(request), model)
+    if isinstance(parsed, list):
+        raise ProblemError.of(parsed)
+    return parsed

@@ -9,12 +9,12 @@ labels a flood ``otp`` cannot delay another tenant's one-time codes.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from libs.tenants import Tenant
 from schemas.common import Lane, lane_for, natural_lane
 from schemas.send import SendRequest
+from services.ingest.buckets import Limit, TokenBuckets
 
 
 @dataclass(frozen=True)
@@ -25,31 +25,17 @@ class LaneChoice:
     reason: str
 
 
-@dataclass
-class _Bucket:
-    tokens: float
-    stamp: float
-
-
 class CriticalRateCap:
     """Per tenant, how many messages may still enter the critical lane right now."""
 
     def __init__(self) -> None:
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets = TokenBuckets()
 
     def admit(self, tenant: Tenant, count: int, now: float | None = None) -> bool:
-        """Take ``count`` messages' worth of the tenant's critical allowance, if it has it."""
-        moment = time.monotonic() if now is None else now
-        bucket = self._buckets.get(tenant.id)
-        if bucket is None:
-            bucket = self._buckets[tenant.id] = _Bucket(float(tenant.critical_burst), moment)
-        refill = (moment - bucket.stamp) * tenant.critical_per_second
-        bucket.tokens = min(float(tenant.critical_burst), bucket.tokens + refill)
-        bucket.stamp = moment
-        if bucket.tokens < count:
-            return False
-        bucket.tokens -= count
-        return True
+        """Take ``count`` messages' worth of the tenant's critical allowance, if it has it
+        (a request larger than the whole burst never has it)."""
+        limit = Limit(tenant.id, tenant.critical_per_second, tenant.critical_burst)
+        return count <= tenant.critical_burst and self._buckets.take([limit], count, now) == 0
 
 
 def choose_lane(

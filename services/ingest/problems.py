@@ -19,12 +19,17 @@ CODE_STATUS: dict[str, int] = {
     "too_deep": 400,
     "invalid_idempotency_key": 400,
     "unauthorized": 401,
+    "forbidden": 403,
     "sender_not_allowed": 403,
+    "key_not_permitted": 403,
     "not_found": 404,
     "method_not_allowed": 405,
     "idempotency_key_reused": 409,
+    "last_admin_key": 409,
+    "key_not_usable": 409,
     "payload_too_large": 413,
     "unsupported_media_type": 415,
+    "rate_limited": 429,
     "unavailable": 503,
     "not_ready": 503,
 }
@@ -66,6 +71,8 @@ class ProblemError(Exception):
         self.violations = tuple(violations)
         self.headers = dict(headers or {})
         self.status = status or CODE_STATUS.get(code, 422)
+        if self.status == HTTPStatus.SERVICE_UNAVAILABLE:
+            self.headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
 
     @classmethod
     def of(cls, violations: Sequence[Violation]) -> ProblemError:
@@ -76,8 +83,9 @@ class ProblemError(Exception):
 
     @classmethod
     def unavailable(cls, detail: str) -> ProblemError:
-        """The answer when a dependency (broker, database) cannot take the request now."""
-        return cls("unavailable", detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        """The answer when a dependency (broker, database) cannot take the request now (every
+        503 says when to retry)."""
+        return cls("unavailable", detail)
 
     def document(self) -> ProblemDocument:
         """The problem as its RFC 9457 document."""

@@ -113,7 +113,7 @@ async def locked_statuses(connection: Connection, message_ids: Sequence[str]) ->
     return {str(row["id"]): row["status"] for row in rows}
 
 
-FIRST_WINS = ("lane", "stream", "category", "sender", "recipient", "template")
+FIRST_WINS = ("lane", "stream", "category", "sender", "recipient", "template", "key_id")
 """Columns the first event that knows them fills; later events never change them."""
 LATEST_WINS = ("subject", "template_version", "route")
 """Columns that follow the message (rendered subject, template version, route taken)."""
@@ -136,6 +136,7 @@ def message_fields(event: DeliveryEvent) -> dict[str, Any]:
         "route": data.route.model_dump_json() if data.route else None,
         "tags": json.dumps(data.tags, ensure_ascii=False),
         "metadata": json.dumps(data.metadata, ensure_ascii=False),
+        "key_id": uuid.UUID(data.key_id) if data.key_id else None,
         "time": event.time,
     }
 
@@ -182,16 +183,17 @@ async def upsert_messages(connection: Connection, rows: Sequence[MessageRow]) ->
     await connection.execute(
         "INSERT INTO messages (id, tenant_id, trace_id, status, lane, stream, category, sender,"
         " recipient, subject, template, template_version, route, tags, metadata, accepted_at,"
-        " updated_at)"
+        " updated_at, key_id)"
         " SELECT m.id, m.tenant_id, m.trace_id, m.status, m.lane, m.stream, m.category,"
         " m.sender, m.recipient, m.subject, m.template, m.template_version, m.route::jsonb,"
         " ARRAY(SELECT jsonb_array_elements_text(m.tags::jsonb)), m.metadata::jsonb,"
-        " m.accepted_at, m.updated_at"
+        " m.accepted_at, m.updated_at, m.key_id"
         " FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],"
         " $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int[], $13::text[],"
-        " $14::text[], $15::text[], $16::timestamptz[], $17::timestamptz[])"
+        " $14::text[], $15::text[], $16::timestamptz[], $17::timestamptz[], $18::uuid[])"
         " AS m (id, tenant_id, trace_id, status, lane, stream, category, sender, recipient,"
-        " subject, template, template_version, route, tags, metadata, accepted_at, updated_at)"
+        " subject, template, template_version, route, tags, metadata, accepted_at, updated_at,"
+        " key_id)"
         " ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status,"
         " lane = coalesce(messages.lane, EXCLUDED.lane),"
         " stream = coalesce(messages.stream, EXCLUDED.stream),"
@@ -200,6 +202,7 @@ async def upsert_messages(connection: Connection, rows: Sequence[MessageRow]) ->
         " recipient = coalesce(messages.recipient, EXCLUDED.recipient),"
         " subject = coalesce(EXCLUDED.subject, messages.subject),"
         " template = coalesce(messages.template, EXCLUDED.template),"
+        " key_id = coalesce(messages.key_id, EXCLUDED.key_id),"
         " template_version = coalesce(EXCLUDED.template_version, messages.template_version),"
         " route = coalesce(EXCLUDED.route, messages.route),"
         " updated_at = greatest(messages.updated_at, EXCLUDED.updated_at)",
@@ -225,6 +228,7 @@ MESSAGE_COLUMNS = (
     "metadata",
     "accepted_at",
     "updated_at",
+    "key_id",
 )
 
 

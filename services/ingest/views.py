@@ -56,6 +56,8 @@ class MessageView(BaseModel):
     tags: list[str]
     metadata: dict[str, str]
     trace_id: str
+    key_id: str | None = None
+    """The API key that sent it (None: it came through the topic)."""
     accepted_at: datetime
     updated_at: datetime
     events: list[TimelineEntry]
@@ -77,6 +79,7 @@ class MessageView(BaseModel):
             tags=list(row["tags"]),
             metadata=row["metadata"],
             trace_id=row["trace_id"],
+            key_id=str(row["key_id"]) if row["key_id"] else None,
             accepted_at=row["accepted_at"],
             updated_at=row["updated_at"],
             events=[TimelineEntry.of(event) for event in events],

@@ -221,23 +221,26 @@ async def test_admin_commands(
     assert nobody.exit_code == 1
 
 
-async def test_tenant_limits_change_the_priority_ceiling_and_critical_rate(
+async def test_tenant_limits_change_the_priority_ceiling_critical_and_send_rates(
     settings: Settings, pool: asyncpg.Pool, tenant: tuple[Tenant, str]
 ) -> None:
     account, _ = tenant
     result = await sendarix(
         settings,
         "tenant", "limits", "--tenant", account.id,
-        "--priority-ceiling", "normal", "--critical-rate", "5",
+        "--priority-ceiling", "normal", "--critical-rate", "5", "--rate", "300",
     )  # fmt: skip
     assert json.loads(result.output) == {
         "tenant_id": account.id,
         "priority_ceiling": "normal",
         "critical_per_second": 5.0,
         "critical_burst": 40,
+        "rate_per_second": 300.0,
+        "rate_burst": 10000,
     }
     stored = await tenant_by_id(pool, account.id)
     assert stored is not None and stored.priority_ceiling.value == "normal"
+    assert stored.rate_per_second == 300.0
     refused = await asyncio.to_thread(
         CliRunner().invoke,
         main,
