@@ -63,6 +63,16 @@ STATUS_REPLY = {403: "550 5.7.1", 409: "554 5.6.0", 413: "552 5.3.4"}
 """The SMTP reply of a refusal, by the HTTP status of its first violation (else 554 5.6.0)."""
 
 
+class _QuietLoginData(logging.Filter):
+    """aiosmtpd 1.4 logs a deprecation warning of its own on every successful login."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "login_data is deprecated" not in record.getMessage()
+
+
+logging.getLogger("mail.log").addFilter(_QuietLoginData())
+
+
 def refusal_reply(violations: Sequence[Violation]) -> str:
     """One reply line refusing a message: the code, then each violation's code and pointer.
 
