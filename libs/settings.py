@@ -64,9 +64,14 @@ class Settings(BaseSettings):
     log_json: bool = True
 
     def as_env(self) -> dict[str, str]:
-        """These settings as ``SENDARIX_*`` variables, to hand to a child process."""
+        """These settings as ``SENDARIX_*`` variables, to hand to a child process (an unset
+        optional setting is left out: ``"None"`` would read back as a value)."""
         values = self.model_dump(mode="json")
-        return {f"SENDARIX_{name.upper()}": str(value) for name, value in values.items()}
+        return {
+            f"SENDARIX_{name.upper()}": str(value)
+            for name, value in values.items()
+            if value is not None
+        }
 
 
 @lru_cache(maxsize=1)

@@ -76,6 +76,8 @@ class IngestService:
             access_log=False,
         )
         self._sweeping = asyncio.create_task(self._sweep_keys(pool))
+        self._smtp = SmtpDoor(self._ingest)
+        await self._smtp.start()  # before the gateway: ready over HTTP means SMTP listens too
         self._server = _EmbeddedServer(config)
         self._serving = asyncio.create_task(self._server.serve())
         while not self._server.started:
@@ -83,8 +85,6 @@ class IngestService:
                 self._serving.result()
                 raise RuntimeError("the HTTP gateway stopped while starting")
             await asyncio.sleep(0.05)
-        self._smtp = SmtpDoor(self._ingest)
-        await self._smtp.start()
 
     @property
     def http_port(self) -> int:
