@@ -41,6 +41,9 @@ from services.ingest.validate import Violation
 
 log = logging.getLogger(__name__)
 
+MAX_DATA_LINE_BYTES = 64 * 1024
+"""Longer message lines than RFC 5322's 998 are taken: some mailers send HTML as one line, and
+the pipeline writes every message anew with lines of its own."""
 MAX_REPLY_CHARS = 400
 """An SMTP reply line is at most 512 octets (RFC 5321 4.5.3.1.5): room for code and CRLF."""
 FREE_AUTH_FAILURES = 3
@@ -55,6 +58,10 @@ REWORDED = {
     ),
     "552 Error: Too much mail data": "552 5.3.4 Message too big",
     "552 Error: message size exceeds fixed maximum message size": "552 5.3.4 Message too big",
+    "500 Error: strict ASCII mode": (
+        "553 5.6.7 Non-ASCII addresses need SMTPUTF8, which Sendarix does not offer"
+        " (write a domain in its xn-- form)"
+    ),
 }
 """aiosmtpd's own replies, as submission servers word them (RFC 3207, RFC 3463 codes)."""
 
@@ -160,8 +167,8 @@ class SubmissionHandler:
         read = await asyncio.to_thread(read_submission, data, recipients)
         if isinstance(read, list):
             return refusal_reply(read)
-        try:
-            outcome = await self._accept(tenant, read)
+        try:  # a client that hangs up meanwhile does not cut the accepting short
+            outcome = await asyncio.shield(self._accept(tenant, read))
         except (KafkaError, TimeoutError, *DATABASE_DOWN) as error:
             log.warning("could not accept a message of %s over SMTP: %r", tenant.id, error)
             return UNAVAILABLE
@@ -194,6 +201,8 @@ class SubmissionSMTP(SMTP):
     so ``_authenticate`` only hands the decoded credentials on, and ``auth_PLAIN``/``auth_LOGIN``
     check them before answering.
     """
+
+    line_length_limit = MAX_DATA_LINE_BYTES
 
     def __init__(self, handler: SubmissionHandler, failures: AuthFailures, **options: Any) -> None:
         super().__init__(handler, **options)

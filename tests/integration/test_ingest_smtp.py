@@ -177,6 +177,28 @@ async def test_html_text_and_an_attachment_are_carried(
     assert base64.b64decode(attachment.content) == pdf
 
 
+async def test_long_8bit_lines_are_taken(
+    service: IngestService, door_settings: Settings, tenant: tuple[Tenant, str]
+) -> None:
+    html = "<p>" + "Grüße " * 2000 + "</p>"  # one 14 kB line, as some mailers send HTML
+    data = (
+        "From: hello@mail.example.test\r\nSubject: long\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+        f"{html}\r\n"
+    ).encode()
+    [spec], _ = await accepted_specs(door_settings, tenant, data, ["jane@example.org"], service)
+    assert spec.html == html + "\n"
+
+
+async def test_a_non_ascii_address_needs_smtputf8_which_is_not_offered(
+    service: IngestService, tenant: tuple[Tenant, str]
+) -> None:
+    [_, (code, reply)] = await asyncio.to_thread(
+        dialogue, service.smtp_port, plain(tenant[1]), "MAIL FROM:<josé@example.test>".encode()
+    )
+    assert (code, reply[:5]) == (553, "5.6.7")
+
+
 async def test_inline_images_and_quoted_printable_latin1_bodies_are_read(
     service: IngestService, door_settings: Settings, tenant: tuple[Tenant, str]
 ) -> None:
@@ -243,8 +265,8 @@ async def test_auth_login_works_too(service: IngestService, tenant: tuple[Tenant
     assert code == 235
 
 
-def dialogue(port: int, *commands: str, tls: bool = True) -> list[tuple[int, str]]:
-    """EHLO (and STARTTLS), then each raw command: their replies."""
+def dialogue(port: int, *commands: str | bytes, tls: bool = True) -> list[tuple[int, str]]:
+    """EHLO (and STARTTLS), then each raw command (bytes: sent as they are): their replies."""
     with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
         smtp.ehlo()
         if tls:
@@ -252,7 +274,11 @@ def dialogue(port: int, *commands: str, tls: bool = True) -> list[tuple[int, str
             smtp.ehlo()
         replies = []
         for command in commands:
-            code, reply = smtp.docmd(command)
+            if isinstance(command, bytes):
+                smtp.send(command + b"\r\n")
+                code, reply = smtp.getreply()
+            else:
+                code, reply = smtp.docmd(command)
             replies.append((code, reply.decode()))
         return replies
 
