@@ -12,8 +12,11 @@ import pytest
 
 from libs.tenants import Tenant
 from tests.e2e.conftest import Topology
+from tests.support import eventually, jaeger_services
 
 pytestmark = pytest.mark.e2e
+
+PIPELINE = {"ingest", "render", "policy-check", "router", "sender"}
 
 
 def submit(port: int, api_key: str, mail: EmailMessage) -> tuple[int, str]:
@@ -56,3 +59,9 @@ async def test_a_message_submitted_over_smtp_is_delivered(
     assert delivered["To"][0]["Address"] == "new.user@example.com"
     assert delivered["Attachments"] == 1
     assert message_id in delivered["MessageID"]
+
+    async def whole_trace() -> set[str] | None:  # the submission's span starts the trace
+        services = await jaeger_services(topology.settings, shown["trace_id"])
+        return services if services and services >= PIPELINE else None
+
+    assert await eventually(whole_trace, timeout=30) >= PIPELINE
