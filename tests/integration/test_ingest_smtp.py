@@ -14,6 +14,7 @@ import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
@@ -377,6 +378,19 @@ async def test_an_invalid_message_is_refused_with_its_reasons(
     assert "\r" not in reply and "\n" not in reply
 
 
+@asynccontextmanager
+async def door_of(
+    service: IngestService, pool: asyncpg.Pool, settings: Settings
+) -> AsyncIterator[SmtpDoor]:
+    """A second door beside the service's, on settings of its own."""
+    door = SmtpDoor(Ingest.on(settings, service.broker, pool))
+    await door.start()
+    try:
+        yield door
+    finally:
+        await door.stop()
+
+
 async def test_a_message_the_broker_cannot_take_is_answered_451(
     service: IngestService,
     door_settings: Settings,
@@ -386,34 +400,25 @@ async def test_a_message_the_broker_cannot_take_is_answered_451(
 ) -> None:
     monkeypatch.setattr(accept_module, "PUBLISH_TIMEOUT_SECONDS", 1.0)
     nowhere = door_settings.model_copy(update={"topic_prefix": f"absent{uuid.uuid4().hex[:6]}."})
-    door = SmtpDoor(Ingest.on(nowhere, service.broker, pool))
-    await door.start()
-    try:
+    async with door_of(service, pool, nowhere) as door:
         code, reply = await submit(door, tenant, message())
-    finally:
-        await door.stop()
     assert (code, reply[:5]) == (451, "4.3.0")
 
 
 async def test_repeated_wrong_keys_are_answered_ever_more_slowly(
     service: IngestService, door_settings: Settings, pool: asyncpg.Pool
 ) -> None:
-    door = SmtpDoor(Ingest.on(door_settings, service.broker, pool))
-    await door.start()
-
-    def guesses() -> list[float]:
+    def guesses(port: int) -> list[float]:
         took = []
         for _ in range(5):
             started_at = time.monotonic()
-            [(code, _)] = dialogue(door.port, plain("sx_guess"))
+            [(code, _)] = dialogue(port, plain("sx_guess"))
             assert code == 535
             took.append(time.monotonic() - started_at)
         return took
 
-    try:
-        took = await asyncio.to_thread(guesses)
-    finally:
-        await door.stop()
+    async with door_of(service, pool, door_settings) as door:  # failures of its own
+        took = await asyncio.to_thread(guesses, door.port)
     assert max(took[:3]) < 1.0
     assert took[3] >= 1.0 and took[4] >= 2.0
 
@@ -421,32 +426,25 @@ async def test_repeated_wrong_keys_are_answered_ever_more_slowly(
 async def test_an_idle_client_is_disconnected(
     service: IngestService, door_settings: Settings, pool: asyncpg.Pool
 ) -> None:
-    idle = door_settings.model_copy(update={"smtp_submission_idle_seconds": 0.5})
-    door = SmtpDoor(Ingest.on(idle, service.broker, pool))
-    await door.start()
-
-    def wait_idle() -> None:
-        with smtplib.SMTP("127.0.0.1", door.port, timeout=10) as smtp:
+    def wait_idle(port: int) -> None:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
             smtp.ehlo()
             time.sleep(1.5)
             with pytest.raises(smtplib.SMTPServerDisconnected):
                 smtp.noop()
 
-    try:
-        await asyncio.to_thread(wait_idle)
-    finally:
-        await door.stop()
+    idle = door_settings.model_copy(update={"smtp_submission_idle_seconds": 0.5})
+    async with door_of(service, pool, idle) as door:
+        await asyncio.to_thread(wait_idle, door.port)
 
 
 async def test_the_generated_certificate_is_kept_and_reused(
-    service: IngestService, door_settings: Settings
+    service: IngestService, door_settings: Settings, pool: asyncpg.Pool
 ) -> None:
     cert = Path(door_settings.smtp_submission_tls_dir) / "smtp-submission.crt"
     first = cert.read_bytes()
-    door = SmtpDoor(service.ingest)
-    await door.start()
-    await door.stop()
-    assert cert.read_bytes() == first
+    async with door_of(service, pool, door_settings):
+        assert cert.read_bytes() == first
 
 
 @pytest.mark.skipif(shutil.which("swaks") is None, reason="the stack installs swaks with apt")
