@@ -46,6 +46,8 @@ MAX_DATA_LINE_BYTES = 64 * 1024
 the pipeline writes every message anew with lines of its own."""
 MAX_REPLY_CHARS = 400
 """An SMTP reply line is at most 512 octets (RFC 5321 4.5.3.1.5): room for code and CRLF."""
+IDS_PER_LINE = 8
+"""Message ids per line of a 250 reply: 8 UUIDs keep a line far below 512 octets."""
 FREE_AUTH_FAILURES = 3
 AUTH_DELAY_STEP_SECONDS = 1.0
 MAX_AUTH_DELAY_SECONDS = 5.0
@@ -66,7 +68,7 @@ REWORDED = {
 """aiosmtpd's own replies, as submission servers word them (RFC 3207, RFC 3463 codes)."""
 
 UNAVAILABLE = "451 4.3.0 Sendarix cannot take the message now; try again later"
-STATUS_REPLY = {403: "550 5.7.1", 409: "554 5.6.0", 413: "552 5.3.4"}
+STATUS_REPLY = {403: "550 5.7.1", 413: "552 5.3.4"}
 """The SMTP reply of a refusal, by the HTTP status of its first violation (else 554 5.6.0)."""
 
 
@@ -93,6 +95,15 @@ def refusal_reply(violations: Sequence[Violation]) -> str:
     if len(text) > MAX_REPLY_CHARS:
         text = text[: MAX_REPLY_CHARS - 3] + "..."
     return f"{prefix} {text}"
+
+
+def accepted_reply(message_ids: Sequence[str]) -> str:
+    """``250 2.0.0 OK`` and the message ids, one per recipient, a few per reply line."""
+    lines = [
+        "2.0.0 OK " + " ".join(message_ids[first : first + IDS_PER_LINE])
+        for first in range(0, len(message_ids), IDS_PER_LINE)
+    ]
+    return "\r\n".join([*(f"250-{line}" for line in lines[:-1]), f"250 {lines[-1]}"])
 
 
 def auth_delay(failures: int) -> float:
@@ -177,8 +188,7 @@ class SubmissionHandler:
             return UNAVAILABLE
         if isinstance(outcome, Refused):
             return refusal_reply(outcome.violations)
-        ids = " ".join(message.id for message in outcome.response.messages)
-        return f"250 2.0.0 OK {ids}"
+        return accepted_reply([message.id for message in outcome.response.messages])
 
     async def _accept(self, tenant: Tenant, submission: Submission) -> Outcome:
         request = submission.request

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import uuid
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from services.ingest.smtp_door import (
     MAX_REPLY_CHARS,
     AuthFailures,
+    accepted_reply,
     auth_delay,
     refusal_reply,
 )
@@ -230,6 +232,15 @@ def test_refusal_replies_name_the_code_and_the_violations_on_one_ascii_line() ->
     assert refusal_reply([Violation("idempotency_key_reused", "", "x")]).startswith("554 5.6.0 ")
     long = refusal_reply([Violation("invalid_request", f"/to/{n}", "bad " * 20) for n in range(50)])
     assert len(long) <= MAX_REPLY_CHARS + 10 and long.endswith("...")
+
+
+def test_accepted_replies_list_every_id_on_short_lines() -> None:
+    assert accepted_reply(["a"]) == "250 2.0.0 OK a"
+    ids = [str(uuid.uuid4()) for _ in range(50)]
+    lines = accepted_reply(ids).split("\r\n")
+    assert all(len(line) < 512 for line in lines)
+    assert [line[:4] for line in lines] == ["250-"] * (len(lines) - 1) + ["250 "]
+    assert [word for line in lines for word in line[4:].split()[2:]] == ids
 
 
 def test_failed_logins_are_answered_later_the_more_there_were() -> None:
