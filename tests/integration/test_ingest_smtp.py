@@ -45,7 +45,6 @@ def door_settings(settings: Settings, tmp_path_factory: pytest.TempPathFactory) 
     return settings.model_copy(
         update={
             "http_port": 0,
-            "smtp_submission_port": 0,
             "smtp_submission_tls_dir": tmp_path_factory.mktemp("tls"),
         }
     )
