@@ -124,11 +124,13 @@ async def serve_platform(profile: Profile) -> None:
     supervisor = Supervisor(profile.state_dir / "logs")
     pipeline: list[str] = []
     try:
-        if listening(profile.http_port):
-            raise StartupError(
-                f"something already listens on 127.0.0.1:{profile.http_port}, the gateway's port"
-                " (is `make run` running elsewhere?)"
-            )
+        doors = ((profile.http_port, "gateway"), (profile.smtp_submission_port, "SMTP door"))
+        for port, whose in doors:
+            if listening(port):
+                raise StartupError(
+                    f"something already listens on 127.0.0.1:{port}, the {whose}'s port"
+                    " (is `make run` running elsewhere?)"
+                )
         await asyncio.to_thread(tools.install_all)
         await start_infra(profile, supervisor)
         settings = profile.settings()
