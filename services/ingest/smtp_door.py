@@ -51,6 +51,10 @@ IDS_PER_LINE = 8
 FREE_AUTH_FAILURES = 3
 AUTH_DELAY_STEP_SECONDS = 1.0
 MAX_AUTH_DELAY_SECONDS = 5.0
+AUTH_PER_SESSION = 3
+"""AUTH commands one connection may send: a client with the right key needs one, so a fourth is
+answered ``421 4.7.0`` and the connection closed (a guesser must reconnect, and wait)."""
+UNLIMITED = 2**31
 AUTH_FAILURE_MEMORY_SECONDS = 900.0
 """How long a client address's failed logins count against it."""
 
@@ -290,6 +294,7 @@ class SmtpDoor:
                 auth_required=True,
                 auth_require_tls=True,
                 timeout=settings.smtp_submission_idle_seconds,
+                command_call_limit={"AUTH": AUTH_PER_SESSION, "*": UNLIMITED},
                 loop=loop,
             )
 

@@ -422,6 +422,15 @@ async def test_repeated_wrong_keys_are_answered_ever_more_slowly(
     assert took[3] >= 1.0 and took[4] >= 2.0
 
 
+async def test_a_connection_may_try_three_logins(
+    service: IngestService, door_settings: Settings, pool: asyncpg.Pool
+) -> None:
+    async with door_of(service, pool, door_settings) as door:
+        replies = await asyncio.to_thread(dialogue, door.port, *[plain("sx_guess")] * 4)
+    assert [code for code, _ in replies] == [535, 535, 535, 421]
+    assert replies[3][1].startswith("4.7.0")
+
+
 async def test_an_idle_client_is_disconnected(
     service: IngestService, door_settings: Settings, pool: asyncpg.Pool
 ) -> None:
