@@ -41,8 +41,11 @@ def server_context(settings: Settings) -> ssl.SSLContext:
 
 def certificate_files(settings: Settings) -> tuple[Path, Path]:
     """The certificate and key files: from settings, else the generated pair (made if needed)."""
-    if settings.smtp_submission_cert_file and settings.smtp_submission_key_file:
-        return settings.smtp_submission_cert_file, settings.smtp_submission_key_file
+    cert_file, key_file = settings.smtp_submission_cert_file, settings.smtp_submission_key_file
+    if cert_file and key_file:
+        return cert_file, key_file
+    if cert_file or key_file:
+        raise ValueError("set both smtp_submission_cert_file and smtp_submission_key_file")
     folder = settings.smtp_submission_tls_dir
     cert, key = folder / CERT_NAME, folder / KEY_NAME
     if not (cert.exists() and key.exists() and _still_valid(cert)):

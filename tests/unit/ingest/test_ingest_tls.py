@@ -17,6 +17,8 @@ def test_a_configured_certificate_is_used_as_it_is(tmp_path: Path) -> None:
     cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
     settings = Settings(smtp_submission_cert_file=cert, smtp_submission_key_file=key)
     assert tls.certificate_files(settings) == (cert, key)
+    with pytest.raises(ValueError, match="set both"):
+        tls.certificate_files(Settings(smtp_submission_cert_file=cert))
 
 
 def test_a_certificate_is_generated_once_for_loopback_and_reused(tmp_path: Path) -> None:
