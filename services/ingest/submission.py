@@ -116,7 +116,7 @@ def _request_body(
         "from": sender,
         "to": _unique(recipients),
         "reply_to": reply_to,
-        "subject": str(message["Subject"]) if "Subject" in message else None,
+        "subject": _unescaped(str(message["Subject"])) if "Subject" in message else None,
         "text": _text_of(text),
         "html": _text_of(html),
         "headers": headers,
@@ -140,7 +140,13 @@ def _one_mailbox(message: EmailMessage, header: str, field: str) -> str | Violat
     address: Address = addresses[0]
     if not address.addr_spec or "@" not in address.addr_spec:
         return Violation("invalid_address", pointer(field), f"{header}: no address in it")
-    return str(address)
+    return _unescaped(str(address))
+
+
+def _unescaped(value: str) -> str:
+    """Header text as UTF-8: raw 8-bit bytes in a header (sent by 8BITMIME clients) reach us
+    surrogate-escaped in address headers; they are read as UTF-8, anything else as U+FFFD."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _unique(recipients: Sequence[str]) -> list[str]:
@@ -158,7 +164,7 @@ def _headers(message: EmailMessage) -> tuple[dict[str, str], dict[str, Any], lis
     faults: list[Violation] = []
     for name in dict.fromkeys(message.keys()):  # each name once, in order
         lowered = name.lower()
-        values = [str(value) for value in message.get_all(name) or []]
+        values = [_unescaped(str(value)) for value in message.get_all(name) or []]
         if lowered in STRUCTURAL_HEADERS or lowered in TRACE_HEADERS:
             continue
         if len(values) > 1:
@@ -236,7 +242,7 @@ def _attachment(part: MIMEPart, index: int) -> dict[str, str]:
     else:
         decoded = part.get_payload(decode=True)
         data = decoded if isinstance(decoded, bytes) else b""
-    filename = part.get_filename() or f"part-{index + 1}{_extension(content_type)}"
+    filename = _unescaped(part.get_filename() or f"part-{index + 1}{_extension(content_type)}")
     return {
         "filename": filename,
         "content": base64.b64encode(data).decode("ascii"),

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from libs.sendable import parse_mailbox
 from services.ingest.smtp_door import (
     MAX_REPLY_CHARS,
     AuthFailures,
@@ -252,3 +253,32 @@ def test_failed_logins_are_answered_later_the_more_there_were() -> None:
     assert failures.add("10.0.0.1") == 1
     forgetful = AuthFailures(memory=0.0)
     assert [forgetful.add("10.0.0.1") for _ in range(3)] == [1, 1, 1]
+
+
+def test_raw_utf8_headers_of_an_8bit_client_are_read() -> None:
+    raw = "From: Zoë <zoe@example.test>\r\nSubject: café ☕\r\n\r\nhi\r\n".encode()
+    request = read(raw).request
+    assert (request.sender, request.subject) == ("Zoë <zoe@example.test>", "café ☕")
+
+
+def test_an_unknown_charset_is_refused_with_the_reason() -> None:
+    raw = (
+        b"From: a@example.test\r\nSubject: x\r\n"
+        b"Content-Type: text/plain; charset=x-martian\r\n\r\nhi\r\n"
+    )
+    [violation] = refused(raw)
+    assert violation.code == "invalid_message" and "x-martian" in violation.detail
+
+
+def test_raw_8bit_names_of_other_charsets_become_replacement_characters() -> None:
+    raw = b"From: Zo\xeb <zoe@example.test>\r\nSubject: caf\xe9\r\nX-Note: \xe9t\xe9\r\n\r\nhi\r\n"
+    request = read(raw).request
+    assert request.sender == "Zo\ufffd <zoe@example.test>"
+    assert request.subject is not None and "\udce9" not in request.subject
+    assert request.headers == {"X-Note": "\ufffdt\ufffd"}
+
+
+def test_a_quoted_display_name_keeps_its_comma() -> None:
+    raw = b'From: "Doe, John" <john@example.test>\r\nSubject: x\r\n\r\nhi\r\n'
+    sender = parse_mailbox(read(raw).request.sender)
+    assert (sender.name, sender.address) == ("Doe, John", "john@example.test")
