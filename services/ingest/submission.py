@@ -14,7 +14,8 @@ How a message becomes a request:
   address); ``reply_to`` is the ``Reply-To:`` header (one mailbox);
 - ``subject``, and the first ``text/plain`` and ``text/html`` bodies (decoded from their
   charset and transfer encoding); every other leaf part — attached files, inline images of a
-  ``multipart/related``, embedded messages — becomes an attachment;
+  ``multipart/related`` (kept inline with their ``Content-ID``, so ``cid:`` links work),
+  embedded messages — becomes an attachment;
 - ``X-Sendarix-*`` headers carry what the HTTP body has as fields (see ``CONTROL_HEADERS``,
   ``X-Sendarix-Tags: a, b`` and ``X-Sendarix-Metadata-<key>: value``, keys lower-cased since
   header names are case-insensitive); ``X-Sendarix-Idempotency-Key`` is the idempotency key (a
@@ -123,7 +124,7 @@ def _request_body(
         "attachments": [_attachment(part, index) for index, part in enumerate(files)],
         **control,
     }
-    if damaged := _damage(message, text, html, files):
+    if damaged := _damage(message, text, html, [part for part, _ in files]):
         return damaged, None
     key = body.pop("idempotency_key", None)
     return {name: value for name, value in body.items() if value is not None}, key
@@ -221,20 +222,35 @@ def _damage(
     ]
 
 
-def _files(message: MIMEPart, bodies: set[int]) -> Iterator[MIMEPart]:
+File = tuple[MIMEPart, bool]
+"""A leaf part to attach, and whether it is a part of a ``multipart/related``."""
+
+
+def _files(message: MIMEPart, bodies: set[int], related: bool = False) -> Iterator[File]:
     """Every leaf part that is not one of the chosen bodies, depth first, in order.
 
     ``multipart/*`` is walked into; an embedded ``message/rfc822`` is one file.
     """
     if message.get_content_maintype() == "multipart":
+        inside = related or message.get_content_subtype() == "related"
         for part in message.iter_parts():
-            yield from _files(part, bodies)
+            yield from _files(part, bodies, inside)
     elif id(message) not in bodies:
-        yield message
+        yield message, related
 
 
-def _attachment(part: MIMEPart, index: int) -> dict[str, str]:
-    """One file as a request attachment: its name (or a made-up one), base64 bytes, type."""
+def _inline_id(part: MIMEPart, related: bool) -> str | None:
+    """The Content-ID of an inline part of a ``multipart/related`` (an image the html shows)."""
+    content_id = part.get("Content-ID")
+    if not related or content_id is None or part.get_content_disposition() == "attachment":
+        return None
+    return str(content_id).strip().removeprefix("<").removesuffix(">").strip() or None
+
+
+def _attachment(file: File, index: int) -> dict[str, str]:
+    """One file as a request attachment: its name (or a made-up one), base64 bytes, type, and
+    Content-ID when it is inline."""
+    part, related = file
     content_type = part.get_content_type()
     if part.get_content_maintype() == "message":
         inner = part.get_payload(0)
@@ -243,11 +259,14 @@ def _attachment(part: MIMEPart, index: int) -> dict[str, str]:
         decoded = part.get_payload(decode=True)
         data = decoded if isinstance(decoded, bytes) else b""
     filename = _unescaped(part.get_filename() or f"part-{index + 1}{_extension(content_type)}")
-    return {
+    attachment = {
         "filename": filename,
         "content": base64.b64encode(data).decode("ascii"),
         "content_type": content_type,
     }
+    if content_id := _inline_id(part, related):
+        attachment["content_id"] = content_id
+    return attachment
 
 
 def _extension(content_type: str) -> str:

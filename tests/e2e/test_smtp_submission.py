@@ -8,6 +8,7 @@ import ssl
 import uuid
 from email.message import EmailMessage
 
+import httpx
 import pytest
 
 from libs.tenants import Tenant
@@ -43,7 +44,10 @@ async def test_a_message_submitted_over_smtp_is_delivered(
     mail["Subject"] = subject
     mail["X-Sendarix-Category"] = "notification"
     mail.set_content("Welcome aboard")
-    mail.add_alternative("<p>Welcome <b>aboard</b></p>", subtype="html")
+    mail.add_alternative('<p>Welcome <img src="cid:logo@acme"></p>', subtype="html")
+    html = mail.get_body(("html",))
+    assert isinstance(html, EmailMessage)
+    html.add_related(b"\x89PNG", maintype="image", subtype="png", cid="<logo@acme>")
     mail.add_attachment(b"a,b\n1,2\n", maintype="text", subtype="csv", filename="data.csv")
 
     port = topology.settings.smtp_submission_port
@@ -59,6 +63,12 @@ async def test_a_message_submitted_over_smtp_is_delivered(
     assert delivered["To"][0]["Address"] == "new.user@example.com"
     assert delivered["Attachments"] == 1
     assert message_id in delivered["MessageID"]
+    async with httpx.AsyncClient(timeout=5) as client:
+        answer = await client.get(
+            f"{topology.settings.mailpit_ui_url}/api/v1/message/{delivered['ID']}"
+        )
+    [logo] = answer.json()["Inline"]
+    assert (logo["ContentID"], logo["ContentType"]) == ("logo@acme", "image/png")
 
     async def whole_trace() -> set[str] | None:  # the submission's span starts the trace
         services = await jaeger_services(topology.settings, shown["trace_id"])

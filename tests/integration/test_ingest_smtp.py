@@ -211,7 +211,7 @@ async def test_inline_images_and_quoted_printable_latin1_bodies_are_read(
     assert spec.text == "Prix: 10 €, café\n"
     assert spec.html == '<img src="cid:logo@acme">\n'
     [image] = spec.attachments
-    assert image.content_type == "image/png"
+    assert (image.content_type, image.content_id) == ("image/png", "logo@acme")
     assert base64.b64decode(image.content) == b"\x89PNG fake"
 
 

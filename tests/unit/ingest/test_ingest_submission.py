@@ -72,9 +72,9 @@ def test_alternative_related_and_mixed_parts_become_bodies_and_attachments() -> 
     message.add_attachment(b"%PDF", maintype="application", subtype="pdf", filename="a.pdf")
     request = read(message).request
     assert (request.text, request.html) == ("text body\n", '<img src="cid:logo">\n')
-    assert [(a.filename, a.content_type) for a in request.attachments] == [
-        ("part-1.png", "image/png"),
-        ("a.pdf", "application/pdf"),
+    assert [(a.filename, a.content_type, a.content_id) for a in request.attachments] == [
+        ("part-1.png", "image/png", "logo"),
+        ("a.pdf", "application/pdf", None),
     ]
     assert [base64.b64decode(a.content) for a in request.attachments] == [b"PNG", b"%PDF"]
 
