@@ -163,8 +163,12 @@ def _headers(message: EmailMessage) -> tuple[dict[str, str], dict[str, Any], lis
     custom: dict[str, str] = {}
     control: dict[str, Any] = {}
     faults: list[Violation] = []
-    for name in dict.fromkeys(message.keys()):  # each name once, in order
+    seen: set[str] = set()
+    for name in message:  # header names, in order
         lowered = name.lower()
+        if lowered in seen:  # get_all below has every value of the name, whatever its case
+            continue
+        seen.add(lowered)
         values = [_unescaped(str(value)) for value in message.get_all(name) or []]
         if lowered in STRUCTURAL_HEADERS or lowered in TRACE_HEADERS:
             continue
