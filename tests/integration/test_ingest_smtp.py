@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from libs.database import open_pool
 from libs.sendable import MAX_MESSAGE_BYTES
 from libs.settings import Settings
 from libs.tenants import Tenant
@@ -402,6 +403,16 @@ async def test_a_message_the_broker_cannot_take_is_answered_451(
     async with door_of(service, pool, nowhere) as door:
         code, reply = await submit(door, tenant, message())
     assert (code, reply[:5]) == (451, "4.3.0")
+
+
+async def test_a_login_the_database_cannot_check_is_a_temporary_failure(
+    service: IngestService, door_settings: Settings, tenant: tuple[Tenant, str]
+) -> None:
+    closed = await open_pool(door_settings, size=1)
+    await closed.close()
+    async with door_of(service, closed, door_settings) as door:
+        [(code, reply)] = await asyncio.to_thread(dialogue, door.port, plain(tenant[1]))
+    assert (code, reply[:5]) == (454, "4.7.0")
 
 
 async def test_repeated_wrong_keys_are_answered_ever_more_slowly(
