@@ -25,6 +25,16 @@ class Settings(BaseSettings):
     http_port: int = 8080
     public_url: str = "http://127.0.0.1:8080"
 
+    smtp_submission_host: str = "127.0.0.1"
+    smtp_submission_port: int = 1587
+    smtp_submission_cert_file: Path | None = None
+    smtp_submission_key_file: Path | None = None
+    """The SMTP door's STARTTLS certificate chain and key (PEM); when unset, a self-signed
+    certificate is generated once into ``smtp_submission_tls_dir`` and reused."""
+    smtp_submission_tls_dir: Path = REPO_ROOT / ".state" / "tls"
+    smtp_submission_idle_seconds: float = 300.0
+    """An SMTP client silent this long is disconnected (RFC 5321 4.5.3.2 suggests 5 minutes)."""
+
     otlp_endpoint: str = "http://127.0.0.1:4318"
     tracing_enabled: bool = True
     jaeger_ui_url: str = "http://127.0.0.1:16686"
@@ -54,9 +64,14 @@ class Settings(BaseSettings):
     log_json: bool = True
 
     def as_env(self) -> dict[str, str]:
-        """These settings as ``SENDARIX_*`` variables, to hand to a child process."""
+        """These settings as ``SENDARIX_*`` variables, to hand to a child process (an unset
+        optional setting is left out: ``"None"`` would read back as a value)."""
         values = self.model_dump(mode="json")
-        return {f"SENDARIX_{name.upper()}": str(value) for name, value in values.items()}
+        return {
+            f"SENDARIX_{name.upper()}": str(value)
+            for name, value in values.items()
+            if value is not None
+        }
 
 
 @lru_cache(maxsize=1)

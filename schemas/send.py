@@ -36,12 +36,21 @@ STRUCTURAL_HEADERS = frozenset(
 """Headers Sendarix writes itself (lower-case); a request may not set them in ``headers``."""
 
 
+CONTENT_ID = r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]{1,250}$"
+"""A Content-ID without its angle brackets: msg-id characters, nothing that could end it."""
+
+
 class Attachment(Record):
-    """A file attached to the message; ``content`` is base64."""
+    """A file attached to the message; ``content`` is base64.
+
+    With ``content_id`` it is an inline part instead (an image the html shows as
+    ``<img src="cid:CONTENT_ID">``), sent beside the bodies in ``multipart/related``.
+    """
 
     filename: Annotated[str, Field(min_length=1, max_length=255)]
     content: Annotated[str, Field(min_length=1)]
     content_type: str = "application/octet-stream"
+    content_id: Annotated[str, Field(pattern=CONTENT_ID)] | None = None
 
 
 class SendRequest(Record):

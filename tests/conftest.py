@@ -51,6 +51,7 @@ async def settings(infra: None) -> Settings:
         smtp_timeout_seconds=3.0,
         webhook_retry_base_seconds=0.1,
         log_json=False,
+        smtp_submission_port=0,  # an in-process ingest's SMTP door on a free port of its own
     )
     await apply_migrations(result.database_url)
     await ensure_topics(result)

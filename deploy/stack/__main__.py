@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from deploy.stack import tools
 from deploy.stack.console import say
 from deploy.stack.containers import docker_answers
 from deploy.stack.infra import install_missing
@@ -59,6 +60,7 @@ def install(profile_name: str) -> None:
     silently inside pytest's session fixture.
     """
     profile = PROFILES[profile_name]
+    tools.swaks()  # a client, not infrastructure: the SMTP door's tests use it too
     if docker_answers():
         say("a Docker engine answers: the infrastructure will run in containers")
         return

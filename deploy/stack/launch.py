@@ -68,7 +68,12 @@ def banner(profile: Profile, api_key: str) -> str:
         f'{{"from":"Sendarix Dev <login@{DEV_DOMAIN}>","to":"you@example.com",'
         '"template":"otp","data":{"code":"123456","app":"Sendarix"},"category":"otp"}'
     )
-    rows = [("HTTP gateway", f"{gateway}  (API docs: {gateway}/docs)"), *endpoints(profile)]
+    smtp = f"127.0.0.1:{profile.smtp_submission_port}"
+    rows = [
+        ("HTTP gateway", f"{gateway}  (API docs: {gateway}/docs)"),
+        ("SMTP submission", f"{smtp}  (STARTTLS, AUTH PLAIN/LOGIN, password = the API key)"),
+        *endpoints(profile),
+    ]
     rows += [
         ("Dev API key", api_key),
         ("Logs", str((profile.state_dir / "logs").relative_to(REPO_ROOT)) + "/"),
@@ -85,6 +90,12 @@ def banner(profile: Profile, api_key: str) -> str:
         f"     -H {shlex.quote(f'Authorization: Bearer {api_key}')} \\",
         "     -H 'Content-Type: application/json' \\",
         f"     -d {shlex.quote(body)}",
+        "",
+        " Or send over SMTP (any user name; the certificate is self-signed):",
+        f"   swaks --server {smtp} --tls --auth PLAIN --auth-user apikey \\",
+        f"     --auth-password {shlex.quote(api_key)} \\",
+        f"     --from login@{DEV_DOMAIN} --to you@example.com \\",
+        "     --header 'Subject: Hello over SMTP' --body 'Sent through the SMTP door.'",
         "",
         " Then, with the id it returns:",
         "   .venv/bin/sendarix message show ID    # status and timeline",
@@ -113,11 +124,13 @@ async def serve_platform(profile: Profile) -> None:
     supervisor = Supervisor(profile.state_dir / "logs")
     pipeline: list[str] = []
     try:
-        if listening(profile.http_port):
-            raise StartupError(
-                f"something already listens on 127.0.0.1:{profile.http_port}, the gateway's port"
-                " (is `make run` running elsewhere?)"
-            )
+        doors = ((profile.http_port, "gateway"), (profile.smtp_submission_port, "SMTP door"))
+        for port, whose in doors:
+            if listening(port):
+                raise StartupError(
+                    f"something already listens on 127.0.0.1:{port}, the {whose}'s port"
+                    " (is `make run` running elsewhere?)"
+                )
         await asyncio.to_thread(tools.install_all)
         await start_infra(profile, supervisor)
         settings = profile.settings()

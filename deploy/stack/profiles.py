@@ -31,6 +31,7 @@ class Profile:
     mailpit_ui_port: int
     simulator_port: int
     http_port: int
+    smtp_submission_port: int
     durable: bool = True
     """Whether the database flushes to disk; the test stack trades that for speed."""
 
@@ -56,6 +57,8 @@ class Profile:
             "simulator_log": self.state_dir / "run" / "simulator.jsonl",
             "http_port": self.http_port,
             "public_url": f"http://127.0.0.1:{self.http_port}",
+            "smtp_submission_port": self.smtp_submission_port,
+            "smtp_submission_tls_dir": self.state_dir / "tls",
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]
@@ -75,6 +78,7 @@ DEV = Profile(
     mailpit_ui_port=8025,
     simulator_port=2525,
     http_port=8080,
+    smtp_submission_port=1587,
 )
 
 TEST = Profile(
@@ -91,6 +95,7 @@ TEST = Profile(
     mailpit_ui_port=18025,
     simulator_port=12525,
     http_port=18080,
+    smtp_submission_port=11587,
     durable=False,
 )
 
@@ -108,6 +113,7 @@ CHAOS = Profile(
     mailpit_ui_port=28025,
     simulator_port=22525,
     http_port=28080,
+    smtp_submission_port=21587,
 )
 """``make chaos``: a broker and database of its own (+20000 from ``dev``) that it may restart."""
 
@@ -125,6 +131,7 @@ BENCH = Profile(
     mailpit_ui_port=31825,
     simulator_port=31525,
     http_port=31080,
+    smtp_submission_port=31587,
     durable=False,
 )
 """``make bench``: ports of its own in 31xxx, below Linux's ephemeral range (32768 and up), where

@@ -1,4 +1,5 @@
-"""Installs what the local stack runs: PostgreSQL, the Kafka broker, Mailpit and Jaeger.
+"""Installs what the local stack runs: PostgreSQL, the Kafka broker, Mailpit and Jaeger (and
+swaks, the SMTP client the ``make run`` banner shows).
 
 Every installer is idempotent and returns at once when its result is there. Builds go to the
 user cache (``$XDG_CACHE_HOME/sendarix``), which survives fresh clones on the same machine; a
@@ -182,8 +183,24 @@ def jaeger_binary() -> Path:
     )
 
 
+def swaks() -> Path | None:
+    """swaks, to try the SMTP submission door from a shell: installed with apt-get when it is
+    missing and we can, else None — nothing needs it, so its absence only drops a hint."""
+    found = shutil.which("swaks")
+    if _can_apt() and (found is None or not _swaks_has_tls()):
+        _apt_install("swaks", "libnet-ssleay-perl")  # swaks only recommends its TLS module
+        found = shutil.which("swaks")
+    return Path(found) if found else None
+
+
+def _swaks_has_tls() -> bool:
+    probe = ["perl", "-MNet::SSLeay", "-e1"]
+    return subprocess.run(probe, capture_output=True, check=False).returncode == 0
+
+
 def install_all() -> None:
     """Install everything the local stack runs (a no-op when it is all there already)."""
+    swaks()
     postgres_bin()
     kafka_jars()
     mailpit_binary()

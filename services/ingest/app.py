@@ -1,4 +1,5 @@
-"""ingest's wiring: the HTTP gateway, the intake of ``send.requests`` and the event recorder."""
+"""ingest's wiring: the HTTP gateway, the SMTP submission door, the intake of ``send.requests``
+and the event recorder."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from services.ingest.accept import SERVICE, Ingest
 from services.ingest.api import build_api
 from services.ingest.intake import Parsed, subscribe_intake, take_in
 from services.ingest.recorder import record_all
+from services.ingest.smtp_door import SmtpDoor
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 class IngestService:
-    """Takes send requests in through HTTP and the topic; keeps the message log."""
+    """Takes send requests in through HTTP, SMTP and the topic; keeps the message log."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -46,6 +48,7 @@ class IngestService:
         self.api = build_api(setup_tracing(SERVICE, settings))
         self._ingest: Ingest | None = None
         self._server: _EmbeddedServer | None = None
+        self._smtp: SmtpDoor | None = None
         self._serving: asyncio.Task[None] | None = None
         self._sweeping: asyncio.Task[None] | None = None
         subscribe_intake(self.broker, settings, self._take_in)
@@ -73,6 +76,8 @@ class IngestService:
             access_log=False,
         )
         self._sweeping = asyncio.create_task(self._sweep_keys(pool))
+        self._smtp = SmtpDoor(self._ingest)
+        await self._smtp.start()  # before the gateway: ready over HTTP means SMTP listens too
         self._server = _EmbeddedServer(config)
         self._serving = asyncio.create_task(self._server.serve())
         while not self._server.started:
@@ -88,7 +93,15 @@ class IngestService:
         port: int = self._server.servers[0].sockets[0].getsockname()[1]
         return port
 
+    @property
+    def smtp_port(self) -> int:
+        """The port the SMTP submission door listens on."""
+        assert self._smtp is not None
+        return self._smtp.port
+
     async def stop(self) -> None:
+        if self._smtp is not None:
+            await self._smtp.stop()
         if self._server is not None and self._serving is not None:
             self._server.should_exit = True
             await self._serving

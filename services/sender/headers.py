@@ -106,8 +106,8 @@ def _encoded_words(text: str, header: str) -> list[str]:
     return words
 
 
-def disposition_words(filename: str) -> list[str]:
-    """``attachment; filename=...``: quoted when short plain ASCII, else RFC 2231.
+def disposition_words(filename: str, disposition: str = "attachment") -> list[str]:
+    """``attachment; filename=...`` (or ``inline``): quoted when short plain ASCII, else RFC 2231.
 
     RFC 2231 values are percent-encoded UTF-8, split into numbered sections that fold.
     """
@@ -116,13 +116,13 @@ def disposition_words(filename: str) -> list[str]:
         and "=?" not in filename
         and len(filename) <= QUOTED_MAX_CHARS
     ):
-        return ["attachment;", f'filename="{filename}"']
+        return [f"{disposition};", f'filename="{filename}"']
     sections = _PERCENT_RUN.findall(quote(filename, safe=""))
     if len(sections) == 1:
-        return ["attachment;", f"filename*=utf-8''{sections[0]}"]
+        return [f"{disposition};", f"filename*=utf-8''{sections[0]}"]
     last = len(sections) - 1
     return [
-        "attachment;",
+        f"{disposition};",
         f"filename*0*=utf-8''{sections[0]};",
         *(f"filename*{index}*={section};" for index, section in enumerate(sections[1:-1], 1)),
         f"filename*{last}*={sections[last]}",

@@ -86,8 +86,12 @@ def build_message(job: DeliveryJob) -> bytes | Problem:
     if isinstance(files, Problem):
         return files
     body = _body(job.content, spec.message_id)
-    if files:
-        body = _multipart("mixed", _boundary(spec.message_id, 0), [body, *files])
+    inline = [part for a, part in zip(spec.attachments, files, strict=True) if a.content_id]
+    attached = [part for a, part in zip(spec.attachments, files, strict=True) if not a.content_id]
+    if inline:
+        body = _multipart("related", _boundary(spec.message_id, 2), [body, *inline])
+    if attached:
+        body = _multipart("mixed", _boundary(spec.message_id, 0), [body, *attached])
     return _headers(spec, job.content.subject).encode("ascii") + body
 
 
@@ -154,7 +158,8 @@ def _text_part(text: str, subtype: str) -> bytes:
 
 
 def _attachment_parts(attachments: Sequence[Attachment]) -> list[bytes] | Problem:
-    """Each attachment as a base64 part, or the problem with the first one that is not base64."""
+    """Each attachment as a base64 part (inline ones with their Content-ID), or the problem with
+    the first one that is not base64."""
     parts: list[bytes] = []
     for index, attachment in enumerate(attachments):
         try:
@@ -166,9 +171,14 @@ def _attachment_parts(attachments: Sequence[Attachment]) -> list[bytes] | Proble
                 pointers=(f"/attachments/{index}/content",),
             )
         maintype, subtype = attachment_type(attachment.content_type)
-        disposition = header_field("Content-Disposition", disposition_words(attachment.filename))
+        kind, content_id = "attachment", ""
+        if attachment.content_id is not None:
+            kind, content_id = "inline", f"Content-ID: <{attachment.content_id}>\r\n"
+        disposition = header_field(
+            "Content-Disposition", disposition_words(attachment.filename, kind)
+        )
         head = (
-            f"Content-Type: {maintype}/{subtype}\r\n{disposition}"
+            f"Content-Type: {maintype}/{subtype}\r\n{disposition}{content_id}"
             "Content-Transfer-Encoding: base64\r\n\r\n"
         )
         parts.append(head.encode() + base64.encodebytes(data).replace(b"\n", b"\r\n"))

@@ -90,6 +90,7 @@ async def topology(settings: Settings) -> AsyncIterator[Topology]:
             "topic_prefix": f"e{run_id}.",
             "simulator_log": TEST.state_dir / "run" / f"simulator-{run_id}.jsonl",
             "log_json": True,
+            "smtp_submission_port": TEST.smtp_submission_port,
         }
     )
     await ensure_topics(run_settings)

@@ -102,6 +102,7 @@ def test_the_host_sees_the_ports_of_make_run() -> None:
 
     assert {
         DEV.http_port,
+        DEV.smtp_submission_port,
         DEV.kafka_port,
         DEV.postgres_port,
         DEV.jaeger_ui_port,

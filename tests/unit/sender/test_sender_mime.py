@@ -189,6 +189,28 @@ def test_attachments_are_decoded_and_attached() -> None:
     ]
 
 
+def test_inline_parts_go_beside_the_bodies_in_multipart_related() -> None:
+    logo = Attachment(
+        filename="logo.png",
+        content=base64.b64encode(b"PNG").decode(),
+        content_type="image/png",
+        content_id="logo@acme",
+    )
+    notes = Attachment(filename="notes.txt", content=base64.b64encode(b"hello").decode())
+    message = wire(build_message(delivery_job(attachments=[logo, notes])))
+    assert message.get_content_type() == "multipart/mixed"
+    related, attached = message.iter_parts()
+    assert related.get_content_type() == "multipart/related"
+    body, image = related.iter_parts()
+    assert body.get_content_type() == "multipart/alternative"
+    assert (image["Content-ID"], image.get_content_disposition()) == ("<logo@acme>", "inline")
+    assert image.get_content() == b"PNG"
+    assert (attached.get_filename(), attached.get_content_disposition()) == (
+        "notes.txt",
+        "attachment",
+    )
+
+
 @pytest.mark.parametrize(
     "filename",
     [
