@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from libs.events import TENANT_HEADER, TYPE_HEADER, header
 from libs.topics import EVENTS, public_topic
@@ -58,18 +58,16 @@ async def topic_accept(
     """Produce ``count`` records as fast as the producer goes; the time until the intake has
     reported the last of them ``accepted``."""
     consumer = AIOKafkaConsumer(
+        public_topic(EVENTS, stack.settings.topic_prefix),
         bootstrap_servers=stack.settings.kafka_bootstrap,
         enable_auto_commit=False,
         group_id=None,
+        auto_offset_reset="latest",
         fetch_max_wait_ms=100,
     )
     await consumer.start()
     try:
-        topic = public_topic(EVENTS, stack.settings.topic_prefix)
-        await consumer.topics()  # fresh metadata: the run's topics were just made
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(partitions)
-        await consumer.seek_to_end(*partitions)
+        partitions = list(consumer.assignment())
         for partition in partitions:  # fix the start before the first record is produced
             await consumer.position(partition)
         started = time.monotonic()
