@@ -209,11 +209,6 @@ class TenantDirectory:
         self._note_use(key.id)
         return Caller(tenant, key)
 
-    async def by_api_key(self, api_key: str) -> Tenant | None:
-        """The tenant of a usable API key, for a door that has no use for the key itself."""
-        caller = await self.caller(api_key)
-        return caller.tenant if caller else None
-
     async def by_id(self, tenant_id: str) -> Tenant | None:
         """A tenant by id (None also for an id that is not a UUID)."""
         return await self._by_id.get(tenant_id, lambda: tenant_by_id(self._pool, tenant_id))

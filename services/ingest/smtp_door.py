@@ -27,9 +27,10 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Tracer
 
 from libs.database import DATABASE_DOWN
+from libs.keys import Scope
 from libs.priority import LANE_RANK, gate
 from libs.sendable import MAX_MESSAGE_BYTES, ONE_LINE
-from libs.tenants import Tenant
+from libs.tenants import Caller
 from schemas.send import MAX_RECIPIENTS
 from services.ingest.accept import Ingest, Outcome, Refused, accept
 from services.ingest.ids import fresh_message_ids
@@ -139,9 +140,11 @@ class AuthFailures:
         self._failures.pop(client, None)
 
 
-async def authenticate(ingest: Ingest, api_key: str) -> Tenant | None:
-    """The tenant allowed to send with ``api_key``: the one place the door checks a key."""
-    return await ingest.tenants.by_api_key(api_key)
+async def authenticate(ingest: Ingest, api_key: str) -> Caller | None:
+    """The caller of ``api_key`` if that key may send: the one place the door checks a key
+    (revoked keys are refused within seconds, as over HTTP)."""
+    caller = await ingest.tenants.caller(api_key)
+    return caller if caller is not None and Scope.SEND in caller.key.settings.scopes else None
 
 
 class SubmissionHandler:
@@ -166,24 +169,28 @@ class SubmissionHandler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        tenant = session.auth_data
-        assert isinstance(tenant, Tenant)  # DATA needs AUTH, whose data is the tenant
+        caller = session.auth_data
+        assert isinstance(caller, Caller)  # DATA needs AUTH, whose data is the caller
+        tenant = caller.tenant
         data = envelope.original_content or b""
         with self.tracer.start_as_current_span("smtp submission", kind=SpanKind.SERVER) as span:
             span.set_attribute("sendarix.tenant_id", tenant.id)
             span.set_attribute("smtp.recipients", len(envelope.rcpt_tos))
             span.set_attribute("smtp.message_bytes", len(data))
-            reply = await self._submit(tenant, data, envelope.rcpt_tos)
+            reply = await self._submit(caller, data, envelope.rcpt_tos)
             span.set_attribute("smtp.reply", reply[:9])
         return reply
 
-    async def _submit(self, tenant: Tenant, data: bytes, recipients: list[str]) -> str:
+    async def _submit(self, caller: Caller, data: bytes, recipients: list[str]) -> str:
         """The reply to one submitted message; never raises (a bug answers 451, not 500)."""
+        tenant = caller.tenant
         read = await asyncio.to_thread(read_submission, data, recipients)
         if isinstance(read, list):
             return refusal_reply(read)
+        if wait := self.ingest.send_rates.retry_after(caller, len(read.request.to)):
+            return f"451 4.7.1 Over the send rate of this tenant or key; retry in {wait} s"
         try:  # a client that hangs up meanwhile does not cut the accepting short
-            outcome = await asyncio.shield(self._accept(tenant, read))
+            outcome = await asyncio.shield(self._accept(caller, read))
         except (KafkaError, TimeoutError, *DATABASE_DOWN) as error:
             log.warning("could not accept a message of %s over SMTP: %r", tenant.id, error)
             return UNAVAILABLE
@@ -194,17 +201,18 @@ class SubmissionHandler:
             return refusal_reply(outcome.violations)
         return accepted_reply([message.id for message in outcome.response.messages])
 
-    async def _accept(self, tenant: Tenant, submission: Submission) -> Outcome:
+    async def _accept(self, caller: Caller, submission: Submission) -> Outcome:
         request = submission.request
         ids = fresh_message_ids(len(request.to))
         async with gate.turn(LANE_RANK[requested_rank_lane(request)]):
             return await accept(
                 self.ingest,
-                tenant,
+                caller.tenant,
                 request,
                 ids,
                 otel_context.get_current(),
                 submission.idempotency_key,
+                caller.key,
             )
 
 
@@ -244,7 +252,7 @@ class SubmissionSMTP(SMTP):
         credentials = decoded.auth_data
         assert isinstance(credentials, LoginPassword)
         try:
-            tenant = await authenticate(
+            caller = await authenticate(
                 self.door.ingest, credentials.password.decode("utf-8", "replace")
             )
         except DATABASE_DOWN as error:
@@ -253,15 +261,16 @@ class SubmissionSMTP(SMTP):
                 success=False, handled=False, message="454 4.7.0 Temporary authentication failure"
             )
         client = self._client()
-        if tenant is None:
+        if caller is None:
             await asyncio.sleep(auth_delay(self.failures.add(client)))
             return AuthResult(
                 success=False,
                 handled=False,
-                message="535 5.7.8 Authentication credentials invalid: the password is an API key",
+                message="535 5.7.8 Authentication credentials invalid: the password is an API key"
+                " with the send scope",
             )
         self.failures.forget(client)
-        return AuthResult(success=True, auth_data=tenant)
+        return AuthResult(success=True, auth_data=caller)
 
     def _client(self) -> str:
         peer = self.session.peer if self.session is not None else None

@@ -24,11 +24,12 @@ import asyncpg
 import pytest
 
 from libs.database import open_pool
+from libs.keys import KeySettings, Scope, insert_key
 from libs.sendable import MAX_MESSAGE_BYTES
 from libs.settings import Settings
 from libs.tenants import Tenant
 from libs.topics import EVENTS, lane_topic, public_topic
-from schemas.common import Lane, Mailbox
+from schemas.common import Lane, Mailbox, Stream
 from schemas.pipeline import MessageSpec
 from services.ingest import accept as accept_module
 from services.ingest.accept import Ingest
@@ -305,6 +306,35 @@ async def test_auth_before_starttls_is_refused_and_not_even_offered(
 async def test_a_wrong_key_is_refused(service: IngestService) -> None:
     [(code, reply)] = await asyncio.to_thread(dialogue, service.smtp_port, plain("sx_wrong"))
     assert (code, reply[:5]) == (535, "5.7.8")
+
+
+async def test_a_key_without_the_send_scope_is_refused(
+    service: IngestService, pool: asyncpg.Pool, tenant: tuple[Tenant, str]
+) -> None:
+    _, read_only = await insert_key(
+        pool, tenant[0].id, KeySettings(name="reader", scopes=frozenset({Scope.READ}))
+    )
+    [(code, reply)] = await asyncio.to_thread(dialogue, service.smtp_port, plain(read_only))
+    assert (code, reply[:5]) == (535, "5.7.8")
+    assert "send scope" in reply
+
+
+async def test_the_sending_key_is_recorded_and_its_restrictions_apply(
+    service: IngestService, door_settings: Settings, pool: asyncpg.Pool, tenant: tuple[Tenant, str]
+) -> None:
+    key, secret = await insert_key(
+        pool, tenant[0].id, KeySettings(name="billing", streams=(Stream.BROADCAST,))
+    )
+    refused = await submit(service, (tenant[0], secret), message())
+    assert refused[0] == 550 and "key_not_permitted" in refused[1]
+    [spec], _ = await accepted_specs(
+        door_settings,
+        (tenant[0], secret),
+        message(X_Sendarix_Stream="broadcast"),
+        ["jane@example.org"],
+        service,
+    )
+    assert spec.key_id == key.id
 
 
 async def test_mail_before_auth_is_refused(service: IngestService) -> None:
