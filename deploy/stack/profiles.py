@@ -56,6 +56,7 @@ class Profile:
             "simulator_log": self.state_dir / "run" / "simulator.jsonl",
             "http_port": self.http_port,
             "public_url": f"http://127.0.0.1:{self.http_port}",
+            "dev_mode": True,  # every local stack: tenant domains send before DNS verification
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]
