@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from libs.cache import TtlCache
+from libs.sending_domains import insert_domains, normalise_domain
 from schemas.common import DEFAULT_PRIORITY_CEILING, Lane
 
 API_KEY_PREFIX = "sx_"
@@ -19,11 +20,12 @@ WEBHOOK_SECRET_PREFIX = "whsec_"
 
 @dataclass(frozen=True)
 class Tenant:
-    """A customer of the platform and the sending domains it has proven it owns."""
+    """A customer of the platform and its sending domains."""
 
     id: str
     name: str
     domains: tuple[str, ...]
+    """Every sending domain of the tenant, verified or not."""
     webhook_url: str | None = None
     webhook_secret: str | None = None
     priority_ceiling: Lane = DEFAULT_PRIORITY_CEILING
@@ -32,6 +34,13 @@ class Tenant:
     critical_burst: int = 40
     """How many messages per second (and at once) of the tenant's security mail go in the
     critical lane; beyond that they go in ``high``, so no tenant's flood delays another's OTPs."""
+    verified_domains: tuple[str, ...] = ()
+    dev_domains: tuple[str, ...] = ()
+    """The domains created in dev mode: they may send unverified while dev mode is on."""
+
+    def sendable_domains(self, dev_mode: bool) -> tuple[str, ...]:
+        """The domains mail may be sent from now: verified ones, and in dev mode dev ones."""
+        return (*self.verified_domains, *self.dev_domains) if dev_mode else self.verified_domains
 
 
 def hash_api_key(api_key: str) -> bytes:
@@ -49,11 +58,22 @@ def new_webhook_secret() -> str:
     return WEBHOOK_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+TENANT_COLUMNS = (
+    "t.*, (SELECT coalesce(jsonb_agg(jsonb_build_object('domain', d.domain,"
+    " 'verified', d.status = 'verified', 'dev', d.created_in_dev_mode) ORDER BY d.domain), '[]')"
+    " FROM sending_domains d WHERE d.tenant_id = t.id) AS sending_domains"
+)
+"""A tenant row ``t`` with its sending domains, so one query answers a look-up."""
+
+
 def _tenant(row: asyncpg.Record) -> Tenant:
+    domains = row["sending_domains"]
     return Tenant(
         id=str(row["id"]),
         name=row["name"],
-        domains=tuple(row["domains"]),
+        domains=tuple(d["domain"] for d in domains),
+        verified_domains=tuple(d["domain"] for d in domains if d["verified"]),
+        dev_domains=tuple(d["domain"] for d in domains if d["dev"]),
         webhook_url=row["webhook_url"],
         webhook_secret=row["webhook_secret"],
         priority_ceiling=Lane(row["priority_ceiling"]),
@@ -68,12 +88,18 @@ async def create_tenant(
     domains: list[str],
     webhook_url: str | None = None,
     api_key: str | None = None,
+    *,
+    dev_mode: bool,
 ) -> tuple[Tenant, str]:
-    """Create a tenant with one API key; return it and the key (shown once, stored hashed)."""
+    """Create a tenant with one API key; return it and the key (shown once, stored hashed).
+
+    Its domains get their DKIM keys now; created in ``dev_mode``, they may send before their
+    DNS records are verified (while dev mode is on). Raises ``InvalidDomain``.
+    """
     tenant_id = str(uuid.uuid4())
     key = api_key or new_api_key()
     secret = new_webhook_secret() if webhook_url else None
-    normalised = sorted({d.strip().lower() for d in domains if d.strip()})
+    normalised = sorted({normalise_domain(d) for d in domains if d.strip()})
     async with pool.acquire() as connection, connection.transaction():
         await connection.execute(
             "INSERT INTO tenants (id, name, domains, webhook_url, webhook_secret)"
@@ -90,16 +116,24 @@ async def create_tenant(
             key[:8],
             uuid.UUID(tenant_id),
         )
-    return Tenant(tenant_id, name, tuple(normalised), webhook_url, secret), key
+        await insert_domains(connection, tenant_id, normalised, dev_mode)
+    return Tenant(
+        tenant_id,
+        name,
+        tuple(normalised),
+        webhook_url,
+        secret,
+        dev_domains=tuple(normalised) if dev_mode else (),
+    ), key
 
 
 async def set_webhook(pool: asyncpg.Pool, tenant_id: str, url: str | None) -> Tenant | None:
     """Point a tenant's webhook at ``url`` (None removes it), keeping or minting its secret."""
     row = await pool.fetchrow(
-        "UPDATE tenants SET webhook_url = $2,"
+        "WITH t AS (UPDATE tenants SET webhook_url = $2,"
         " webhook_secret = CASE WHEN $2::text IS NULL THEN NULL"
         " ELSE coalesce(webhook_secret, $3) END"
-        " WHERE id = $1 RETURNING *",
+        f" WHERE id = $1 RETURNING *) SELECT {TENANT_COLUMNS} FROM t",
         uuid.UUID(tenant_id),
         url,
         new_webhook_secret(),
@@ -118,9 +152,10 @@ async def set_limits(
     if priority_ceiling is Lane.CRITICAL:
         raise ValueError("no tenant may ask for the critical lane: only security mail earns it")
     row = await pool.fetchrow(
-        "UPDATE tenants SET priority_ceiling = coalesce($2, priority_ceiling),"
+        "WITH t AS (UPDATE tenants SET priority_ceiling = coalesce($2, priority_ceiling),"
         " critical_per_second = coalesce($3, critical_per_second),"
-        " critical_burst = coalesce($4, critical_burst) WHERE id = $1 RETURNING *",
+        " critical_burst = coalesce($4, critical_burst) WHERE id = $1 RETURNING *)"
+        f" SELECT {TENANT_COLUMNS} FROM t",
         uuid.UUID(tenant_id),
         priority_ceiling.value if priority_ceiling else None,
         critical_per_second,
@@ -132,7 +167,7 @@ async def set_limits(
 async def tenant_by_api_key(pool: asyncpg.Pool, api_key: str) -> Tenant | None:
     """The tenant an unrevoked API key belongs to."""
     row = await pool.fetchrow(
-        "SELECT t.* FROM api_keys k JOIN tenants t ON t.id = k.tenant_id"
+        f"SELECT {TENANT_COLUMNS} FROM api_keys k JOIN tenants t ON t.id = k.tenant_id"
         " WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
         hash_api_key(api_key),
     )
@@ -145,7 +180,7 @@ async def tenant_by_id(pool: asyncpg.Pool, tenant_id: str) -> Tenant | None:
         key = uuid.UUID(tenant_id)
     except ValueError:
         return None
-    row = await pool.fetchrow("SELECT * FROM tenants WHERE id = $1", key)
+    row = await pool.fetchrow(f"SELECT {TENANT_COLUMNS} FROM tenants t WHERE t.id = $1", key)
     return _tenant(row) if row else None
 
 
