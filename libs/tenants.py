@@ -206,3 +206,9 @@ class TenantDirectory:
     async def by_id(self, tenant_id: str) -> Tenant | None:
         """A tenant by id (None also for an id that is not a UUID)."""
         return await self._by_id.get(tenant_id, lambda: tenant_by_id(self._pool, tenant_id))
+
+    def forget(self, tenant_id: str) -> None:
+        """Load a tenant afresh on its next look-up here, after a change made through this
+        process (other processes see it within the TTL)."""
+        for cache in (self._by_key, self._by_id):
+            cache.forget(lambda tenant: tenant.id == tenant_id)

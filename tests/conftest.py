@@ -74,8 +74,9 @@ async def tenant(pool: asyncpg.Pool) -> tuple[Tenant, str]:
     )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def dns_zone() -> Iterator[LoopbackDns]:
-    """A DNS server on loopback (UDP and TCP) answering the records the test adds to it."""
+    """A DNS server on loopback (UDP and TCP) answering the records tests add to it (each test
+    under domain names of its own)."""
     with LoopbackDns().running() as zone:
         yield zone

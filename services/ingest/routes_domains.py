@@ -1,8 +1,9 @@
 """``/v1/domains``: a tenant's sending domains, the DNS records to publish, and their checks.
 
 A domain added here gets its DKIM key at once; it may send once ``POST …/verify`` (or ingest's
-periodic re-check) found its required records, or at once when added in dev mode. The edge
-learns of a change within its tenant cache's lifetime (``libs.tenants.TENANT_TTL_SECONDS``).
+periodic re-check) found its required records, or at once when added in dev mode. The ingest
+process answering the change learns of it at once, the others within their tenant cache's
+lifetime (``libs.tenants.TENANT_TTL_SECONDS``).
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ async def create_domain(request: Request, ingest: IngestDep, tenant: TenantDep) 
         refusal = Violation("invalid_domain", pointer("domain"), str(error))
         raise ProblemError.of([refusal]) from None
     added = await add_domain(ingest.pool, tenant.id, name, ingest.settings.dev_mode)
+    ingest.tenants.forget(tenant.id)
     if added is None:
         raise ProblemError("domain_exists", f"{name} is one of this tenant's domains already")
     return DomainView.of(added, ingest.settings)
@@ -102,7 +104,9 @@ async def get_domain(domain: str, ingest: IngestDep, tenant: TenantDep) -> Domai
 async def delete_domain(domain: str, ingest: IngestDep, tenant: TenantDep) -> Response:
     """Forget the domain and its key: mail from it is refused from then on."""
     found = await _domain_of(ingest, tenant.id, domain)
-    if not await remove_domain(ingest.pool, tenant.id, found.domain):
+    removed = await remove_domain(ingest.pool, tenant.id, found.domain)
+    ingest.tenants.forget(tenant.id)
+    if not removed:
         raise _not_found(domain)
     return Response(status_code=204)
 
@@ -117,6 +121,7 @@ async def verify(domain: str, ingest: IngestDep, tenant: TenantDep) -> DomainVie
     """Look every record up now; the answer has the status and the reason per record."""
     found = await _domain_of(ingest, tenant.id, domain)
     checked = await verify_domain(ingest.pool, ingest.settings, found)
+    ingest.tenants.forget(tenant.id)
     if checked is None:
         raise _not_found(domain)
     return DomainView.of(checked, ingest.settings)
