@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import email
+import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
 import dkim
+import dkim.crypto
 import pytest
 
 from libs.dkim_keys import DkimKey, new_dkim_key
 from libs.domain_records import dkim_tags
 from schemas.common import Mailbox
-from services.sender.dkim_signing import sign_message
+from services.sender.dkim_signing import openssl_rsa_sign, sign_message
 from services.sender.mime import build_message
 from tests.unit.sender.jobs import delivery_job
 
@@ -98,3 +100,13 @@ def test_another_key_does_not_verify(key: DkimKey) -> None:
     signed = sign_message(built(), DOMAIN, other)
     impostor = DkimKey(other.selector, other.private_pem, key.public_key)
     assert not verifies(signed, impostor)
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "sha1"])
+def test_openssl_signs_the_very_bytes_dkimpy_would(key: DkimKey, algorithm: str) -> None:
+    private = dkim.crypto.parse_pem_private_key(key.private_pem.encode())
+    ours = openssl_rsa_sign(hashlib.new(algorithm, b"the signed headers"), private)
+    theirs = dkim.crypto.RSASSA_PKCS1_v1_5_sign(
+        hashlib.new(algorithm, b"the signed headers"), private
+    )
+    assert ours == theirs
