@@ -7,6 +7,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -36,24 +37,26 @@ def gateway_settings(settings: Settings, zone: LoopbackDns, dev_mode: bool) -> S
     )
 
 
-@pytest.fixture(scope="module")
-async def strict(settings: Settings, dns_zone: LoopbackDns) -> AsyncIterator[httpx.AsyncClient]:
-    """The gateway outside dev mode: only verified domains send."""
-    service = IngestService(gateway_settings(settings, dns_zone, dev_mode=False))
-    async with started(service) as running:
+@asynccontextmanager
+async def gateway(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with started(IngestService(settings)) as running:
         transport = httpx.ASGITransport(app=running.api)
         async with httpx.AsyncClient(transport=transport, base_url="http://ingest.test") as http:
             yield http
+
+
+@pytest.fixture(scope="module")
+async def strict(settings: Settings, dns_zone: LoopbackDns) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway outside dev mode: only verified domains send."""
+    async with gateway(gateway_settings(settings, dns_zone, dev_mode=False)) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
 async def dev(settings: Settings, dns_zone: LoopbackDns) -> AsyncIterator[httpx.AsyncClient]:
     """The gateway in dev mode, as ``make run`` and the tests run it."""
-    service = IngestService(gateway_settings(settings, dns_zone, dev_mode=True))
-    async with started(service) as running:
-        transport = httpx.ASGITransport(app=running.api)
-        async with httpx.AsyncClient(transport=transport, base_url="http://ingest.test") as http:
-            yield http
+    async with gateway(gateway_settings(settings, dns_zone, dev_mode=True)) as client:
+        yield client
 
 
 def auth(tenant: tuple[Tenant, str]) -> dict[str, str]:
