@@ -28,7 +28,7 @@ from libs.domain_records import (
     dns_records,
     domain_status,
 )
-from libs.sending_domains import SendingDomain, domains_due, save_check
+from libs.sending_domains import SendingDomain, domains_due, save_check, sending_domain
 from libs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,8 @@ UNPROVEN_RECHECK = timedelta(minutes=10)
 """How often a domain not verified yet (or failed) is checked again."""
 VERIFIED_RECHECK = timedelta(days=1)
 """How often a verified domain is checked again, to notice records that were removed."""
+CONCURRENT_CHECKS = 10
+"""Domains checked at once by the periodic re-check: a slow nameserver delays the rest less."""
 
 
 def resolver_of(settings: Settings) -> dns.asyncresolver.Resolver:
@@ -79,21 +81,32 @@ async def lookup(resolver: dns.asyncresolver.Resolver, record: DnsRecord) -> Ans
 async def verify_domain(
     pool: asyncpg.Pool, settings: Settings, domain: SendingDomain
 ) -> SendingDomain | None:
-    """Check every record of ``domain`` now and save the verdict (None: removed meanwhile)."""
+    """Check every record of ``domain`` now and save the verdict, unless a check begun later
+    (the periodic one, another instance) saved its own first; the domain as it then stands
+    (None: removed meanwhile)."""
+    started = datetime.now(UTC)
     resolver = resolver_of(settings)
     records = dns_records(domain.domain, domain.dkim, settings)
     answers = await asyncio.gather(*(lookup(resolver, record) for record in records))
     checks = [check_record(r, a) for r, a in zip(records, answers, strict=True)]
     status = domain_status(domain.status, checks)
-    return await save_check(pool, domain, status, checks, datetime.now(UTC))
+    saved = await save_check(pool, domain, status, checks, started)
+    return saved or await sending_domain(pool, domain.tenant_id, domain.domain)
 
 
 async def verify_due_domains(pool: asyncpg.Pool, settings: Settings, limit: int = 100) -> int:
     """Check the domains whose last check is older than their status allows; return how many."""
     now = datetime.now(UTC)
-    due = await domains_due(pool, now - UNPROVEN_RECHECK, now - VERIFIED_RECHECK, limit)
-    for domain in due:
-        checked = await verify_domain(pool, settings, domain)
+    due = await domains_due(
+        pool, now - UNPROVEN_RECHECK, now - VERIFIED_RECHECK, limit, not settings.dev_mode
+    )
+    turns = asyncio.Semaphore(CONCURRENT_CHECKS)
+
+    async def recheck(domain: SendingDomain) -> None:
+        async with turns:
+            checked = await verify_domain(pool, settings, domain)
         if checked is not None and checked.status is not domain.status:
             log.info("domain %s of %s is now %s", domain.domain, domain.tenant_id, checked.status)
+
+    await asyncio.gather(*(recheck(domain) for domain in due))
     return len(due)

@@ -146,9 +146,10 @@ async def save_check(
     checked: SendingDomain,
     status: DomainStatus,
     checks: Sequence[RecordCheck],
-    now: datetime,
+    started: datetime,
 ) -> SendingDomain | None:
-    """Record what a DNS check found; None when the domain was removed meanwhile.
+    """Record what a DNS check begun at ``started`` found; None when the domain was removed
+    meanwhile, or checked by a check begun later (whose answers are newer: they stay).
 
     ``verified_at`` is when the domain last became verified: it stays while it remains so.
     """
@@ -156,28 +157,36 @@ async def save_check(
         "UPDATE sending_domains SET status = $3, checks = $4, checked_at = $5,"
         " verified_at = CASE WHEN $3 <> 'verified' THEN verified_at"
         "  WHEN status = 'verified' THEN verified_at ELSE $5 END"
-        " WHERE tenant_id = $1 AND domain = $2 RETURNING *",
+        " WHERE tenant_id = $1 AND domain = $2 AND (checked_at IS NULL OR checked_at <= $5)"
+        " RETURNING *",
         uuid.UUID(checked.tenant_id),
         checked.domain,
         status.value,
         [check.as_json() for check in checks],
-        now,
+        started,
     )
     return _sending_domain(row) if row else None
 
 
 async def domains_due(
-    pool: asyncpg.Pool, unproven_before: datetime, verified_before: datetime, limit: int
+    pool: asyncpg.Pool,
+    unproven_before: datetime,
+    verified_before: datetime,
+    limit: int,
+    with_dev_domains: bool,
 ) -> list[SendingDomain]:
-    """Domains whose last check is older than their status allows, least recently checked first."""
+    """Domains whose last check is older than their status allows, least recently checked
+    first; those created in dev mode only ``with_dev_domains`` (in dev mode they send anyway)."""
     rows = await pool.fetch(
-        "SELECT * FROM sending_domains WHERE checked_at IS NULL"
+        "SELECT * FROM sending_domains WHERE (checked_at IS NULL"
         " OR (status <> 'verified' AND checked_at < $1)"
-        " OR (status = 'verified' AND checked_at < $2)"
+        " OR (status = 'verified' AND checked_at < $2))"
+        " AND ($4 OR NOT created_in_dev_mode)"
         " ORDER BY checked_at NULLS FIRST LIMIT $3",
         unproven_before,
         verified_before,
         limit,
+        with_dev_domains,
     )
     return [_sending_domain(row) for row in rows]
 

@@ -17,6 +17,10 @@ from click.testing import CliRunner, Result
 
 from libs.cli import main
 from libs.database import apply_migrations
+from libs.domain_records import DomainStatus
+from libs.domain_verification import verify_due_domains
+from libs.domain_views import DomainView
+from libs.sending_domains import add_domain, sending_domain
 from libs.settings import Settings
 from libs.tenants import Tenant, create_tenant
 from services.ingest.app import IngestService
@@ -333,3 +337,31 @@ async def test_migrating_gives_every_keyless_domain_a_key(
     assert row["dkim_selector"].startswith("sx")
     assert row["dkim_public_key"].startswith("MIIB")
     assert row["dkim_private_key"].startswith("-----BEGIN RSA PRIVATE KEY-----")
+
+
+async def test_the_periodic_recheck_verifies_due_domains(
+    settings: Settings, pool: asyncpg.Pool, tenant: tuple[Tenant, str], dns_zone: LoopbackDns
+) -> None:
+    strict_settings = gateway_settings(settings, dns_zone, dev_mode=False)
+    domain = fresh_domain()
+    added = await add_domain(pool, tenant[0].id, domain, dev_mode=False)
+    assert added is not None
+    publish(dns_zone, DomainView.of(added, strict_settings).model_dump(mode="json"), "dkim", "spf")
+    await verify_due_domains(pool, strict_settings, limit=10_000)
+    partial = await sending_domain(pool, tenant[0].id, domain)
+    assert partial is not None and partial.status is DomainStatus.PENDING
+
+    publish(dns_zone, DomainView.of(added, strict_settings).model_dump(mode="json"), "return_path")
+    await verify_due_domains(pool, strict_settings, limit=10_000)
+    not_yet = await sending_domain(pool, tenant[0].id, domain)
+    assert not_yet is not None and not_yet.status is DomainStatus.PENDING  # checked < 10 min ago
+
+    await pool.execute(
+        "UPDATE sending_domains SET checked_at = now() - interval '11 minutes'"
+        " WHERE tenant_id = $1 AND domain = $2",
+        uuid.UUID(tenant[0].id),
+        domain,
+    )
+    await verify_due_domains(pool, strict_settings, limit=10_000)
+    verified = await sending_domain(pool, tenant[0].id, domain)
+    assert verified is not None and verified.status is DomainStatus.VERIFIED
