@@ -51,8 +51,9 @@ def normalise_domain(text: str) -> str:
         raise InvalidDomain("the domain is empty")
     try:
         ascii_form = idna.encode(candidate, uts46=True).decode("ascii")
-    except idna.IDNAError as error:
-        raise InvalidDomain(f"not a valid domain name: {error}") from None
+    except idna.IDNAError as error:  # its message quotes the text: no lone surrogate may pass
+        reason = str(error).encode("utf-8", "backslashreplace").decode("utf-8")
+        raise InvalidDomain(f"not a valid domain name: {reason}") from None
     labels = ascii_form.split(".")
     if len(ascii_form) > MAX_DOMAIN_CHARS:
         raise InvalidDomain(f"a domain name has at most {MAX_DOMAIN_CHARS} characters")

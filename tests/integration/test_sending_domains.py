@@ -142,6 +142,7 @@ async def test_adding_a_domain_answers_the_records_to_publish(
         ({"domain": "not a domain"}, "/domain"),
         ({"domain": "localhost"}, "/domain"),
         ({"domain": "user@example.com"}, "/domain"),
+        ({"domain": "\ud800.example.com"}, "/domain"),
         ({"domain": 42}, "/domain"),
         ({}, "/domain"),
     ],
@@ -149,7 +150,9 @@ async def test_adding_a_domain_answers_the_records_to_publish(
 async def test_junk_is_refused_with_a_pointer(
     strict: httpx.AsyncClient, tenant: tuple[Tenant, str], body: dict[str, Any], pointer: str
 ) -> None:
-    response = await strict.post("/v1/domains", json=body, headers=auth(tenant))
+    json_text = json.dumps(body)  # ASCII: a lone surrogate goes as its escape
+    headers = auth(tenant) | {"Content-Type": "application/json"}
+    response = await strict.post("/v1/domains", content=json_text, headers=headers)
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
     assert [e["pointer"] for e in response.json()["errors"]] == [pointer]

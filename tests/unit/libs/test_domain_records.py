@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from libs.dkim_keys import DkimKey
 from libs.domain_records import (
@@ -180,3 +182,13 @@ def test_domains_are_stored_lower_case_in_punycode(text: str, normalised: str) -
 def test_junk_is_not_a_domain(text: str) -> None:
     with pytest.raises(InvalidDomain):
         normalise_domain(text)
+
+
+@given(st.text(max_size=300))
+def test_any_text_is_a_normalised_domain_or_refused(text: str) -> None:
+    try:
+        domain = normalise_domain(text)
+    except InvalidDomain:
+        return
+    assert domain.isascii() and domain == domain.lower() and "." in domain
+    assert normalise_domain(domain) == domain
