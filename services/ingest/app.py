@@ -121,6 +121,8 @@ class IngestService:
                 await verify_due_domains(pool, self.settings)
             except DATABASE_DOWN as error:
                 log.warning("could not re-check sending domains: %r", error)
+            except Exception:  # the next round tries again; the gateway must not go down for it
+                log.exception("re-checking sending domains failed")
             await asyncio.sleep(DOMAIN_RECHECK_SECONDS)
 
     async def _take_in(self, batch: list[Consumed[Parsed]]) -> Outbox:
