@@ -36,6 +36,10 @@ class TtlCache(Generic[K, V]):
             loading = self._loading[key] = asyncio.ensure_future(self._load(key, load))
         return await asyncio.shield(loading)  # a waiter that gives up leaves the load running
 
+    def forget(self, stale: Callable[[V], bool]) -> None:
+        """Drop the entries whose value is ``stale``: the next look-up loads them afresh."""
+        self._entries = {k: e for k, e in self._entries.items() if not stale(e[1])}
+
     async def _load(self, key: K, load: Callable[[], Awaitable[V | None]]) -> V | None:
         try:
             value = await load()

@@ -21,6 +21,15 @@ import httpx
 from libs import keys
 from libs.broker import ensure_topics
 from libs.database import apply_migrations, open_pool
+from libs.domain_verification import verify_domain
+from libs.domain_views import DomainView
+from libs.sending_domains import (
+    InvalidDomain,
+    SendingDomain,
+    add_domain,
+    normalise_domain,
+    sending_domain,
+)
 from libs.settings import Settings
 from libs.templates import DEFAULT_LOCALE, put_template
 from libs.tenants import create_tenant, set_limits, set_webhook
@@ -94,9 +103,18 @@ def tenant() -> None:
 def tenant_create(
     settings: Settings, name: str, domains: tuple[str, ...], webhook_url: str | None
 ) -> None:
-    """Create a tenant and print its id and API key (shown this once) as JSON."""
+    """Create a tenant and print its id and API key (shown this once) as JSON.
+
+    Its domains get their DKIM keys (``sendarix domain show`` lists the records to publish);
+    in dev mode (``SENDARIX_DEV_MODE``, on in ``make run``) they may send before verification.
+    """
+    for domain in domains:
+        _domain_name(domain)
     created, api_key = _with_pool(
-        settings, lambda pool: create_tenant(pool, name, list(domains), webhook_url)
+        settings,
+        lambda pool: create_tenant(
+            pool, name, list(domains), webhook_url, dev_mode=settings.dev_mode
+        ),
     )
     output: dict[str, Any] = {
         "tenant_id": created.id,
@@ -107,6 +125,13 @@ def tenant_create(
     if created.webhook_url:
         output |= {"webhook_url": created.webhook_url, "webhook_secret": created.webhook_secret}
     click.echo(json.dumps(output))
+
+
+def _domain_name(text: str) -> str:
+    try:
+        return normalise_domain(text)
+    except InvalidDomain as error:
+        raise click.BadParameter(f"{text!r}: {error}") from None
 
 
 @tenant.command("limits")
@@ -499,3 +524,58 @@ def webhook_set(settings: Settings, tenant_id: str, url: str) -> None:
             "webhook_secret": updated.webhook_secret,
         }
     )
+
+
+@main.group()
+def domain() -> None:
+    """Sending domains: their DKIM keys, the DNS records to publish, their verification."""
+
+
+def _print_domain(settings: Settings, found: SendingDomain) -> None:
+    _print_json(DomainView.of(found, settings).model_dump(mode="json"))
+
+
+def _existing_domain(settings: Settings, tenant_id: str, name: str) -> SendingDomain:
+    _uuid(tenant_id, "tenant")
+    found = _with_pool(settings, lambda pool: sending_domain(pool, tenant_id, name))
+    if found is None:
+        raise click.ClickException(f"tenant {tenant_id} has no domain {name}")
+    return found
+
+
+@domain.command("add")
+@click.option("--tenant", "tenant_id", required=True, help="The tenant's id.")
+@click.argument("name")
+@pass_settings
+def domain_add(settings: Settings, tenant_id: str, name: str) -> None:
+    """Add domain NAME with a new DKIM key; print it with the DNS records to publish."""
+    _uuid(tenant_id, "tenant")
+    normalised = _domain_name(name)
+    added = _with_pool(
+        settings, lambda pool: add_domain(pool, tenant_id, normalised, settings.dev_mode)
+    )
+    if added is None:
+        raise click.ClickException(f"tenant {tenant_id} has {normalised} already")
+    _print_domain(settings, added)
+
+
+@domain.command("show")
+@click.option("--tenant", "tenant_id", required=True, help="The tenant's id.")
+@click.argument("name")
+@pass_settings
+def domain_show(settings: Settings, tenant_id: str, name: str) -> None:
+    """Print domain NAME: its status, the records to publish and what the last check found."""
+    _print_domain(settings, _existing_domain(settings, tenant_id, _domain_name(name)))
+
+
+@domain.command("verify")
+@click.option("--tenant", "tenant_id", required=True, help="The tenant's id.")
+@click.argument("name")
+@pass_settings
+def domain_verify(settings: Settings, tenant_id: str, name: str) -> None:
+    """Check domain NAME's DNS records now (SENDARIX_DNS_NAMESERVERS) and print the verdict."""
+    found = _existing_domain(settings, tenant_id, _domain_name(name))
+    checked = _with_pool(settings, lambda pool: verify_domain(pool, settings, found))
+    if checked is None:
+        raise click.ClickException(f"domain {found.domain} was removed meanwhile")
+    _print_domain(settings, checked)

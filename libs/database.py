@@ -8,6 +8,7 @@ from pathlib import Path
 
 import asyncpg
 
+from libs.sending_domains import fill_missing_dkim_keys
 from libs.settings import REPO_ROOT, Settings
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,11 @@ async def open_pool(settings: Settings, size: int | None = None) -> asyncpg.Pool
 
 
 async def apply_migrations(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
-    """Apply every ``NNNN_name.sql`` not applied yet, in order; return the ones applied now."""
+    """Apply every ``NNNN_name.sql`` not applied yet, in order; return the ones applied now.
+
+    Then the step SQL cannot do: a DKIM key for every sending domain without one (the domains
+    a migration carried over), so no domain is ever left unable to sign.
+    """
     connection = await asyncpg.connect(database_url)
     try:
         await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
@@ -79,6 +84,9 @@ async def apply_migrations(database_url: str, directory: Path = MIGRATIONS_DIR) 
                 )
             log.info("applied migration %s", path.stem)
             applied.append(path.stem)
+        has_domains = await connection.fetchval("SELECT to_regclass('sending_domains') IS NOT NULL")
+        if has_domains and (keyed := await fill_missing_dkim_keys(connection)):
+            log.info("generated DKIM keys for %d sending domains", keyed)
         return applied
     finally:
         await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)

@@ -49,6 +49,18 @@ class Settings(BaseSettings):
     simulator_log: Path = REPO_ROOT / ".state" / "run" / "simulator.jsonl"
     bounce_address: str = "bounces@sendarix.test"
 
+    dev_mode: bool = False
+    """Whether domains created in dev mode may send before their DNS records are verified:
+    true in every local profile (``make run``, tests, bench, chaos), never in production."""
+    spf_include: str = "spf.sendarix.test"
+    """What a sending domain's SPF record must ``include:`` (the hosts Sendarix sends from)."""
+    return_path_label: str = "sx-bounces"
+    bounce_host: str = "bounces.sendarix.test"
+    """A sending domain publishes ``<return_path_label>.<domain>`` as a CNAME to this host."""
+    dns_nameservers: str = ""
+    """Comma-separated ``host`` or ``host:port`` that domain checks ask; empty: the system's."""
+    dns_timeout_seconds: float = 5.0
+
     smtp_timeout_seconds: float = 30.0
     smtp_helo_name: str = "sendarix.local"
     smtp_connections_per_route: int = 8

@@ -22,8 +22,8 @@ from libs.keys import (
     insert_key,
     key_by_secret,
     mark_used,
-    normalised_domains,
 )
+from libs.sending_domains import insert_domains, normalise_domain
 from schemas.common import DEFAULT_PRIORITY_CEILING, Lane
 
 log = logging.getLogger(__name__)
@@ -33,11 +33,12 @@ WEBHOOK_SECRET_PREFIX = "whsec_"
 
 @dataclass(frozen=True)
 class Tenant:
-    """A customer of the platform and the sending domains it has proven it owns."""
+    """A customer of the platform and its sending domains."""
 
     id: str
     name: str
     domains: tuple[str, ...]
+    """Every sending domain of the tenant, verified or not."""
     webhook_url: str | None = None
     webhook_secret: str | None = None
     priority_ceiling: Lane = DEFAULT_PRIORITY_CEILING
@@ -50,6 +51,13 @@ class Tenant:
     rate_burst: int = 10000
     """How many messages per second (and at once) the tenant may send through one ingest
     process's HTTP gateway; beyond that it is answered 429."""
+    verified_domains: tuple[str, ...] = ()
+    dev_domains: tuple[str, ...] = ()
+    """The domains created in dev mode: they may send unverified while dev mode is on."""
+
+    def sendable_domains(self, dev_mode: bool) -> tuple[str, ...]:
+        """The domains mail may be sent from now: verified ones, and in dev mode dev ones."""
+        return (*self.verified_domains, *self.dev_domains) if dev_mode else self.verified_domains
 
 
 def new_webhook_secret() -> str:
@@ -57,11 +65,22 @@ def new_webhook_secret() -> str:
     return WEBHOOK_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+TENANT_COLUMNS = (
+    "t.*, (SELECT coalesce(jsonb_agg(jsonb_build_object('domain', d.domain,"
+    " 'verified', d.status = 'verified', 'dev', d.created_in_dev_mode) ORDER BY d.domain), '[]')"
+    " FROM sending_domains d WHERE d.tenant_id = t.id) AS sending_domains"
+)
+"""A tenant row ``t`` with its sending domains, so one query answers a look-up."""
+
+
 def _tenant(row: asyncpg.Record) -> Tenant:
+    domains = row["sending_domains"]
     return Tenant(
         id=str(row["id"]),
         name=row["name"],
-        domains=tuple(row["domains"]),
+        domains=tuple(d["domain"] for d in domains),
+        verified_domains=tuple(d["domain"] for d in domains if d["verified"]),
+        dev_domains=tuple(d["domain"] for d in domains if d["dev"]),
         webhook_url=row["webhook_url"],
         webhook_secret=row["webhook_secret"],
         priority_ceiling=Lane(row["priority_ceiling"]),
@@ -78,12 +97,18 @@ async def create_tenant(
     domains: list[str],
     webhook_url: str | None = None,
     api_key: str | None = None,
+    *,
+    dev_mode: bool,
 ) -> tuple[Tenant, str]:
     """Create a tenant with its first API key (every scope); return it and the key's secret
-    (shown once, stored hashed)."""
+    (shown once, stored hashed).
+
+    Its domains get their DKIM keys now; created in ``dev_mode``, they may send before their
+    DNS records are verified (while dev mode is on). Raises ``InvalidDomain``.
+    """
     tenant_id = str(uuid.uuid4())
     secret = new_webhook_secret() if webhook_url else None
-    normalised = list(normalised_domains(domains))
+    normalised = sorted({normalise_domain(d) for d in domains if d.strip()})
     async with pool.acquire() as connection, connection.transaction():
         await connection.execute(
             "INSERT INTO tenants (id, name, domains, webhook_url, webhook_secret)"
@@ -95,16 +120,24 @@ async def create_tenant(
             secret,
         )
         _, key = await insert_key(connection, tenant_id, KeySettings(), api_key)
-    return Tenant(tenant_id, name, tuple(normalised), webhook_url, secret), key
+        await insert_domains(connection, tenant_id, normalised, dev_mode)
+    return Tenant(
+        tenant_id,
+        name,
+        tuple(normalised),
+        webhook_url,
+        secret,
+        dev_domains=tuple(normalised) if dev_mode else (),
+    ), key
 
 
 async def set_webhook(pool: asyncpg.Pool, tenant_id: str, url: str | None) -> Tenant | None:
     """Point a tenant's webhook at ``url`` (None removes it), keeping or minting its secret."""
     row = await pool.fetchrow(
-        "UPDATE tenants SET webhook_url = $2,"
+        "WITH t AS (UPDATE tenants SET webhook_url = $2,"
         " webhook_secret = CASE WHEN $2::text IS NULL THEN NULL"
         " ELSE coalesce(webhook_secret, $3) END"
-        " WHERE id = $1 RETURNING *",
+        f" WHERE id = $1 RETURNING *) SELECT {TENANT_COLUMNS} FROM t",
         uuid.UUID(tenant_id),
         url,
         new_webhook_secret(),
@@ -126,11 +159,12 @@ async def set_limits(
     if priority_ceiling is Lane.CRITICAL:
         raise ValueError("no tenant may ask for the critical lane: only security mail earns it")
     row = await pool.fetchrow(
-        "UPDATE tenants SET priority_ceiling = coalesce($2, priority_ceiling),"
+        "WITH t AS (UPDATE tenants SET priority_ceiling = coalesce($2, priority_ceiling),"
         " critical_per_second = coalesce($3, critical_per_second),"
         " critical_burst = coalesce($4, critical_burst),"
         " rate_per_second = coalesce($5, rate_per_second),"
-        " rate_burst = coalesce($6, rate_burst) WHERE id = $1 RETURNING *",
+        " rate_burst = coalesce($6, rate_burst) WHERE id = $1 RETURNING *)"
+        f" SELECT {TENANT_COLUMNS} FROM t",
         uuid.UUID(tenant_id),
         priority_ceiling.value if priority_ceiling else None,
         critical_per_second,
@@ -144,7 +178,7 @@ async def set_limits(
 async def tenant_by_api_key(pool: asyncpg.Pool, api_key: str) -> Tenant | None:
     """The tenant a usable (unrevoked, unexpired) API key belongs to."""
     row = await pool.fetchrow(
-        "SELECT t.* FROM api_keys k JOIN tenants t ON t.id = k.tenant_id"
+        f"SELECT {TENANT_COLUMNS} FROM api_keys k JOIN tenants t ON t.id = k.tenant_id"
         " WHERE k.key_hash = $1 AND k.revoked_at IS NULL"
         " AND (k.expires_at IS NULL OR k.expires_at > now())",
         hash_api_key(api_key),
@@ -158,7 +192,7 @@ async def tenant_by_id(pool: asyncpg.Pool, tenant_id: str) -> Tenant | None:
         key = uuid.UUID(tenant_id)
     except ValueError:
         return None
-    row = await pool.fetchrow("SELECT * FROM tenants WHERE id = $1", key)
+    row = await pool.fetchrow(f"SELECT {TENANT_COLUMNS} FROM tenants t WHERE t.id = $1", key)
     return _tenant(row) if row else None
 
 
@@ -231,3 +265,8 @@ class TenantDirectory:
             await mark_used(self._pool, [key_id])
         except Exception as error:  # a note for the admin: never worth failing anything
             log.warning("could not note the use of key %s: %r", key_id, error)
+
+    def forget(self, tenant_id: str) -> None:
+        """Load a tenant afresh on its next look-up here, after a change made through this
+        process (other processes see it within the TTL)."""
+        self._by_id.forget(lambda tenant: tenant.id == tenant_id)

@@ -19,6 +19,7 @@ from libs.broker import ensure_topics
 from libs.database import apply_migrations, open_pool
 from libs.settings import Settings
 from libs.tenants import Tenant, create_tenant
+from tests.dns_server import LoopbackDns
 
 
 def _listening(port: int) -> bool:
@@ -68,5 +69,15 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture
 async def tenant(pool: asyncpg.Pool) -> tuple[Tenant, str]:
-    """A fresh tenant sending from ``example.test`` and its API key."""
-    return await create_tenant(pool, f"test-{uuid.uuid4().hex[:6]}", ["example.test"])
+    """A fresh tenant sending from ``example.test`` (created in dev mode) and its API key."""
+    return await create_tenant(
+        pool, f"test-{uuid.uuid4().hex[:6]}", ["example.test"], dev_mode=True
+    )
+
+
+@pytest.fixture(scope="session")
+def dns_zone() -> Iterator[LoopbackDns]:
+    """A DNS server on loopback (UDP and TCP) answering the records tests add to it (each test
+    under domain names of its own)."""
+    with LoopbackDns().running() as zone:
+        yield zone

@@ -59,6 +59,7 @@ class Profile:
             "public_url": f"http://127.0.0.1:{self.http_port}",
             "smtp_submission_port": self.smtp_submission_port,
             "smtp_submission_tls_dir": self.state_dir / "tls",
+            "dev_mode": True,  # every local stack: tenant domains send before DNS verification
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]

@@ -49,7 +49,7 @@ async def seed_dev_tenant(pool: asyncpg.Pool, state_file: Path) -> DevTenant:
         tenant = await tenant_by_api_key(pool, remembered.api_key)
         if tenant is not None and tenant.id == remembered.tenant_id:
             return remembered
-    tenant, api_key = await create_tenant(pool, DEV_TENANT_NAME, [DEV_DOMAIN])
+    tenant, api_key = await create_tenant(pool, DEV_TENANT_NAME, [DEV_DOMAIN], dev_mode=True)
     created = DevTenant(tenant.id, api_key)
     state_file.parent.mkdir(parents=True, exist_ok=True)
     state_file.write_text(json.dumps(asdict(created), indent=2) + "\n")

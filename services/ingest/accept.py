@@ -226,7 +226,8 @@ async def _check(
         if request.template is not None
         else None
     )
-    return check_request(request, tenant.domains, template, datetime.now(UTC))
+    sendable = tenant.sendable_domains(ingest.settings.dev_mode)
+    return check_request(request, tenant.domains, template, datetime.now(UTC), sendable)
 
 
 async def _claim(

@@ -26,7 +26,7 @@ from libs.database import DATABASE_DOWN
 from libs.priority import LANE_RANK, gate
 from libs.tenants import Caller
 from schemas.send import AcceptedResponse, SendRequest
-from services.ingest import store
+from services.ingest import routes_domains, store
 from services.ingest.accept import Ingest, Outcome, Refused, Replayed, accept
 from services.ingest.http_deps import (
     COMPONENT_REF,
@@ -272,6 +272,7 @@ def build_api(tracer_provider: TracerProvider) -> Gateway:
     )
     app.include_router(router)
     app.include_router(keys_router)
+    app.include_router(routes_domains.router)
 
     @app.exception_handler(ProblemError)
     async def problem(request: Request, error: ProblemError) -> Response:

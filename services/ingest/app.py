@@ -14,6 +14,7 @@ import uvicorn
 from libs.batch import Consumed, Outbox
 from libs.broker import make_broker
 from libs.database import DATABASE_DOWN, open_pool
+from libs.domain_verification import verify_due_domains
 from libs.settings import Settings
 from libs.subscriptions import subscribe_events
 from libs.tracing import setup_tracing
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 KEY_SWEEP_SECONDS = 3600.0
 """How often expired idempotency keys are deleted."""
+DOMAIN_RECHECK_SECONDS = 60.0
+"""How often ingest looks for sending domains due a DNS check (``libs.domain_verification``)."""
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -51,6 +54,7 @@ class IngestService:
         self._smtp: SmtpDoor | None = None
         self._serving: asyncio.Task[None] | None = None
         self._sweeping: asyncio.Task[None] | None = None
+        self._rechecking: asyncio.Task[None] | None = None
         subscribe_intake(self.broker, settings, self._take_in)
         subscribe_events(self.broker, settings, SERVICE, "recorder", self._record)
 
@@ -78,6 +82,7 @@ class IngestService:
         self._sweeping = asyncio.create_task(self._sweep_keys(pool))
         self._smtp = SmtpDoor(self._ingest)
         await self._smtp.start()  # before the gateway: ready over HTTP means SMTP listens too
+        self._rechecking = asyncio.create_task(self._recheck_domains(pool))
         self._server = _EmbeddedServer(config)
         self._serving = asyncio.create_task(self._server.serve())
         while not self._server.started:
@@ -105,10 +110,11 @@ class IngestService:
         if self._server is not None and self._serving is not None:
             self._server.should_exit = True
             await self._serving
-        if self._sweeping is not None:
-            self._sweeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeping
+        for task in (self._sweeping, self._rechecking):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.broker.stop()
         if self._ingest is not None:
             await self._ingest.pool.close()
@@ -121,6 +127,16 @@ class IngestService:
             except DATABASE_DOWN as error:
                 log.warning("could not sweep idempotency keys: %r", error)
             await asyncio.sleep(KEY_SWEEP_SECONDS)
+
+    async def _recheck_domains(self, pool: asyncpg.Pool) -> None:
+        while True:
+            try:
+                await verify_due_domains(pool, self.settings)
+            except DATABASE_DOWN as error:
+                log.warning("could not re-check sending domains: %r", error)
+            except Exception:  # the next round tries again; the gateway must not go down for it
+                log.exception("re-checking sending domains failed")
+            await asyncio.sleep(DOMAIN_RECHECK_SECONDS)
 
     async def _take_in(self, batch: list[Consumed[Parsed]]) -> Outbox:
         return await take_in(self.ingest, batch)

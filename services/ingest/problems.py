@@ -27,6 +27,7 @@ CODE_STATUS: dict[str, int] = {
     "idempotency_key_reused": 409,
     "last_admin_key": 409,
     "key_not_usable": 409,
+    "domain_exists": 409,
     "payload_too_large": 413,
     "unsupported_media_type": 415,
     "rate_limited": 429,

@@ -262,17 +262,20 @@ def check_request(
     tenant_domains: Sequence[str],
     template: Template | None,
     now: datetime,
+    sendable_domains: Sequence[str] | None = None,
 ) -> Addresses | list[Violation]:
     """The parsed addresses of a request from ``parse_request``, or everything wrong with it.
 
-    ``template`` is the request's template, if found. The sender check comes first: when it
-    fails, the answer is 403 whatever else is wrong.
+    ``template`` is the request's template, if found. ``sendable_domains`` are those of
+    ``tenant_domains`` mail may go from now (``Tenant.sendable_domains``; None: all of them).
+    The sender check comes first: when it fails, the answer is 403 (a domain not the
+    tenant's) or 422 (one not verified) whatever else is wrong.
     """
     sender = _mailbox(request.sender, pointer("from"))
     reply_to = None if request.reply_to is None else _mailbox(request.reply_to, pointer("reply_to"))
     recipients = [_mailbox(value, pointer("to", index)) for index, value in enumerate(request.to)]
     violations = [
-        *_sender(sender, tenant_domains),
+        *_sender(sender, tenant_domains, sendable_domains),
         *(found for found in (reply_to, *recipients) if isinstance(found, Violation)),
         *_duplicates(recipients),
         *_content(request, template),
@@ -293,14 +296,25 @@ def _mailbox(value: str, where: str) -> Mailbox | Violation:
         return Violation(error.code, where, str(error))
 
 
-def _sender(sender: Mailbox | Violation, tenant_domains: Sequence[str]) -> Iterator[Violation]:
+def _sender(
+    sender: Mailbox | Violation,
+    tenant_domains: Sequence[str],
+    sendable_domains: Sequence[str] | None,
+) -> Iterator[Violation]:
     if isinstance(sender, Violation):
         yield sender
-    elif not sender_allowed(domain_of(sender.address), tenant_domains):
+    elif not sender_allowed(domain := domain_of(sender.address), tenant_domains):
         yield Violation(
             "sender_not_allowed",
             pointer("from"),
-            f"{domain_of(sender.address)} is not one of this tenant's sending domains",
+            f"{domain} is not one of this tenant's sending domains",
+        )
+    elif sendable_domains is not None and not sender_allowed(domain, sendable_domains):
+        yield Violation(
+            "domain_not_verified",
+            pointer("from"),
+            f"{domain} is not verified: publish the records GET /v1/domains/{domain} lists,"
+            f" then POST /v1/domains/{domain}/verify",
         )
 
 

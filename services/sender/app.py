@@ -17,6 +17,7 @@ from libs.batch import URGENT_LANES, Consumed, Outbox
 from libs.broker import retry_forever
 from libs.events import event_data
 from libs.group_commit import GroupCommit
+from libs.sending_domains import DkimKeyring
 from libs.service import PipelineService
 from libs.settings import Settings
 from libs.subscriptions import subscribe_stage
@@ -25,6 +26,7 @@ from schemas.common import Problem
 from schemas.events import MessageState
 from schemas.pipeline import DeliveryJob
 from services.sender.classify import Verdict, judge, outcome_unknown
+from services.sender.dkim_signing import MessageSigner
 from services.sender.handover import (
     Handover,
     HandoverKind,
@@ -76,12 +78,14 @@ class SenderService(PipelineService):
         self._claims: dict[bool, GroupCommit[AttemptKey, bool]] = {}
         self._finishes: dict[bool, GroupCommit[FinishedAttempt, None]] = {}
         """Per urgency: an OTP's claim never waits for a statement carrying bulk claims."""
+        self._signer: MessageSigner | None = None
         # The SMTP exchanges wait on the network, not the CPU: no lane holds the gate for them,
         # and each lane has connections of its own.
         subscribe_stage(self.broker, settings, SERVICE, DELIVER, self.deliver_batch, gated=False)
 
     async def prepare(self) -> None:
         pool = self.pool
+        self._signer = MessageSigner(DkimKeyring(pool))
         claimer = self._claimer
         for urgent in (True, False):
             self._claims[urgent] = GroupCommit(lambda keys: claim_attempts(pool, keys, claimer))
@@ -137,7 +141,8 @@ class SenderService(PipelineService):
         built = build_message(job)
         if isinstance(built, Problem):
             return Verdict(MessageState.FAILED, None, built)
-        handover = await self._send(item, built)
+        assert self._signer is not None, "the sender is started"
+        handover = await self._send(item, await self._signer.signed(job, built))
         now = datetime.now(UTC)
         if handover.kind is HandoverKind.CLAIMED_BEFORE:
             [again] = (await recorded_attempts(self.pool, [self._key(job)])).values()

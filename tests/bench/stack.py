@@ -97,7 +97,9 @@ class BenchStack:
 
 async def _seed(pool: asyncpg.Pool) -> BenchTenant:
     """A tenant of this run's own, with the two templates the load uses."""
-    tenant, api_key = await create_tenant(pool, f"bench-{uuid.uuid4().hex[:6]}", [SENDER_DOMAIN])
+    tenant, api_key = await create_tenant(
+        pool, f"bench-{uuid.uuid4().hex[:6]}", [SENDER_DOMAIN], dev_mode=True
+    )
     for name, subject, html, text in (NOTICE_TEMPLATE, OTP_TEMPLATE):
         await put_template(pool, tenant.id, name, subject, html, text)
     return BenchTenant(tenant.id, api_key, tenant.critical_per_second, tenant.critical_burst)

@@ -116,7 +116,9 @@ async def start_chaos_stack(profile: Profile = CHAOS) -> ChaosStack:
         await ensure_topics(settings)
         pool = await open_pool(settings, size=1)
         try:
-            tenant, api_key = await create_tenant(pool, f"chaos-{run_id}", [SENDER_DOMAIN])
+            tenant, api_key = await create_tenant(
+                pool, f"chaos-{run_id}", [SENDER_DOMAIN], dev_mode=settings.dev_mode
+            )
         finally:
             await pool.close()
         settings.simulator_log.parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ async def fuzz_tenant(topology: Topology) -> AsyncIterator[str]:
     pool = await open_pool(topology.settings, size=1)
     try:
         tenant, api_key = await create_tenant(
-            pool, f"fuzz-{uuid.uuid4().hex[:6]}", ["example.test"]
+            pool, f"fuzz-{uuid.uuid4().hex[:6]}", ["example.test"], dev_mode=True
         )
         await put_template(pool, tenant.id, "otp", "Code {{ code }}", None, "{{ code }}")
     finally:

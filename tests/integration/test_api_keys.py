@@ -174,7 +174,7 @@ async def test_a_key_of_another_tenant_is_not_found(
     client: httpx.AsyncClient, tenant: tuple[Tenant, str], pool: asyncpg.Pool
 ) -> None:
     mine, _ = await new_key(client, tenant[1])
-    _, stranger = await create_tenant(pool, "stranger", ["example.test"])
+    _, stranger = await create_tenant(pool, "stranger", ["example.test"], dev_mode=True)
     path = f"/v1/keys/{mine['id']}"
     for response in [
         await client.get(path, headers=bearer(stranger)),
@@ -312,7 +312,7 @@ async def test_over_its_rate_a_key_or_tenant_is_answered_429_with_retry_after(
         await client.post("/v1/messages", json=otp(), headers=bearer(tenant[1]))
     ).status_code == 202
 
-    small, secret = await create_tenant(pool, "small", ["example.test"])
+    small, secret = await create_tenant(pool, "small", ["example.test"], dev_mode=True)
     await set_limits(pool, small.id, rate_per_second=1.0, rate_burst=3)
     batch = {"messages": [otp(), otp(to=["a@example.org", "b@example.org"])]}
     first = await client.post("/v1/messages/batch", json=batch, headers=bearer(secret))

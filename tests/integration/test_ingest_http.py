@@ -237,7 +237,7 @@ async def test_a_repeated_idempotency_key_replays_and_publishes_nothing_new(
 async def test_the_same_key_of_another_tenant_is_another_request(
     client: httpx.AsyncClient, tenant: tuple[Tenant, str], pool: asyncpg.Pool
 ) -> None:
-    other = await create_tenant(pool, "other", ["example.test"])
+    other = await create_tenant(pool, "other", ["example.test"], dev_mode=True)
     key = {"Idempotency-Key": "shared-key"}
     mine = await client.post("/v1/messages", json=otp(), headers=auth(tenant) | key)
     theirs = await client.post("/v1/messages", json=otp(), headers=auth(other) | key)
@@ -250,7 +250,7 @@ async def test_a_message_is_visible_to_its_tenant_only(
 ) -> None:
     sent = await client.post("/v1/messages", json=otp(), headers=auth(tenant))
     message_id = sent.json()["id"]
-    stranger = await create_tenant(pool, "stranger", ["example.test"])
+    stranger = await create_tenant(pool, "stranger", ["example.test"], dev_mode=True)
     for path, who in [
         (f"/v1/messages/{message_id}", stranger),
         (f"/v1/messages/{uuid.uuid4()}", tenant),

@@ -67,3 +67,14 @@ async def test_concurrent_lookups_of_one_key_share_one_load() -> None:
     release.set()
     assert [await task for task in waiting] == ["v"] * 50
     assert calls == 1
+
+
+async def test_forgotten_values_are_loaded_again() -> None:
+    cache: TtlCache[str, str] = TtlCache(ttl=3600)
+    stale, kept = Loader("stale"), Loader("kept")
+    await cache.get("a", stale)
+    await cache.get("b", kept)
+    cache.forget(lambda value: value == "stale")
+    await cache.get("a", stale)
+    await cache.get("b", kept)
+    assert (stale.calls, kept.calls) == (2, 1)
