@@ -8,10 +8,12 @@ import ssl
 import uuid
 from email.message import EmailMessage
 
+import dkim
 import httpx
 import pytest
 
 from libs.tenants import Tenant
+from tests.dns_server import LoopbackDns, txt_lookup
 from tests.e2e.conftest import Topology
 from tests.support import eventually, jaeger_services
 
@@ -33,10 +35,21 @@ def submit(port: int, api_key: str, mail: EmailMessage) -> tuple[int, str]:
         return code, reply.decode()
 
 
-async def test_a_message_submitted_over_smtp_is_delivered(
-    topology: Topology, tenant: tuple[Tenant, str]
+async def publish_dkim_key(topology: Topology, api_key: str, zone: LoopbackDns) -> None:
+    """Put the DKIM record ``GET /v1/domains/example.test`` asks for on the loopback DNS."""
+    answer = await topology.http.get(
+        "/v1/domains/example.test", headers={"Authorization": f"Bearer {api_key}"}
+    )
+    assert answer.status_code == 200, answer.text
+    [dkim_record] = [r for r in answer.json()["records"] if r["kind"] == "dkim"]
+    zone.add_txt(dkim_record["name"], dkim_record["value"])
+
+
+async def test_a_message_submitted_over_smtp_is_delivered_signed_and_found(
+    topology: Topology, tenant: tuple[Tenant, str], dns_zone: LoopbackDns
 ) -> None:
     _, api_key = tenant
+    await publish_dkim_key(topology, api_key, dns_zone)
     subject = f"Über SMTP {uuid.uuid4().hex}"
     mail = EmailMessage()
     mail["From"] = "Zoë at Acme <hello@example.test>"
@@ -69,6 +82,11 @@ async def test_a_message_submitted_over_smtp_is_delivered(
         )
     [logo] = answer.json()["Inline"]
     assert (logo["ContentID"], logo["ContentType"]) == ("logo@acme", "image/png")
+    async with httpx.AsyncClient(timeout=5) as client:
+        raw = await client.get(
+            f"{topology.settings.mailpit_ui_url}/api/v1/message/{delivered['ID']}/raw"
+        )
+    assert dkim.verify(raw.content, dnsfunc=txt_lookup(dns_zone))  # the bytes Mailpit got
 
     async def whole_trace() -> set[str] | None:  # the submission's span starts the trace
         services = await jaeger_services(topology.settings, shown["trace_id"])
