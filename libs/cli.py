@@ -19,6 +19,7 @@ import httpx
 
 from libs.broker import ensure_topics
 from libs.database import apply_migrations, open_pool
+from libs.message_log import LoggedMessage, read_message
 from libs.settings import Settings
 from libs.templates import DEFAULT_LOCALE, put_template
 from libs.tenants import create_tenant, set_limits, set_webhook
@@ -134,22 +135,9 @@ def tenant_limits(
     )
 
 
-async def _message(
-    pool: asyncpg.Pool, message_id: uuid.UUID
-) -> tuple[asyncpg.Record, list[DeliveryEvent]] | None:
-    row = await pool.fetchrow("SELECT * FROM messages WHERE id = $1", message_id)
-    if row is None:
-        return None
-    events = await pool.fetch(
-        "SELECT event FROM message_events WHERE message_id = $1 ORDER BY occurred_at, recorded_at",
-        message_id,
-    )
-    return row, [DeliveryEvent.model_validate(e["event"]) for e in events]
-
-
-def _found(settings: Settings, message_id: str) -> tuple[asyncpg.Record, list[DeliveryEvent]]:
-    key = _uuid(message_id, "message")
-    found = _with_pool(settings, lambda pool: _message(pool, key))
+def _found(settings: Settings, message_id: str) -> LoggedMessage:
+    _uuid(message_id, "message")
+    found = _with_pool(settings, lambda pool: read_message(pool, message_id))
     if found is None:
         raise click.ClickException(f"no message {message_id}")
     return found

@@ -23,10 +23,11 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from libs.database import DATABASE_DOWN
+from libs.message_log import read_message
 from libs.priority import LANE_RANK, gate
 from libs.tenants import Tenant
 from schemas.send import AcceptedResponse, SendRequest
-from services.ingest import store
+from services.ingest import routes_messages
 from services.ingest.accept import Ingest, Outcome, Refused, Replayed, accept
 from services.ingest.http_deps import (
     COMPONENT_REF,
@@ -195,7 +196,7 @@ async def get_message(message_id: str, ingest: IngestDep, tenant: TenantDep) -> 
         uuid.UUID(message_id)
     except ValueError:
         raise not_found from None
-    found = await store.message(ingest.pool, tenant.id, message_id)
+    found = await read_message(ingest.pool, message_id, tenant.id)
     if found is None:
         raise not_found
     return MessageView.of(*found)
@@ -265,6 +266,7 @@ def build_api(tracer_provider: TracerProvider) -> Gateway:
         description="Transactional email: send a message, follow it to the inbox.",
     )
     app.include_router(router)
+    app.include_router(routes_messages.router)
 
     @app.exception_handler(ProblemError)
     async def problem(request: Request, error: ProblemError) -> Response:

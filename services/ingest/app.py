@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import asyncpg
 import uvicorn
@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 KEY_SWEEP_SECONDS = 3600.0
 """How often expired idempotency keys are deleted."""
+RETENTION_SWEEP_SECONDS = 600.0
+"""How often messages past their tenant's retention are deleted (batch after batch)."""
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -47,7 +49,7 @@ class IngestService:
         self._ingest: Ingest | None = None
         self._server: _EmbeddedServer | None = None
         self._serving: asyncio.Task[None] | None = None
-        self._sweeping: asyncio.Task[None] | None = None
+        self._sweeping: list[asyncio.Task[None]] = []
         subscribe_intake(self.broker, settings, self._take_in)
         subscribe_events(self.broker, settings, SERVICE, "recorder", self._record)
 
@@ -72,7 +74,11 @@ class IngestService:
             log_config=None,
             access_log=False,
         )
-        self._sweeping = asyncio.create_task(self._sweep_keys(pool))
+        sweeps = [
+            ("expired idempotency keys", KEY_SWEEP_SECONDS, store.forget_expired_keys),
+            ("messages past retention", RETENTION_SWEEP_SECONDS, _forget_old),
+        ]
+        self._sweeping = [asyncio.create_task(_sweep(pool, *sweep)) for sweep in sweeps]
         self._server = _EmbeddedServer(config)
         self._serving = asyncio.create_task(self._server.serve())
         while not self._server.started:
@@ -92,22 +98,13 @@ class IngestService:
         if self._server is not None and self._serving is not None:
             self._server.should_exit = True
             await self._serving
-        if self._sweeping is not None:
-            self._sweeping.cancel()
+        for sweeping in self._sweeping:
+            sweeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeping
+                await sweeping
         await self.broker.stop()
         if self._ingest is not None:
             await self._ingest.pool.close()
-
-    async def _sweep_keys(self, pool: asyncpg.Pool) -> None:
-        while True:
-            try:
-                if deleted := await store.forget_expired_keys(pool):
-                    log.info("forgot %d expired idempotency keys", deleted)
-            except DATABASE_DOWN as error:
-                log.warning("could not sweep idempotency keys: %r", error)
-            await asyncio.sleep(KEY_SWEEP_SECONDS)
 
     async def _take_in(self, batch: list[Consumed[Parsed]]) -> Outbox:
         return await take_in(self.ingest, batch)
@@ -115,3 +112,26 @@ class IngestService:
     async def _record(self, batch: list[Consumed[DeliveryEvent]]) -> Outbox:
         await record_all(self.ingest.pool, [(item.value, item.raw.value or b"") for item in batch])
         return Outbox(self.settings.topic_prefix)
+
+
+async def _sweep(
+    pool: asyncpg.Pool, what: str, every: float, delete: Callable[[asyncpg.Pool], Awaitable[int]]
+) -> None:
+    """Run ``delete`` every ``every`` seconds for as long as the service runs."""
+    while True:
+        try:
+            if deleted := await delete(pool):
+                log.info("deleted %d %s", deleted, what)
+        except DATABASE_DOWN as error:
+            log.warning("could not delete %s: %r", what, error)
+        await asyncio.sleep(every)
+
+
+async def _forget_old(pool: asyncpg.Pool) -> int:
+    """Every message past its tenant's retention, batch after batch (never one huge DELETE)."""
+    total = 0
+    while (deleted := await store.forget_old_messages(pool)) > 0:
+        total += deleted
+        if deleted < store.RETENTION_BATCH:
+            break
+    return total

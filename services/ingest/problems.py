@@ -23,6 +23,7 @@ CODE_STATUS: dict[str, int] = {
     "not_found": 404,
     "method_not_allowed": 405,
     "idempotency_key_reused": 409,
+    "not_cancellable": 409,
     "payload_too_large": 413,
     "unsupported_media_type": 415,
     "unavailable": 503,

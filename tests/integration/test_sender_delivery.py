@@ -24,7 +24,7 @@ from schemas.pipeline import DeliveryJob, RetryRequest, Route
 from services.retry_scheduler.app import RetrySchedulerService
 from services.sender import app as sender_app
 from services.sender.app import SenderService
-from services.sender.store import AttemptKey, claim_attempts
+from services.sender.store import AttemptClaim, claim_attempts
 from tests.support import TopicTap, eventually, started
 from tests.unit.sender.jobs import delivery_job
 
@@ -211,10 +211,10 @@ async def test_a_claim_whose_answer_was_lost_is_withdrawn_and_the_message_sent_o
     lost = [(job.message.message_id, job.attempt)]
 
     async def committed_then_cut_off(
-        pool: asyncpg.Pool, keys: Sequence[AttemptKey], claimer: str
-    ) -> dict[AttemptKey, bool]:
-        claimed = await claim_attempts(pool, keys, claimer)
-        if lost and lost[0] in keys:
+        pool: asyncpg.Pool, claims: Sequence[AttemptClaim], claimer: str
+    ) -> dict[AttemptClaim, bool]:
+        claimed = await claim_attempts(pool, claims, claimer)
+        if lost and lost[0] in [claim.key for claim in claims]:
             lost.clear()
             raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
         return claimed

@@ -1,0 +1,35 @@
+-- Finding messages, the raw .eml, cancelling before SMTP, and the message log's retention.
+
+-- Search (GET /v1/messages): always one tenant's messages, newest first, paged by keyset on
+-- (accepted_at, id). Each index below answers one filter in that order, so a page is an index
+-- range scan that stops after `limit` rows, however many messages the tenant has.
+DROP INDEX messages_tenant_accepted;
+CREATE INDEX messages_tenant_accepted_id ON messages (tenant_id, accepted_at DESC, id DESC);
+CREATE INDEX messages_tenant_recipient
+    ON messages (tenant_id, lower(recipient), accepted_at DESC, id DESC);
+CREATE INDEX messages_tenant_status ON messages (tenant_id, status, accepted_at DESC, id DESC);
+-- Tags and metadata: containment (@>) of one tag or one key/value pair; the planner combines
+-- them with the tenant's range when the tag or pair is rare, and walks that range when common.
+CREATE INDEX messages_tags ON messages USING gin (tags);
+CREATE INDEX messages_metadata ON messages USING gin (metadata jsonb_path_ops);
+
+-- The exact bytes of a message's last attempt handed to SMTP (GET /v1/messages/{id}/raw),
+-- zlib-compressed; written by the sender in the statement that claims the attempt.
+CREATE TABLE message_raw (
+    message_id uuid PRIMARY KEY,
+    tenant_id  uuid NOT NULL,
+    attempt    integer NOT NULL,
+    content    bytea NOT NULL,               -- zlib
+    stored_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Cancel (DELETE /v1/messages/{id}): a row in state 'cancelled' (attempt 0, before any real
+-- attempt) and an attempt in DATA exclude each other, so a cancel and the sender's claim can
+-- never both win: the one that comes second finds the other's row.
+CREATE UNIQUE INDEX delivery_attempts_cancel_or_data
+    ON delivery_attempts (message_id) WHERE state IN ('data', 'cancelled');
+
+-- Retention: each tenant's messages, their events and raw bytes are deleted this many days
+-- after acceptance.
+ALTER TABLE tenants ADD COLUMN retention_days integer NOT NULL DEFAULT 30
+    CHECK (retention_days > 0);
