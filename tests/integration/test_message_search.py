@@ -375,21 +375,28 @@ async def _cancelled_view(
 
 
 async def test_a_cancel_and_a_claim_never_both_win(pool: asyncpg.Pool) -> None:
+    """Each message's claim and cancel run at once (either one started first): exactly one of
+    them wins, and the sent bytes are kept only for a won claim."""
     tenant_id = str(uuid.uuid4())
-    message_ids = [str(uuid.uuid4()) for _ in range(40)]
-    claims = [AttemptClaim.of((message_id, 1), tenant_id, b"x") for message_id in message_ids]
-    outcomes = await asyncio.gather(
-        *(claim_attempts(pool, [claim], "racer") for claim in claims),
-        *(cancel_sending(pool, message_id) for message_id in message_ids),
-    )
-    claimed = [next(iter(result.values())) for result in outcomes[:40]]
-    cancelled = outcomes[40:]
-    for won_claim, cancel in zip(claimed, cancelled, strict=True):
-        assert won_claim != (cancel is Cancellation.CANCELLED), (won_claim, cancel)
+
+    async def race(cancel_first: bool) -> tuple[bool, bool]:
+        message_id = str(uuid.uuid4())
+        claim = AttemptClaim.of((message_id, 1), tenant_id, b"x")
+        claiming = claim_attempts(pool, [claim], "racer")
+        cancelling = cancel_sending(pool, message_id)
+        if cancel_first:
+            cancelled, claimed = await asyncio.gather(cancelling, claiming)
+        else:
+            claimed, cancelled = await asyncio.gather(claiming, cancelling)
+        return claimed[claim], cancelled is Cancellation.CANCELLED
+
+    results = await asyncio.gather(*(race(cancel_first=n % 2 == 0) for n in range(40)))
+    assert all(won_claim != won_cancel for won_claim, won_cancel in results), results
+    assert {won_claim for won_claim, _ in results} == {True, False}
     kept = await pool.fetchval(
         "SELECT count(*) FROM message_raw WHERE tenant_id = $1", uuid.UUID(tenant_id)
     )
-    assert kept == sum(claimed)
+    assert kept == sum(won_claim for won_claim, _ in results)
 
 
 async def test_a_message_handed_to_smtp_or_done_cannot_be_cancelled(
