@@ -8,6 +8,11 @@ CREATE INDEX messages_tenant_accepted_id ON messages (tenant_id, accepted_at DES
 CREATE INDEX messages_tenant_recipient
     ON messages (tenant_id, lower(recipient), accepted_at DESC, id DESC);
 CREATE INDEX messages_tenant_status ON messages (tenant_id, status, accepted_at DESC, id DESC);
+-- A category or template the tenant rarely (or never) used would otherwise walk all its messages.
+CREATE INDEX messages_tenant_category
+    ON messages (tenant_id, category, accepted_at DESC, id DESC);
+CREATE INDEX messages_tenant_template
+    ON messages (tenant_id, template, accepted_at DESC, id DESC) WHERE template IS NOT NULL;
 -- Tags and metadata: containment (@>) of one tag or one key/value pair; the planner combines
 -- them with the tenant's range when the tag or pair is rare, and walks that range when common.
 CREATE INDEX messages_tags ON messages USING gin (tags);
