@@ -41,19 +41,6 @@ pytestmark = pytest.mark.integration
 SIMULATOR = "simulator.sendarix.test"
 
 
-@pytest.fixture(scope="module")
-async def service(settings: Settings) -> AsyncIterator[IngestService]:
-    async with started(IngestService(settings.model_copy(update={"http_port": 0}))) as running:
-        yield running
-
-
-@pytest.fixture
-async def client(service: IngestService) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=service.api)
-    async with httpx.AsyncClient(transport=transport, base_url="http://ingest.test") as http:
-        yield http
-
-
 def auth(tenant: tuple[Tenant, str]) -> dict[str, str]:
     return {"Authorization": f"Bearer {tenant[1]}"}
 
@@ -219,23 +206,6 @@ async def test_search_is_documented_beside_the_message_routes(client: httpx.Asyn
 
 
 # Cancel, raw bytes: with the sender, the retry-scheduler and the mailbox simulator.
-
-
-@pytest.fixture(scope="module")
-async def simulator(
-    settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[MailboxSimulator]:
-    log = tmp_path_factory.mktemp("simulator") / "mailbox.jsonl"
-    async with started(
-        MailboxSimulator(settings.model_copy(update={"simulator_port": 0, "simulator_log": log}))
-    ) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-async def sender(settings: Settings) -> AsyncIterator[SenderService]:
-    async with started(SenderService(settings)) as running:
-        yield running
 
 
 @pytest.fixture

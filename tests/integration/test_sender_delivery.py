@@ -25,7 +25,7 @@ from services.retry_scheduler.app import RetrySchedulerService
 from services.sender import app as sender_app
 from services.sender.app import SenderService
 from services.sender.store import AttemptClaim, claim_attempts
-from tests.support import TopicTap, eventually, started
+from tests.support import TopicTap, eventually
 from tests.unit.sender.jobs import delivery_job
 
 pytestmark = pytest.mark.integration
@@ -34,23 +34,6 @@ SIMULATOR = "simulator.sendarix.test"
 LANE = Lane.CRITICAL
 TENANT = str(uuid.uuid4())
 """Every job of this module is this tenant's, so the retries they leave behind can be deleted."""
-
-
-@pytest.fixture(scope="module")
-async def simulator(
-    settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[MailboxSimulator]:
-    log = tmp_path_factory.mktemp("simulator") / "mailbox.jsonl"
-    async with started(
-        MailboxSimulator(settings.model_copy(update={"simulator_port": 0, "simulator_log": log}))
-    ) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-async def sender(settings: Settings) -> AsyncIterator[SenderService]:
-    async with started(SenderService(settings)) as running:
-        yield running
 
 
 @pytest.fixture
