@@ -22,7 +22,7 @@ from libs.database import apply_migrations, open_pool
 from libs.message_log import LoggedMessage, read_message
 from libs.settings import Settings
 from libs.templates import DEFAULT_LOCALE, put_template
-from libs.tenants import create_tenant, set_limits, set_webhook
+from libs.tenants import create_tenant, set_limits, set_retention, set_webhook
 from schemas.common import Lane
 from schemas.events import EVENT_TYPE_PREFIX, DeliveryEvent
 
@@ -133,6 +133,22 @@ def tenant_limits(
             "critical_burst": updated.critical_burst,
         }
     )
+
+
+@tenant.command("retention")
+@click.option("--tenant", "tenant_id", required=True, help="The tenant's id.")
+@click.option("--days", type=click.IntRange(min=1), required=True, help="Days a message is kept.")
+@pass_settings
+def tenant_retention(settings: Settings, tenant_id: str, days: int) -> None:
+    """Keep a tenant's messages, their events and sent bytes DAYS days (30 unless set).
+
+    Ingest deletes older ones in batches, every few minutes.
+    """
+    _uuid(tenant_id, "tenant")
+    kept = _with_pool(settings, lambda pool: set_retention(pool, tenant_id, days))
+    if kept is None:
+        raise click.ClickException(f"no tenant {tenant_id}")
+    _print_json({"tenant_id": tenant_id, "retention_days": kept})
 
 
 def _found(settings: Settings, message_id: str) -> LoggedMessage:

@@ -21,7 +21,7 @@ import pytest
 from deploy.simulator.server import MailboxSimulator
 from libs.cancellation import Cancellation, cancel_sending
 from libs.settings import Settings
-from libs.tenants import Tenant, create_tenant
+from libs.tenants import Tenant, create_tenant, set_retention
 from libs.topics import EVENTS, lane_topic, public_topic
 from schemas.common import Lane, Stream
 from schemas.events import DeliveryEvent, EventData, MessageState, delivery_event
@@ -394,7 +394,7 @@ async def test_retention_deletes_only_what_is_older_than_the_tenants_days(
     pool: asyncpg.Pool, tenant: tuple[Tenant, str]
 ) -> None:
     short = tenant[0].id
-    await pool.execute("UPDATE tenants SET retention_days = 1 WHERE id = $1", uuid.UUID(short))
+    assert await set_retention(pool, short, 1) == 1
     default, _ = await create_tenant(pool, "keeps-30-days", ["example.test"])
     two_days_ago = datetime.now(UTC) - timedelta(days=2)
     old = await logged(pool, short, two_days_ago, MessageState.DELIVERED)
