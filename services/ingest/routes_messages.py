@@ -89,7 +89,8 @@ async def search(
     query = parse_query(request.query_params.multi_items())
     if isinstance(query, list):
         raise ProblemError.of(query)
-    page = await search_messages(ingest.pool, tenant.id, query)
+    async with ingest.pool.acquire() as connection:
+        page = await search_messages(connection, tenant.id, query)
     return MessagePage(
         messages=[MessageSummary.of_row(row) for row in page.rows],
         next_cursor=page.next_cursor.encode() if page.next_cursor else None,

@@ -20,6 +20,7 @@ import asyncpg
 
 from schemas.common import Stream
 from schemas.events import MessageState
+from services.ingest.store import Connection
 from services.ingest.validate import Violation
 
 DEFAULT_LIMIT = 50
@@ -218,10 +219,17 @@ class Page:
     next_cursor: Cursor | None
 
 
-async def search_messages(pool: asyncpg.Pool, tenant_id: str, query: MessageQuery) -> Page:
-    """One page of the tenant's messages matching ``query``."""
+async def search_messages(connection: Connection, tenant_id: str, query: MessageQuery) -> Page:
+    """One page of the tenant's messages matching ``query``.
+
+    Planned for its values each time: a generic plan, which PostgreSQL adopts for a prepared
+    statement after a few runs, cannot tell a tag on 1 message in 1,000 from one on every
+    other message, and picks one walk for both (300 ms instead of 1 for the wrong one).
+    """
     sql, arguments = search_sql(query)
-    rows = await pool.fetch(sql, uuid.UUID(tenant_id), *arguments)
+    async with connection.transaction(readonly=True):
+        await connection.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        rows = await connection.fetch(sql, uuid.UUID(tenant_id), *arguments)
     if len(rows) <= query.limit:
         return Page(list(rows), None)
     last = rows[query.limit - 1]
