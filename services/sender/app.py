@@ -41,6 +41,7 @@ from services.sender.store import (
     FinishedAttempt,
     RecordedAttempt,
     claim_attempts,
+    compressed,
     finish_attempts,
     recorded_attempts,
     release_unsent,
@@ -203,7 +204,7 @@ class SenderService(PipelineService):
             envelope_sender(spec.message_id, self.settings.bounce_address),
             spec.recipient.address,
             content,
-            claim=lambda: self._claim(claims, AttemptClaim.of(key, spec.tenant_id, content)),
+            claim=lambda: self._claim(claims, key, spec.tenant_id, content),
         )
         exchange: dict[str, str | int | float] = {
             "sendarix.attempt": job.attempt,
@@ -220,13 +221,21 @@ class SenderService(PipelineService):
         item.span.add_event("smtp exchange", exchange)
         return handover
 
-    async def _claim(self, claims: GroupCommit[AttemptClaim, bool], claim: AttemptClaim) -> bool:
-        """Claim an attempt right before its DATA; a claim whose answer is lost is remembered
-        as never sent (its batch is tried again once the database answers)."""
+    async def _claim(
+        self,
+        claims: GroupCommit[AttemptClaim, bool],
+        key: AttemptKey,
+        tenant_id: str,
+        content: bytes,
+    ) -> bool:
+        """Claim an attempt right before its DATA, keeping the bytes it sends; a claim whose
+        answer is lost is remembered as never sent (its batch is tried again once the database
+        answers)."""
+        kept = await compressed(content)
         try:
-            return await claims.submit(claim)
+            return await claims.submit(AttemptClaim(key, tenant_id, kept))
         except Exception:
-            self._unsent.add(claim.key)
+            self._unsent.add(key)
             raise
 
     def _replay(self, job: DeliveryJob, recorded: RecordedAttempt) -> Verdict:

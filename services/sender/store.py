@@ -10,6 +10,7 @@ cancelled through the API has a row of its own (``libs.cancellation``) that no c
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 import zlib
 from collections.abc import Sequence
@@ -63,6 +64,18 @@ class FinishedAttempt:
         return (self.message_id, self.attempt)
 
 
+COMPRESS_IN_THREAD_BYTES = 256 * 1024
+"""A message this large is compressed off the event loop (zlib releases the GIL), so the
+other attempts' SMTP exchanges do not wait for it."""
+
+
+async def compressed(message: bytes) -> bytes:
+    """A message as ``message_raw`` keeps it."""
+    if len(message) < COMPRESS_IN_THREAD_BYTES:
+        return zlib.compress(message)
+    return await asyncio.to_thread(zlib.compress, message)
+
+
 @dataclass(frozen=True)
 class AttemptClaim:
     """An attempt to claim right before its DATA, with the bytes DATA is about to send."""
@@ -70,11 +83,7 @@ class AttemptClaim:
     key: AttemptKey
     tenant_id: str
     content: bytes
-
-    @classmethod
-    def of(cls, key: AttemptKey, tenant_id: str, message: bytes) -> AttemptClaim:
-        """The claim of ``key``, its ``message`` compressed for keeping."""
-        return cls(key, tenant_id, zlib.compress(message))
+    """The message, ``compressed``."""
 
 
 def _ids(keys: Sequence[AttemptKey]) -> tuple[list[uuid.UUID], list[int]]:

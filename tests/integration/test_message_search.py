@@ -32,7 +32,7 @@ from services.ingest.recorder import record_all
 from services.retry_scheduler.app import RetrySchedulerService
 from services.retry_scheduler.store import schedule_attempts
 from services.sender.app import SenderService
-from services.sender.store import AttemptClaim, claim_attempts
+from services.sender.store import AttemptClaim, claim_attempts, compressed
 from tests.support import TopicTap, eventually, started
 from tests.unit.sender.jobs import delivery_job
 
@@ -351,7 +351,7 @@ async def test_a_cancel_and_a_claim_never_both_win(pool: asyncpg.Pool) -> None:
 
     async def race(cancel_first: bool) -> tuple[bool, bool]:
         message_id = str(uuid.uuid4())
-        claim = AttemptClaim.of((message_id, 1), tenant_id, b"x")
+        claim = AttemptClaim((message_id, 1), tenant_id, await compressed(b"x"))
         claiming = claim_attempts(pool, [claim], "racer")
         cancelling = cancel_sending(pool, message_id)
         if cancel_first:
