@@ -123,6 +123,7 @@ async def claim_attempts(
     """Claim attempts for DATA in the name of ``claimer`` (a sender process), keeping the bytes
     of each one granted as its message's last sent; False for those claimed before, or whose
     message was cancelled, or has another attempt in DATA (they must not be sent)."""
+    by_key = {claim.key: claim for claim in claims}  # one row per attempt, whatever the bytes
     rows = await pool.fetch(
         "WITH claimed AS ("
         " INSERT INTO delivery_attempts (message_id, attempt, state, claimed_by)"
@@ -139,10 +140,10 @@ async def claim_attempts(
         " content = EXCLUDED.content, stored_at = now()"
         " WHERE message_raw.attempt <= EXCLUDED.attempt)"
         " SELECT message_id, attempt FROM claimed",
-        *_ids([claim.key for claim in claims]),
+        *_ids(list(by_key)),
         claimer,
-        [uuid.UUID(claim.tenant_id) for claim in claims],
-        [claim.content for claim in claims],
+        [uuid.UUID(claim.tenant_id) for claim in by_key.values()],
+        [claim.content for claim in by_key.values()],
     )
     claimed = {(str(row["message_id"]), row["attempt"]) for row in rows}
     return {claim: claim.key in claimed for claim in claims}
