@@ -13,6 +13,9 @@ CREATE INDEX messages_tenant_category
     ON messages (tenant_id, category, accepted_at DESC, id DESC);
 CREATE INDEX messages_tenant_template
     ON messages (tenant_id, template, accepted_at DESC, id DESC) WHERE template IS NOT NULL;
+-- Broadcast mail is the minority stream of a transactional platform: its own small index.
+CREATE INDEX messages_tenant_broadcast
+    ON messages (tenant_id, accepted_at DESC, id DESC) WHERE stream = 'broadcast';
 -- Tags and metadata: containment (@>) of one tag or one key/value pair; the planner combines
 -- them with the tenant's range when the tag or pair is rare, and walks that range when common.
 CREATE INDEX messages_tags ON messages USING gin (tags);
