@@ -16,9 +16,16 @@ CREATE INDEX messages_tenant_template
 -- Broadcast mail is the minority stream of a transactional platform: its own small index.
 CREATE INDEX messages_tenant_broadcast
     ON messages (tenant_id, accepted_at DESC, id DESC) WHERE stream = 'broadcast';
--- Tags and metadata: containment (@>) of one tag or one key/value pair; the planner combines
--- them with the tenant's range when the tag or pair is rare, and walks that range when common.
-CREATE INDEX messages_tags ON messages USING gin (tags);
+-- Tags: each one qualified by its tenant ("<tenant id>/<tag>"), so that the statistics of this
+-- index say how common a tag is for each tenant. On plain tags, PostgreSQL could not tell a tag
+-- this tenant never used from one every tenant uses, and walked the tenant's whole range looking
+-- for it (300 ms on 500,000 messages); now a rare tag is a bitmap of its few messages and a
+-- common one a short walk in page order.
+CREATE FUNCTION tenant_tags(tenant uuid, tags text[]) RETURNS text[]
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$ SELECT ARRAY(SELECT tenant::text || '/' || tag FROM unnest(tags) AS tag) $$;
+CREATE INDEX messages_tenant_tags ON messages USING gin (tenant_tags(tenant_id, tags));
+-- Metadata: containment (@>) of key/value pairs, across tenants (pairs are mostly ids, rare).
 CREATE INDEX messages_metadata ON messages USING gin (metadata jsonb_path_ops);
 
 -- The exact bytes of a message's last attempt handed to SMTP (GET /v1/messages/{id}/raw),

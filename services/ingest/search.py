@@ -194,7 +194,7 @@ def search_sql(query: MessageQuery) -> tuple[str, list[Any]]:
         if value is not None:
             where(f"{column} = {{}}", value)
     if query.tags:
-        where("tags @> {}::text[]", list(query.tags))
+        where("tenant_tags(tenant_id, tags) @> tenant_tags($1, {}::text[])", list(query.tags))
     if query.metadata:
         where("metadata @> {}::jsonb", dict(query.metadata))
     if query.since is not None:

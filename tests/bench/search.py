@@ -98,7 +98,7 @@ async def measure(settings: Settings, rows: int, runs: int) -> dict[str, Any]:
         await _generated(pool, rows)
         figures: dict[str, Any] = {"rows": rows, "generate_s": round(time.monotonic() - started)}
         async with pool.acquire() as connection:
-            await connection.execute(f"SET search_path = {SCHEMA}")
+            await connection.execute(f"SET search_path = {SCHEMA}, public")
             for tenant, label in ((BIG_TENANT, "big tenant"), (SMALL_TENANT, "small tenant")):
                 figures[label] = await _timed(connection, tenant, runs)
             await connection.execute("RESET search_path")

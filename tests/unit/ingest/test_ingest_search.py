@@ -128,7 +128,7 @@ def test_the_sql_numbers_each_value_after_the_tenant() -> None:
     sql, arguments = search_sql(query)
     assert "tenant_id = $1" in sql
     assert "lower(recipient) = $2" in sql and "status = $3" in sql
-    assert "tags @> $4::text[]" in sql
+    assert "tenant_tags(tenant_id, tags) @> tenant_tags($1, $4::text[])" in sql
     assert "(accepted_at, id) < ($5, $6)" in sql
     assert sql.endswith("ORDER BY accepted_at DESC, id DESC LIMIT $7")
     assert arguments == ["a@b.test", "deferred", ["x"], MOMENT, after.message_id, 11]
