@@ -23,6 +23,7 @@ from libs.broker import ensure_topics
 from libs.database import apply_migrations, open_pool
 from libs.domain_verification import verify_domain
 from libs.domain_views import DomainView
+from libs.message_log import LoggedMessage, read_message
 from libs.sending_domains import (
     InvalidDomain,
     SendingDomain,
@@ -32,7 +33,7 @@ from libs.sending_domains import (
 )
 from libs.settings import Settings
 from libs.templates import DEFAULT_LOCALE, put_template
-from libs.tenants import create_tenant, set_limits, set_webhook
+from libs.tenants import create_tenant, set_limits, set_retention, set_webhook
 from schemas.common import Lane, Stream
 from schemas.events import EVENT_TYPE_PREFIX, DeliveryEvent
 
@@ -187,6 +188,22 @@ def tenant_limits(
     )
 
 
+@tenant.command("retention")
+@click.option("--tenant", "tenant_id", required=True, help="The tenant's id.")
+@click.option("--days", type=click.IntRange(min=1), required=True, help="Days a message is kept.")
+@pass_settings
+def tenant_retention(settings: Settings, tenant_id: str, days: int) -> None:
+    """Keep a tenant's messages, their events and sent bytes DAYS days (30 unless set).
+
+    Ingest deletes older ones in batches, every few minutes.
+    """
+    _uuid(tenant_id, "tenant")
+    kept = _with_pool(settings, lambda pool: set_retention(pool, tenant_id, days))
+    if kept is None:
+        raise click.ClickException(f"no tenant {tenant_id}")
+    _print_json({"tenant_id": tenant_id, "retention_days": kept})
+
+
 def _key_change(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable[T | None]]) -> T:
     """Run a change of a key; a refusal (last admin key, unusable key) or no such key exits 1."""
     try:
@@ -292,22 +309,9 @@ def key_rotate(settings: Settings, tenant_id: str, key_id: str, overlap_seconds:
     _print_json({"key": keys.described(new) | {"secret": secret}, "previous": keys.described(old)})
 
 
-async def _message(
-    pool: asyncpg.Pool, message_id: uuid.UUID
-) -> tuple[asyncpg.Record, list[DeliveryEvent]] | None:
-    row = await pool.fetchrow("SELECT * FROM messages WHERE id = $1", message_id)
-    if row is None:
-        return None
-    events = await pool.fetch(
-        "SELECT event FROM message_events WHERE message_id = $1 ORDER BY occurred_at, recorded_at",
-        message_id,
-    )
-    return row, [DeliveryEvent.model_validate(e["event"]) for e in events]
-
-
-def _found(settings: Settings, message_id: str) -> tuple[asyncpg.Record, list[DeliveryEvent]]:
-    key = _uuid(message_id, "message")
-    found = _with_pool(settings, lambda pool: _message(pool, key))
+def _found(settings: Settings, message_id: str) -> LoggedMessage:
+    _uuid(message_id, "message")
+    found = _with_pool(settings, lambda pool: read_message(pool, message_id))
     if found is None:
         raise click.ClickException(f"no message {message_id}")
     return found

@@ -175,6 +175,17 @@ async def set_limits(
     return _tenant(row) if row else None
 
 
+async def set_retention(pool: asyncpg.Pool, tenant_id: str, days: int) -> int | None:
+    """Keep a tenant's messages (events, sent bytes) ``days`` days in the log, after which
+    ingest's retention job deletes them; None when there is no such tenant."""
+    kept: int | None = await pool.fetchval(
+        "UPDATE tenants SET retention_days = $2 WHERE id = $1 RETURNING retention_days",
+        uuid.UUID(tenant_id),
+        days,
+    )
+    return kept
+
+
 async def tenant_by_api_key(pool: asyncpg.Pool, api_key: str) -> Tenant | None:
     """The tenant a usable (unrevoked, unexpired) API key belongs to."""
     row = await pool.fetchrow(

@@ -35,6 +35,8 @@ class MessageState(StrEnum):
     COMPLAINED = "complained"
     UNSUBSCRIBED = "unsubscribed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
+    """Cancelled through the API before any attempt of it was handed to SMTP."""
 
     @property
     def terminal(self) -> bool:
@@ -54,6 +56,7 @@ TERMINAL_STATES = frozenset(
         MessageState.DELIVERED,
         MessageState.BOUNCED,
         MessageState.FAILED,
+        MessageState.CANCELLED,
     }
 )
 

@@ -23,10 +23,11 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from libs.database import DATABASE_DOWN
+from libs.message_log import read_message
 from libs.priority import LANE_RANK, gate
 from libs.tenants import Caller
 from schemas.send import AcceptedResponse, SendRequest
-from services.ingest import routes_domains, store
+from services.ingest import routes_domains, routes_messages
 from services.ingest.accept import Ingest, Outcome, Refused, Replayed, accept
 from services.ingest.http_deps import (
     COMPONENT_REF,
@@ -201,7 +202,7 @@ async def get_message(message_id: str, ingest: IngestDep, caller: ReadCaller) ->
         uuid.UUID(message_id)
     except ValueError:
         raise not_found from None
-    found = await store.message(ingest.pool, caller.tenant.id, message_id)
+    found = await read_message(ingest.pool, message_id, caller.tenant.id)
     if found is None:
         raise not_found
     return MessageView.of(*found)
@@ -273,6 +274,7 @@ def build_api(tracer_provider: TracerProvider) -> Gateway:
     app.include_router(router)
     app.include_router(keys_router)
     app.include_router(routes_domains.router)
+    app.include_router(routes_messages.router)
 
     @app.exception_handler(ProblemError)
     async def problem(request: Request, error: ProblemError) -> Response:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
 
 import asyncpg
 import uvicorn
@@ -32,6 +33,8 @@ KEY_SWEEP_SECONDS = 3600.0
 """How often expired idempotency keys are deleted."""
 DOMAIN_RECHECK_SECONDS = 60.0
 """How often ingest looks for sending domains due a DNS check (``libs.domain_verification``)."""
+RETENTION_SWEEP_SECONDS = 600.0
+"""How often messages past their tenant's retention are deleted (batch after batch)."""
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -53,8 +56,7 @@ class IngestService:
         self._server: _EmbeddedServer | None = None
         self._smtp: SmtpDoor | None = None
         self._serving: asyncio.Task[None] | None = None
-        self._sweeping: asyncio.Task[None] | None = None
-        self._rechecking: asyncio.Task[None] | None = None
+        self._sweeping: list[asyncio.Task[None]] = []
         subscribe_intake(self.broker, settings, self._take_in)
         subscribe_events(self.broker, settings, SERVICE, "recorder", self._record)
 
@@ -79,10 +81,18 @@ class IngestService:
             log_config=None,
             access_log=False,
         )
-        self._sweeping = asyncio.create_task(self._sweep_keys(pool))
+        sweeps: list[tuple[str, float, Callable[[asyncpg.Pool], Awaitable[int]]]] = [
+            ("expired idempotency keys deleted", KEY_SWEEP_SECONDS, store.forget_expired_keys),
+            ("messages past retention deleted", RETENTION_SWEEP_SECONDS, _forget_old),
+            (
+                "sending domains checked over DNS",
+                DOMAIN_RECHECK_SECONDS,
+                partial(verify_due_domains, settings=self.settings),
+            ),
+        ]
+        self._sweeping = [asyncio.create_task(_sweep(pool, *sweep)) for sweep in sweeps]
         self._smtp = SmtpDoor(self._ingest)
         await self._smtp.start()  # before the gateway: ready over HTTP means SMTP listens too
-        self._rechecking = asyncio.create_task(self._recheck_domains(pool))
         self._server = _EmbeddedServer(config)
         self._serving = asyncio.create_task(self._server.serve())
         while not self._server.started:
@@ -110,33 +120,13 @@ class IngestService:
         if self._server is not None and self._serving is not None:
             self._server.should_exit = True
             await self._serving
-        for task in (self._sweeping, self._rechecking):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        for sweeping in self._sweeping:
+            sweeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeping
         await self.broker.stop()
         if self._ingest is not None:
             await self._ingest.pool.close()
-
-    async def _sweep_keys(self, pool: asyncpg.Pool) -> None:
-        while True:
-            try:
-                if deleted := await store.forget_expired_keys(pool):
-                    log.info("forgot %d expired idempotency keys", deleted)
-            except DATABASE_DOWN as error:
-                log.warning("could not sweep idempotency keys: %r", error)
-            await asyncio.sleep(KEY_SWEEP_SECONDS)
-
-    async def _recheck_domains(self, pool: asyncpg.Pool) -> None:
-        while True:
-            try:
-                await verify_due_domains(pool, self.settings)
-            except DATABASE_DOWN as error:
-                log.warning("could not re-check sending domains: %r", error)
-            except Exception:  # the next round tries again; the gateway must not go down for it
-                log.exception("re-checking sending domains failed")
-            await asyncio.sleep(DOMAIN_RECHECK_SECONDS)
 
     async def _take_in(self, batch: list[Consumed[Parsed]]) -> Outbox:
         return await take_in(self.ingest, batch)
@@ -144,3 +134,29 @@ class IngestService:
     async def _record(self, batch: list[Consumed[DeliveryEvent]]) -> Outbox:
         await record_all(self.ingest.pool, [(item.value, item.raw.value or b"") for item in batch])
         return Outbox(self.settings.topic_prefix)
+
+
+async def _sweep(
+    pool: asyncpg.Pool, what: str, every: float, work: Callable[[asyncpg.Pool], Awaitable[int]]
+) -> None:
+    """Run ``work`` (it says how many rows it handled) every ``every`` seconds while the service
+    runs."""
+    while True:
+        try:
+            if done := await work(pool):
+                log.info("%s: %d", what, done)
+        except DATABASE_DOWN as error:
+            log.warning("could not do %s: %r", what, error)
+        except Exception:  # the next round tries again; the gateway must not go down for it
+            log.exception("%s failed", what)
+        await asyncio.sleep(every)
+
+
+async def _forget_old(pool: asyncpg.Pool) -> int:
+    """Every message past its tenant's retention, batch after batch (never one huge DELETE)."""
+    total = 0
+    while (deleted := await store.forget_old_messages(pool)) > 0:
+        total += deleted
+        if deleted < store.RETENTION_BATCH:
+            break
+    return total

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from libs.keys import Scope
 from libs.sendable import MAX_MESSAGE_BYTES
-from libs.tenants import Caller, Tenant
+from libs.tenants import Caller
 from services.ingest.accept import Ingest
 from services.ingest.problems import PROBLEM_JSON, ProblemDocument, ProblemError
 from services.ingest.validate import parse_request
@@ -79,14 +79,6 @@ def scoped(scope: Scope | str) -> Callable[..., Awaitable[Caller]]:
 SendCaller = Annotated[Caller, Depends(scoped(Scope.SEND))]
 ReadCaller = Annotated[Caller, Depends(scoped(Scope.READ))]
 AdminCaller = Annotated[Caller, Depends(scoped(Scope.ADMIN))]
-
-
-async def _tenant(caller: Annotated[Caller, Depends(_caller)]) -> Tenant:
-    return caller.tenant
-
-
-TenantDep = Annotated[Tenant, Depends(_tenant)]
-"""The caller's tenant, whatever its key's scopes (prefer a scoped caller)."""
 
 
 def charge_send(ingest: Ingest, caller: Caller, messages: int) -> None:

@@ -232,21 +232,22 @@ MESSAGE_COLUMNS = (
 )
 
 
-async def message(
-    pool: asyncpg.Pool, tenant_id: str, message_id: str
-) -> tuple[asyncpg.Record, list[DeliveryEvent]] | None:
-    """A tenant's message and its events in the order they happened (None: not theirs)."""
-    async with pool.acquire() as connection:
-        row = await connection.fetchrow(
-            "SELECT * FROM messages WHERE id = $1 AND tenant_id = $2",
-            uuid.UUID(message_id),
-            uuid.UUID(tenant_id),
-        )
-        if row is None:
-            return None
-        events = await connection.fetch(
-            "SELECT event FROM message_events WHERE message_id = $1"
-            " ORDER BY occurred_at, recorded_at",
-            uuid.UUID(message_id),
-        )
-    return row, [DeliveryEvent.model_validate(e["event"]) for e in events]
+RETENTION_BATCH = 1000
+"""Messages deleted per statement by the retention job: short transactions, small locks."""
+
+
+async def forget_old_messages(pool: asyncpg.Pool, limit: int = RETENTION_BATCH) -> int:
+    """Delete up to ``limit`` messages older than their tenant's ``retention_days``, with their
+    events and sent bytes, in one statement; return how many (fewer than ``limit``: done)."""
+    deleted: int = await pool.fetchval(
+        "WITH doomed AS (SELECT m.id FROM tenants t CROSS JOIN LATERAL"
+        " (SELECT id FROM messages WHERE tenant_id = t.id"
+        " AND accepted_at < now() - make_interval(days => t.retention_days) LIMIT $1) m"
+        " LIMIT $1),"
+        " events AS (DELETE FROM message_events e USING doomed WHERE e.message_id = doomed.id),"
+        " raw AS (DELETE FROM message_raw r USING doomed WHERE r.message_id = doomed.id),"
+        " gone AS (DELETE FROM messages m USING doomed WHERE m.id = doomed.id RETURNING 1)"
+        " SELECT count(*) FROM gone",
+        limit,
+    )
+    return deleted

@@ -1,8 +1,10 @@
-"""What ``GET /v1/messages/{id}`` answers: a message and its timeline, built from the log."""
+"""What ``GET /v1/messages`` and ``GET /v1/messages/{id}`` answer: messages (with their
+timeline, for one), built from the log."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
@@ -37,8 +39,8 @@ class TimelineEntry(BaseModel):
         )
 
 
-class MessageView(BaseModel):
-    """A message as its sender sees it: where it is and everything that happened to it."""
+class MessageSummary(BaseModel):
+    """A message as a search lists it: where it is, without its timeline."""
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -50,9 +52,7 @@ class MessageView(BaseModel):
     sender: str | None = Field(alias="from")
     to: str | None
     subject: str | None
-    route: Route | None
     template: str | None
-    template_version: int | None
     tags: list[str]
     metadata: dict[str, str]
     trace_id: str
@@ -60,27 +60,45 @@ class MessageView(BaseModel):
     """The API key that sent it (None: it came through the topic)."""
     accepted_at: datetime
     updated_at: datetime
+
+    @staticmethod
+    def columns(row: asyncpg.Record) -> dict[str, Any]:
+        """The fields of a summary, read from a ``messages`` row."""
+        return {
+            "id": str(row["id"]),
+            "status": row["status"],
+            "lane": row["lane"],
+            "stream": row["stream"],
+            "category": row["category"],
+            "sender": row["sender"],
+            "to": row["recipient"],
+            "subject": row["subject"],
+            "template": row["template"],
+            "tags": list(row["tags"]),
+            "metadata": row["metadata"],
+            "trace_id": row["trace_id"],
+            "key_id": str(row["key_id"]) if row["key_id"] else None,
+            "accepted_at": row["accepted_at"],
+            "updated_at": row["updated_at"],
+        }
+
+    @classmethod
+    def of_row(cls, row: asyncpg.Record) -> MessageSummary:
+        return cls(**cls.columns(row))
+
+
+class MessageView(MessageSummary):
+    """A message as its sender sees it: where it is and everything that happened to it."""
+
+    route: Route | None
+    template_version: int | None
     events: list[TimelineEntry]
 
     @classmethod
     def of(cls, row: asyncpg.Record, events: list[DeliveryEvent]) -> MessageView:
         return cls(
-            id=str(row["id"]),
-            status=row["status"],
-            lane=row["lane"],
-            stream=row["stream"],
-            category=row["category"],
-            sender=row["sender"],
-            to=row["recipient"],
-            subject=row["subject"],
+            **cls.columns(row),
             route=Route.model_validate(row["route"]) if row["route"] else None,
-            template=row["template"],
             template_version=row["template_version"],
-            tags=list(row["tags"]),
-            metadata=row["metadata"],
-            trace_id=row["trace_id"],
-            key_id=str(row["key_id"]) if row["key_id"] else None,
-            accepted_at=row["accepted_at"],
-            updated_at=row["updated_at"],
             events=[TimelineEntry.of(event) for event in events],
         )

@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from libs.cancellation import CANCELLED_STATE
 from schemas.common import Lane
 from schemas.pipeline import RetryRequest
 
@@ -62,20 +63,25 @@ async def releasing_due_attempts(
     """Lock up to ``limit`` attempts for ``topics`` due at ``now`` that no other instance holds.
 
     The caller publishes them inside the block; they are deleted, in the same transaction,
-    only when the block ends without an error.
+    only when the block ends without an error. Attempts of messages cancelled meanwhile are
+    deleted without being handed to the caller.
     """
     async with pool.acquire() as connection, connection.transaction():
         rows = await connection.fetch(
-            "SELECT message_id, attempt, lane, topic, job, headers FROM retry_schedule"
-            " WHERE due_at <= $1 AND topic = ANY($4::text[])"
-            " ORDER BY array_position($2::text[], lane), due_at"
-            " LIMIT $3 FOR UPDATE SKIP LOCKED",
+            "SELECT r.message_id, r.attempt, r.lane, r.topic, r.job, r.headers,"
+            " EXISTS (SELECT 1 FROM delivery_attempts a"
+            " WHERE a.message_id = r.message_id AND a.state = $5) AS cancelled"
+            " FROM retry_schedule r"
+            " WHERE r.due_at <= $1 AND r.topic = ANY($4::text[])"
+            " ORDER BY array_position($2::text[], r.lane), r.due_at"
+            " LIMIT $3 FOR UPDATE OF r SKIP LOCKED",
             now,
             LANE_ORDER,
             limit,
             topics,
+            CANCELLED_STATE,
         )
-        due = [
+        yield [
             DueAttempt(
                 message_id=str(row["message_id"]),
                 attempt=row["attempt"],
@@ -85,13 +91,13 @@ async def releasing_due_attempts(
                 headers=row["headers"],
             )
             for row in rows
+            if not row["cancelled"]
         ]
-        yield due
-        if due:
+        if rows:
             await connection.execute(
                 "DELETE FROM retry_schedule r"
                 " USING unnest($1::uuid[], $2::int[]) AS d (id, attempt)"
                 " WHERE r.message_id = d.id AND r.attempt = d.attempt",
-                [attempt.message_id for attempt in due],
-                [attempt.attempt for attempt in due],
+                [row["message_id"] for row in rows],
+                [row["attempt"] for row in rows],
             )

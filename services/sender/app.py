@@ -3,6 +3,7 @@
 The attempts of a batch run concurrently over the route's connections of their lane; each one is
 claimed right before its DATA and its reply recorded right after (claims and replies of
 concurrent attempts share their statements), so the guarantee is the one of a single attempt.
+An attempt of a message cancelled through the API is dropped: nothing is sent or reported.
 """
 
 from __future__ import annotations
@@ -36,11 +37,13 @@ from services.sender.handover import (
 )
 from services.sender.mime import build_message, envelope_sender
 from services.sender.store import (
+    AttemptClaim,
     AttemptKey,
     AttemptState,
     FinishedAttempt,
     RecordedAttempt,
     claim_attempts,
+    compressed,
     finish_attempts,
     recorded_attempts,
     release_unsent,
@@ -75,7 +78,7 @@ class SenderService(PipelineService):
         self._unsent: set[AttemptKey] = set()
         """Attempts whose claim may have been written though its answer was lost: this process
         knows it never handed them to SMTP, and withdraws the claim before trying again."""
-        self._claims: dict[bool, GroupCommit[AttemptKey, bool]] = {}
+        self._claims: dict[bool, GroupCommit[AttemptClaim, bool]] = {}
         self._finishes: dict[bool, GroupCommit[FinishedAttempt, None]] = {}
         """Per urgency: an OTP's claim never waits for a statement carrying bulk claims."""
         self._signer: MessageSigner | None = None
@@ -88,7 +91,7 @@ class SenderService(PipelineService):
         self._signer = MessageSigner(DkimKeyring(pool))
         claimer = self._claimer
         for urgent in (True, False):
-            self._claims[urgent] = GroupCommit(lambda keys: claim_attempts(pool, keys, claimer))
+            self._claims[urgent] = GroupCommit(lambda claims: claim_attempts(pool, claims, claimer))
             self._finishes[urgent] = GroupCommit(lambda rows: finish_attempts(pool, rows))
 
     async def stop(self) -> None:
@@ -121,7 +124,8 @@ class SenderService(PipelineService):
         )
         outbox = Outbox(self.settings.topic_prefix)
         for item in batch:
-            self._report(outbox, item, verdicts[self._key(item.value)])
+            if (verdict := verdicts[self._key(item.value)]) is not None:
+                self._report(outbox, item, verdict)
         return outbox
 
     @staticmethod
@@ -130,14 +134,15 @@ class SenderService(PipelineService):
 
     async def _attempt(
         self, item: Consumed[DeliveryJob], recorded: RecordedAttempt | None
-    ) -> Verdict:
-        """Make the attempt unless it was made before; either way, the verdict on it."""
+    ) -> Verdict | None:
+        """Make the attempt unless it was made before; either way, the verdict on it (None:
+        the message was cancelled, there is nothing to report)."""
         job = item.value
         if not _is_uuid(job.message.message_id):
             problem = Problem(code="invalid_record", detail="the message id is not a UUID")
             return Verdict(MessageState.FAILED, None, problem)
         if recorded is not None:
-            return self._replay(job, await self._settled(job, recorded))
+            return await self._made_before(job, recorded)
         built = build_message(job)
         if isinstance(built, Problem):
             return Verdict(MessageState.FAILED, None, built)
@@ -145,8 +150,10 @@ class SenderService(PipelineService):
         handover = await self._send(item, await self._signer.signed(job, built))
         now = datetime.now(UTC)
         if handover.kind is HandoverKind.CLAIMED_BEFORE:
-            [again] = (await recorded_attempts(self.pool, [self._key(job)])).values()
-            return self._replay(job, await self._settled(job, again))
+            again = (await recorded_attempts(self.pool, [self._key(job)])).get(self._key(job))
+            if again is None:  # another attempt of the message is in DATA
+                return outcome_unknown(None)
+            return await self._made_before(job, again)
         if handover.kind is HandoverKind.INTERRUPTED:
             return outcome_unknown(handover.reply)
         assert handover.reply is not None
@@ -162,6 +169,17 @@ class SenderService(PipelineService):
                 lambda: finishes.submit(finished),
             )
         return verdict
+
+    async def _made_before(self, job: DeliveryJob, recorded: RecordedAttempt) -> Verdict | None:
+        """The verdict of an attempt claimed before, or None when its message was cancelled."""
+        if recorded.state is AttemptState.CANCELLED:
+            log.info("dropping attempt %s: cancelled", job.attempt, extra=self._about(job))
+            return None
+        return self._replay(job, await self._settled(job, recorded))
+
+    @staticmethod
+    def _about(job: DeliveryJob) -> dict[str, str]:
+        return {"message_id": job.message.message_id}
 
     async def _settled(self, job: DeliveryJob, recorded: RecordedAttempt) -> RecordedAttempt:
         """The record of a claimed attempt once it is settled.
@@ -182,6 +200,7 @@ class SenderService(PipelineService):
         spec, route = job.message, job.route
         assert self._claims, "the sender is started"
         claims = self._claims[spec.lane in URGENT_LANES]
+        key = self._key(job)
         started = time.monotonic()
         handover = await hand_over(
             self.connections,
@@ -190,7 +209,7 @@ class SenderService(PipelineService):
             envelope_sender(spec.message_id, self.settings.bounce_address),
             spec.recipient.address,
             content,
-            claim=lambda: self._claim(claims, self._key(job)),
+            claim=lambda: self._claim(claims, key, spec.tenant_id, content),
         )
         exchange: dict[str, str | int | float] = {
             "sendarix.attempt": job.attempt,
@@ -207,11 +226,19 @@ class SenderService(PipelineService):
         item.span.add_event("smtp exchange", exchange)
         return handover
 
-    async def _claim(self, claims: GroupCommit[AttemptKey, bool], key: AttemptKey) -> bool:
-        """Claim an attempt right before its DATA; a claim whose answer is lost is remembered
-        as never sent (its batch is tried again once the database answers)."""
+    async def _claim(
+        self,
+        claims: GroupCommit[AttemptClaim, bool],
+        key: AttemptKey,
+        tenant_id: str,
+        content: bytes,
+    ) -> bool:
+        """Claim an attempt right before its DATA, keeping the bytes it sends; a claim whose
+        answer is lost is remembered as never sent (its batch is tried again once the database
+        answers)."""
+        kept = await compressed(content)
         try:
-            return await claims.submit(key)
+            return await claims.submit(AttemptClaim(key, tenant_id, kept))
         except Exception:
             self._unsent.add(key)
             raise
@@ -250,5 +277,5 @@ class SenderService(PipelineService):
             job.route.name,
             verdict.state.value,
             verdict.problem.code if verdict.problem else verdict.reply,
-            extra={"message_id": spec.message_id},
+            extra=self._about(job),
         )

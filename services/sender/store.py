@@ -4,11 +4,15 @@ A row is claimed in state ``data`` right before DATA and set to ``done`` with th
 after it. A row still in ``data`` after DATA's longest possible duration is an attempt whose
 outcome nobody knows. Claims and replies of concurrent attempts are written together
 (``libs.group_commit``); each still happens before (claim) or right after (reply) its DATA.
+The claim's statement also keeps the bytes about to be sent (``message_raw``), and a message
+cancelled through the API has a row of its own (``libs.cancellation``) that no claim passes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,6 +20,7 @@ from enum import StrEnum
 
 import asyncpg
 
+from libs.cancellation import CANCELLED_STATE
 from schemas.events import MessageState
 from schemas.pipeline import SmtpReply
 
@@ -28,6 +33,8 @@ class AttemptState(StrEnum):
 
     DATA = "data"
     DONE = "done"
+    CANCELLED = CANCELLED_STATE
+    """Not an attempt: the message was cancelled before any attempt of it was claimed."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,28 @@ class FinishedAttempt:
         return (self.message_id, self.attempt)
 
 
+COMPRESS_IN_THREAD_BYTES = 256 * 1024
+"""A message this large is compressed off the event loop (zlib releases the GIL), so the
+other attempts' SMTP exchanges do not wait for it."""
+
+
+async def compressed(message: bytes) -> bytes:
+    """A message as ``message_raw`` keeps it."""
+    if len(message) < COMPRESS_IN_THREAD_BYTES:
+        return zlib.compress(message)
+    return await asyncio.to_thread(zlib.compress, message)
+
+
+@dataclass(frozen=True)
+class AttemptClaim:
+    """An attempt to claim right before its DATA, with the bytes DATA is about to send."""
+
+    key: AttemptKey
+    tenant_id: str
+    content: bytes
+    """The message, ``compressed``."""
+
+
 def _ids(keys: Sequence[AttemptKey]) -> tuple[list[uuid.UUID], list[int]]:
     return [uuid.UUID(message_id) for message_id, _ in keys], [attempt for _, attempt in keys]
 
@@ -64,53 +93,73 @@ def _ids(keys: Sequence[AttemptKey]) -> tuple[list[uuid.UUID], list[int]]:
 async def recorded_attempts(
     pool: asyncpg.Pool, keys: Sequence[AttemptKey]
 ) -> dict[AttemptKey, RecordedAttempt]:
-    """The records of those of ``keys`` that were handed to SMTP before (one query)."""
+    """The records of those of ``keys`` that were handed to SMTP before, or whose message was
+    cancelled (one query); an attempt's own record wins over its message's cancellation."""
     if not keys:
         return {}
     rows = await pool.fetch(
-        "SELECT a.message_id, a.attempt, a.state, a.outcome, a.reply, a.finished_at,"
-        " now() - a.started_at AS age FROM delivery_attempts a"
+        "SELECT k.attempt AS key_attempt, a.message_id, a.attempt, a.state, a.outcome, a.reply,"
+        " a.finished_at, now() - a.started_at AS age FROM delivery_attempts a"
         " JOIN unnest($1::uuid[], $2::int[]) AS k (message_id, attempt)"
-        " ON a.message_id = k.message_id AND a.attempt = k.attempt",
+        " ON a.message_id = k.message_id AND (a.attempt = k.attempt OR a.state = $3)",
         *_ids(keys),
+        CANCELLED_STATE,
     )
-    return {
-        (str(row["message_id"]), row["attempt"]): RecordedAttempt(
+    recorded: dict[AttemptKey, RecordedAttempt] = {}
+    for row in sorted(rows, key=lambda row: row["state"] != CANCELLED_STATE):
+        recorded[(str(row["message_id"]), row["key_attempt"])] = RecordedAttempt(
             state=AttemptState(row["state"]),
             outcome=MessageState(row["outcome"]) if row["outcome"] else None,
             reply=SmtpReply.model_validate(row["reply"]) if row["reply"] else None,
             finished_at=row["finished_at"],
             age=row["age"],
         )
-        for row in rows
-    }
+    return recorded
 
 
 async def claim_attempts(
-    pool: asyncpg.Pool, keys: Sequence[AttemptKey], claimer: str
-) -> dict[AttemptKey, bool]:
-    """Claim attempts for DATA in the name of ``claimer`` (a sender process); False for those
-    claimed before (they must not be sent)."""
+    pool: asyncpg.Pool, claims: Sequence[AttemptClaim], claimer: str
+) -> dict[AttemptClaim, bool]:
+    """Claim attempts for DATA in the name of ``claimer`` (a sender process), keeping the bytes
+    of each one granted as its message's last sent; False for those claimed before, or whose
+    message was cancelled, or has another attempt in DATA (they must not be sent)."""
+    by_key = {claim.key: claim for claim in claims}  # one row per attempt, whatever the bytes
     rows = await pool.fetch(
-        "INSERT INTO delivery_attempts (message_id, attempt, state, claimed_by)"
+        "WITH claimed AS ("
+        " INSERT INTO delivery_attempts (message_id, attempt, state, claimed_by)"
         " SELECT message_id, attempt, 'data', $3 FROM unnest($1::uuid[], $2::int[])"
         " AS k (message_id, attempt)"
-        " ON CONFLICT DO NOTHING RETURNING message_id, attempt",
-        *_ids(keys),
+        " ON CONFLICT DO NOTHING RETURNING message_id, attempt),"
+        " kept AS ("
+        " INSERT INTO message_raw (message_id, tenant_id, attempt, content)"
+        " SELECT c.message_id, r.tenant_id, c.attempt, r.content FROM claimed c"
+        " JOIN unnest($1::uuid[], $2::int[], $4::uuid[], $5::bytea[])"
+        " AS r (message_id, attempt, tenant_id, content)"
+        " ON r.message_id = c.message_id AND r.attempt = c.attempt"
+        " ON CONFLICT (message_id) DO UPDATE SET attempt = EXCLUDED.attempt,"
+        " content = EXCLUDED.content, stored_at = now()"
+        " WHERE message_raw.attempt <= EXCLUDED.attempt)"
+        " SELECT message_id, attempt FROM claimed",
+        *_ids(list(by_key)),
         claimer,
+        [uuid.UUID(claim.tenant_id) for claim in by_key.values()],
+        [claim.content for claim in by_key.values()],
     )
     claimed = {(str(row["message_id"]), row["attempt"]) for row in rows}
-    return {key: key in claimed for key in keys}
+    return {claim: claim.key in claimed for claim in claims}
 
 
 async def release_unsent(pool: asyncpg.Pool, keys: Sequence[AttemptKey], claimer: str) -> None:
     """Withdraw claims ``claimer`` may have written without handing their messages to SMTP
-    (the write seemed to fail); a claim of anyone else, or one that got further, stays."""
+    (the write seemed to fail), and the bytes kept with them; a claim of anyone else, or one
+    that got further, stays."""
     await pool.execute(
-        "DELETE FROM delivery_attempts a USING unnest($1::uuid[], $2::int[])"
+        "WITH released AS (DELETE FROM delivery_attempts a USING unnest($1::uuid[], $2::int[])"
         " AS k (message_id, attempt)"
         " WHERE a.message_id = k.message_id AND a.attempt = k.attempt"
-        " AND a.state = 'data' AND a.claimed_by = $3",
+        " AND a.state = 'data' AND a.claimed_by = $3 RETURNING a.message_id, a.attempt)"
+        " DELETE FROM message_raw r USING released"
+        " WHERE r.message_id = released.message_id AND r.attempt = released.attempt",
         *_ids(keys),
         claimer,
     )

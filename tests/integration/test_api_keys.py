@@ -22,15 +22,10 @@ from libs.tracing import setup_tracing
 from services.ingest.accept import Ingest
 from services.ingest.api import build_api
 from services.ingest.app import IngestService
-from tests.integration import test_ingest_http
 from tests.integration.test_cli import sendarix
 from tests.support import eventually
 
 pytestmark = pytest.mark.integration
-
-service = test_ingest_http.service
-client = test_ingest_http.client
-"""The gateway of an ingest service of this module's own, as the HTTP tests have it."""
 
 
 @asynccontextmanager

@@ -248,3 +248,24 @@ async def test_tenant_limits_change_the_priority_ceiling_critical_and_send_rates
         env=settings.as_env(),
     )
     assert refused.exit_code != 0
+
+
+async def test_tenant_retention_sets_the_days_a_message_is_kept(
+    settings: Settings, pool: asyncpg.Pool, tenant: tuple[Tenant, str]
+) -> None:
+    tenant_id = tenant[0].id
+    retention = ("tenant", "retention", "--tenant")
+    result = await sendarix(settings, *retention, tenant_id, "--days", "7")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"tenant_id": tenant_id, "retention_days": 7}
+    kept = await pool.fetchval("SELECT retention_days FROM tenants WHERE id = $1", tenant_id)
+    assert kept == 7
+    for days in ("0", "many"):
+        refused = await sendarix(
+            settings, "tenant", "retention", "--tenant", tenant_id, "--days", days
+        )
+        assert refused.exit_code == 2
+    missing = await sendarix(
+        settings, "tenant", "retention", "--tenant", str(uuid.uuid4()), "--days", "3"
+    )
+    assert missing.exit_code == 1 and "no tenant" in missing.output

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,22 +27,9 @@ from services.ingest.accept import Ingest
 from services.ingest.api import build_api
 from services.ingest.app import IngestService
 from tests.records import message_spec
-from tests.support import TopicTap, emit, eventually, started
+from tests.support import TopicTap, emit, eventually
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-async def service(settings: Settings) -> AsyncIterator[IngestService]:
-    async with started(IngestService(settings.model_copy(update={"http_port": 0}))) as running:
-        yield running
-
-
-@pytest.fixture
-async def client(service: IngestService) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=service.api)
-    async with httpx.AsyncClient(transport=transport, base_url="http://ingest.test") as http:
-        yield http
 
 
 def auth(tenant: tuple[Tenant, str]) -> dict[str, str]:
@@ -398,8 +384,12 @@ async def test_the_recorder_skips_poison_and_keeps_unknown_event_types(
     events = public_topic(EVENTS, settings.topic_prefix)
     spec = message_spec(tenant_id=tenant[0].id, lane=Lane.NORMAL)
     rendered = delivery_event(MessageState.RENDERED, event_data(spec, "render"), datetime.now(UTC))
-    opened = rendered.model_copy(
-        update={"id": str(uuid.uuid4()), "type": "sendarix.message.opened"}
+    opened = rendered.model_copy(  # a moment later: events at the same instant have no order
+        update={
+            "id": str(uuid.uuid4()),
+            "type": "sendarix.message.opened",
+            "time": rendered.time + timedelta(milliseconds=1),
+        }
     )
     not_uuid = rendered.model_copy(update={"id": "x", "subject": "not-a-uuid"})
     poison = [b"\xff{", b'{"specversion": "1.0"}', not_uuid.model_dump_json().encode()]

@@ -24,8 +24,8 @@ from schemas.pipeline import DeliveryJob, RetryRequest, Route
 from services.retry_scheduler.app import RetrySchedulerService
 from services.sender import app as sender_app
 from services.sender.app import SenderService
-from services.sender.store import AttemptKey, claim_attempts
-from tests.support import TopicTap, eventually, started
+from services.sender.store import AttemptClaim, claim_attempts
+from tests.support import TopicTap, eventually
 from tests.unit.sender.jobs import delivery_job
 
 pytestmark = pytest.mark.integration
@@ -34,23 +34,6 @@ SIMULATOR = "simulator.sendarix.test"
 LANE = Lane.CRITICAL
 TENANT = str(uuid.uuid4())
 """Every job of this module is this tenant's, so the retries they leave behind can be deleted."""
-
-
-@pytest.fixture(scope="module")
-async def simulator(
-    settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[MailboxSimulator]:
-    log = tmp_path_factory.mktemp("simulator") / "mailbox.jsonl"
-    async with started(
-        MailboxSimulator(settings.model_copy(update={"simulator_port": 0, "simulator_log": log}))
-    ) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-async def sender(settings: Settings) -> AsyncIterator[SenderService]:
-    async with started(SenderService(settings)) as running:
-        yield running
 
 
 @pytest.fixture
@@ -211,10 +194,10 @@ async def test_a_claim_whose_answer_was_lost_is_withdrawn_and_the_message_sent_o
     lost = [(job.message.message_id, job.attempt)]
 
     async def committed_then_cut_off(
-        pool: asyncpg.Pool, keys: Sequence[AttemptKey], claimer: str
-    ) -> dict[AttemptKey, bool]:
-        claimed = await claim_attempts(pool, keys, claimer)
-        if lost and lost[0] in keys:
+        pool: asyncpg.Pool, claims: Sequence[AttemptClaim], claimer: str
+    ) -> dict[AttemptClaim, bool]:
+        claimed = await claim_attempts(pool, claims, claimer)
+        if lost and lost[0] in [claim.key for claim in claims]:
             lost.clear()
             raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
         return claimed

@@ -35,6 +35,10 @@ def test_every_state_on_the_way_has_a_rank() -> None:
         (S.DELIVERED, S.FAILED, S.DELIVERED),
         (S.BOUNCED, S.DELIVERED, S.BOUNCED),
         (S.FAILED, S.ACCEPTED, S.FAILED),
+        (S.DEFERRED, S.CANCELLED, S.CANCELLED),
+        (S.ACCEPTED, S.CANCELLED, S.CANCELLED),
+        (S.CANCELLED, S.ROUTED, S.CANCELLED),  # an in-flight stage reports after the cancel
+        (S.CANCELLED, S.RENDERED, S.CANCELLED),
         (S.SUPPRESSED, S.COMPLAINED, S.SUPPRESSED),
         (S.DELIVERED, S.COMPLAINED, S.COMPLAINED),
         (S.DELIVERED, S.UNSUBSCRIBED, S.UNSUBSCRIBED),
