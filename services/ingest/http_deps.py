@@ -102,7 +102,7 @@ async def json_body(request: Request) -> bytes:
         "payload_too_large", f"the body may have at most {MAX_BODY_BYTES} bytes"
     )
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise too_large
     body = bytearray()
     async for chunk in request.stream():

@@ -103,7 +103,7 @@ def _pair(text: str) -> tuple[str, str] | Violation:
 
 
 def _limit(text: str) -> int | Violation:
-    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
         return _bad("limit", f"an integer from 1 to {MAX_LIMIT}")
     return int(text)
 

@@ -87,6 +87,7 @@ def test_every_filter_is_parsed() -> None:
         ("limit", "101"),
         ("limit", "-1"),
         ("limit", "ten"),
+        ("limit", "²"),  # a digit to str.isdigit, not to int()
         ("status", "lost"),
         ("stream", "marketing"),
         ("since", "yesterday"),
