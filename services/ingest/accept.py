@@ -112,6 +112,17 @@ class Claim:
     replay: AcceptedResponse | None = None
 
 
+@dataclass(frozen=True)
+class Ready:
+    """A request checked and made into records: publishing them accepts it."""
+
+    tenant_id: str
+    publications: list[Publication]
+    response: AcceptedResponse
+    key: str | None
+    """Its idempotency key: the answer is kept for repeats once the records are published."""
+
+
 async def accept(
     ingest: Ingest,
     tenant: Tenant,
@@ -128,6 +139,26 @@ async def accept(
     Raises only when nothing was published and it is worth a retry (the broker or the database
     is down): then nothing may be answered 202.
     """
+    prepared = await prepare(ingest, tenant, request, message_ids, trace, key, api_key)
+    if not isinstance(prepared, Ready):
+        return prepared
+    [failure] = await publish(ingest, [prepared])
+    if failure is not None:
+        raise failure
+    return Accepted(prepared.response)
+
+
+async def prepare(
+    ingest: Ingest,
+    tenant: Tenant,
+    request: SendRequest,
+    message_ids: Sequence[str],
+    trace: Context,
+    key: str | None = None,
+    api_key: ApiKey | None = None,
+) -> Ready | Replayed | Refused:
+    """Everything ``accept`` does before publishing: the checks, the idempotency claim, the
+    records. Many requests prepared apart are published together (a batch, a topic batch)."""
     checked = await _check(ingest, request, tenant)
     if not isinstance(checked, Addresses):
         return Refused(checked)
@@ -155,16 +186,32 @@ async def accept(
         )
         data = event_data(spec, SERVICE, subject=spec.subject, lane_reason=choice.reason)
         outbox.emit(None, MessageState.ACCEPTED, data)
-    async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
-        await ingest.broker.send_confirmed(_traced(outbox, trace))
     response = AcceptedResponse(
         id=ids[0],
         trace_id=specs[0].trace_id,
         messages=[AcceptedRecipient(id=s.message_id, to=s.recipient.address) for s in specs],
     )
-    if key is not None:
-        await _keep_answer(ingest, tenant.id, key, response)
-    return Accepted(response)
+    return Ready(tenant.id, _traced(outbox, trace), response, key)
+
+
+async def publish(ingest: Ingest, ready: Sequence[Ready]) -> list[BaseException | None]:
+    """Publish the records of every prepared request in one go and wait for the broker's
+    answer to all of them; then keep the answers of keyed ones for their repeats.
+
+    One outcome per request: None when the broker acknowledged every record of it (it is
+    accepted), else why not (it must not be answered 202; a retry publishes it again under
+    the same ids, which every stage recognises). Raises when the broker did not answer at all.
+    """
+    async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+        sent = await ingest.broker.send_all([p for item in ready for p in item.publications])
+    outcomes: list[BaseException | None] = []
+    for item in ready:
+        mine, sent = sent[: len(item.publications)], sent[len(item.publications) :]
+        failure = next((o for o in mine if isinstance(o, BaseException)), None)
+        outcomes.append(failure)
+        if failure is None and item.key is not None:
+            await _keep_answer(ingest, item.tenant_id, item.key, item.response)
+    return outcomes
 
 
 def _specs(

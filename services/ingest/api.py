@@ -17,8 +17,11 @@ from fastapi import APIRouter, FastAPI, Header, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Link, SpanContext
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
@@ -28,7 +31,16 @@ from libs.priority import LANE_RANK, gate
 from libs.tenants import Caller
 from schemas.send import AcceptedResponse, SendRequest
 from services.ingest import routes_domains, routes_messages
-from services.ingest.accept import Ingest, Outcome, Refused, Replayed, accept
+from services.ingest.accept import (
+    Ingest,
+    Outcome,
+    Ready,
+    Refused,
+    Replayed,
+    accept,
+    prepare,
+    publish,
+)
 from services.ingest.http_deps import (
     COMPONENT_REF,
     IngestDep,
@@ -52,6 +64,7 @@ from services.ingest.validate import (
 from services.ingest.views import MessageView
 
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)
 
 MAX_BATCH_MESSAGES = 500
 BATCH_CHUNK = 25
@@ -161,27 +174,64 @@ async def send_batch(request: Request, ingest: IngestDep, caller: SendCaller) ->
         else:
             acceptable.append((index, item))
     charge_send(ingest, caller, sum(len(item.to) for _, item in acceptable))
+    batch_span = trace.get_current_span().get_span_context()
+    prepared: list[tuple[int, Ready]] = []
     for first in range(0, len(acceptable), BATCH_CHUNK):
         chunk = acceptable[first : first + BATCH_CHUNK]
         rank = min(LANE_RANK[requested_rank_lane(item)] for _, item in chunk)
         async with gate.turn(rank):
             outcomes = await asyncio.gather(
-                *(_accept_in_batch(ingest, caller, item) for _, item in chunk)
+                *(_prepare_in_batch(ingest, caller, item, batch_span) for _, item in chunk)
             )
         for (index, _), outcome in zip(chunk, outcomes, strict=True):
-            results[index] = outcome
+            if isinstance(outcome, Ready):
+                prepared.append((index, outcome))
+            else:
+                results[index] = _refusal(outcome.violations)
         await asyncio.sleep(0)  # an OTP request waiting on the event loop goes next
+    for (index, ready), failure in zip(
+        prepared, await _publish_batch(ingest, prepared), strict=True
+    ):
+        results[index] = (
+            BatchResult(status=202, accepted=ready.response)
+            if failure is None
+            else _unavailable(failure)
+        )
     return BatchResponse(results=[r for r in results if r is not None])
 
 
-async def _accept_in_batch(ingest: Ingest, caller: Caller, item: SendRequest) -> BatchResult:
+async def _prepare_in_batch(
+    ingest: Ingest, caller: Caller, item: SendRequest, batch_span: SpanContext
+) -> Ready | Refused:
+    """One request of a batch made ready, in a trace of its own (linked to the batch's): one
+    trace per message, whichever door it came through."""
+    with _tracer.start_as_current_span(
+        "accept batch item", context=Context(), links=[Link(batch_span)]
+    ):
+        ids = fresh_message_ids(len(item.to))
+        prepared = await prepare(
+            ingest, caller.tenant, item, ids, otel_context.get_current(), None, caller.key
+        )
+    assert not isinstance(prepared, Replayed), "a request without an idempotency key"
+    return prepared
+
+
+async def _publish_batch(
+    ingest: Ingest, prepared: list[tuple[int, Ready]]
+) -> list[BaseException | None]:
+    """Every prepared request of a batch published together: one outcome each."""
+    if not prepared:
+        return []
     try:
-        outcome = await _accept_or_unavailable(ingest, caller, item, None)
-    except ProblemError as problem:
-        return BatchResult(status=problem.status, problem=problem.document())
-    if isinstance(outcome, Refused):
-        return _refusal(outcome.violations)
-    return BatchResult(status=202, accepted=outcome.response)
+        return await publish(ingest, [ready for _, ready in prepared])
+    except (KafkaError, TimeoutError) as error:
+        log.warning("the broker did not take a batch of %d requests: %r", len(prepared), error)
+        return [error] * len(prepared)
+
+
+def _unavailable(failure: BaseException) -> BatchResult:
+    problem = ProblemError.unavailable(f"the broker did not take this message ({failure!r}); retry")
+    return BatchResult(status=problem.status, problem=problem.document())
 
 
 def _refusal(violations: list[Violation]) -> BatchResult:

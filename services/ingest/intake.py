@@ -28,7 +28,7 @@ from libs.topics import SEND_REQUESTS, SEND_REQUESTS_DLQ, intake_topic, public_t
 from schemas.common import Lane, Stream
 from schemas.events import EventData, MessageState
 from schemas.send import TopicSendRequest
-from services.ingest.accept import SERVICE, Accepted, Ingest, Refused, Replayed, accept
+from services.ingest.accept import SERVICE, Ingest, Ready, Refused, Replayed, prepare, publish
 from services.ingest.ids import record_message_ids, rejection_id
 from services.ingest.lanes import requested_rank_lane
 from services.ingest.triage import origin_of, triage
@@ -94,12 +94,18 @@ def subscribe_intake(broker: Broker, settings: Settings, handle: Handler[Parsed]
 
 
 async def take_in(ingest: Ingest, batch: list[Consumed[Parsed]]) -> Outbox:
-    """Accept every record of the batch; refusals go back to be parked."""
+    """Accept every record of the batch, their messages published together; refusals go back
+    to be parked."""
     outbox = Outbox(ingest.settings.topic_prefix)
-    refusals = await asyncio.gather(*(_take_in_one(ingest, item) for item in batch))
-    for item, refusal in zip(batch, refusals, strict=True):
-        if refusal is not None:
-            violations, tenant, request = refusal
+    prepared = await asyncio.gather(*(_prepare_one(ingest, item) for item in batch))
+    ready = [outcome for outcome in prepared if isinstance(outcome, Ready)]
+    if ready:
+        failure = next((f for f in await publish(ingest, ready) if f is not None), None)
+        if failure is not None:  # the batch is taken in again (or split) by the runtime
+            raise failure
+    for item, outcome in zip(batch, prepared, strict=True):
+        if isinstance(outcome, tuple):
+            violations, tenant, request = outcome
             refuse(ingest, outbox, item, violations, tenant, request)
     return outbox
 
@@ -107,8 +113,9 @@ async def take_in(ingest: Ingest, batch: list[Consumed[Parsed]]) -> Outbox:
 Refusal = tuple[list[Violation], Tenant | None, TopicSendRequest | None]
 
 
-async def _take_in_one(ingest: Ingest, item: Consumed[Parsed]) -> Refusal | None:
-    """Accept one record's request; None when accepted (or a repeat), else why not."""
+async def _prepare_one(ingest: Ingest, item: Consumed[Parsed]) -> Ready | Refusal | None:
+    """One record's request made ready to publish; None when it repeats an accepted one, a
+    refusal (why, and whose) when it cannot be accepted."""
     request = item.value
     if isinstance(request, list):
         return request, await _claimed_tenant(ingest, item.raw.value), None
@@ -117,13 +124,13 @@ async def _take_in_one(ingest: Ingest, item: Consumed[Parsed]) -> Refusal | None
         return [Violation("unknown_tenant", pointer("tenant_id"), "no such tenant")], None, request
     origin = origin_of(item)
     ids = record_message_ids(origin, len(request.to))
-    outcome = await accept(ingest, tenant, request, ids, item.context, request.idempotency_key)
+    outcome = await prepare(ingest, tenant, request, ids, item.context, request.idempotency_key)
     if isinstance(outcome, Refused):
         return outcome.violations, tenant, request
     if isinstance(outcome, Replayed):
         log.info("%s repeats an accepted request (key %r)", origin, request.idempotency_key)
-    assert isinstance(outcome, Accepted | Replayed)
-    return None
+        return None
+    return outcome
 
 
 async def _claimed_tenant(ingest: Ingest, body: bytes | None) -> Tenant | None:
