@@ -8,8 +8,8 @@ mail is never failed for want of a signature.
 
 dkimpy computes RSA in pure Python (8 ms of CPU a message, measured); its one RSA step is
 handed to OpenSSL (``cryptography``) instead, which signs the same bytes (PKCS#1 v1.5 is
-deterministic) in a fraction of that. Everything else — canonicalization, the header — is
-dkimpy's.
+deterministic) in a fraction of that, and its parsing of a key's PEM is remembered per key.
+Everything else — canonicalization, the header — is dkimpy's.
 """
 
 from __future__ import annotations
@@ -96,6 +96,8 @@ def openssl_rsa_sign(digest: Any, private_key: dict[str, int]) -> bytes:
 
 
 dkim.RSASSA_PKCS1_v1_5_sign = openssl_rsa_sign
+dkim.parse_pem_private_key = lru_cache(maxsize=4096)(dkim.parse_pem_private_key)
+"""dkimpy parses a key's PEM (in pure Python) for every signature: a fifth of its cost."""
 
 
 def sign_message(message: bytes, domain: str, key: DkimKey) -> bytes:

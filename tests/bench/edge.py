@@ -12,13 +12,17 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
+from libs.dkim_keys import new_dkim_key
 from libs.events import TENANT_HEADER, TYPE_HEADER, header
 from libs.topics import EVENTS, public_topic
 from schemas.events import MessageState
+from services.sender.dkim_signing import sign_message
+from tests.bench.baselines import raw_message
 from tests.bench.load import BATCH_SIZE, BATCHES_IN_FLIGHT, Accepted, Load, wait_delivered
 from tests.bench.measure import latency_summary
 from tests.bench.plans import Kind
@@ -211,6 +215,25 @@ async def _timed_search(load: Load, params: dict[str, Any]) -> dict[str, Any]:
     return {"found_on_page": found, "latency": latency_summary(latencies_ms)}
 
 
+DKIM_MESSAGES = 500
+"""Messages signed to time DKIM alone."""
+
+
+def dkim_cost(count: int = DKIM_MESSAGES, size: int = 2048) -> dict[str, Any]:
+    """CPU per message of the sender's DKIM signing (RSA 2048, relaxed/relaxed) of a message
+    of ``size`` bytes, timed in this process: the share of the sender's CPU it takes."""
+    key = new_dkim_key(datetime.now(UTC))
+    messages = [raw_message(f"dkim-{n}", size) for n in range(count)]
+    began = time.process_time()
+    for message in messages:
+        sign_message(message, "example.test", key)
+    return {
+        "messages": count,
+        "bytes": size,
+        "cpu_ms_per_message": round((time.process_time() - began) * 1000 / count, 3),
+    }
+
+
 async def edge(
     stack: BenchStack,
     load: Load,
@@ -220,7 +243,7 @@ async def edge(
     search_rows: int,
 ) -> dict[str, Any]:
     """Every edge figure: each door's accept rate, single-send latency, search latency."""
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"dkim": dkim_cost()}
     results["batch"], accepted = await batch_accept(load, batches)
     await wait_delivered(stack, accepted, "edge: batch delivered")
     results["topic"], accepted = await topic_accept(stack, load, topic_records)

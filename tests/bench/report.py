@@ -232,14 +232,17 @@ def edge_goals(edge: dict[str, Any] | None) -> list[tuple[bool, str]]:
 def _edge(edge: dict[str, Any]) -> str:
     """The edge scenario's figures: each door, single sends, searches."""
     single = edge["single"]
+    dkim = edge["dkim"]
     lines = [
+        f"DKIM signing (RSA 2048, {dkim['bytes']}-byte message, in one process):"
+        f" {dkim['cpu_ms_per_message']} ms of CPU per message",
         f"edge: batch endpoint {edge['batch']['accepted_per_s']} accepted/s"
         f" ({edge['batch']['accepted']} in {edge['batch']['seconds']} s);"
         f" topic {edge['topic']['accepted_per_s']} accepted/s ({edge['topic']['accepted']} in"
         f" {edge['topic']['seconds']} s, all acknowledged by the broker after"
         f" {edge['topic']['acknowledged_by_broker_s']} s); single sends at"
         f" {single['offered_per_s']:g}/s: {_percentiles(single['latency'])} ms"
-        f" ({single['answered_202']}/{single['requests']} answered 202)"
+        f" ({single['answered_202']}/{single['requests']} answered 202)",
     ]
     if search := edge.get("search"):
         rows = [
