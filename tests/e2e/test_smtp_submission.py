@@ -70,6 +70,12 @@ async def test_a_message_submitted_over_smtp_is_delivered_signed_and_found(
 
     shown = await topology.settled(api_key, message_id, "delivered")
     assert (shown["subject"], shown["category"]) == (subject, "notification")
+    found = await topology.http.get(
+        "/v1/messages",
+        params={"recipient": "New.User@example.com"},
+        headers={"Authorization": f"Bearer {api_key}"},
+    )
+    assert message_id in [m["id"] for m in found.json()["messages"]]
 
     delivered = await topology.in_mailpit(subject)
     assert delivered["From"] == {"Name": "Zoë at Acme", "Address": "hello@example.test"}
