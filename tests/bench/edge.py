@@ -189,6 +189,8 @@ async def search_latency(stack: BenchStack, load_for: type[Load], rows: int) -> 
         await stack.pool.execute(
             "DELETE FROM messages WHERE tenant_id = $1", uuid.UUID(tenant.id), timeout=1800
         )
+        # now, not by autovacuum in the middle of the next scenario's measurements
+        await stack.pool.execute("VACUUM (ANALYZE) messages", timeout=1800)
     return figures
 
 
