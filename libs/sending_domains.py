@@ -17,7 +17,7 @@ import idna
 from asyncpg.pool import PoolConnectionProxy
 
 from libs.cache import TtlCache
-from libs.dkim_keys import DkimKey, new_dkim_key
+from libs.dkim_keys import DkimKey, new_dkim_keys
 from libs.domain_records import DomainStatus, RecordCheck
 
 MAX_DOMAIN_CHARS = 253
@@ -88,7 +88,7 @@ async def insert_domains(
 ) -> list[SendingDomain]:
     """Add normalised ``domains`` to a tenant, each with a new key; the ones it had are skipped."""
     now = datetime.now(UTC)
-    keys = [new_dkim_key(now) for _ in domains]
+    keys = await new_dkim_keys(len(domains), now)
     rows = await connection.fetch(
         "INSERT INTO sending_domains (tenant_id, domain, dkim_selector, dkim_private_key,"
         " dkim_public_key, created_in_dev_mode)"
@@ -112,6 +112,14 @@ async def add_domain(
     """Add one normalised domain with a new key; None when the tenant has it already."""
     added = await insert_domains(pool, tenant_id, [domain], dev_mode)
     return added[0] if added else None
+
+
+async def domain_count(pool: asyncpg.Pool, tenant_id: str) -> int:
+    """How many sending domains a tenant has."""
+    count: int = await pool.fetchval(
+        "SELECT count(*) FROM sending_domains WHERE tenant_id = $1", uuid.UUID(tenant_id)
+    )
+    return count
 
 
 async def sending_domain(pool: asyncpg.Pool, tenant_id: str, domain: str) -> SendingDomain | None:
@@ -198,7 +206,7 @@ async def fill_missing_dkim_keys(connection: asyncpg.Connection) -> int:
         "SELECT tenant_id, domain FROM sending_domains WHERE dkim_private_key IS NULL"
     )
     now = datetime.now(UTC)
-    keys = [new_dkim_key(now) for _ in missing]
+    keys = await new_dkim_keys(len(missing), now)
     await connection.executemany(
         "UPDATE sending_domains SET dkim_selector = $3, dkim_private_key = $4,"
         " dkim_public_key = $5 WHERE tenant_id = $1 AND domain = $2",

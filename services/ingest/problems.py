@@ -28,6 +28,7 @@ CODE_STATUS: dict[str, int] = {
     "last_admin_key": 409,
     "key_not_usable": 409,
     "domain_exists": 409,
+    "domain_limit_reached": 409,
     "not_cancellable": 409,
     "payload_too_large": 413,
     "unsupported_media_type": 415,

@@ -17,6 +17,7 @@ from libs.sending_domains import (
     InvalidDomain,
     SendingDomain,
     add_domain,
+    domain_count,
     normalise_domain,
     remove_domain,
     sending_domain,
@@ -25,6 +26,9 @@ from libs.sending_domains import (
 from services.ingest.http_deps import AdminCaller, IngestDep, ReadCaller, json_body, problems
 from services.ingest.problems import ProblemError
 from services.ingest.validate import Violation, parse_request, pointer
+
+MAX_DOMAINS_PER_TENANT = 100
+"""Sending domains a tenant may have: each costs a key made and a DNS check every day."""
 
 router = APIRouter(prefix="/v1/domains", tags=["domains"])
 
@@ -72,7 +76,8 @@ async def list_domains(ingest: IngestDep, caller: ReadCaller) -> DomainList:
     summary="Add a sending domain; answers the DNS records to publish",
 )
 async def create_domain(request: Request, ingest: IngestDep, caller: AdminCaller) -> DomainView:
-    """Add a domain with a new DKIM key; 409 when the tenant has it already."""
+    """Add a domain with a new DKIM key; 409 when the tenant has it already, or has as many
+    domains as a tenant may (each costs a key made and a DNS check every day)."""
     parsed = parse_request(await json_body(request), AddDomainRequest)
     if isinstance(parsed, list):
         raise ProblemError.of(parsed)
@@ -81,6 +86,11 @@ async def create_domain(request: Request, ingest: IngestDep, caller: AdminCaller
     except InvalidDomain as error:
         refusal = Violation("invalid_domain", pointer("domain"), str(error))
         raise ProblemError.of([refusal]) from None
+    if await domain_count(ingest.pool, caller.tenant.id) >= MAX_DOMAINS_PER_TENANT:
+        raise ProblemError(
+            "domain_limit_reached",
+            f"a tenant may have {MAX_DOMAINS_PER_TENANT} sending domains; delete one first",
+        )
     added = await add_domain(ingest.pool, caller.tenant.id, name, ingest.settings.dev_mode)
     ingest.tenants.forget(caller.tenant.id)
     if added is None:

@@ -24,6 +24,7 @@ from libs.sending_domains import add_domain, sending_domain
 from libs.settings import Settings
 from libs.tenants import Tenant, create_tenant
 from services.ingest.app import IngestService
+from services.ingest.routes_domains import MAX_DOMAINS_PER_TENANT
 from tests.dns_server import LoopbackDns
 from tests.support import started
 
@@ -181,6 +182,25 @@ async def test_conflicts_missing_domains_and_other_tenants(
     assert deleted.status_code == 204
     gone = await strict.get(f"/v1/domains/{domain}", headers=auth(tenant))
     assert gone.status_code == 404
+
+
+async def test_a_tenant_may_have_so_many_domains(
+    strict: httpx.AsyncClient, tenant: tuple[Tenant, str], pool: asyncpg.Pool
+) -> None:
+    has = len(tenant[0].domains)
+    await pool.execute(  # arranged without keys: what counts is how many there are
+        "INSERT INTO sending_domains (tenant_id, domain)"
+        " SELECT $1, 'd' || i || '.limit.example' FROM generate_series(1, $2) AS i",
+        uuid.UUID(tenant[0].id),
+        MAX_DOMAINS_PER_TENANT - has,
+    )
+    refused = await strict.post(
+        "/v1/domains", json={"domain": fresh_domain()}, headers=auth(tenant)
+    )
+    assert (refused.status_code, refused.json()["code"]) == (409, "domain_limit_reached")
+    deleted = await strict.delete("/v1/domains/d1.limit.example", headers=auth(tenant))
+    assert deleted.status_code == 204
+    await add(strict, tenant, fresh_domain())
 
 
 async def test_verification_passes_fails_and_tells_why_per_record(
