@@ -53,6 +53,11 @@ FREE_AUTH_FAILURES = 3
 AUTH_DELAY_STEP_SECONDS = 1.0
 MAX_AUTH_DELAY_SECONDS = 5.0
 AUTH_PER_SESSION = 3
+SESSIONS_PER_CLIENT = 50
+"""Connections one client address may hold open at once (a mailer pool uses a few)."""
+SESSIONS_IN_ALL = 1000
+"""Connections the door holds open at once: beyond, new ones are told to come back later."""
+TOO_MANY = b"421 4.7.0 Too many connections; try again later\r\n"
 """AUTH commands one connection may send: a client with the right key needs one, so a fourth is
 answered ``421 4.7.0`` and the connection closed (a guesser must reconnect, and wait)."""
 UNLIMITED = 2**31
@@ -216,6 +221,36 @@ class SubmissionHandler:
             )
 
 
+class SessionLimits:
+    """How many connections each client address, and all of them, hold open: idle sessions
+    must not be a way to use up the door (each costs a socket and a task until it times out)."""
+
+    def __init__(self, per_client: int = SESSIONS_PER_CLIENT, total: int = SESSIONS_IN_ALL):
+        self.per_client = per_client
+        self.total = total
+        self._open: dict[str, int] = {}
+
+    def open(self, client: str) -> bool:
+        """Count a new session of ``client`` in, unless it is one too many."""
+        if sum(self._open.values()) >= self.total or self._open.get(client, 0) >= self.per_client:
+            return False
+        self._open[client] = self._open.get(client, 0) + 1
+        return True
+
+    def close(self, client: str) -> None:
+        """A session of ``client`` ended."""
+        left = self._open.get(client, 0) - 1
+        if left > 0:
+            self._open[client] = left
+        else:
+            self._open.pop(client, None)
+
+
+def client_of(peer: Any) -> str:
+    """The address a session comes from, as the limits count it."""
+    return str(peer[0]) if isinstance(peer, tuple) else str(peer)
+
+
 class SubmissionSMTP(SMTP):
     """aiosmtpd's SMTP protocol with the API key checked asynchronously and RFC wording.
 
@@ -226,10 +261,40 @@ class SubmissionSMTP(SMTP):
 
     line_length_limit = MAX_DATA_LINE_BYTES
 
-    def __init__(self, handler: SubmissionHandler, failures: AuthFailures, **options: Any) -> None:
+    def __init__(
+        self,
+        handler: SubmissionHandler,
+        failures: AuthFailures,
+        sessions: SessionLimits,
+        **options: Any,
+    ) -> None:
         super().__init__(handler, **options)
         self.door = handler
         self.failures = failures
+        self.sessions = sessions
+        self._counted: str | None = None
+        self._turned_away = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """A new connection is counted (not again when STARTTLS wraps it), or turned away."""
+        if self._counted is None and not self._turned_away:
+            client = client_of(transport.get_extra_info("peername"))
+            if not self.sessions.open(client):
+                self._turned_away = True
+                assert isinstance(transport, asyncio.WriteTransport)
+                transport.write(TOO_MANY)
+                transport.close()
+                return
+            self._counted = client
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._turned_away:
+            return
+        if self._counted is not None:
+            self.sessions.close(self._counted)
+            self._counted = None
+        super().connection_lost(error)
 
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str):
@@ -273,17 +338,19 @@ class SubmissionSMTP(SMTP):
         return AuthResult(success=True, auth_data=caller)
 
     def _client(self) -> str:
-        peer = self.session.peer if self.session is not None else None
-        return str(peer[0]) if isinstance(peer, tuple) else str(peer)
+        return client_of(self.session.peer if self.session is not None else None)
 
 
 class SmtpDoor:
     """The listening SMTP submission server of one ingest process."""
 
-    def __init__(self, ingest: Ingest, tracer: Tracer | None = None) -> None:
+    def __init__(
+        self, ingest: Ingest, tracer: Tracer | None = None, sessions: SessionLimits | None = None
+    ) -> None:
         self.settings = ingest.settings
         self.handler = SubmissionHandler(ingest, tracer or trace.get_tracer(__name__))
         self.failures = AuthFailures()
+        self.sessions = sessions or SessionLimits()
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -296,6 +363,7 @@ class SmtpDoor:
             return SubmissionSMTP(
                 self.handler,
                 self.failures,
+                self.sessions,
                 data_size_limit=MAX_MESSAGE_BYTES,
                 hostname=settings.smtp_helo_name,
                 ident="Sendarix",

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import shutil
 import smtplib
+import socket
 import ssl
 import time
 import uuid
@@ -34,7 +35,7 @@ from schemas.pipeline import MessageSpec
 from services.ingest import accept as accept_module
 from services.ingest.accept import Ingest
 from services.ingest.app import IngestService
-from services.ingest.smtp_door import SmtpDoor
+from services.ingest.smtp_door import SessionLimits, SmtpDoor
 from tests.support import TopicTap, started
 
 pytestmark = pytest.mark.integration
@@ -410,15 +411,40 @@ async def test_an_invalid_message_is_refused_with_its_reasons(
 
 @asynccontextmanager
 async def door_of(
-    service: IngestService, pool: asyncpg.Pool, settings: Settings
+    service: IngestService,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    sessions: SessionLimits | None = None,
 ) -> AsyncIterator[SmtpDoor]:
-    """A second door beside the service's, on settings of its own."""
-    door = SmtpDoor(Ingest.on(settings, service.broker, pool))
+    """A second door beside the service's, on settings (and session limits) of its own."""
+    door = SmtpDoor(Ingest.on(settings, service.broker, pool), sessions=sessions)
     await door.start()
     try:
         yield door
     finally:
         await door.stop()
+
+
+async def test_a_client_holding_too_many_connections_is_turned_away(
+    service: IngestService, door_settings: Settings, pool: asyncpg.Pool, tenant: tuple[Tenant, str]
+) -> None:
+    async with door_of(service, pool, door_settings, SessionLimits(per_client=2)) as door:
+
+        def greetings(count: int) -> list[bytes]:
+            connections = [socket.create_connection(("127.0.0.1", door.port)) for _ in range(count)]
+            try:
+                return [c.recv(200) for c in connections]
+            finally:
+                for connection in connections:
+                    connection.close()
+
+        first, second, third = await asyncio.to_thread(greetings, 3)
+        assert first.startswith(b"220") and second.startswith(b"220")
+        assert third.startswith(b"421 4.7.0")
+        await asyncio.sleep(0.2)  # the closed sessions are counted out
+        code, reply = await submit(door, tenant, message())  # STARTTLS counts once
+        assert code == 250, reply
+        assert door.sessions.open("127.0.0.1") and door.sessions.open("127.0.0.1")
 
 
 async def test_a_message_the_broker_cannot_take_is_answered_451(
