@@ -237,6 +237,10 @@ class SessionLimits:
         self._open[client] = self._open.get(client, 0) + 1
         return True
 
+    def held(self, client: str) -> int:
+        """How many sessions ``client`` holds open now."""
+        return self._open.get(client, 0)
+
     def close(self, client: str) -> None:
         """A session of ``client`` ended."""
         left = self._open.get(client, 0) - 1
