@@ -77,6 +77,7 @@ REWORDED = {
 }
 """aiosmtpd's own replies, as submission servers word them (RFC 3207, RFC 3463 codes)."""
 
+KEY_WITHDRAWN = "530 5.7.0 This API key was revoked, expired or lost the send scope; log in again"
 UNAVAILABLE = "451 4.3.0 Sendarix cannot take the message now; try again later"
 STATUS_REPLY = {403: "550 5.7.1", 413: "552 5.3.4"}
 """The SMTP reply of a refusal, by the HTTP status of its first violation (else 554 5.6.0)."""
@@ -174,8 +175,15 @@ class SubmissionHandler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        caller = session.auth_data
-        assert isinstance(caller, Caller)  # DATA needs AUTH, whose data is the caller
+        api_key = session.auth_data
+        assert isinstance(api_key, str)  # DATA needs AUTH, whose data is the key
+        try:  # again: a key revoked since the login is refused within seconds, as over HTTP
+            caller = await authenticate(self.ingest, api_key)
+        except DATABASE_DOWN as error:
+            log.warning("could not check an SMTP session's key: %r", error)
+            return UNAVAILABLE
+        if caller is None:
+            return KEY_WITHDRAWN
         tenant = caller.tenant
         data = envelope.original_content or b""
         with self.tracer.start_as_current_span("smtp submission", kind=SpanKind.SERVER) as span:
@@ -255,6 +263,11 @@ def client_of(peer: Any) -> str:
     return str(peer[0]) if isinstance(peer, tuple) else str(peer)
 
 
+def _secret(credentials: LoginPassword) -> str:
+    """The API key a login gave as its password."""
+    return credentials.password.decode("utf-8", "replace")
+
+
 class SubmissionSMTP(SMTP):
     """aiosmtpd's SMTP protocol with the API key checked asynchronously and RFC wording.
 
@@ -321,9 +334,7 @@ class SubmissionSMTP(SMTP):
         credentials = decoded.auth_data
         assert isinstance(credentials, LoginPassword)
         try:
-            caller = await authenticate(
-                self.door.ingest, credentials.password.decode("utf-8", "replace")
-            )
+            caller = await authenticate(self.door.ingest, _secret(credentials))
         except DATABASE_DOWN as error:
             log.warning("could not check an SMTP login: %r", error)
             return AuthResult(
@@ -339,7 +350,7 @@ class SubmissionSMTP(SMTP):
                 " with the send scope",
             )
         self.failures.forget(client)
-        return AuthResult(success=True, auth_data=caller)
+        return AuthResult(success=True, auth_data=_secret(credentials))
 
     def _client(self) -> str:
         return client_of(self.session.peer if self.session is not None else None)

@@ -28,10 +28,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from libs.database import open_pool
-from libs.keys import KeySettings, Scope, insert_key
+from libs.keys import KeySettings, Scope, insert_key, revoke_key
 from libs.sendable import MAX_MESSAGE_BYTES
 from libs.settings import Settings
-from libs.tenants import Tenant
+from libs.tenants import KEY_TTL_SECONDS, Tenant
 from libs.topics import EVENTS, lane_topic, public_topic
 from schemas.common import Lane, Mailbox, Stream
 from schemas.pipeline import MessageSpec
@@ -339,6 +339,34 @@ async def test_the_sending_key_is_recorded_and_its_restrictions_apply(
         service,
     )
     assert spec.key_id == key.id
+
+
+async def test_a_session_whose_key_is_revoked_meanwhile_cannot_send(
+    service: IngestService, pool: asyncpg.Pool, tenant: tuple[Tenant, str]
+) -> None:
+    key, secret = await insert_key(pool, tenant[0].id, KeySettings(name="soon revoked"))
+
+    def log_in() -> smtplib.SMTP:  # in a thread: the door answers on this test's loop
+        session = smtplib.SMTP("127.0.0.1", service.smtp_port, timeout=30)
+        session.starttls(context=unverified())
+        session.login("apikey", secret)
+        return session
+
+    def send() -> tuple[int, str]:
+        smtp.mail("a@example.test")
+        smtp.rcpt("jane@example.org")
+        code, reply = smtp.data(message().as_bytes())
+        return code, reply.decode()
+
+    smtp = await asyncio.to_thread(log_in)
+    try:
+        assert (await asyncio.to_thread(send))[0] == 250
+        assert await revoke_key(pool, tenant[0].id, key.id) is not None
+        await asyncio.sleep(KEY_TTL_SECONDS + 0.5)
+        code, reply = await asyncio.to_thread(send)
+    finally:
+        await asyncio.to_thread(smtp.close)
+    assert (code, reply[:5]) == (530, "5.7.0")
 
 
 async def test_mail_before_auth_is_refused(service: IngestService) -> None:
