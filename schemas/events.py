@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from schemas.common import Lane, Problem, Record, Stream
 from schemas.pipeline import Route, SmtpReply
@@ -61,6 +61,32 @@ TERMINAL_STATES = frozenset(
 )
 
 
+class BounceCategory(StrEnum):
+    """Why mail to a recipient bounced or was deferred, as one classifier (``libs.bounces``) reads
+    a synchronous SMTP reply or a later delivery status notification."""
+
+    INVALID_RECIPIENT = "invalid_recipient"
+    BAD_DOMAIN = "bad_domain"
+    MAILBOX_FULL = "mailbox_full"
+    SPAM_BLOCK = "spam_block"
+    POLICY = "policy"
+    THROTTLING = "throttling"
+    AUTH_FAILURE = "auth_failure"
+    OTHER = "other"
+
+
+class Bounce(Record):
+    """The classification a ``bounced`` or ``deferred`` event carries, so no reader re-parses
+    reply text: the category, whether the address itself is dead, and whether it came back
+    asynchronously (a DSN after an earlier 250) rather than as the SMTP reply."""
+
+    model_config = ConfigDict(serialize_by_alias=True)
+
+    category: BounceCategory
+    hard: bool
+    is_async: bool = Field(default=False, alias="async")
+
+
 class EventData(Record):
     """What every delivery event says about its message."""
 
@@ -81,6 +107,10 @@ class EventData(Record):
     route: Route | None = None
     attempt: int | None = None
     smtp: SmtpReply | None = None
+    bounce: Bounce | None = None
+    """How the bounce or deferral was classified (``bounced`` and ``deferred`` only)."""
+    feedback_type: str | None = None
+    """The ARF ``Feedback-Type`` of a complaint report (``abuse``, ``opt-out``, …)."""
     problem: Problem | None = None
     next_attempt_at: datetime | None = None
     trace_id: str

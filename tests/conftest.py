@@ -7,6 +7,7 @@ reused and left running.
 
 from __future__ import annotations
 
+import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -41,10 +42,32 @@ def infra() -> Iterator[None]:
         yield
 
 
+TEST_DATABASE_VARIABLE = "SENDARIX_TEST_DATABASE"
+"""Names a database of this run's own on the test cluster (created when missing), so two
+checkouts testing different migrations at once on one machine do not share tables."""
+
+
+async def _database_url() -> str:
+    """The test profile's database, or the one ``SENDARIX_TEST_DATABASE`` names."""
+    name = os.environ.get(TEST_DATABASE_VARIABLE)
+    if not name:
+        return TEST.database_url
+    if not name.isidentifier():
+        raise ValueError(f"{TEST_DATABASE_VARIABLE} must be a plain identifier, not {name!r}")
+    connection = await asyncpg.connect(TEST.database_url)
+    try:
+        if not await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    return TEST.database_url.rsplit("/", 1)[0] + "/" + name
+
+
 @pytest.fixture(scope="session")
 async def settings(infra: None) -> Settings:
     """Settings of the test stack, with a topic prefix of this session's own."""
     result = TEST.settings(
+        database_url=await _database_url(),
         topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
         retry_base_seconds=0.2,
         retry_max_seconds=2.0,

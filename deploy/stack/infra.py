@@ -144,7 +144,8 @@ def _cluster_id() -> str:
 
 
 async def start_kafka(profile: Profile, supervisor: Supervisor) -> None:
-    """A single-node Kafka broker in KRaft mode, formatted on first start."""
+    """A single-node Kafka broker in KRaft mode, formatted on first start (every start for a
+    profile that is not durable)."""
     jars = tools.kafka_jars()
     tools.require_commands("java")
     home = profile.state_dir / "kafka"
@@ -165,6 +166,11 @@ async def start_kafka(profile: Profile, supervisor: Supervisor) -> None:
         f"-Dlog4j2.configurationFile={KAFKA_LOG4J}",
         f"-Dkafka.logs.dir={supervisor.log_dir / 'kafka'}",
     ]
+    if not profile.durable and data.exists():
+        # The test and bench brokers hold only the topics of earlier runs (tens of thousands of
+        # partitions after a day of test runs, minutes of start-up): each start begins empty.
+        say(f"emptying the scratch Kafka log directory {data}")
+        await asyncio.to_thread(shutil.rmtree, data)
     if not (data / "meta.properties").exists():
         say(f"formatting the Kafka log directory {data}")
         await asyncio.to_thread(
