@@ -332,6 +332,9 @@ def timeline_line(event: DeliveryEvent) -> str:
         parts.append(f"{reply} {data.smtp.text}".strip())
     if data.problem is not None:
         parts.append(f"{data.problem.code}: {data.problem.detail}")
+    if data.rule is not None:
+        described = f" ({data.rule.description})" if data.rule.description else ""
+        parts.append(f"rule {data.rule.id} {data.rule.action}{described}")
     if data.next_attempt_at is not None:
         parts.append(f"next attempt {data.next_attempt_at.isoformat(timespec='seconds')}")
     return "  ".join(parts).rstrip()

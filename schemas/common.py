@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
@@ -99,3 +100,14 @@ class Problem(Record):
     code: str
     detail: str
     pointers: tuple[str, ...] = ()
+
+
+class AppliedRule(Record):
+    """The customer rule that decided what happened to a message (``libs.rules``): events and
+    the route stage's record carry it, so the timeline says which rule did what."""
+
+    id: str
+    action: str
+    description: str = ""
+    hold_until: datetime | None = None
+    """When a held message expires unless released (``held`` only)."""

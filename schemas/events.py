@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
-from schemas.common import Lane, Problem, Record, Stream
+from schemas.common import AppliedRule, Lane, Problem, Record, Stream
 from schemas.pipeline import Route, SmtpReply
 
 EVENT_NAMESPACE = uuid.UUID("6f1f5d2a-3c1e-4f0b-9d1e-5e6e3a9b7c21")
@@ -28,6 +28,10 @@ class MessageState(StrEnum):
     REJECTED = "rejected"
     RENDERED = "rendered"
     SUPPRESSED = "suppressed"
+    HELD = "held"
+    """Kept by a customer rule (``hold``) until released, cancelled or expired."""
+    BLOCKED = "blocked"
+    """Stopped by a customer rule (``block``)."""
     ROUTED = "routed"
     DEFERRED = "deferred"
     DELIVERED = "delivered"
@@ -53,6 +57,7 @@ TERMINAL_STATES = frozenset(
     {
         MessageState.REJECTED,
         MessageState.SUPPRESSED,
+        MessageState.BLOCKED,
         MessageState.DELIVERED,
         MessageState.BOUNCED,
         MessageState.FAILED,
@@ -112,6 +117,8 @@ class EventData(Record):
     feedback_type: str | None = None
     """The ARF ``Feedback-Type`` of a complaint report (``abuse``, ``opt-out``, …)."""
     problem: Problem | None = None
+    rule: AppliedRule | None = None
+    """The customer rule that held, blocked, allowed or re-routed the message."""
     next_attempt_at: datetime | None = None
     trace_id: str
     service: str

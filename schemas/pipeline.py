@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from schemas.common import Lane, Mailbox, Record, Stream
+from schemas.common import AppliedRule, Lane, Mailbox, Record, Stream
 from schemas.send import Attachment
 
 
@@ -76,6 +76,29 @@ class RenderedContent(Record):
     template_version: int | None = None
 
 
+class Pool(StrEnum):
+    """The IP pools: reputations kept apart, so bulk complaints never slow down security mail."""
+
+    SECURITY = "security"
+    TRANSACTIONAL = "transactional"
+    BULK = "bulk"
+
+
+class RouteName(StrEnum):
+    """The routes the router knows by name (their hosts and ports come from its settings)."""
+
+    SIMULATOR = "simulator"
+    DEFAULT_RELAY = "default-relay"
+
+
+class RoutingDirective(Record):
+    """What a customer rule asks of the router for one message, and which rule asked."""
+
+    rule: AppliedRule
+    route: RouteName | None = None
+    pool: Pool | None = None
+
+
 class RenderedMessage(PipelineRecord):
     """A rendered message on its way through policy-check to the router.
 
@@ -85,6 +108,8 @@ class RenderedMessage(PipelineRecord):
     schema_version: Literal[1] = 1
     message: MessageSpec
     content: RenderedContent
+    directive: RoutingDirective | None = None
+    """Set by policy-check when a customer rule decided the message's fate (on ``route.*``)."""
 
     @property
     def spec(self) -> MessageSpec:

@@ -12,6 +12,7 @@ from functools import partial
 import asyncpg
 import uvicorn
 
+from libs import held
 from libs.batch import Consumed, Outbox
 from libs.broker import make_broker
 from libs.database import DATABASE_DOWN, open_pool
@@ -35,6 +36,9 @@ DOMAIN_RECHECK_SECONDS = 60.0
 """How often ingest looks for sending domains due a DNS check (``libs.domain_verification``)."""
 RETENTION_SWEEP_SECONDS = 600.0
 """How often messages past their tenant's retention are deleted (batch after batch)."""
+HELD_SWEEP_SECONDS = 30.0
+"""How often held messages past their hold are expired (``libs.held.sweep``): one expires at
+most this long after its time."""
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -88,6 +92,16 @@ class IngestService:
                 "sending domains checked over DNS",
                 DOMAIN_RECHECK_SECONDS,
                 partial(verify_due_domains, settings=self.settings),
+            ),
+            (
+                "held messages expired or published again",
+                HELD_SWEEP_SECONDS,
+                partial(
+                    held.sweep,
+                    send=self.broker.send_confirmed,
+                    prefix=self.settings.topic_prefix,
+                    service=SERVICE,
+                ),
             ),
         ]
         self._sweeping = [asyncio.create_task(_sweep(pool, *sweep)) for sweep in sweeps]

@@ -30,6 +30,7 @@ CODE_STATUS: dict[str, int] = {
     "domain_exists": 409,
     "domain_limit_reached": 409,
     "not_cancellable": 409,
+    "rule_limit_reached": 409,
     "payload_too_large": 413,
     "unsupported_media_type": 415,
     "rate_limited": 429,

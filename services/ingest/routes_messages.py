@@ -17,12 +17,14 @@ from pydantic import BaseModel
 
 from libs.batch import Outbox
 from libs.cancellation import Cancellation, cancel_sending
+from libs.held import HeldState
 from libs.message_log import raw_message, read_message
 from libs.tenants import Tenant
 from schemas.events import EventData, MessageState
 from services.ingest.accept import PUBLISH_TIMEOUT_SECONDS, SERVICE, Ingest
 from services.ingest.http_deps import IngestDep, ReadCaller, SendCaller, problems
 from services.ingest.problems import ProblemError
+from services.ingest.routes_held import settle_one
 from services.ingest.search import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -139,10 +141,10 @@ PAST_CANCELLING = frozenset(state for state in MessageState if state.terminal) |
     summary="Cancel a message not handed to SMTP yet",
 )
 async def cancel(message_id: str, ingest: IngestDep, caller: SendCaller) -> MessageView:
-    """Cancel a message that is scheduled (``send_at``), waiting for a retry or still on its way
-    to the sender: no attempt of it will be handed to SMTP, and a ``cancelled`` event reports
-    it. 409 ``not_cancellable`` once an attempt is being handed over or the message's journey
-    ended; cancelling a cancelled message answers it again."""
+    """Cancel a message that is held by a rule, scheduled (``send_at``), waiting for a retry or
+    still on its way to the sender: no attempt of it will be handed to SMTP, and a
+    ``cancelled`` event reports it. 409 ``not_cancellable`` once an attempt is being handed
+    over or the message's journey ended; cancelling a cancelled message answers it again."""
     logged = await read_message(ingest.pool, _checked_id(message_id), caller.tenant.id)
     if logged is None:
         raise _not_found(message_id)
@@ -151,6 +153,8 @@ async def cancel(message_id: str, ingest: IngestDep, caller: SendCaller) -> Mess
         return MessageView.of(*logged)
     if MessageState(row["status"]) in PAST_CANCELLING:
         raise _not_cancellable(message_id, f"it is {row['status']}")
+    if await settle_one(ingest, caller, str(row["id"]), HeldState.CANCELLED):
+        return MessageView.of(*logged).model_copy(update={"status": MessageState.CANCELLED.value})
     if await cancel_sending(ingest.pool, str(row["id"])) is Cancellation.TOO_LATE:
         raise _not_cancellable(message_id, "it is being handed to SMTP, or was")
     await _report_cancelled(ingest, caller.tenant, row)

@@ -16,8 +16,9 @@ FEEDBACK = frozenset({MessageState.COMPLAINED, MessageState.UNSUBSCRIBED})
 PROGRESS: dict[MessageState, int] = {
     MessageState.ACCEPTED: 0,
     MessageState.RENDERED: 1,
-    MessageState.ROUTED: 2,
-    MessageState.DEFERRED: 3,
+    MessageState.HELD: 2,
+    MessageState.ROUTED: 3,
+    MessageState.DEFERRED: 4,
 }
 """The order of the states a message passes through on its way to a final one."""
 

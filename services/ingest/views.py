@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.common import Problem
+from schemas.common import AppliedRule, Problem
 from schemas.events import EVENT_TYPE_PREFIX, DeliveryEvent
 from schemas.pipeline import Route, SmtpReply
 
@@ -23,6 +23,8 @@ class TimelineEntry(BaseModel):
     attempt: int | None = None
     smtp: SmtpReply | None = None
     problem: Problem | None = None
+    rule: AppliedRule | None = None
+    """The customer rule that held, blocked, allowed or re-routed the message."""
     next_attempt_at: datetime | None = None
 
     @classmethod
@@ -35,6 +37,7 @@ class TimelineEntry(BaseModel):
             attempt=data.attempt,
             smtp=data.smtp,
             problem=data.problem,
+            rule=data.rule,
             next_attempt_at=data.next_attempt_at,
         )
 

@@ -43,6 +43,9 @@ class RouterService(PipelineService):
             else:
                 outbox.forward(item, RETRY, deferral)
             due = deferral.due_at if deferral is not None else None
-            routed = event_data(job.message, SERVICE, route=job.route, next_attempt_at=due)
+            rule = item.value.directive.rule if item.value.directive is not None else None
+            routed = event_data(
+                job.message, SERVICE, route=job.route, next_attempt_at=due, rule=rule
+            )
             outbox.emit(item, MessageState.ROUTED, routed)
         return outbox

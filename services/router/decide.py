@@ -14,18 +14,14 @@ from schemas.common import Lane, Stream
 from schemas.pipeline import (
     DeliveryJob,
     MessageSpec,
+    Pool,
     RenderedMessage,
     RetryRequest,
     Route,
+    RouteName,
+    RoutingDirective,
     SmtpReply,
 )
-
-SIMULATOR_ROUTE = "simulator"
-DEFAULT_RELAY_ROUTE = "default-relay"
-
-SECURITY_POOL = "security"
-TRANSACTIONAL_POOL = "transactional"
-BULK_POOL = "bulk"
 
 SHORT_LIVED_CATEGORIES = frozenset(
     {"otp", "login_verification", "password_reset", "security_alert"}
@@ -43,13 +39,13 @@ def recipient_domain(recipient: str) -> str:
     return domain.strip().rstrip(">").lower() if at else ""
 
 
-def ip_pool(lane: Lane, stream: Stream) -> str:
+def ip_pool(lane: Lane, stream: Stream) -> Pool:
     """The IP pool whose reputation the message is sent on."""
     if lane is Lane.BULK or stream is Stream.BROADCAST:
-        return BULK_POOL
+        return Pool.BULK
     if lane in (Lane.CRITICAL, Lane.HIGH):
-        return SECURITY_POOL
-    return TRANSACTIONAL_POOL
+        return Pool.SECURITY
+    return Pool.TRANSACTIONAL
 
 
 def retry_window(category: str | None) -> timedelta:
@@ -57,17 +53,25 @@ def retry_window(category: str | None) -> timedelta:
     return SHORT_RETRY_WINDOW if category in SHORT_LIVED_CATEGORIES else DEFAULT_RETRY_WINDOW
 
 
-def route_for(spec: MessageSpec, settings: Settings) -> Route:
-    """The SMTP destination of ``spec``: the mailbox simulator for its domain, else the relay."""
-    if recipient_domain(spec.recipient.address) == settings.simulator_domain.lower():
-        name, host, port = SIMULATOR_ROUTE, settings.simulator_host, settings.simulator_port
+def route_for(
+    spec: MessageSpec, settings: Settings, directive: RoutingDirective | None = None
+) -> Route:
+    """The SMTP destination of ``spec``: the route a customer rule forces, else the mailbox
+    simulator for its domain, else the relay; from the pool a rule forces, else its lane's."""
+    name = directive.route if directive is not None else None
+    if name is None:
+        simulated = recipient_domain(spec.recipient.address) == settings.simulator_domain.lower()
+        name = RouteName.SIMULATOR if simulated else RouteName.DEFAULT_RELAY
+    if name is RouteName.SIMULATOR:
+        host, port = settings.simulator_host, settings.simulator_port
     else:
-        name, host, port = DEFAULT_RELAY_ROUTE, settings.relay_host, settings.relay_port
+        host, port = settings.relay_host, settings.relay_port
+    pool = directive.pool if directive is not None else None
     return Route(
-        name=name,
+        name=name.value,
         host=host,
         port=port,
-        pool=ip_pool(spec.lane, spec.stream),
+        pool=(pool or ip_pool(spec.lane, spec.stream)).value,
         timeout_seconds=settings.smtp_timeout_seconds,
     )
 
@@ -83,7 +87,7 @@ def delivery_job(rendered: RenderedMessage, settings: Settings) -> DeliveryJob:
     return DeliveryJob(
         message=spec,
         content=rendered.content,
-        route=route_for(spec, settings),
+        route=route_for(spec, settings, rendered.directive),
         attempt=1,
         retry_until=starts + retry_window(spec.category),
     )

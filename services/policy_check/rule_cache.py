@@ -1,0 +1,40 @@
+"""Each tenant's rule book, kept in memory: policy-check asks the database nothing per message.
+
+A tenant's book is read at most every ``RULES_TTL_SECONDS``: a rule added, changed or removed
+applies to the messages policy-check reads that long after it at most (the bounded staleness).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+import asyncpg
+
+from libs.cache import TtlCache
+from libs.rules import RuleBook, rule_books
+
+RULES_TTL_SECONDS = 5.0
+MAX_TENANTS = 100_000
+
+
+class RuleCache:
+    """The rule books of the tenants policy-check saw lately."""
+
+    def __init__(self, ttl: float = RULES_TTL_SECONDS) -> None:
+        self._books: TtlCache[str, RuleBook] = TtlCache(ttl, MAX_TENANTS)
+
+    async def books(self, pool: asyncpg.Pool, tenants: Iterable[str]) -> dict[str, RuleBook]:
+        """The book of each tenant (cached; those expired are read again, one query each)."""
+
+        async def book(tenant: str) -> RuleBook:
+            found = await self._books.get(tenant, lambda: _read(pool, tenant))
+            assert found is not None, "a tenant without rules has an empty book"
+            return found
+
+        wanted = sorted(set(tenants))
+        return dict(zip(wanted, await asyncio.gather(*map(book, wanted)), strict=True))
+
+
+async def _read(pool: asyncpg.Pool, tenant: str) -> RuleBook:
+    return (await rule_books(pool, [tenant]))[tenant]
