@@ -1,7 +1,10 @@
-"""``sendarix``: the admin CLI. Tenants, API keys, templates, suppressions, a message's story.
+"""``sendarix``: the admin CLI. Tenants, API keys, templates, suppressions, rules, held messages,
+a message's story.
 
 An operator's tool: it reads and writes the database directly (settings from ``SENDARIX_*``,
-defaulting to the ``make run`` stack) and asks Jaeger's query API for a message's spans.
+defaulting to the ``make run`` stack) through the same ``libs`` functions as the HTTP API,
+publishes released held messages to the broker, and asks Jaeger's query API for a message's
+spans.
 """
 
 from __future__ import annotations
@@ -10,16 +13,18 @@ import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
 import click
 import httpx
+from pydantic import ValidationError
 
-from libs import keys
-from libs.broker import ensure_topics
+from libs import held as held_store
+from libs import keys, rules
+from libs.broker import ensure_topics, make_broker
 from libs.database import apply_migrations, open_pool
 from libs.domain_verification import verify_domain
 from libs.domain_views import DomainView
@@ -36,10 +41,13 @@ from libs.templates import DEFAULT_LOCALE, put_template
 from libs.tenants import create_tenant, set_limits, set_retention, set_webhook
 from schemas.common import Lane, Stream
 from schemas.events import EVENT_TYPE_PREFIX, DeliveryEvent
+from schemas.pipeline import Pool, RouteName
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
+HeldFilterT = TypeVar("HeldFilterT", bound=held_store.HeldFilter)
 JAEGER_TIMEOUT_SECONDS = 3.0
+CLI_SERVICE = "cli"
 
 
 def _print_json(value: object) -> None:
@@ -586,3 +594,180 @@ def domain_verify(settings: Settings, tenant_id: str, name: str) -> None:
     if checked is None:
         raise click.ClickException(f"domain {found.domain} was removed meanwhile")
     _print_domain(settings, checked)
+
+
+@main.group()
+def rule() -> None:
+    """A tenant's rules (the same operations as the /v1/rules API): the first that matches a
+    message decides whether it goes, is held or blocked, and in which lane, route or pool."""
+
+
+def _rule_refused(error: rules.RuleRefused) -> click.ClickException:
+    return click.ClickException(f"{error.code}: {error.detail}")
+
+
+@rule.command("list")
+@tenant_option
+@pass_settings
+def rule_list(settings: Settings, tenant_id: str) -> None:
+    """Print a tenant's rules, in the order they are read, as JSON."""
+    _uuid(tenant_id, "tenant")
+    found = _with_pool(settings, lambda pool: rules.list_rules(pool, tenant_id))
+    _print_json([r.model_dump(mode="json") for r in found])
+
+
+@rule.command("add")
+@tenant_option
+@click.option("--action", required=True, type=click.Choice([a.value for a in rules.RuleAction]))
+@click.option("--description", default="", help="What the rule is for.")
+@click.option("--position", type=click.IntRange(min=0), help="Lower is read first.")
+@click.option("--disabled", is_flag=True, help="Store it without applying it yet.")
+@click.option("--stream", type=click.Choice([s.value for s in Stream]), help="Match a stream.")
+@click.option("--category", help="Match a category.")
+@click.option("--match-lane", type=click.Choice([x.value for x in Lane]), help="Match a lane.")
+@click.option("--sender-domain", help="Match example.com, or *.example.com (subdomains).")
+@click.option("--recipient-domain", help="Match example.org, or *.example.org (subdomains).")
+@click.option("--tag", help="Match a tag.")
+@click.option("--metadata", "metadata", multiple=True, help="Match KEY=VALUE (repeat).")
+@click.option("--lane", type=click.Choice([x.value for x in Lane]), help="force_lane: the lane.")
+@click.option("--route", type=click.Choice([r.value for r in RouteName]), help="force_route.")
+@click.option("--pool", "pool_name", type=click.Choice([p.value for p in Pool]), help="force_pool.")
+@click.option("--hold-seconds", type=int, help="hold: how long (default 72 h).")
+@pass_settings
+def rule_add(settings: Settings, /, tenant_id: str, **options: Any) -> None:
+    """Add a rule (after the tenant's others unless --position) and print it as JSON."""
+    _uuid(tenant_id, "tenant")
+    metadata = dict(pair.partition("=")[::2] for pair in options.pop("metadata"))
+    criteria = {
+        "stream": options.pop("stream"),
+        "category": options.pop("category"),
+        "lane": options.pop("match_lane"),
+        "sender_domain": options.pop("sender_domain"),
+        "recipient_domain": options.pop("recipient_domain"),
+        "tag": options.pop("tag"),
+        "metadata": metadata,
+    }
+    options["pool"] = options.pop("pool_name")
+    options["enabled"] = not options.pop("disabled")
+    try:
+        fields = rules.RuleFields.model_validate(
+            {k: v for k, v in options.items() if v is not None}
+            | {"match": {k: v for k, v in criteria.items() if v}}
+        )
+    except ValidationError as error:
+        raise click.UsageError(str(error)) from None
+    try:
+        added = _with_pool(settings, lambda pool: rules.add_rule(pool, tenant_id, fields))
+    except rules.RuleRefused as error:
+        raise _rule_refused(error) from None
+    _print_json(added.model_dump(mode="json"))
+
+
+@rule.command("remove")
+@tenant_option
+@click.argument("rule_id")
+@pass_settings
+def rule_remove(settings: Settings, tenant_id: str, rule_id: str) -> None:
+    """Remove a rule (the messages it holds stay held) and print it as JSON."""
+    _uuid(tenant_id, "tenant")
+    removed = _with_pool(settings, lambda pool: rules.remove_rule(pool, tenant_id, rule_id))
+    if removed is None:
+        raise click.ClickException(f"tenant {tenant_id} has no rule {rule_id}")
+    _print_json(removed.model_dump(mode="json"))
+
+
+@main.group()
+def held() -> None:
+    """Messages a rule holds: list, release (they go on to delivery) or cancel them."""
+
+
+def held_options(command: F) -> F:
+    """The tenant and the filter of held messages (rule, recipient domain, time held)."""
+    for option in reversed(
+        [
+            tenant_option,
+            click.option("--rule", "rule_id", help="Held by this rule."),
+            click.option("--recipient-domain", help="To this domain."),
+            click.option("--since", type=click.DateTime(), help="Held at or after (UTC)."),
+            click.option("--until", type=click.DateTime(), help="Held before (UTC)."),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def _held_filter(model: type[HeldFilterT], **given: Any) -> HeldFilterT:
+    for name in ("since", "until"):
+        if given.get(name) is not None:
+            given[name] = given[name].replace(tzinfo=UTC)
+    try:
+        return model.model_validate({k: v for k, v in given.items() if v is not None})
+    except ValidationError as error:
+        raise click.UsageError(str(error)) from None
+
+
+@held.command("list")
+@held_options
+@click.option("--limit", type=click.IntRange(1, held_store.MAX_PAGE), default=100)
+@pass_settings
+def held_list(settings: Settings, /, tenant_id: str, limit: int, **given: Any) -> None:
+    """Print the tenant's held messages, longest held first, as JSON."""
+    _uuid(tenant_id, "tenant")
+    wanted = _held_filter(held_store.HeldFilter, **given)
+    page, _ = _with_pool(
+        settings, lambda pool: held_store.list_held(pool, tenant_id, wanted, limit=limit)
+    )
+    _print_json([summary.model_dump(mode="json") for summary in page])
+
+
+def _settle_held(
+    settings: Settings,
+    tenant_id: str,
+    message_ids: tuple[str, ...],
+    to: held_store.HeldState,
+    given: dict[str, Any],
+) -> None:
+    _uuid(tenant_id, "tenant")
+    if message_ids:
+        given["message_ids"] = list(message_ids)
+    selection = _held_filter(held_store.HeldSelection, **given)
+
+    async def settle(pool: asyncpg.Pool) -> int:
+        broker = make_broker(CLI_SERVICE, settings)
+        await broker.start()
+        try:
+            return await held_store.settle(
+                pool,
+                broker.send_confirmed,
+                settings.topic_prefix,
+                CLI_SERVICE,
+                tenant_id,
+                selection,
+                to,
+            )
+        finally:
+            await broker.stop()
+
+    _print_json({"count": _with_pool(settings, settle)})
+
+
+@held.command("release")
+@held_options
+@click.argument("message_ids", nargs=-1)
+@pass_settings
+def held_release(
+    settings: Settings, /, tenant_id: str, message_ids: tuple[str, ...], **given: Any
+) -> None:
+    """Release the held messages MESSAGE_IDS, or those the filter picks; print how many."""
+    _settle_held(settings, tenant_id, message_ids, held_store.HeldState.RELEASED, given)
+
+
+@held.command("cancel")
+@held_options
+@click.argument("message_ids", nargs=-1)
+@pass_settings
+def held_cancel(
+    settings: Settings, /, tenant_id: str, message_ids: tuple[str, ...], **given: Any
+) -> None:
+    """Cancel the held messages MESSAGE_IDS, or those the filter picks; print how many."""
+    _settle_held(settings, tenant_id, message_ids, held_store.HeldState.CANCELLED, given)

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from libs.settings import Settings
-from schemas.common import Lane, Stream
-from schemas.pipeline import MessageSpec, RenderedMessage
+from schemas.common import AppliedRule, Lane, Stream
+from schemas.pipeline import MessageSpec, Pool, RenderedMessage, RouteName, RoutingDirective
 from services.router.decide import (
     delivery_job,
     ip_pool,
@@ -54,6 +54,18 @@ def test_simulator_domain_goes_to_the_simulator(recipient: str) -> None:
 def test_every_other_domain_goes_to_the_default_relay(recipient: str) -> None:
     route = route_for(spec(recipient=recipient), SETTINGS)
     assert (route.name, route.host, route.port) == ("default-relay", "relay.internal", 1025)
+
+
+def test_a_rule_s_directive_forces_the_route_and_the_pool() -> None:
+    rule = AppliedRule(id="r-1", action="force_route")
+    to_relay = RoutingDirective(rule=rule, route=RouteName.DEFAULT_RELAY)
+    route = route_for(spec(recipient="success@simulator.sendarix.test"), SETTINGS, to_relay)
+    assert (route.name, route.host, route.port) == ("default-relay", "relay.internal", 1025)
+    to_simulator = RoutingDirective(rule=rule, route=RouteName.SIMULATOR, pool=Pool.BULK)
+    route = route_for(spec(lane=Lane.CRITICAL), SETTINGS, to_simulator)
+    assert (route.name, route.host, route.pool) == ("simulator", "sim.internal", "bulk")
+    job = delivery_job(rendered().model_copy(update={"directive": to_simulator}), SETTINGS)
+    assert job.route.name == "simulator"
 
 
 def test_recipient_domain() -> None:
