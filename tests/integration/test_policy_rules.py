@@ -126,6 +126,7 @@ async def test_rules_hold_block_and_force(
         "SELECT state, rule_id, recipient_domain, record FROM held_messages WHERE message_id = $1",
         uuid.UUID(kept.message.message_id),
     )
+    assert row is not None
     assert (row["state"], str(row["rule_id"]), row["recipient_domain"]) == (
         "held",
         hold.id,
