@@ -365,8 +365,8 @@ async def update_rule(
             fields = RuleFields.model_validate(current | changes)
         except ValidationError as error:
             first = error.errors()[0]
-            where = "/" + "/".join(str(part) for part in first["loc"])
-            raise RuleRefused("invalid_rule", first["msg"], where) from None
+            where = "".join(f"/{part}" for part in first["loc"])
+            raise RuleRefused("invalid_request", first["msg"], where) from None
         await _checked(connection, tenant, fields)
         row = await connection.fetchrow(
             "UPDATE rules SET enabled = $3, description = $4, match = $5, action = $6,"
