@@ -39,8 +39,8 @@ MAX_SELECTED_IDS = 1000
 REPUBLISH_AFTER = timedelta(minutes=1)
 """How long a settled row may wait for its publication before the sweep publishes it again."""
 HOLD_EXPIRED = "hold_expired"
-DEFAULT_PAGE = 100
-MAX_PAGE = 1000
+DEFAULT_PAGE = 50
+MAX_PAGE = 100
 
 Send = Callable[[Sequence[Publication]], Awaitable[Any]]
 """Publishes records and waits for the broker to confirm them all (``Broker.send_confirmed``)."""

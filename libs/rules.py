@@ -302,15 +302,21 @@ async def list_rules(pool: asyncpg.Pool, tenant_id: str) -> list[Rule]:
     return [_rule(row) for row in rows]
 
 
-async def get_rule(pool: asyncpg.Pool, tenant_id: str, rule_id: str) -> Rule | None:
-    """One rule of the tenant (None: no such rule, or another tenant's)."""
+async def _one_rule(
+    pool: asyncpg.Pool, tenant_id: str, rule_id: str, statement: str
+) -> Rule | None:
+    """The rule ``statement`` (given tenant $1 and id $2) returns; None without one."""
     tenant, key = _tenant_key(tenant_id), _tenant_key(rule_id)
     if tenant is None or key is None:
         return None
-    row = await pool.fetchrow(
-        f"SELECT {COLUMNS} FROM rules WHERE tenant_id = $1 AND id = $2", tenant, key
-    )
+    row = await pool.fetchrow(statement, tenant, key)
     return _rule(row) if row else None
+
+
+async def get_rule(pool: asyncpg.Pool, tenant_id: str, rule_id: str) -> Rule | None:
+    """One rule of the tenant (None: no such rule, or another tenant's)."""
+    statement = f"SELECT {COLUMNS} FROM rules WHERE tenant_id = $1 AND id = $2"
+    return await _one_rule(pool, tenant_id, rule_id, statement)
 
 
 async def add_rule(pool: asyncpg.Pool, tenant_id: str, fields: RuleFields) -> Rule:
@@ -384,13 +390,8 @@ async def update_rule(
 
 async def remove_rule(pool: asyncpg.Pool, tenant_id: str, rule_id: str) -> Rule | None:
     """Delete a rule (messages it holds stay held); None when the tenant has no such rule."""
-    tenant, key = _tenant_key(tenant_id), _tenant_key(rule_id)
-    if tenant is None or key is None:
-        return None
-    row = await pool.fetchrow(
-        f"DELETE FROM rules WHERE tenant_id = $1 AND id = $2 RETURNING {COLUMNS}", tenant, key
-    )
-    return _rule(row) if row else None
+    statement = f"DELETE FROM rules WHERE tenant_id = $1 AND id = $2 RETURNING {COLUMNS}"
+    return await _one_rule(pool, tenant_id, rule_id, statement)
 
 
 class RuleBook(BaseModel):

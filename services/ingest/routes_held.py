@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ValidationError
 
 from libs import held
 from libs.held import (
-    DEFAULT_PAGE,
-    MAX_PAGE,
     HeldFilter,
     HeldSelection,
     HeldState,
@@ -28,10 +26,12 @@ from services.ingest.accept import SERVICE, Ingest
 from services.ingest.http_deps import IngestDep, ReadCaller, SendCaller, parsed_body, problems
 from services.ingest.problems import ProblemError
 from services.ingest.routes_keys import json_body_doc
-from services.ingest.validate import Violation, pointer
+from services.ingest.search import DEFAULT_LIMIT, INVALID_PARAMETER, page_limit
+from services.ingest.validate import Violation
 
 router = APIRouter(prefix="/v1/held", tags=["held messages"])
 Filter = Annotated[str | None, Query()]
+Verb = Annotated[str, Path(description="`release` or `cancel`")]
 
 
 class HeldPage(BaseModel):
@@ -48,7 +48,7 @@ class Settlement(BaseModel):
 
 
 def _invalid(name: str, detail: str) -> ProblemError:
-    return ProblemError.of([Violation("invalid_parameter", pointer(name), detail)])
+    return ProblemError.of([Violation(INVALID_PARAMETER, name, f"parameter {name!r}: {detail}")])
 
 
 @router.get(
@@ -65,10 +65,14 @@ async def list_held(
     since: Filter = None,
     until: Filter = None,
     cursor: Filter = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+    limit: Filter = None,
 ) -> HeldPage:
     """The tenant's held messages matching every filter: ``rule`` (its id), ``recipient_domain``,
-    ``since`` (inclusive) and ``until`` (exclusive) on the time it was held (RFC 3339)."""
+    ``since`` (inclusive) and ``until`` (exclusive) on the time it was held (RFC 3339);
+    ``limit`` 1 to 100 (default 50)."""
+    size = page_limit(limit) if limit is not None else DEFAULT_LIMIT
+    if isinstance(size, Violation):
+        raise ProblemError.of([size])
     given = {"rule_id": rule, "recipient_domain": recipient_domain, "since": since, "until": until}
     try:
         wanted = HeldFilter.model_validate({k: v for k, v in given.items() if v is not None})
@@ -77,10 +81,21 @@ async def list_held(
         name = "rule" if first["loc"][0] == "rule_id" else str(first["loc"][0])
         raise _invalid(name, first["msg"]) from None
     try:
-        page, after = await held.list_held(ingest.pool, caller.tenant.id, wanted, cursor, limit)
+        page, after = await held.list_held(ingest.pool, caller.tenant.id, wanted, cursor, size)
     except InvalidCursor as error:
         raise _invalid("cursor", str(error)) from None
     return HeldPage(held=page, next_cursor=after)
+
+
+SETTLEMENTS = {"release": HeldState.RELEASED, "cancel": HeldState.CANCELLED}
+"""The verb of each settlement in the path, and the state it moves held messages to."""
+
+
+def _settlement(verb: str) -> HeldState:
+    """The settlement a path names; 404 for any other word, as for an unknown path."""
+    if verb not in SETTLEMENTS:
+        raise ProblemError("not_found", f"no such settlement {verb!r}: release or cancel")
+    return SETTLEMENTS[verb]
 
 
 async def _settle(ingest: Ingest, caller: Caller, selection: HeldSelection, to: HeldState) -> int:
@@ -89,35 +104,26 @@ async def _settle(ingest: Ingest, caller: Caller, selection: HeldSelection, to: 
     return await held.settle(ingest.pool, send, prefix, SERVICE, caller.tenant.id, selection, to)
 
 
-BULK_DESCRIPTION = """The body selects `message_ids` (up to 1000), or a filter: `rule_id`,
+BULK_DESCRIPTION = """`release` sends held messages on to delivery; `cancel` ends them
+`cancelled`. The body selects `message_ids` (up to 1000), or a filter: `rule_id`,
 `recipient_domain`, `since`, `until` (at least one). Messages no longer held are skipped; the
 answer says how many were settled."""
 
 
 @router.post(
-    "/release",
+    "/{verb}",
     response_model=Settlement,
-    responses=problems(400, 401, 403, 415, 422, 503),
-    summary="Release held messages: they go on to delivery",
+    responses=problems(400, 401, 403, 404, 415, 422, 503),
+    summary="Release or cancel held messages, by ids or by a filter",
     description=BULK_DESCRIPTION,
     openapi_extra=json_body_doc(HeldSelection),
 )
-async def release(request: Request, ingest: IngestDep, caller: SendCaller) -> Settlement:
+async def settle_many(
+    verb: Verb, request: Request, ingest: IngestDep, caller: SendCaller
+) -> Settlement:
+    to = _settlement(verb)
     selection = await parsed_body(request, HeldSelection)
-    return Settlement(count=await _settle(ingest, caller, selection, HeldState.RELEASED))
-
-
-@router.post(
-    "/cancel",
-    response_model=Settlement,
-    responses=problems(400, 401, 403, 415, 422, 503),
-    summary="Cancel held messages: they end cancelled",
-    description=BULK_DESCRIPTION,
-    openapi_extra=json_body_doc(HeldSelection),
-)
-async def cancel(request: Request, ingest: IngestDep, caller: SendCaller) -> Settlement:
-    selection = await parsed_body(request, HeldSelection)
-    return Settlement(count=await _settle(ingest, caller, selection, HeldState.CANCELLED))
+    return Settlement(count=await _settle(ingest, caller, selection, to))
 
 
 async def settle_one(ingest: Ingest, caller: Caller, message_id: str, to: HeldState) -> bool:
@@ -129,27 +135,14 @@ async def settle_one(ingest: Ingest, caller: Caller, message_id: str, to: HeldSt
     return await _settle(ingest, caller, selection, to) == 1
 
 
-async def _one(ingest: Ingest, caller: Caller, message_id: str, to: HeldState) -> Settlement:
-    if not await settle_one(ingest, caller, message_id, to):
+@router.post(
+    "/{message_id}/{verb}",
+    response_model=Settlement,
+    responses=problems(401, 403, 404, 503),
+    summary="Release or cancel one held message",
+)
+async def settle(message_id: str, verb: Verb, ingest: IngestDep, caller: SendCaller) -> Settlement:
+    """404 when the caller has no such message held (any more)."""
+    if not await settle_one(ingest, caller, message_id, _settlement(verb)):
         raise ProblemError("not_found", f"no held message {message_id!r}")
     return Settlement(count=1)
-
-
-@router.post(
-    "/{message_id}/release",
-    response_model=Settlement,
-    responses=problems(401, 403, 404, 503),
-    summary="Release one held message",
-)
-async def release_one(message_id: str, ingest: IngestDep, caller: SendCaller) -> Settlement:
-    return await _one(ingest, caller, message_id, HeldState.RELEASED)
-
-
-@router.post(
-    "/{message_id}/cancel",
-    response_model=Settlement,
-    responses=problems(401, 403, 404, 503),
-    summary="Cancel one held message",
-)
-async def cancel_one(message_id: str, ingest: IngestDep, caller: SendCaller) -> Settlement:
-    return await _one(ingest, caller, message_id, HeldState.CANCELLED)

@@ -102,7 +102,8 @@ def _pair(text: str) -> tuple[str, str] | Violation:
     return key, value
 
 
-def _limit(text: str) -> int | Violation:
+def page_limit(text: str) -> int | Violation:
+    """The page size a ``limit`` parameter asks for (every listing of the gateway takes it)."""
     if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
         return _bad("limit", f"an integer from 1 to {MAX_LIMIT}")
     return int(text)
@@ -151,7 +152,7 @@ def parse_query(params: Sequence[tuple[str, str]]) -> MessageQuery | list[Violat
     if "cursor" in single:
         checks["after"] = _cursor(single["cursor"])
     if "limit" in single:
-        checks["limit"] = _limit(single["limit"])
+        checks["limit"] = page_limit(single["limit"])
     pairs = [_pair(text) for text in given.get("metadata", [])]
     violations = [v for v in (*checks.values(), *pairs) if isinstance(v, Violation)]
     if violations:

@@ -46,6 +46,14 @@ def test_every_state_on_the_way_has_a_rank() -> None:
         (S.COMPLAINED, S.DELIVERED, S.COMPLAINED),
         (S.UNSUBSCRIBED, S.DEFERRED, S.UNSUBSCRIBED),
         (S.ROUTED, S.COMPLAINED, S.COMPLAINED),
+        (S.RENDERED, S.HELD, S.HELD),
+        (S.HELD, S.RENDERED, S.HELD),
+        (S.HELD, S.ROUTED, S.ROUTED),  # released
+        (S.ROUTED, S.HELD, S.ROUTED),
+        (S.HELD, S.CANCELLED, S.CANCELLED),
+        (S.HELD, S.FAILED, S.FAILED),  # hold_expired
+        (S.RENDERED, S.BLOCKED, S.BLOCKED),
+        (S.BLOCKED, S.ROUTED, S.BLOCKED),
     ],
 )
 def test_transitions(current: S, incoming: S, expected: S) -> None:

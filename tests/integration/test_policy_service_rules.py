@@ -20,18 +20,14 @@ from libs.topics import EVENTS, ROUTE, public_topic
 from schemas.common import Lane
 from schemas.pipeline import RenderedMessage
 from services.policy_check.app import PolicyCheckService
+from tests.integration.test_policy_service import check, routed, service
 from tests.records import rendered_message
-from tests.support import TopicTap, eventually, started
+from tests.support import TopicTap, eventually
 
 pytestmark = pytest.mark.integration
+__all__ = ["service"]  # the fixture, shared with the suppression tests
 
 SERVICE = "test"
-
-
-@pytest.fixture(scope="module")
-async def service(settings: Settings) -> AsyncIterator[PolicyCheckService]:
-    async with started(PolicyCheckService(settings)) as running:
-        yield running
 
 
 @pytest.fixture
@@ -43,18 +39,6 @@ async def tap(settings: Settings, service: PolicyCheckService) -> AsyncIterator[
 
 async def add(pool: asyncpg.Pool, tenant_id: str, **fields: Any) -> rules.Rule:
     return await rules.add_rule(pool, tenant_id, RuleFields.model_validate(fields))
-
-
-async def check(service: PolicyCheckService, settings: Settings, message: RenderedMessage) -> None:
-    spec = message.message
-    topic = f"{settings.topic_prefix}sendarix.policy.{spec.lane.value}"
-    await service.broker.publish(
-        message.model_dump_json().encode(), topic, key=spec.message_id.encode(), partition=0
-    )
-
-
-def on_route(message: RenderedMessage) -> Any:
-    return lambda v: "content" in v and v["message"]["message_id"] == message.message.message_id
 
 
 def event(message: RenderedMessage, state: str) -> Any:
@@ -107,15 +91,15 @@ async def test_rules_hold_block_and_force(
     [holding] = await tap.wait_for(event(kept, "held"))
     assert holding["data"]["rule"]["id"] == hold.id
     assert holding["data"]["rule"]["hold_until"] is not None
-    [forced] = await tap.wait_for(on_route(lowered))
+    [forced] = await tap.wait_for(routed(lowered))
     assert forced["message"]["lane"] == "bulk"
     assert forced["directive"]["rule"]["id"] == to_bulk.id
-    [routed] = await tap.wait_for(on_route(simulated))
-    assert routed["directive"]["route"] == "simulator"
-    assert routed["directive"]["rule"]["id"] == rerouted.id
-    [as_is] = await tap.wait_for(on_route(sneaky))
+    [to_simulator] = await tap.wait_for(routed(simulated))
+    assert to_simulator["directive"]["route"] == "simulator"
+    assert to_simulator["directive"]["rule"]["id"] == rerouted.id
+    [as_is] = await tap.wait_for(routed(sneaky))
     assert as_is == sneaky.model_dump(mode="json")
-    [plain] = await tap.wait_for(on_route(untouched))
+    [plain] = await tap.wait_for(routed(untouched))
     assert plain == untouched.model_dump(mode="json")
     lanes = {
         r.topic.rsplit(".", 1)[1] for r in tap.records if r.key == lowered.spec.message_id.encode()
@@ -133,7 +117,7 @@ async def test_rules_hold_block_and_force(
         "example.org",
     )
     assert RenderedMessage.model_validate_json(row["record"]) == kept
-    assert not [v for v in tap.json_values() if on_route(kept)(v) or on_route(blocked)(v)]
+    assert not [v for v in tap.json_values() if routed(kept)(v) or routed(blocked)(v)]
 
 
 def held_message(tenant_id: str, rule_id: str, expires_at: datetime, **fields: Any) -> HeldMessage:
@@ -174,7 +158,7 @@ async def test_held_messages_are_released_once_cancelled_and_expired(
     assert await settle(tenant_id, HeldState.RELEASED, **by_domain) == 3
     assert await settle(tenant_id, HeldState.RELEASED, **by_domain) == 0
     for message in to_release:
-        [released] = await tap.wait_for(on_route(message.record))
+        [released] = await tap.wait_for(routed(message.record))
         assert released == message.record.model_dump(mode="json")
     ids = [to_cancel.record.message.message_id]
     assert await settle(tenant_id, HeldState.CANCELLED, message_ids=ids) == 1
@@ -193,13 +177,13 @@ async def test_held_messages_are_released_once_cancelled_and_expired(
         uuid.UUID(elsewhere.record.message.message_id),
     )
     assert await held.sweep(pool, send, prefix, SERVICE) >= 1
-    await tap.wait_for(on_route(elsewhere.record))
+    await tap.wait_for(routed(elsewhere.record))
     left = await pool.fetchval(
         "SELECT count(*) FROM held_messages WHERE tenant_id = $1", uuid.UUID(tenant_id)
     )
     assert left == 0
-    assert not [v for v in tap.json_values() if on_route(to_cancel.record)(v)]
-    assert not [v for v in tap.json_values() if on_route(expired.record)(v)]
+    assert not [v for v in tap.json_values() if routed(to_cancel.record)(v)]
+    assert not [v for v in tap.json_values() if routed(expired.record)(v)]
 
 
 async def test_the_rule_cache_sees_a_new_rule_within_its_lifetime(
@@ -212,13 +196,13 @@ async def test_the_rule_cache_sees_a_new_rule_within_its_lifetime(
     tenant_id = tenant[0].id
     first = rendered_message(tenant_id=tenant_id, lane=Lane.NORMAL, recipient="a@example.org")
     await check(service, settings, first)
-    await tap.wait_for(on_route(first))
+    await tap.wait_for(routed(first))
     await add(pool, tenant_id, action="block", match={"recipient_domain": "example.org"})
 
     async def blocked_now() -> bool | None:
         probe = rendered_message(tenant_id=tenant_id, lane=Lane.NORMAL, recipient="b@example.org")
         await check(service, settings, probe)
-        await eventually(lambda: _any(tap, on_route(probe), event(probe, "blocked")), timeout=10)
+        await eventually(lambda: _any(tap, routed(probe), event(probe, "blocked")), timeout=10)
         return True if [v for v in tap.json_values() if event(probe, "blocked")(v)] else None
 
     await eventually(blocked_now, timeout=15, every=0.5)
