@@ -252,35 +252,13 @@ async def test_the_cli_adds_lists_and_removes_rules_and_settles_held_messages(
     settings: Settings, pool: asyncpg.Pool, tenant: tuple[Tenant, str], tap: TopicTap
 ) -> None:
     tenant_id = tenant[0].id
-    added = await sendarix(
-        settings,
-        "rule",
-        "add",
-        "--tenant",
-        tenant_id,
-        "--action",
-        "hold",
-        "--recipient-domain",
-        "example.org",
-        "--metadata",
-        "plan=pro",
-        "--hold-seconds",
-        "3600",
-    )
+    hold = "--action hold --recipient-domain example.org --metadata plan=pro --hold-seconds 3600"
+    added = await sendarix(settings, "rule", "add", "--tenant", tenant_id, *hold.split())
     assert added.exit_code == 0, added.output
     rule = json.loads(added.output)
     assert rule["match"]["metadata"] == {"plan": "pro"} and rule["hold_seconds"] == 3600
-    refused = await sendarix(
-        settings,
-        "rule",
-        "add",
-        "--tenant",
-        tenant_id,
-        "--action",
-        "force_lane",
-        "--lane",
-        "critical",
-    )
+    critical = ["--action", "force_lane", "--lane", "critical"]
+    refused = await sendarix(settings, "rule", "add", "--tenant", tenant_id, *critical)
     assert refused.exit_code == 1 and "lane_not_allowed" in refused.output
     listed = await sendarix(settings, "rule", "list", "--tenant", tenant_id)
     assert [r["id"] for r in json.loads(listed.output)] == [rule["id"]]
