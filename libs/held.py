@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from libs.batch import URGENT_LANES, Outbox, Publication
 from libs.events import event_data
-from libs.rules import RuleAction, domain_pattern
+from libs.rules import SUBDOMAINS, RuleAction, address_domain, domain_pattern
 from libs.topics import ROUTE
 from schemas.common import AppliedRule, Lane, Problem
 from schemas.events import MessageState
@@ -67,11 +67,6 @@ class HeldMessage:
     traceparent: str | None
 
 
-def recipient_domain(address: str) -> str:
-    """The lower-cased domain of an address, as held messages are filtered by."""
-    return address.rpartition("@")[2].strip().rstrip(">").lower()
-
-
 async def hold(pool: asyncpg.Pool, held: Sequence[HeldMessage]) -> None:
     """Store messages held by rules in one statement (a message stored before stays as it is:
     a batch read again after a crash holds nothing twice)."""
@@ -89,7 +84,7 @@ async def hold(pool: asyncpg.Pool, held: Sequence[HeldMessage]) -> None:
         [uuid.UUID(h.rule_id) for h in held],
         [s.lane.value for s in specs],
         [s.recipient.address for s in specs],
-        [recipient_domain(s.recipient.address) for s in specs],
+        [address_domain(s.recipient.address) for s in specs],
         [h.raw for h in held],
         [h.traceparent for h in held],
         [h.expires_at for h in held],
@@ -123,7 +118,11 @@ class HeldFilter(BaseModel):
     @field_validator("recipient_domain")
     @classmethod
     def _domain(cls, value: str | None) -> str | None:
-        return domain_pattern(value).removeprefix("*.") if value is not None else None
+        if value is None:
+            return None
+        if value.strip().startswith(SUBDOMAINS):
+            raise ValueError("a held message's recipient domain is one domain (no *.)")
+        return domain_pattern(value)
 
     @field_validator("since", "until")
     @classmethod

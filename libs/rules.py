@@ -12,8 +12,11 @@ for critical and high mail only.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import cached_property, reduce
 from typing import Annotated, Any, Self
 
 import asyncpg
@@ -88,12 +91,54 @@ def domain_pattern(text: str) -> str:
     return SUBDOMAINS + domain if wildcard else domain
 
 
-def domain_matches(pattern: str, address: str) -> bool:
-    """Whether the domain of ``address`` is ``pattern`` (or, for ``*.d``, a subdomain of d)."""
-    domain = address.rpartition("@")[2].strip().rstrip(">").lower()
+def address_domain(address: str) -> str:
+    """The lower-cased domain of an address, as rules and held messages compare it."""
+    return address.rpartition("@")[2].strip().rstrip(">").lower()
+
+
+def domain_matches(pattern: str, domain: str) -> bool:
+    """Whether ``domain`` is ``pattern`` (or, for ``*.d``, a subdomain of d)."""
     if pattern.startswith(SUBDOMAINS):
         return domain.endswith(pattern[1:])
     return domain == pattern
+
+
+@dataclass(frozen=True, slots=True)
+class MessageFacts:
+    """What rules match on, read once per message rather than once per rule."""
+
+    stream: Stream
+    category: str | None
+    lane: Lane
+    sender_domain: str
+    recipient_domain: str
+    tags: frozenset[str]
+    metadata: Mapping[str, str]
+
+    @classmethod
+    def of(cls, spec: MessageSpec) -> MessageFacts:
+        return cls(
+            spec.stream,
+            spec.category,
+            spec.lane,
+            address_domain(spec.sender.address),
+            address_domain(spec.recipient.address),
+            frozenset(spec.tags),
+            spec.metadata,
+        )
+
+
+Check = Callable[[MessageFacts], bool]
+
+
+def _anything(facts: MessageFacts) -> bool:
+    return True
+
+
+def _both(first: Check, second: Check) -> Check:
+    if first is _anything:
+        return second
+    return lambda facts: first(facts) and second(facts)
 
 
 class RuleMatch(BaseModel):
@@ -118,23 +163,31 @@ class RuleMatch(BaseModel):
     def _domain(cls, value: str | None) -> str | None:
         return domain_pattern(value) if value is not None else None
 
-    def fits(self, spec: MessageSpec) -> bool:
-        """Whether ``spec`` has everything this match asks for."""
-        return (
-            (self.stream is None or spec.stream is self.stream)
-            and (self.category is None or spec.category == self.category)
-            and (self.lane is None or spec.lane is self.lane)
-            and (self.tag is None or self.tag in spec.tags)
-            and all(spec.metadata.get(key) == value for key, value in self.metadata.items())
-            and (
-                self.sender_domain is None
-                or domain_matches(self.sender_domain, spec.sender.address)
-            )
-            and (
-                self.recipient_domain is None
-                or domain_matches(self.recipient_domain, spec.recipient.address)
-            )
-        )
+    def fits(self, facts: MessageFacts) -> bool:
+        """Whether a message with ``facts`` has everything this match asks for."""
+        return self.test(facts)
+
+    @cached_property
+    def test(self) -> Check:
+        """The criteria set, as one function worked out once: a rule costs only what it asks
+        (policy-check runs it for every message and rule until one fits)."""
+        checks: list[Check] = []
+        if (stream := self.stream) is not None:
+            checks.append(lambda facts: facts.stream is stream)
+        if (category := self.category) is not None:
+            checks.append(lambda facts: facts.category == category)
+        if (lane := self.lane) is not None:
+            checks.append(lambda facts: facts.lane is lane)
+        if (recipient := self.recipient_domain) is not None:
+            checks.append(lambda facts: domain_matches(recipient, facts.recipient_domain))
+        if (sender := self.sender_domain) is not None:
+            checks.append(lambda facts: domain_matches(sender, facts.sender_domain))
+        if (tag := self.tag) is not None:
+            checks.append(lambda facts: tag in facts.tags)
+        if pairs := tuple(self.metadata.items()):
+            checks.append(lambda facts: all(facts.metadata.get(k) == v for k, v in pairs))
+        everything: Check = _anything
+        return reduce(_both, checks, everything)
 
 
 ACTION_FIELD: dict[RuleAction, str] = {
@@ -402,6 +455,17 @@ class RuleBook(BaseModel):
 
     ceiling: Lane = DEFAULT_PRIORITY_CEILING
     rules: tuple[Rule, ...] = ()
+
+    def first_match(self, facts: MessageFacts) -> Rule | None:
+        """The first enabled rule, in order, whose match fits a message with ``facts``."""
+        for test, rule in self._tests:
+            if test(facts):
+                return rule
+        return None
+
+    @cached_property
+    def _tests(self) -> tuple[tuple[Check, Rule], ...]:
+        return tuple((rule.match.test, rule) for rule in self.rules if rule.enabled)
 
 
 async def rule_books(pool: asyncpg.Pool, tenant_ids: list[str]) -> dict[str, RuleBook]:

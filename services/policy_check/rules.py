@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from libs.rules import Rule, RuleAction, RuleBook, pool_allowed, ruled_lane
+from libs.rules import MessageFacts, Rule, RuleAction, RuleBook, pool_allowed, ruled_lane
 from schemas.common import AppliedRule, Lane, Problem
 from schemas.pipeline import MessageSpec, RoutingDirective
 
@@ -55,7 +55,7 @@ class Hold(RuleDecision):
 
 def first_match(spec: MessageSpec, book: RuleBook) -> Rule | None:
     """The first rule of the book (enabled, in order) whose match fits ``spec``."""
-    return next((rule for rule in book.rules if rule.enabled and rule.match.fits(spec)), None)
+    return book.first_match(MessageFacts.of(spec)) if book.rules else None
 
 
 def decide(spec: MessageSpec, book: RuleBook, now: datetime) -> RuleDecision | None:

@@ -11,11 +11,13 @@ from pydantic import ValidationError
 
 from libs.rules import (
     DEFAULT_HOLD,
+    MessageFacts,
     Rule,
     RuleAction,
     RuleBook,
     RuleFields,
     RuleMatch,
+    address_domain,
     domain_matches,
     refusal,
 )
@@ -62,9 +64,8 @@ def spec(**fields: Any) -> MessageSpec:
     ],
 )
 def test_domain_criteria_are_exact_or_subdomains(pattern: str, address: str, matches: bool) -> None:
-    assert domain_matches(RuleMatch(recipient_domain=pattern).recipient_domain or "", address) is (
-        matches
-    )
+    stored = RuleMatch(recipient_domain=pattern).recipient_domain or ""
+    assert domain_matches(stored, address_domain(address)) is matches
 
 
 def test_domain_criteria_are_normalised() -> None:
@@ -75,13 +76,15 @@ def test_domain_criteria_are_normalised() -> None:
 
 
 def test_a_match_is_the_and_of_what_it_sets() -> None:
-    message = spec(
-        stream=Stream.TRANSACTIONAL,
-        category="billing",
-        lane=Lane.HIGH,
-        sender="app@shop.example.com",
-        tags=["invoice", "eu"],
-        metadata={"plan": "pro", "region": "eu"},
+    message = MessageFacts.of(
+        spec(
+            stream=Stream.TRANSACTIONAL,
+            category="billing",
+            lane=Lane.HIGH,
+            sender="app@shop.example.com",
+            tags=["invoice", "eu"],
+            metadata={"plan": "pro", "region": "eu"},
+        )
     )
     everything = {
         "stream": "transactional",
