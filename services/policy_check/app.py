@@ -56,7 +56,8 @@ def teaches(record: RawRecord) -> bool:
 
 
 class PolicyCheckService(PipelineService):
-    """Clears rendered messages for routing unless their recipient is suppressed."""
+    """Clears rendered messages for routing unless their recipient is suppressed or a rule of
+    their tenant holds or blocks them."""
 
     name = SERVICE
 
@@ -67,7 +68,7 @@ class PolicyCheckService(PipelineService):
         subscribe_events(self.broker, settings, SERVICE, "feedback", self.learn, wanted=teaches)
 
     async def check_batch(self, batch: list[Consumed[RenderedMessage]]) -> Outbox:
-        """Suppressed recipients stop here; the others go on to the router, their bytes as read."""
+        """Suppressed recipients stop here; the tenants' rules decide for the others."""
         outbox = Outbox(self.settings.topic_prefix)
         keys = [
             (item.value.message.tenant_id, address_key(item.value.message.recipient.address))
@@ -101,13 +102,7 @@ class PolicyCheckService(PipelineService):
                 data = event_data(spec, SERVICE, problem=decision.problem, rule=decision.applied)
                 outbox.emit(item, MessageState.BLOCKED, data)
             elif isinstance(decision, Forward):
-                ruled = item.value.model_copy(
-                    update={
-                        "message": spec.model_copy(update={"lane": decision.lane}),
-                        "directive": decision.directive,
-                    }
-                )
-                outbox.forward(item, ROUTE, ruled)
+                outbox.forward(item, ROUTE, decision.applied_to(item.value))
             else:
                 outbox.forward_value(item, ROUTE, spec.lane, spec.message_id, item.raw.value or b"")
         await held.hold(self.pool, [held_message(item, h) for item, h in holds])

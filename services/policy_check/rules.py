@@ -13,7 +13,7 @@ from datetime import datetime
 
 from libs.rules import MessageFacts, Rule, RuleAction, RuleBook, pool_allowed, ruled_lane
 from schemas.common import AppliedRule, Lane, Problem
-from schemas.pipeline import MessageSpec, RoutingDirective
+from schemas.pipeline import MessageSpec, RenderedMessage, RoutingDirective
 
 BLOCKED_BY_RULE = "blocked_by_rule"
 
@@ -37,6 +37,11 @@ class Forward(RuleDecision):
 
     lane: Lane
     directive: RoutingDirective
+
+    def applied_to(self, record: RenderedMessage) -> RenderedMessage:
+        """``record`` as the router gets it: in the rule's lane, with the rule's directive."""
+        spec = record.message.model_copy(update={"lane": self.lane})
+        return record.model_copy(update={"message": spec, "directive": self.directive})
 
 
 @dataclass(frozen=True)

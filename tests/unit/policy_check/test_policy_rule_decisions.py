@@ -24,7 +24,7 @@ from libs.rules import (
 from schemas.common import Lane, Stream
 from schemas.pipeline import MessageSpec, Pool, RouteName
 from services.policy_check.rules import BLOCKED_BY_RULE, Forward, Hold, Stop, decide, first_match
-from tests.records import message_spec
+from tests.records import message_spec, rendered_message
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -253,3 +253,14 @@ def test_a_rule_asking_more_than_mail_earns_is_refused(
 )
 def test_a_rule_within_what_mail_earns_is_saved(values: dict[str, Any]) -> None:
     assert refusal(fields(**values), Lane.HIGH) is None
+
+
+def test_a_forwarding_decision_puts_its_lane_and_directive_on_the_record() -> None:
+    record = rendered_message(recipient="user@example.org", lane=Lane.NORMAL)
+    decision = decide(record.message, book(rule(RuleAction.FORCE_LANE, lane=Lane.BULK)), NOW)
+    assert isinstance(decision, Forward)
+    forwarded = decision.applied_to(record)
+    assert forwarded.message.lane is Lane.BULK
+    assert forwarded.directive == decision.directive
+    assert forwarded.content == record.content
+    assert forwarded.message.model_copy(update={"lane": Lane.NORMAL}) == record.message
