@@ -10,8 +10,15 @@ import pytest
 
 from libs.settings import Settings
 from libs.topics import EVENTS, lane_topic, public_topic
-from schemas.common import Lane
-from schemas.pipeline import DeliveryJob, RenderedMessage, RetryRequest
+from schemas.common import AppliedRule, Lane
+from schemas.pipeline import (
+    DeliveryJob,
+    Pool,
+    RenderedMessage,
+    RetryRequest,
+    RouteName,
+    RoutingDirective,
+)
 from services.router.app import RouterService
 from tests.records import rendered_message
 from tests.support import TopicTap, started
@@ -99,3 +106,23 @@ async def test_future_send_at_waits_on_the_retry_lane(
     assert event["data"]["next_attempt_at"] is not None
     await tap.wait_for(job_of(now))
     assert not [v for v in tap.json_values() if job_of(scheduled)(v)]
+
+
+async def test_a_rule_s_directive_picks_the_route_and_pool_and_is_named_on_routed(
+    service: RouterService, settings: Settings, tap: TopicTap
+) -> None:
+    rule = AppliedRule(id="rule-1", action="force_route", description="all to the relay")
+    directive = RoutingDirective(rule=rule, route=RouteName.DEFAULT_RELAY, pool=Pool.BULK)
+    ruled = rendered_message(
+        lane=LANE, category="otp", recipient="success@simulator.sendarix.test"
+    ).model_copy(update={"directive": directive})
+    await route(service, settings, ruled)
+
+    [raw] = await tap.wait_for(job_of(ruled))
+    assert (raw["route"]["name"], raw["route"]["port"], raw["route"]["pool"]) == (
+        "default-relay",
+        settings.relay_port,
+        "bulk",
+    )
+    [event] = await tap.wait_for(routed_event_of(ruled))
+    assert event["data"]["rule"] == rule.model_dump(mode="json")
