@@ -30,6 +30,9 @@ class MessageState(StrEnum):
     SUPPRESSED = "suppressed"
     ROUTED = "routed"
     DEFERRED = "deferred"
+    DELAYED = "delayed"
+    """The receiving side reported (a delay DSN) that it is still trying to deliver a message it
+    took: nothing to do but wait; the sender's own retries are ``deferred``."""
     DELIVERED = "delivered"
     BOUNCED = "bounced"
     COMPLAINED = "complained"

@@ -1,4 +1,6 @@
-"""The simulator's SMTP server: aiosmtpd hooks that apply ``behaviour`` and keep a mailbox log."""
+"""The simulator's SMTP server: aiosmtpd hooks that apply ``behaviour`` and keep a mailbox log;
+complaints and auto-replies go back to the envelope sender (the feedback listener, for
+Sendarix's return paths)."""
 
 from __future__ import annotations
 
@@ -26,8 +28,17 @@ from deploy.simulator.behaviour import (
 )
 from deploy.simulator.reports import auto_reply, complaint_report, original_headers
 from libs.settings import Settings
+from libs.verp import bounce_domain
 
 log = logging.getLogger(__name__)
+
+
+def follow_up_destination(recipient: str, settings: Settings) -> tuple[str, int]:
+    """Where a follow-up to ``recipient`` goes, as its MX would say: the feedback listener for
+    the bounce domain (Sendarix's return paths), the relay (Mailpit) for any other address."""
+    if recipient.rpartition("@")[2].lower() == bounce_domain(settings.bounce_address):
+        return settings.feedback_host, settings.feedback_port
+    return settings.relay_host, settings.relay_port
 
 
 class MailboxLog:
@@ -124,13 +135,14 @@ class MailboxHandler:
 
     async def _relay(self, message: Message, recipient: str) -> None:
         """Send a follow-up from the null sender, as feedback loops and auto-responders do."""
+        host, port = follow_up_destination(recipient, self.settings)
         try:
             await aiosmtplib.send(
                 message,
                 sender="",
                 recipients=[recipient],
-                hostname=self.settings.relay_host,
-                port=self.settings.relay_port,
+                hostname=host,
+                port=port,
                 start_tls=False,
                 timeout=self.settings.smtp_timeout_seconds,
             )

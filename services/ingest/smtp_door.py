@@ -30,6 +30,7 @@ from libs.database import DATABASE_DOWN
 from libs.keys import Scope
 from libs.priority import LANE_RANK, gate
 from libs.sendable import MAX_MESSAGE_BYTES, ONE_LINE
+from libs.smtp_sessions import LimitedSMTP, SessionLimits, client_of
 from libs.tenants import Caller
 from schemas.send import MAX_RECIPIENTS
 from services.ingest.accept import Ingest, Outcome, Refused, accept
@@ -53,11 +54,6 @@ FREE_AUTH_FAILURES = 3
 AUTH_DELAY_STEP_SECONDS = 1.0
 MAX_AUTH_DELAY_SECONDS = 5.0
 AUTH_PER_SESSION = 3
-SESSIONS_PER_CLIENT = 50
-"""Connections one client address may hold open at once (a mailer pool uses a few)."""
-SESSIONS_IN_ALL = 1000
-"""Connections the door holds open at once: beyond, new ones are told to come back later."""
-TOO_MANY = b"421 4.7.0 Too many connections; try again later\r\n"
 """AUTH commands one connection may send: a client with the right key needs one, so a fourth is
 answered ``421 4.7.0`` and the connection closed (a guesser must reconnect, and wait)."""
 UNLIMITED = 2**31
@@ -229,46 +225,12 @@ class SubmissionHandler:
             )
 
 
-class SessionLimits:
-    """How many connections each client address, and all of them, hold open: idle sessions
-    must not be a way to use up the door (each costs a socket and a task until it times out)."""
-
-    def __init__(self, per_client: int = SESSIONS_PER_CLIENT, total: int = SESSIONS_IN_ALL):
-        self.per_client = per_client
-        self.total = total
-        self._open: dict[str, int] = {}
-
-    def open(self, client: str) -> bool:
-        """Count a new session of ``client`` in, unless it is one too many."""
-        if sum(self._open.values()) >= self.total or self._open.get(client, 0) >= self.per_client:
-            return False
-        self._open[client] = self._open.get(client, 0) + 1
-        return True
-
-    def held(self, client: str) -> int:
-        """How many sessions ``client`` holds open now."""
-        return self._open.get(client, 0)
-
-    def close(self, client: str) -> None:
-        """A session of ``client`` ended."""
-        left = self._open.get(client, 0) - 1
-        if left > 0:
-            self._open[client] = left
-        else:
-            self._open.pop(client, None)
-
-
-def client_of(peer: Any) -> str:
-    """The address a session comes from, as the limits count it."""
-    return str(peer[0]) if isinstance(peer, tuple) else str(peer)
-
-
 def _secret(credentials: LoginPassword) -> str:
     """The API key a login gave as its password."""
     return credentials.password.decode("utf-8", "replace")
 
 
-class SubmissionSMTP(SMTP):
+class SubmissionSMTP(LimitedSMTP):
     """aiosmtpd's SMTP protocol with the API key checked asynchronously and RFC wording.
 
     aiosmtpd calls its ``authenticator`` synchronously, but a key is looked up in the database;
@@ -285,33 +247,9 @@ class SubmissionSMTP(SMTP):
         sessions: SessionLimits,
         **options: Any,
     ) -> None:
-        super().__init__(handler, **options)
+        super().__init__(handler, sessions, **options)
         self.door = handler
         self.failures = failures
-        self.sessions = sessions
-        self._counted: str | None = None
-        self._turned_away = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """A new connection is counted (not again when STARTTLS wraps it), or turned away."""
-        if self._counted is None and not self._turned_away:
-            client = client_of(transport.get_extra_info("peername"))
-            if not self.sessions.open(client):
-                self._turned_away = True
-                assert isinstance(transport, asyncio.WriteTransport)
-                transport.write(TOO_MANY)
-                transport.close()
-                return
-            self._counted = client
-        super().connection_made(transport)
-
-    def connection_lost(self, error: Exception | None) -> None:
-        if self._turned_away:
-            return
-        if self._counted is not None:
-            self.sessions.close(self._counted)
-            self._counted = None
-        super().connection_lost(error)
 
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str):
