@@ -1,0 +1,181 @@
+"""The one bounce classifier: what an SMTP reply or a delivery status notification says about a
+recipient — why the mail did not go (a ``BounceCategory``) and whether the address itself is
+dead (a hard bounce, to suppress) or the failure is about time, volume, content or the sender.
+
+The sender classifies the synchronous replies it gets, the feedback listener the DSNs that come
+back later; both read the same rule table, ``bounce_rules.toml`` beside this module.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas.events import Bounce, BounceCategory
+from schemas.pipeline import SmtpReply
+
+RULES_FILE = Path(__file__).with_name("bounce_rules.toml")
+
+_STATUS = r"[245]\.\d{1,3}\.\d{1,3}"
+_LEADING_STATUS = re.compile(rf"^\s*(?:\d{{3}}[ -])?#?({_STATUS})(?=\s|$|[,;:)\]])\s*")
+_ANY_STATUS = re.compile(rf"(?<![\w.\-])#?({_STATUS})(?!\.?\d)")
+_REPLY_CODE = re.compile(r"(?<![\w.\-#/])([245][0-5]\d)(?=[ -]|$)", re.MULTILINE)
+
+MAILBOX_REJECTION_CODES = frozenset({550, 551, 553})
+"""Reply codes of a rejected mailbox, trusted as a dead address when nothing else matches and
+the text hints at no other cause."""
+
+OTHER_CAUSE_HINTS = (
+    "try again",
+    "try later",
+    "temporar",
+    "greylist",
+    "graylist",
+    "rate limit",
+    "too many",
+    "quota",
+    "mailbox full",
+    "spam",
+    "policy",
+    "blocked",
+    "blacklist",
+    "blocklist",
+)
+"""Words of a plain 550-style reply that blame time, volume or policy rather than the address."""
+
+TEMPORARY_HINTS = (" temporar", " persistent", "try again later", "will retry", "deferred")
+"""Words that make a failure with neither reply code nor status a temporary one."""
+
+
+@dataclass(frozen=True)
+class Classification:
+    """Why a message to one recipient failed, and whether that recipient's address is dead."""
+
+    category: BounceCategory
+    hard: bool
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row of the rule table: the words and status codes that mean one kind of failure."""
+
+    name: str
+    category: BounceCategory
+    hard: bool
+    statuses: frozenset[str]
+    phrases: tuple[str, ...]
+    pairs: tuple[tuple[str, str], ...]
+    unless: tuple[str, ...]
+    status_yields_to: tuple[str, ...]
+
+    def says(self, text: str) -> bool:
+        """True when lower-cased, whitespace-collapsed ``text`` has this rule's words."""
+        if any(word in text for word in self.unless):
+            return False
+        return any(phrase in text for phrase in self.phrases) or any(
+            (start := text.find(first)) >= 0 and second in text[start + len(first) :]
+            for first, second in self.pairs
+        )
+
+
+def load_rules(path: Path = RULES_FILE) -> tuple[Rule, ...]:
+    """The rule table in ``path``, in the order the rules are tried."""
+    with path.open("rb") as file:
+        table = tomllib.load(file)
+    return tuple(
+        Rule(
+            name=row["name"],
+            category=BounceCategory(row["category"]),
+            hard=row["hard"],
+            statuses=frozenset(row.get("statuses", ())),
+            phrases=tuple(row.get("phrases", ())),
+            pairs=tuple((first, second) for first, second in row.get("pairs", ())),
+            unless=tuple(row.get("unless", ())),
+            status_yields_to=tuple(row.get("status_yields_to", ())),
+        )
+        for row in table["rule"]
+    )
+
+
+RULES = load_rules()
+_BY_NAME = {rule.name: rule for rule in RULES}
+
+
+def split_status(text: str) -> tuple[str | None, str]:
+    """The RFC 3463 enhanced status at the start of a reply's text (after an optional reply
+    code, as in ``550-5.1.1 ...``), and the text after it."""
+    if match := _LEADING_STATUS.match(text):
+        return match[1], text[match.end() :]
+    return None, text
+
+
+def find_status(text: str) -> str | None:
+    """The enhanced status anywhere in ``text``: the first specific one, else a bare ``X.0.0``."""
+    found = [match[1] for match in _ANY_STATUS.finditer(text)]
+    specific = [status for status in found if not status.endswith(".0.0")]
+    return (specific or found or [None])[0]
+
+
+def find_reply_code(text: str, status: str | None = None) -> int | None:
+    """The SMTP reply code in ``text``; with ``status``, the first one of the same class."""
+    for match in _REPLY_CODE.finditer(text):
+        if status is None or match[1][0] == status[0]:
+            return int(match[1])
+    return None
+
+
+def _words(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _permanent(code: int | None, status: str | None, words: str) -> bool:
+    if status is not None:
+        return status.startswith("5")
+    if code:
+        return code >= 500
+    return not any(hint in words for hint in TEMPORARY_HINTS)
+
+
+def matching_rule(status: str | None, words: str) -> Rule | None:
+    """The first rule whose words are in ``words`` or whose status codes hold ``status``."""
+    for rule in RULES:
+        if rule.says(words):
+            return rule
+        if status in rule.statuses and not any(
+            _BY_NAME[name].says(words) for name in rule.status_yields_to
+        ):
+            return rule
+    return None
+
+
+def _fallback(code: int | None, status: str | None, words: str) -> Rule | None:
+    """The rule for a reply no rule matched: its status class, or a plain mailbox rejection."""
+    if status is not None and status[2:4] in ("6.", "7."):
+        return _BY_NAME["content_error" if status[2] == "6" else "security_error"]
+    informative = status is not None and not status.endswith(".0.0")
+    if (
+        not informative
+        and code in MAILBOX_REJECTION_CODES
+        and not any(hint in words for hint in OTHER_CAUSE_HINTS)
+    ):
+        return _BY_NAME["user_unknown"]
+    return None
+
+
+def classify(code: int | None, status: str | None, text: str) -> Classification:
+    """Classify a failure from its reply code (0 or None: none, such as a network error), its
+    enhanced status (None: read it from ``text``) and its diagnostic text."""
+    status = status or find_status(text)
+    words = _words(text)
+    rule = matching_rule(status, words) or _fallback(code, status, words)
+    if rule is None:
+        return Classification(BounceCategory.OTHER, hard=False)
+    return Classification(rule.category, hard=rule.hard and _permanent(code, status, words))
+
+
+def reply_bounce(reply: SmtpReply) -> Bounce:
+    """The classification a ``bounced`` or ``deferred`` event carries for a synchronous reply."""
+    found = classify(reply.code, reply.enhanced_status, reply.text)
+    return Bounce(category=found.category, hard=found.hard)

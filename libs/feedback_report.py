@@ -1,0 +1,517 @@
+"""What one inbound feedback message says: a bounce, a delay, a complaint, an auto-reply or
+nothing we know, and for each recipient it is about, why mail to it failed.
+
+It reads RFC 3464 delivery status notifications, the text bounces of MTAs that send none
+(qmail, Exim, old Sendmail, Exchange, Gmail, …), RFC 5965 complaint reports (ARF) and
+RFC 3834 auto-replies. Real feedback mail is often broken: ``parse_feedback`` never raises, and
+what it cannot read is of kind ``other``.
+"""
+
+from __future__ import annotations
+
+import email
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from email.message import Message
+from email.policy import compat32
+from email.utils import getaddresses, parseaddr
+from enum import StrEnum
+
+from libs.bounces import classify, find_reply_code, find_status
+from schemas.events import BounceCategory
+
+
+class FeedbackKind(StrEnum):
+    """What a feedback message is."""
+
+    BOUNCE = "bounce"
+    DELAY = "delay"
+    COMPLAINT = "complaint"
+    AUTO_REPLY = "auto-reply"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class RecipientReport:
+    """What the message says about one recipient of the original mail."""
+
+    address: str
+    action: str | None
+    status: str | None
+    reply_code: int | None
+    diagnostic: str | None
+    category: BounceCategory | None
+    hard_bounce: bool
+
+
+@dataclass(frozen=True)
+class FeedbackReport:
+    """One feedback message, read: its kind, the recipients it is about, the ARF feedback type
+    of a complaint, and the headers of the returned original (to match it to its message)."""
+
+    kind: FeedbackKind
+    recipients: tuple[RecipientReport, ...]
+    feedback_type: str | None
+    original_message_id: str | None
+    original_headers: Mapping[str, str] = field(default_factory=dict)
+
+
+UNREADABLE = FeedbackReport(FeedbackKind.OTHER, (), None, None, {})
+
+DSN_TYPES = frozenset(
+    {"message/delivery-status", "message/global-delivery-status", "text/delivery-status"}
+)
+ARF_TYPE = "message/feedback-report"
+ORIGINAL_TYPES = frozenset({"message/rfc822", "text/rfc822-headers", "message/global"})
+
+COMPLAINT_SENDERS = ("staff@hotmail.com", "complaints@email-abuse.amazonses.com")
+"""Feedback loops that send complaints in a format of their own rather than ARF."""
+
+MAILER_LOCAL_PARTS = frozenset(
+    {"mailer-daemon", "postmaster", "mail-daemon", "maildaemon", "mailerdaemon", "root"}
+)
+"""Local parts of the addresses that send bounces, never a failed recipient themselves."""
+
+BOUNCE_SUBJECT = re.compile(
+    r"undeliver|undelivered|non.?deliver|delivery (?:status|fail|notification|problem|report)"
+    r"|failure notice|returned mail|returned to sender|mail delivery|could not be delivered"
+    r"|delivery has failed|not delivered|unable to deliver|delivery error|mail system error"
+    r"|warning: could not send|delayed mail|mail failure|permanent error|message delayed"
+    r"|rejected|bounce",
+    re.IGNORECASE,
+)
+DELAY_WORDS = re.compile(
+    r"\bdelayed\b|will (?:continue to )?(?:retry|try again)|not yet been delivered"
+    r"|still (?:undelivered|trying)|warning: message|delivery delay",
+    re.IGNORECASE,
+)
+AUTO_REPLY_SUBJECT = re.compile(
+    r"^\s*(?:auto(?:matic)?[ -]?(?:reply|response|antwort|answer)|auto:|autoreply|autosvar"
+    r"|out of (?:the )?office|away from|on vacation|vacation|abwesen|absence|absent"
+    r"|r[ée]ponse automatique|respuesta autom[aá]tica|risposta automatica|automatisch antwoord"
+    r"|afwezig|fuera de la oficina|ausente|automaattinen vastaus|frånvaro|fravær|不在|自動応答"
+    r"|自动回复)",
+    re.IGNORECASE,
+)
+VACATION_WORDS = (
+    "i am away on vacation",
+    "i am away until",
+    "i am out of the office",
+    "i will be traveling for work on",
+    "i am currently away",
+    "i am currently out of the office",
+    "i'm out of the office",
+    "i am on vacation",
+)
+ORIGINAL_MARKER = re.compile(
+    r"^\s*[-=_*]*\s*(?:original message|unsent message|returned message|message headers? follow"
+    r"|below this line is a copy|this is a copy of the|the header of the original|original headers"
+    r"|copy of the original|headers of the original|returned mail follows|original text follows"
+    r"|content-type: message/rfc822|forwarded message)",
+    re.IGNORECASE | re.MULTILINE,
+)
+ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+HEADER_LINE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,40}:[ \t]")
+FIELD_LINE = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)\s*:\s*(.*)$")
+
+MAX_TEXT = 200_000
+"""Characters of a text part that are read: a bounce says what it has to say well before."""
+
+
+def parse_feedback(raw: bytes) -> FeedbackReport:
+    """Read one inbound feedback message; anything unreadable is a report of kind ``other``."""
+    try:
+        return _read(email.message_from_bytes(raw, policy=compat32))
+    except Exception:  # broken mail is the norm here; a raise would stop the listener
+        return UNREADABLE
+
+
+def report_json(report: FeedbackReport) -> dict[str, object]:
+    """The report as the ``sendarix feedback parse`` JSON object."""
+    return {
+        "kind": report.kind.value,
+        "feedback_type": report.feedback_type,
+        "original_message_id": report.original_message_id,
+        "recipients": [
+            {
+                "address": r.address,
+                "action": r.action,
+                "status": r.status,
+                "reply_code": r.reply_code,
+                "diagnostic": r.diagnostic,
+                "category": r.category.value if r.category else None,
+                "hard_bounce": r.hard_bounce,
+            }
+            for r in report.recipients
+        ],
+    }
+
+
+@dataclass
+class _Parts:
+    """A message's parts sorted by what they are, the returned original not opened."""
+
+    texts: list[str] = field(default_factory=list)
+    dsn: list[str] = field(default_factory=list)
+    arf: list[str] = field(default_factory=list)
+    original: Message | None = None
+
+
+def _read(message: Message) -> FeedbackReport:
+    parts = _sorted_parts(message)
+    original = _original_headers(parts.original)
+    message_id = _bare_id(original.get("message-id"))
+    if parts.arf or _non_arf_complaint(message):
+        return _complaint(message, parts, original, message_id)
+    if parts.dsn:
+        recipients = _dsn_recipients(parts)
+        if recipients:
+            return FeedbackReport(_kind_of(recipients), recipients, None, message_id, original)
+    if _looks_like_bounce(message, parts):
+        recipients = _text_recipients(message, parts, original)
+        if recipients:
+            kind = FeedbackKind.BOUNCE
+            if all(r.action == "delayed" for r in recipients):
+                kind = FeedbackKind.DELAY
+            return FeedbackReport(kind, recipients, None, message_id, original)
+    if _is_auto_reply(message, parts):
+        sender = _addresses(message.get_all("from") or [])
+        recipients = tuple(
+            RecipientReport(a, None, None, None, None, None, False) for a in sender[:1]
+        )
+        return FeedbackReport(FeedbackKind.AUTO_REPLY, recipients, None, message_id, original)
+    return FeedbackReport(FeedbackKind.OTHER, (), None, message_id, original)
+
+
+def _sorted_parts(message: Message) -> _Parts:
+    parts = _Parts()
+    for part in _walk(message):
+        kind = part.get_content_type()
+        if kind in ORIGINAL_TYPES:
+            parts.original = parts.original or _original_message(part)
+        elif kind in DSN_TYPES:
+            parts.dsn.append(_part_text(part))
+        elif kind == ARF_TYPE:
+            parts.arf.append(_part_text(part))
+        elif part.get_content_maintype() == "text" and kind != "text/html":
+            parts.texts.append(_part_text(part))
+        elif kind == "text/html" and not parts.texts:
+            parts.texts.append(_html_text(_part_text(part)))
+    return parts
+
+
+def _walk(message: Message, depth: int = 0) -> Iterator[Message]:
+    """Every leaf part, and each returned original as a leaf: bounded in depth for hostile mail."""
+    payload = message.get_payload()
+    if depth < 20 and message.get_content_maintype() == "multipart":
+        for part in payload if isinstance(payload, list) else ():
+            if isinstance(part, Message):
+                yield from _walk(part, depth + 1)
+        return
+    yield message
+
+
+def _part_text(part: Message) -> str:
+    """A part's text, whatever its encoding, charset or structure."""
+    payload = part.get_payload()
+    if isinstance(payload, list):  # compat32 parses message/delivery-status into blocks
+        return "\n\n".join(
+            "\n".join(f"{name}: {value}" for name, value in block.items())
+            for block in payload
+            if isinstance(block, Message)
+        )
+    data = part.get_payload(decode=True)
+    if not isinstance(data, bytes):
+        return str(payload)[:MAX_TEXT]
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        text = data.decode(charset, errors="replace")
+    except LookupError:
+        text = data.decode("utf-8", errors="replace")
+    return text.replace("\r\n", "\n").replace("\r", "\n")[:MAX_TEXT]
+
+
+def _html_text(html: str) -> str:
+    text = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</tr>", "\n", html)
+    return re.sub(r"<[^>]{0,2000}>", " ", text)
+
+
+def _original_message(part: Message) -> Message | None:
+    payload = part.get_payload()
+    if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+        return payload[0]
+    return email.message_from_string(_part_text(part), policy=compat32)
+
+
+def _original_headers(original: Message | None) -> dict[str, str]:
+    """The returned original's headers, lower-cased names, first of each kept."""
+    headers: dict[str, str] = {}
+    if original is None:
+        return headers
+    for name, value in original.items():
+        headers.setdefault(name.lower(), " ".join(str(value).split()))
+    return headers
+
+
+def _bare_id(value: str | None) -> str | None:
+    if not value:
+        return None
+    return value.strip().strip("<>").strip() or None
+
+
+def _addresses(values: list[str]) -> list[str]:
+    found = []
+    for _, address in getaddresses([str(v) for v in values]):
+        if "@" in address and address not in found:
+            found.append(address)
+    return found
+
+
+# Complaints --------------------------------------------------------------------------------
+
+
+def _non_arf_complaint(message: Message) -> bool:
+    sender = parseaddr(str(message.get("from", "")))[1].lower()
+    subject = str(message.get("subject", "")).lower()
+    return (
+        str(message.get("x-apple-unsubscribe", "")).strip().lower() == "true"
+        or sender in COMPLAINT_SENDERS
+        or subject.startswith("complaint about message")
+    )
+
+
+def _complaint(
+    message: Message, parts: _Parts, original: dict[str, str], message_id: str | None
+) -> FeedbackReport:
+    fields = _fields("\n".join(parts.arf))
+    feedback_type = next((v.lower() for n, v in fields if n == "feedback-type"), None)
+    addresses = _addresses([v for n, v in fields if n == "original-rcpt-to"])
+    if str(message.get("x-apple-unsubscribe", "")).strip().lower() == "true":
+        feedback_type = feedback_type or "opt-out"
+        addresses = addresses or _addresses(message.get_all("from") or [])
+    addresses = addresses or _addresses(
+        [original.get("x-hmxmroriginalrecipient", ""), original.get("to", "")]
+    )
+    recipients = tuple(RecipientReport(a, None, None, None, None, None, False) for a in addresses)
+    return FeedbackReport(
+        FeedbackKind.COMPLAINT, recipients, feedback_type or "abuse", message_id, original
+    )
+
+
+# Delivery status notifications (RFC 3464) --------------------------------------------------
+
+
+def _fields(text: str) -> list[tuple[str, str]]:
+    """``Name: value`` fields (continuation lines unfolded), blank lines as ``("", "")``."""
+    fields: list[tuple[str, str]] = []
+    for line in text.split("\n"):
+        if not line.strip():
+            fields.append(("", ""))
+        elif line[0] in " \t" and fields and fields[-1][0]:
+            name, value = fields[-1]
+            fields[-1] = (name, f"{value} {line.strip()}")
+        elif match := FIELD_LINE.match(line):
+            fields.append((match[1].lower(), match[2].strip()))
+    return fields
+
+
+def _recipient_blocks(text: str) -> list[dict[str, str]]:
+    """The per-recipient field blocks of a delivery-status part."""
+    blocks: list[dict[str, str]] = []
+    block: dict[str, str] = {}
+    for name, value in _fields(text):
+        starts = name in ("original-recipient", "final-recipient") and (
+            name in block or (name == "original-recipient" and "final-recipient" in block)
+        )
+        if not name or starts:
+            if block:
+                blocks.append(block)
+            block = {}
+        if name:
+            block.setdefault(name, value)
+    if block:
+        blocks.append(block)
+    return [b for b in blocks if "final-recipient" in b or "original-recipient" in b]
+
+
+def _typed_value(value: str) -> str:
+    """A DSN value without its type: ``rfc822; bob@x`` is ``bob@x``, ``smtp; 550 …`` ``550 …``."""
+    typed, sep, rest = value.partition(";")
+    return rest.strip() if sep and " " not in typed.strip() else value.strip()
+
+
+def _dsn_recipients(parts: _Parts) -> tuple[RecipientReport, ...]:
+    readable = "\n".join(parts.texts)
+    reports = []
+    for block in (b for text in parts.dsn for b in _recipient_blocks(text)):
+        recipient = block.get("final-recipient") or block.get("original-recipient", "")
+        address = _address_in(_typed_value(recipient))
+        if not address:
+            continue
+        diagnostic = _typed_value(block.get("diagnostic-code", "")) or _nearby(readable, address)
+        action = block.get("action", "").split()[0].lower() if block.get("action") else None
+        reports.append(_recipient(address, action, block.get("status"), diagnostic))
+    return tuple(reports)
+
+
+def _address_in(text: str) -> str | None:
+    match = ADDRESS.search(text)
+    return match[0].strip(".") if match else None
+
+
+def _preferred_status(field_status: str | None, diagnostic: str) -> str | None:
+    """The Status field, unless the diagnostic has a more specific code of the same meaning."""
+    field_status = find_status(field_status or "")
+    in_text = find_status(diagnostic)
+    if field_status is None or in_text is None or field_status == in_text:
+        return field_status or in_text
+    code = find_reply_code(diagnostic)
+    if code is not None and str(code)[0] == in_text[0] != field_status[0]:
+        return in_text
+    if field_status.endswith(".0.0") and in_text[0] == field_status[0]:
+        return in_text
+    return field_status
+
+
+def _recipient(
+    address: str, action: str | None, field_status: str | None, diagnostic: str
+) -> RecipientReport:
+    diagnostic = " ".join(diagnostic.split())[:2000]
+    status = _preferred_status(field_status, diagnostic)
+    code = find_reply_code(diagnostic, status)
+    if action in ("delivered", "relayed", "expanded"):
+        return RecipientReport(address, action, status, code, diagnostic or None, None, False)
+    found = classify(code, status, diagnostic)
+    hard = found.hard and action != "delayed"
+    return RecipientReport(address, action, status, code, diagnostic or None, found.category, hard)
+
+
+def _kind_of(recipients: tuple[RecipientReport, ...]) -> FeedbackKind:
+    actions = {r.action for r in recipients}
+    if actions & {"failed", None} or actions - {"delayed", "delivered", "relayed", "expanded"}:
+        return FeedbackKind.BOUNCE
+    if "delayed" in actions:
+        return FeedbackKind.DELAY
+    return FeedbackKind.OTHER
+
+
+# Text bounces ------------------------------------------------------------------------------
+
+
+def _looks_like_bounce(message: Message, parts: _Parts) -> bool:
+    sender = parseaddr(str(message.get("from", "")))[1].lower()
+    subject = str(message.get("subject", ""))
+    return (
+        sender.partition("@")[0] in MAILER_LOCAL_PARTS
+        or "mailer-daemon" in str(message.get("from", "")).lower()
+        or bool(message.get("x-failed-recipients"))
+        or bool(BOUNCE_SUBJECT.search(subject))
+        or (parts.original is not None and not _is_auto_reply(message, parts))
+    )
+
+
+def _readable(parts: _Parts) -> str:
+    """The human-readable report: the text parts up to where the returned original begins."""
+    text = "\n".join(parts.texts)
+    if marker := ORIGINAL_MARKER.search(text):
+        return text[: marker.start()]
+    lines = text.split("\n")
+    for index in range(len(lines) - 1):
+        if HEADER_LINE.match(lines[index]) and HEADER_LINE.match(lines[index + 1]) and index:
+            return "\n".join(lines[:index])
+    return text
+
+
+def _own_addresses(message: Message, original: Mapping[str, str]) -> set[str]:
+    """Addresses in a bounce that are not failed recipients: its own and the original sender."""
+    values = [
+        str(v)
+        for name in ("from", "to", "cc", "reply-to", "sender", "return-path")
+        for v in message.get_all(name) or []
+    ]
+    values += [original.get(name, "") for name in ("from", "sender", "return-path", "reply-to")]
+    return {a.lower() for a in _addresses(values)}
+
+
+def _text_recipients(
+    message: Message, parts: _Parts, original: Mapping[str, str]
+) -> tuple[RecipientReport, ...]:
+    readable = _readable(parts)
+    failed = _addresses(message.get_all("x-failed-recipients") or [])
+    if not failed:
+        own = _own_addresses(message, original)
+        failed = []
+        for line in readable.split("\n"):
+            if "message-id" in line.lower():
+                continue
+            for match in ADDRESS.finditer(line):
+                address = match[0].strip(".")
+                lowered = address.lower()
+                if lowered in own or lowered.partition("@")[0] in MAILER_LOCAL_PARTS:
+                    continue
+                if lowered not in (a.lower() for a in failed):
+                    failed.append(address)
+    if not failed:
+        failed = _addresses([original.get("to", "")])[:1]
+    in_text = find_status(readable)
+    delayed = bool(DELAY_WORDS.search(str(message.get("subject", "")))) and (
+        in_text is None or in_text.startswith("4")
+    )
+    reports = []
+    for address in failed:
+        diagnostic = _nearby(readable, address, failed) or readable
+        reports.append(_recipient(address, "delayed" if delayed else "failed", None, diagnostic))
+    return tuple(reports)
+
+
+def _nearby(text: str, address: str, others: list[str] | None = None) -> str:
+    """What ``text`` says next to ``address``: its own line and continuation lines when they
+    say something, else everything up to the next recipient; empty when it is not there."""
+    lines = text.split("\n")
+    lowered = address.lower()
+    others_lowered = [o.lower() for o in others or [] if o.lower() != lowered]
+    start = next((i for i, line in enumerate(lines) if lowered in line.lower()), None)
+    if start is None:
+        return ""
+
+    def another(line: str) -> bool:
+        low = line.lower()
+        return any(o in low for o in others_lowered)
+
+    end = start + 1
+    while (
+        end < len(lines)
+        and lines[end].strip()
+        and lines[end][:1] in " \t"
+        and not another(lines[end])
+    ):
+        end += 1
+    snippet = "\n".join(lines[start:end])
+    if _says_something(snippet.replace(address, "")):
+        return snippet
+    end = start + 1
+    while end < len(lines) and not another(lines[end]):
+        end += 1
+    return "\n".join(lines[start:end])
+
+
+def _says_something(text: str) -> bool:
+    return find_status(text) is not None or find_reply_code(text) is not None
+
+
+# Auto-replies (RFC 3834) -------------------------------------------------------------------
+
+
+def _is_auto_reply(message: Message, parts: _Parts) -> bool:
+    auto_submitted = str(message.get("auto-submitted", "")).strip().lower()
+    precedence = str(message.get("precedence", "")).strip().lower()
+    body = " ".join("\n".join(parts.texts)[:5000].lower().split())
+    return (
+        auto_submitted.startswith("auto-replied")
+        or bool(message.get("x-autoreply") or message.get("x-autorespond"))
+        or precedence == "auto_reply"
+        or str(message.get("x-apple-action", "")).strip().lower() == "vacation"
+        or bool(AUTO_REPLY_SUBJECT.search(str(message.get("subject", ""))))
+        or any(words in body for words in VACATION_WORDS)
+    )
