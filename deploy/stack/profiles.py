@@ -61,7 +61,7 @@ class Profile:
             "smtp_submission_port": self.smtp_submission_port,
             "smtp_submission_tls_dir": self.state_dir / "tls",
             "feedback_port": self.feedback_port,
-            "token_secret": f"sendarix-{self.name}-only-token-secret",
+            "token_secret": f"sendarix-{self.name}-only-token-secret",  # never a production one
             "dev_mode": True,  # every local stack: tenant domains send before DNS verification
         }
         values.update(overrides)

@@ -1,0 +1,233 @@
+"""The feedback listener over real SMTP, against the real broker and database: what comes back
+to a return path becomes an event of its message, and nothing else changes anything."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+import asyncpg
+import pytest
+
+from deploy.simulator.reports import auto_reply, complaint_report
+from deploy.simulator.server import MailboxSimulator
+from libs.message_log import UNVERIFIED_TOKENS
+from libs.message_tokens import Purpose, sign, signing_key
+from libs.settings import Settings
+from libs.topics import EVENTS, public_topic
+from libs.verp import return_path
+from schemas.events import MessageState, event_id
+from services.feedback.app import FEEDBACK, FeedbackService
+from tests.support import TopicTap, started
+
+pytestmark = pytest.mark.integration
+
+SIMULATOR = "simulator.sendarix.test"
+
+
+@pytest.fixture(scope="module")
+async def listener(settings: Settings) -> AsyncIterator[FeedbackService]:
+    async with started(FeedbackService(settings.model_copy(update={"feedback_port": 0}))) as up:
+        yield up
+
+
+@pytest.fixture
+async def tap(settings: Settings) -> AsyncIterator[TopicTap]:
+    async with TopicTap(settings, public_topic(EVENTS, settings.topic_prefix)) as running:
+        yield running
+
+
+async def logged(pool: asyncpg.Pool, recipient: str, stream: str = "transactional") -> Any:
+    """A delivered message in the log, as the recorder would have written it."""
+    row = await pool.fetchrow(
+        "INSERT INTO messages (id, tenant_id, trace_id, status, lane, stream, category, sender,"
+        " recipient, accepted_at) VALUES ($1, $2, $3, 'delivered', 'normal', $4, 'notification',"
+        " 'app@example.test', $5, now()) RETURNING *",
+        uuid.uuid4(),
+        uuid.uuid4(),
+        uuid.uuid4().hex,
+        stream,
+        recipient,
+    )
+    return row
+
+
+def verp(settings: Settings, row: Any, key: bytes | None = None) -> str:
+    key = key or signing_key(settings)
+    return return_path(key, str(row["tenant_id"]), str(row["id"]), settings.bounce_address)
+
+
+def original_headers(row: Any) -> str:
+    return (
+        f"From: app@example.test\r\nTo: {row['recipient']}\r\nSubject: Hello\r\n"
+        f"Message-ID: <{row['id']}@example.test>\r\nX-Sendarix-Message-ID: {row['id']}\r\n"
+    )
+
+
+def dsn(row: Any, action: str = "failed", status: str = "5.1.1", to: str | None = None) -> bytes:
+    """An RFC 3464 report about ``row``'s message, as a receiving MTA writes one."""
+    recipient = to or row["recipient"]
+    code = "550" if status.startswith("5") else "451"
+    return (
+        "From: Mail Delivery System <MAILER-DAEMON@mx.example.com>\r\n"
+        "To: <bounces@sendarix.test>\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.example.com\r\n\r\n"
+        f"Final-Recipient: rfc822; {recipient}\r\nAction: {action}\r\nStatus: {status}\r\n"
+        f"Diagnostic-Code: smtp; {code} {status} mailbox unavailable\r\n\r\n"
+        f"--B\r\nContent-Type: text/rfc822-headers\r\n\r\n{original_headers(row)}\r\n--B--\r\n"
+    ).encode()
+
+
+async def mail(listener: FeedbackService, to: str, content: bytes) -> Any:
+    """Hand ``content`` to the listener over SMTP from the null sender, as MTAs return mail."""
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=listener.port, timeout=10) as smtp:
+        return await smtp.sendmail("", [to], content)
+
+
+def events_of(tap: TopicTap, row: Any) -> list[dict[str, Any]]:
+    return [e for e in tap.json_values() if e.get("subject") == str(row["id"])]
+
+
+async def test_an_async_bounce_is_bounced_in_the_messages_trace(
+    listener: FeedbackService, pool: asyncpg.Pool, tap: TopicTap, settings: Settings
+) -> None:
+    row = await logged(pool, f"gone-{uuid.uuid4().hex[:6]}@example.com")
+
+    await mail(listener, verp(settings, row), dsn(row))
+    await mail(listener, verp(settings, row).upper(), dsn(row))  # re-delivered, case-folded
+
+    first, again = await tap.wait_for(lambda e: e.get("subject") == str(row["id"]), count=2)
+    assert first["id"] == again["id"] == event_id(str(row["id"]), MessageState.BOUNCED)
+    assert first["type"] == "sendarix.message.bounced"
+    data = first["data"]
+    assert data["bounce"] == {"category": "invalid_recipient", "hard": True, "async": True}
+    assert data["smtp"]["code"] == 550 and data["smtp"]["enhanced_status"] == "5.1.1"
+    assert (data["trace_id"], data["tenant_id"]) == (row["trace_id"], str(row["tenant_id"]))
+    assert data["service"] == "feedback" and data["recipient"] == row["recipient"]
+    [record] = [r for r in tap.records if r.key == str(row["id"]).encode()][:1]
+    traceparent = dict(record.headers)["traceparent"].decode()
+    assert traceparent.split("-")[1] == row["trace_id"]
+
+
+async def test_a_delay_report_is_delayed(
+    listener: FeedbackService, pool: asyncpg.Pool, tap: TopicTap, settings: Settings
+) -> None:
+    row = await logged(pool, f"slow-{uuid.uuid4().hex[:6]}@example.com")
+
+    await mail(listener, verp(settings, row), dsn(row, action="delayed", status="4.4.7"))
+
+    [event] = await tap.wait_for(lambda e: e.get("subject") == str(row["id"]))
+    assert event["type"] == "sendarix.message.delayed"
+    assert event["data"]["bounce"]["hard"] is False and event["data"]["bounce"]["async"] is True
+
+
+async def test_a_complaint_report_is_complained(
+    listener: FeedbackService, pool: asyncpg.Pool, tap: TopicTap, settings: Settings
+) -> None:
+    row = await logged(pool, f"complaint+{uuid.uuid4().hex[:6]}@{SIMULATOR}")
+    address = verp(settings, row)
+    original = (original_headers(row) + "\r\nbody\r\n").encode()
+    report = complaint_report(original, address, row["recipient"], SIMULATOR, datetime.now(UTC))
+
+    await mail(listener, address, report.as_bytes())
+
+    [event] = await tap.wait_for(lambda e: e.get("subject") == str(row["id"]))
+    assert event["type"] == "sendarix.message.complained"
+    assert event["data"]["feedback_type"] == "abuse"
+
+
+async def test_the_unsubscribe_mailto_unsubscribes_from_the_stream(
+    listener: FeedbackService, pool: asyncpg.Pool, tap: TopicTap, settings: Settings
+) -> None:
+    row = await logged(pool, f"reader-{uuid.uuid4().hex[:6]}@example.com", "broadcast")
+    key, tenant = signing_key(settings), str(row["tenant_id"])
+    wrong_stream = sign(key, Purpose.UNSUBSCRIBE, tenant, str(row["id"]), "transactional")
+    token = sign(key, Purpose.UNSUBSCRIBE, tenant, str(row["id"]), "broadcast")
+
+    await mail(listener, f"unsub+{wrong_stream}@sendarix.test", b"Subject: unsubscribe\r\n\r\n")
+    await mail(listener, f"unsub+{token}@sendarix.test", b"Subject: unsubscribe\r\n\r\n")
+
+    [event] = await tap.wait_for(lambda e: e.get("subject") == str(row["id"]))
+    assert event["type"] == "sendarix.message.unsubscribed"
+    await asyncio.sleep(1)
+    assert len(events_of(tap, row)) == 1
+
+
+async def test_forged_foreign_malformed_and_automatic_mail_changes_nothing(
+    listener: FeedbackService, pool: asyncpg.Pool, tap: TopicTap, settings: Settings
+) -> None:
+    victim = await logged(pool, f"victim-{uuid.uuid4().hex[:6]}@example.com")
+    other = await logged(pool, f"other-{uuid.uuid4().hex[:6]}@example.com")
+    ooto = await logged(pool, f"ooto-{uuid.uuid4().hex[:6]}@{SIMULATOR}")
+    forged_before = UNVERIFIED_TOKENS.labels("return-path")._value.get()
+    unreadable_before = FEEDBACK.labels("unreadable")._value.get()
+
+    # a token made with another secret (a forger's), and one of another tenant's message
+    await mail(listener, verp(settings, victim, key=b"not-the-secret"), dsn(victim))
+    foreign = dict(victim) | {"tenant_id": other["tenant_id"]}
+    await mail(listener, verp(settings, foreign), dsn(victim))
+    # a genuine token of one message, carrying a report about another, or another recipient
+    await mail(listener, verp(settings, victim), dsn(other))
+    await mail(listener, verp(settings, victim), dsn(victim, to="someone@else.example"))
+    # an auto-reply, and garbage: taken (250) and dropped
+    reply = auto_reply(
+        (original_headers(ooto) + "\r\nhi\r\n").encode(),
+        verp(settings, ooto),
+        ooto["recipient"],
+        SIMULATOR,
+        datetime.now(UTC),
+    )
+    await mail(listener, verp(settings, ooto), reply.as_bytes())
+    answer = await mail(listener, verp(settings, victim), bytes(range(256)) * 40)
+    assert answer[1] == "2.0.0 OK"
+    # an address that is no return path does not exist here
+    with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as refused:
+        await mail(listener, "postmaster@sendarix.test", dsn(victim))
+    assert refused.value.recipients[0].code == 550
+
+    # the listener still serves, and the genuine report is the only event
+    await mail(listener, verp(settings, other), dsn(other))
+    await tap.wait_for(lambda e: e.get("subject") == str(other["id"]))
+    await asyncio.sleep(1)
+    assert events_of(tap, victim) == [] and events_of(tap, ooto) == []
+    assert UNVERIFIED_TOKENS.labels("return-path")._value.get() == forged_before + 2
+    assert FEEDBACK.labels("unreadable")._value.get() > unreadable_before
+    assert FEEDBACK.labels("auto_reply")._value.get() >= 1
+    assert FEEDBACK.labels("other_message")._value.get() >= 1
+    assert FEEDBACK.labels("other_recipient")._value.get() >= 1
+
+
+async def test_the_simulators_complaint_reaches_the_listener(
+    listener: FeedbackService,
+    pool: asyncpg.Pool,
+    tap: TopicTap,
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    row = await logged(pool, f"complaint@{SIMULATOR}")
+    update = {
+        "simulator_port": 0,
+        "simulator_log": tmp_path / "mailbox.jsonl",
+        "feedback_port": listener.port,
+    }
+    async with started(MailboxSimulator(settings.model_copy(update=update))) as simulator:
+        content = (original_headers(row) + "\r\nYour receipt\r\n").encode()
+        await aiosmtplib.send(
+            content,
+            sender=verp(settings, row),
+            recipients=[row["recipient"]],
+            hostname="127.0.0.1",
+            port=simulator.port,
+            timeout=10,
+        )
+        [event] = await tap.wait_for(lambda e: e.get("subject") == str(row["id"]))
+    assert event["type"] == "sendarix.message.complained"
