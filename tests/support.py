@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import asyncpg
 import httpx
 import uvicorn
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
@@ -203,3 +204,22 @@ async def started(service: ServiceT) -> AsyncIterator[ServiceT]:
         yield service
     finally:
         await service.stop()
+
+
+async def logged_delivered(
+    pool: asyncpg.Pool, recipient: str, stream: str = "transactional", tenant_id: str | None = None
+) -> asyncpg.Record:
+    """A delivered message of a fresh tenant in the log, as the recorder would have written it
+    (what the feedback listener and the unsubscribe link check tokens against)."""
+    row: asyncpg.Record | None = await pool.fetchrow(
+        "INSERT INTO messages (id, tenant_id, trace_id, status, lane, stream, category, sender,"
+        " recipient, accepted_at) VALUES ($1, $2, $3, 'delivered', 'normal', $4, 'notification',"
+        " 'app@example.test', $5, now()) RETURNING *",
+        uuid.uuid4(),
+        uuid.UUID(tenant_id) if tenant_id else uuid.uuid4(),
+        uuid.uuid4().hex,
+        stream,
+        recipient,
+    )
+    assert row is not None
+    return row

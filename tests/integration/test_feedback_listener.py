@@ -23,7 +23,7 @@ from libs.topics import EVENTS, public_topic
 from libs.verp import return_path
 from schemas.events import MessageState, event_id
 from services.feedback.app import FEEDBACK, FeedbackService
-from tests.support import TopicTap, started
+from tests.support import TopicTap, logged_delivered, started
 
 pytestmark = pytest.mark.integration
 
@@ -40,21 +40,6 @@ async def listener(settings: Settings) -> AsyncIterator[FeedbackService]:
 async def tap(settings: Settings) -> AsyncIterator[TopicTap]:
     async with TopicTap(settings, public_topic(EVENTS, settings.topic_prefix)) as running:
         yield running
-
-
-async def logged(pool: asyncpg.Pool, recipient: str, stream: str = "transactional") -> Any:
-    """A delivered message in the log, as the recorder would have written it."""
-    row = await pool.fetchrow(
-        "INSERT INTO messages (id, tenant_id, trace_id, status, lane, stream, category, sender,"
-        " recipient, accepted_at) VALUES ($1, $2, $3, 'delivered', 'normal', $4, 'notification',"
-        " 'app@example.test', $5, now()) RETURNING *",
-        uuid.uuid4(),
-        uuid.uuid4(),
-        uuid.uuid4().hex,
-        stream,
-        recipient,
-    )
-    return row
 
 
 def verp(settings: Settings, row: Any, key: bytes | None = None) -> str:
@@ -100,7 +85,7 @@ def events_of(tap: TopicTap, row: Any) -> list[dict[str, Any]]:
 async def test_an_async_bounce_is_bounced_in_the_messages_trace(
     listener: FeedbackService, pool: asyncpg.Pool, tap: TopicTap, settings: Settings
 ) -> None:
-    row = await logged(pool, f"gone-{uuid.uuid4().hex[:6]}@example.com")
+    row = await logged_delivered(pool, f"gone-{uuid.uuid4().hex[:6]}@example.com")
 
     await mail(listener, verp(settings, row), dsn(row))
     await mail(listener, verp(settings, row).upper(), dsn(row))  # re-delivered, case-folded
@@ -121,7 +106,7 @@ async def test_an_async_bounce_is_bounced_in_the_messages_trace(
 async def test_a_delay_report_is_delayed(
     listener: FeedbackService, pool: asyncpg.Pool, tap: TopicTap, settings: Settings
 ) -> None:
-    row = await logged(pool, f"slow-{uuid.uuid4().hex[:6]}@example.com")
+    row = await logged_delivered(pool, f"slow-{uuid.uuid4().hex[:6]}@example.com")
 
     await mail(listener, verp(settings, row), dsn(row, action="delayed", status="4.4.7"))
 
@@ -133,7 +118,7 @@ async def test_a_delay_report_is_delayed(
 async def test_a_complaint_report_is_complained(
     listener: FeedbackService, pool: asyncpg.Pool, tap: TopicTap, settings: Settings
 ) -> None:
-    row = await logged(pool, f"complaint+{uuid.uuid4().hex[:6]}@{SIMULATOR}")
+    row = await logged_delivered(pool, f"complaint+{uuid.uuid4().hex[:6]}@{SIMULATOR}")
     address = verp(settings, row)
     original = (original_headers(row) + "\r\nbody\r\n").encode()
     report = complaint_report(original, address, row["recipient"], SIMULATOR, datetime.now(UTC))
@@ -148,7 +133,7 @@ async def test_a_complaint_report_is_complained(
 async def test_the_unsubscribe_mailto_unsubscribes_from_the_stream(
     listener: FeedbackService, pool: asyncpg.Pool, tap: TopicTap, settings: Settings
 ) -> None:
-    row = await logged(pool, f"reader-{uuid.uuid4().hex[:6]}@example.com", "broadcast")
+    row = await logged_delivered(pool, f"reader-{uuid.uuid4().hex[:6]}@example.com", "broadcast")
     key, tenant = signing_key(settings), str(row["tenant_id"])
     wrong_stream = sign(key, Purpose.UNSUBSCRIBE, tenant, str(row["id"]), "transactional")
     token = sign(key, Purpose.UNSUBSCRIBE, tenant, str(row["id"]), "broadcast")
@@ -165,9 +150,9 @@ async def test_the_unsubscribe_mailto_unsubscribes_from_the_stream(
 async def test_forged_foreign_malformed_and_automatic_mail_changes_nothing(
     listener: FeedbackService, pool: asyncpg.Pool, tap: TopicTap, settings: Settings
 ) -> None:
-    victim = await logged(pool, f"victim-{uuid.uuid4().hex[:6]}@example.com")
-    other = await logged(pool, f"other-{uuid.uuid4().hex[:6]}@example.com")
-    ooto = await logged(pool, f"ooto-{uuid.uuid4().hex[:6]}@{SIMULATOR}")
+    victim = await logged_delivered(pool, f"victim-{uuid.uuid4().hex[:6]}@example.com")
+    other = await logged_delivered(pool, f"other-{uuid.uuid4().hex[:6]}@example.com")
+    ooto = await logged_delivered(pool, f"ooto-{uuid.uuid4().hex[:6]}@{SIMULATOR}")
     forged_before = UNVERIFIED_TOKENS.labels("return-path")._value.get()
     unreadable_before = FEEDBACK.labels("unreadable")._value.get()
 
@@ -213,7 +198,7 @@ async def test_the_simulators_complaint_reaches_the_listener(
     settings: Settings,
     tmp_path: Path,
 ) -> None:
-    row = await logged(pool, f"complaint@{SIMULATOR}")
+    row = await logged_delivered(pool, f"complaint@{SIMULATOR}")
     update = {
         "simulator_port": 0,
         "simulator_log": tmp_path / "mailbox.jsonl",
