@@ -23,7 +23,14 @@ from libs.topics import EVENTS, public_topic
 from libs.verp import return_path
 from schemas.events import MessageState, event_id
 from services.feedback.app import FEEDBACK, FeedbackService
-from tests.support import TopicTap, logged_delivered, started
+from tests.support import (
+    TopicTap,
+    delivery_status,
+    logged_delivered,
+    mail_from_null_sender,
+    sent_headers,
+    started,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -48,34 +55,15 @@ def verp(settings: Settings, row: Any, key: bytes | None = None) -> str:
 
 
 def original_headers(row: Any) -> str:
-    return (
-        f"From: app@example.test\r\nTo: {row['recipient']}\r\nSubject: Hello\r\n"
-        f"Message-ID: <{row['id']}@example.test>\r\nX-Sendarix-Message-ID: {row['id']}\r\n"
-    )
+    return sent_headers(str(row["id"]), row["recipient"])
 
 
 def dsn(row: Any, action: str = "failed", status: str = "5.1.1", to: str | None = None) -> bytes:
-    """An RFC 3464 report about ``row``'s message, as a receiving MTA writes one."""
-    recipient = to or row["recipient"]
-    code = "550" if status.startswith("5") else "451"
-    return (
-        "From: Mail Delivery System <MAILER-DAEMON@mx.example.com>\r\n"
-        "To: <bounces@sendarix.test>\r\nSubject: Undelivered Mail Returned to Sender\r\n"
-        "MIME-Version: 1.0\r\n"
-        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
-        "--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
-        "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
-        "Reporting-MTA: dns; mx.example.com\r\n\r\n"
-        f"Final-Recipient: rfc822; {recipient}\r\nAction: {action}\r\nStatus: {status}\r\n"
-        f"Diagnostic-Code: smtp; {code} {status} mailbox unavailable\r\n\r\n"
-        f"--B\r\nContent-Type: text/rfc822-headers\r\n\r\n{original_headers(row)}\r\n--B--\r\n"
-    ).encode()
+    return delivery_status(str(row["id"]), to or row["recipient"], action, status)
 
 
 async def mail(listener: FeedbackService, to: str, content: bytes) -> Any:
-    """Hand ``content`` to the listener over SMTP from the null sender, as MTAs return mail."""
-    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=listener.port, timeout=10) as smtp:
-        return await smtp.sendmail("", [to], content)
+    return await mail_from_null_sender(listener.port, to, content)
 
 
 def events_of(tap: TopicTap, row: Any) -> list[dict[str, Any]]:
