@@ -1,13 +1,17 @@
-"""Session limits of the SMTP servers Sendarix runs (the submission door, the feedback listener).
+"""The SMTP servers Sendarix runs (the submission door, the feedback listener): where they listen
+and how many sessions they hold.
 
-Idle sessions must not be a way to use up a server: each costs a socket and a task until it
-times out, so each client address, and all of them, may hold only so many open at once; one
-more is told to come back later and closed.
+Both run aiosmtpd's protocol on the service's own event loop (``loop.create_server``, not
+aiosmtpd's threaded controller), so their handlers share the service's broker and pool. Idle
+sessions must not be a way to use up a server: each costs a socket and a task until it times
+out, so each client address, and all of them, may hold only so many open at once; one more is
+told to come back later and closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from aiosmtpd.smtp import SMTP
@@ -81,3 +85,27 @@ class LimitedSMTP(SMTP):
             self.sessions.close(self._counted)
             self._counted = None
         super().connection_lost(error)
+
+
+class SmtpListener:
+    """A listening socket serving one SMTP protocol instance per connection."""
+
+    def __init__(self) -> None:
+        self._server: asyncio.Server | None = None
+
+    async def listen(self, protocol: Callable[[], SMTP], host: str, port: int) -> None:
+        """Listen on ``host:port`` (port 0: one the OS chooses) on the running loop."""
+        self._server = await asyncio.get_running_loop().create_server(protocol, host, port)
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the one the OS chose, when configured as 0)."""
+        assert self._server is not None, "not listening"
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def close(self) -> None:
+        """Stop listening; sessions under way finish on their own."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()

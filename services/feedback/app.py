@@ -32,7 +32,7 @@ from libs.message_log import message_of_token
 from libs.message_tokens import Purpose, signing_key
 from libs.service import PipelineService
 from libs.settings import Settings
-from libs.smtp_sessions import LimitedSMTP, SessionLimits
+from libs.smtp_sessions import LimitedSMTP, SessionLimits, SmtpListener
 from schemas.events import MessageState
 from services.feedback.decide import (
     Addressed,
@@ -71,7 +71,7 @@ class FeedbackService(PipelineService):
         super().__init__(settings)
         self.token_key = signing_key(settings)
         self.sessions = SessionLimits()
-        self._server: asyncio.Server | None = None
+        self._listener = SmtpListener()
 
     async def start(self) -> None:
         """Open the pool and the producer, then listen on ``feedback_host:feedback_port``."""
@@ -90,23 +90,17 @@ class FeedbackService(PipelineService):
                 loop=loop,
             )
 
-        self._server = await loop.create_server(
-            protocol, settings.feedback_host, settings.feedback_port
-        )
+        await self._listener.listen(protocol, settings.feedback_host, settings.feedback_port)
         log.info("feedback listener on %s:%s", settings.feedback_host, self.port)
 
     @property
     def port(self) -> int:
         """The port listened on (the OS's choice when configured as 0)."""
-        assert self._server is not None, "the feedback listener is not started"
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
+        return self._listener.port
 
     async def stop(self) -> None:
         """Stop listening (sessions under way finish), then close the producer and the pool."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        await self._listener.close()
         await super().stop()
 
     async def handle_RCPT(

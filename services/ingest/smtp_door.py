@@ -30,7 +30,7 @@ from libs.database import DATABASE_DOWN
 from libs.keys import Scope
 from libs.priority import LANE_RANK, gate
 from libs.sendable import MAX_MESSAGE_BYTES, ONE_LINE
-from libs.smtp_sessions import LimitedSMTP, SessionLimits, client_of
+from libs.smtp_sessions import LimitedSMTP, SessionLimits, SmtpListener, client_of
 from libs.tenants import Caller
 from schemas.send import MAX_RECIPIENTS
 from services.ingest.accept import Ingest, Outcome, Refused, accept
@@ -304,7 +304,7 @@ class SmtpDoor:
         self.handler = SubmissionHandler(ingest, tracer or trace.get_tracer(__name__))
         self.failures = AuthFailures()
         self.sessions = sessions or SessionLimits()
-        self._server: asyncio.Server | None = None
+        self._listener = SmtpListener()
 
     async def start(self) -> None:
         """Listen on ``smtp_submission_host``/``port`` (a certificate is made on first use)."""
@@ -328,19 +328,15 @@ class SmtpDoor:
                 loop=loop,
             )
 
-        self._server = await loop.create_server(
+        await self._listener.listen(
             protocol, settings.smtp_submission_host, settings.smtp_submission_port
         )
 
     @property
     def port(self) -> int:
         """The port the door listens on (the one the OS chose, when configured as 0)."""
-        assert self._server is not None
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
+        return self._listener.port
 
     async def stop(self) -> None:
         """Stop listening; sessions under way finish on their own."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        await self._listener.close()
