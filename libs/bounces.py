@@ -26,7 +26,7 @@ _COMMAND = re.compile(
     r"|>>> rcpt|rcpt to|in reply to rcpt|>>> mail from|mail from:|in reply to mail"
     r"|\behlo\b|\bhelo\b|refused to talk to me"
 )
-_REPLY_CODE = re.compile(r"(?<![\w.\-#/])([245][0-5]\d)(?=[ -]|$)", re.MULTILINE)
+_REPLY_CODE = re.compile(r"(?<![\w.\-#/:=])([245][0-5]\d)(?:[ -]+|$)(?=[^\d\s]|$)", re.MULTILINE)
 
 MAILBOX_REJECTION_CODES = frozenset({550, 551, 553})
 """Reply codes of a rejected mailbox, trusted as a dead address when nothing else matches and
@@ -131,19 +131,28 @@ def split_status(text: str) -> tuple[str | None, str]:
     return None, text
 
 
-def find_status(text: str) -> str | None:
-    """The enhanced status anywhere in ``text``: the first specific one, else a bare ``X.0.0``."""
-    found = [match[1] for match in _ANY_STATUS.finditer(text)]
-    specific = [status for status in found if not status.endswith(".0.0")]
+def find_status(text: str, classes: str = "245") -> str | None:
+    """The first enhanced status of one of ``classes`` anywhere in ``text``, preferring a
+    specific one to a bare ``X.0.0`` or the catch-all ``4.4.7`` (delivery time expired)."""
+    found = [m[1] for m in _ANY_STATUS.finditer(text) if m[1][0] in classes]
+    specific = [status for status in found if not status.endswith(".0.0") and status != "4.4.7"]
     return (specific or found or [None])[0]
 
 
 def find_reply_code(text: str, status: str | None = None) -> int | None:
-    """The SMTP reply code in ``text``; with ``status``, the first one of the same class."""
-    for match in _REPLY_CODE.finditer(text):
-        if status is None or match[1][0] == status[0]:
-            return int(match[1])
-    return None
+    """The first failure (4xx, 5xx) reply code in ``text``; with ``status``, the first one of
+    the status's class."""
+    wanted = status[0] if status else "45"
+    return next((int(m[1]) for m in _REPLY_CODE.finditer(text) if m[1][0] in wanted), None)
+
+
+def explains(text: str) -> bool:
+    """True when ``text`` says why mail failed: a status, a reply code or a rule's words."""
+    return (
+        find_status(text) is not None
+        or find_reply_code(text) is not None
+        or matching_rule(None, _words(text)) is not None
+    )
 
 
 def _words(text: str) -> str:

@@ -13,13 +13,13 @@ import email
 import json
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.message import Message
 from email.policy import compat32
 from email.utils import getaddresses, parseaddr
 from enum import StrEnum
 
-from libs.bounces import classify, find_reply_code, find_status
+from libs.bounces import classify, explains, find_reply_code, find_status
 from schemas.events import BounceCategory
 
 
@@ -69,6 +69,10 @@ ORIGINAL_TYPES = frozenset({"message/rfc822", "text/rfc822-headers", "message/gl
 COMPLAINT_SENDERS = ("staff@hotmail.com", "complaints@email-abuse.amazonses.com")
 """Feedback loops that send complaints in a format of their own rather than ARF."""
 
+GROUP_HOSTS = ("googlegroups.com",)
+"""Mailing-list hosts whose bounces carry no SMTP reply: the list refused a post (it does not
+exist or the sender may not post), which says nothing about the sender's recipients."""
+
 MAILER_LOCAL_PARTS = frozenset(
     {"mailer-daemon", "postmaster", "mail-daemon", "maildaemon", "mailerdaemon", "root"}
 )
@@ -115,10 +119,13 @@ ORIGINAL_MARKER = re.compile(
 ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 ORIGINAL_START = re.compile(r"^\s*(?:Return-Path|Received):[ \t]", re.MULTILINE)
 """The first header of a returned original pasted into the text of a bounce."""
-SENDER_LABEL = re.compile(
-    r"^\s*(?:mail from|from|sender|reply-to|return-path|envelope-from)\s*:", re.IGNORECASE
+SUMMARY_LINE = re.compile(
+    r"^\s*(?:mail from|from|sender|reply-to|return-path|envelope-from|to|cc|bcc|subject|date"
+    r"|sent)\s*:",
+    re.IGNORECASE,
 )
-"""A line of a bounce that names the original's sender rather than a failed recipient."""
+"""A line of a bounce that sums up the original (its sender, its recipients, failed or not)
+rather than naming a failed recipient."""
 BOUNCE_BODY = re.compile(
     r"could not be delivered|undeliverable|delivery (?:has )?failed|failed permanently"
     r"|permanent (?:fatal )?errors?|error message below|mail delivery (?:software|subsystem)"
@@ -203,7 +210,7 @@ def _sorted_parts(message: Message) -> _Parts:
             parts.dsn.append(_part_text(part))
         elif kind == ARF_TYPE:
             parts.arf.append(_part_text(part))
-        elif part.get_content_maintype() == "text" and kind != "text/html":
+        elif part.get_content_maintype() in ("text", "multipart") and kind != "text/html":
             parts.texts.append(_part_text(part))
         elif kind == "text/html" and not parts.texts:
             parts.texts.append(_html_text(_part_text(part)))
@@ -211,10 +218,11 @@ def _sorted_parts(message: Message) -> _Parts:
 
 
 def _walk(message: Message, depth: int = 0) -> Iterator[Message]:
-    """Every leaf part, and each returned original as a leaf: bounded in depth for hostile mail."""
+    """Every leaf part, and each returned original as a leaf: bounded in depth for hostile mail.
+    A multipart whose boundary could not be read is a leaf too."""
     payload = message.get_payload()
-    if depth < 20 and message.get_content_maintype() == "multipart":
-        for part in payload if isinstance(payload, list) else ():
+    if depth < 20 and message.get_content_maintype() == "multipart" and isinstance(payload, list):
+        for part in payload:
             if isinstance(part, Message):
                 yield from _walk(part, depth + 1)
         return
@@ -428,17 +436,23 @@ def _address_in(text: str) -> str | None:
 
 
 def _preferred_status(field_status: str | None, diagnostic: str) -> str | None:
-    """The Status field, unless the diagnostic has a more specific code of the same meaning."""
-    field_status = find_status(field_status or "")
-    in_text = find_status(diagnostic)
-    if field_status is None or in_text is None or field_status == in_text:
-        return field_status or in_text
-    code = find_reply_code(diagnostic)
-    if code is not None and str(code)[0] == in_text[0] != field_status[0]:
-        return in_text
-    if field_status.endswith(".0.0") and in_text[0] == field_status[0]:
-        return in_text
-    return field_status
+    """The Status field or the code in the diagnostic, whichever says more (Sisimai's rules):
+    the one of the reply code's class, else the more specific one."""
+    field_code = find_status(field_status or "")
+    in_text = find_status(diagnostic, classes="45")
+    if field_code is None or in_text is None or field_code == in_text:
+        return field_code or in_text
+    reply = str(find_reply_code(diagnostic) or "")
+    if reply and field_code[0] != in_text[0]:
+        return in_text if reply[0] == in_text[0] else field_code
+    vaguer = (
+        field_code.endswith(".0.0")
+        or (".0" in field_code and ".0" not in in_text)
+        or field_code in ("4.4.7", "5.1.1")
+        or field_code.startswith("5.3.")
+        or (field_code == "5.1.3" and in_text.startswith("5.7."))
+    )
+    return in_text if vaguer and not in_text.endswith(".0.0") else field_code
 
 
 def _recipient(
@@ -511,7 +525,7 @@ def _text_recipients(
         own = _own_addresses(message, original)
         failed = []
         for line in readable.split("\n"):
-            if "message-id" in line.lower() or SENDER_LABEL.match(line):
+            if "message-id" in line.lower() or SUMMARY_LINE.match(line):
                 continue
             for match in ADDRESS.finditer(line):
                 address = match[0].strip(".")
@@ -530,7 +544,10 @@ def _text_recipients(
     for address in failed:
         diagnostic = _nearby(readable, address, failed) or readable
         action = "delayed" if delayed else "failed"
-        reports.append(_recipient(address, action, None, diagnostic, readable))
+        report = _recipient(address, action, None, diagnostic, readable)
+        if report.status is None and address.lower().endswith(GROUP_HOSTS):
+            report = replace(report, category=BounceCategory.POLICY, hard_bounce=False)
+        reports.append(report)
     return tuple(reports)
 
 
@@ -557,16 +574,13 @@ def _nearby(text: str, address: str, others: list[str] | None = None) -> str:
     ):
         end += 1
     snippet = "\n".join(lines[start:end])
-    if _says_something(snippet.replace(address, "")):
+    if explains(snippet.replace(address, "")):
         return snippet
     end = start + 1
     while end < len(lines) and not another(lines[end]):
         end += 1
-    return "\n".join(lines[start:end])
-
-
-def _says_something(text: str) -> bool:
-    return find_status(text) is not None or find_reply_code(text) is not None
+    snippet = "\n".join(lines[start:end])
+    return snippet if explains(snippet.replace(address, "")) else ""
 
 
 # Auto-replies (RFC 3834) -------------------------------------------------------------------
