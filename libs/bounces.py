@@ -21,7 +21,12 @@ RULES_FILE = Path(__file__).with_name("bounce_rules.toml")
 _STATUS = r"[245]\.\d{1,3}\.\d{1,3}"
 _LEADING_STATUS = re.compile(rf"^\s*(?:\d{{3}}[ -])?#?({_STATUS})(?=\s|$|[,;:)\]])\s*")
 _ANY_STATUS = re.compile(rf"(?<![\w.\-])#?({_STATUS})(?!\.?\d)")
-_REPLY_CODE = re.compile(r"(?<![\w.\-#/])([245][0-5]\d)(?=[ -]|$)", re.MULTILINE)
+_COMMAND = re.compile(
+    r"(?P<data>>>> data|in reply to (?:end of )?data|after (?:end of )?data\b|data command)"
+    r"|>>> rcpt|rcpt to|in reply to rcpt|>>> mail from|mail from:|in reply to mail"
+    r"|\behlo\b|\bhelo\b|refused to talk to me"
+)
+_REPLY_CODE = re.compile(r"(?<![\w.\-#/:=])([245][0-5]\d)(?:[ -]+|$)(?=[^\d\s]|$)", re.MULTILINE)
 
 MAILBOX_REJECTION_CODES = frozenset({550, 551, 553})
 """Reply codes of a rejected mailbox, trusted as a dead address when nothing else matches and
@@ -42,6 +47,9 @@ OTHER_CAUSE_HINTS = (
     "blocked",
     "blacklist",
     "blocklist",
+    "rejected",
+    "denied",
+    "refused",
 )
 """Words of a plain 550-style reply that blame time, volume or policy rather than the address."""
 
@@ -66,18 +74,29 @@ class Rule:
     hard: bool
     statuses: frozenset[str]
     phrases: tuple[str, ...]
-    pairs: tuple[tuple[str, str], ...]
+    pairs: tuple[tuple[str, ...], ...]
     unless: tuple[str, ...]
     status_yields_to: tuple[str, ...]
+    after_data: str | None
 
     def says(self, text: str) -> bool:
         """True when lower-cased, whitespace-collapsed ``text`` has this rule's words."""
         if any(word in text for word in self.unless):
             return False
         return any(phrase in text for phrase in self.phrases) or any(
-            (start := text.find(first)) >= 0 and second in text[start + len(first) :]
-            for first, second in self.pairs
+            _in_order(text, pieces) for pieces in self.pairs
         )
+
+
+def _in_order(text: str, pieces: tuple[str, ...]) -> bool:
+    """True when every piece is in ``text``, each after the one before."""
+    at = 0
+    for piece in pieces:
+        found = text.find(piece, at)
+        if found < 0:
+            return False
+        at = found + len(piece)
+    return True
 
 
 def load_rules(path: Path = RULES_FILE) -> tuple[Rule, ...]:
@@ -91,9 +110,10 @@ def load_rules(path: Path = RULES_FILE) -> tuple[Rule, ...]:
             hard=row["hard"],
             statuses=frozenset(row.get("statuses", ())),
             phrases=tuple(row.get("phrases", ())),
-            pairs=tuple((first, second) for first, second in row.get("pairs", ())),
+            pairs=tuple(tuple(pieces) for pieces in row.get("pairs", ())),
             unless=tuple(row.get("unless", ())),
             status_yields_to=tuple(row.get("status_yields_to", ())),
+            after_data=row.get("after_data"),
         )
         for row in table["rule"]
     )
@@ -111,19 +131,28 @@ def split_status(text: str) -> tuple[str | None, str]:
     return None, text
 
 
-def find_status(text: str) -> str | None:
-    """The enhanced status anywhere in ``text``: the first specific one, else a bare ``X.0.0``."""
-    found = [match[1] for match in _ANY_STATUS.finditer(text)]
-    specific = [status for status in found if not status.endswith(".0.0")]
+def find_status(text: str, classes: str = "245") -> str | None:
+    """The first enhanced status of one of ``classes`` anywhere in ``text``, preferring a
+    specific one to a bare ``X.0.0`` or the catch-all ``4.4.7`` (delivery time expired)."""
+    found = [m[1] for m in _ANY_STATUS.finditer(text) if m[1][0] in classes]
+    specific = [status for status in found if not status.endswith(".0.0") and status != "4.4.7"]
     return (specific or found or [None])[0]
 
 
 def find_reply_code(text: str, status: str | None = None) -> int | None:
-    """The SMTP reply code in ``text``; with ``status``, the first one of the same class."""
-    for match in _REPLY_CODE.finditer(text):
-        if status is None or match[1][0] == status[0]:
-            return int(match[1])
-    return None
+    """The first failure (4xx, 5xx) reply code in ``text``; with ``status``, the first one of
+    the status's class."""
+    wanted = status[0] if status else "45"
+    return next((int(m[1]) for m in _REPLY_CODE.finditer(text) if m[1][0] in wanted), None)
+
+
+def explains(text: str) -> bool:
+    """True when ``text`` says why mail failed: a status, a reply code or a rule's words."""
+    return (
+        find_status(text) is not None
+        or find_reply_code(text) is not None
+        or matching_rule(None, _words(text)) is not None
+    )
 
 
 def _words(text: str) -> str:
@@ -138,16 +167,39 @@ def _permanent(code: int | None, status: str | None, words: str) -> bool:
     return not any(hint in words for hint in TEMPORARY_HINTS)
 
 
-def matching_rule(status: str | None, words: str) -> Rule | None:
-    """The first rule whose words are in ``words`` or whose status codes hold ``status``."""
-    for rule in RULES:
-        if rule.says(words):
-            return rule
-        if status in rule.statuses and not any(
-            _BY_NAME[name].says(words) for name in rule.status_yields_to
-        ):
-            return rule
-    return None
+def after_data(words: str, context: str = "") -> bool:
+    """True when the reply answered the message itself (DATA) rather than an address: the last
+    SMTP command its text names, else the first one the report around it names."""
+    named = [match["data"] is not None for match in _COMMAND.finditer(words)]
+    if named:
+        return named[-1]
+    first = _COMMAND.search(context)
+    return first is not None and first["data"] is not None
+
+
+def matching_rule(status: str | None, words: str, context: str = "") -> Rule | None:
+    """The first rule whose words are in ``words`` or whose status codes hold ``status``; a
+    rule with ``after_data`` matched by its words gives way to that rule for a reply to DATA."""
+    found = next(
+        (
+            rule
+            for rule in RULES
+            if rule.says(words)
+            or (
+                status in rule.statuses
+                and not any(_BY_NAME[name].says(words) for name in rule.status_yields_to)
+            )
+        ),
+        None,
+    )
+    if (
+        found is not None
+        and found.after_data
+        and status not in found.statuses
+        and after_data(words, context)
+    ):
+        return _BY_NAME[found.after_data]
+    return found
 
 
 def _fallback(code: int | None, status: str | None, words: str) -> Rule | None:
@@ -164,12 +216,15 @@ def _fallback(code: int | None, status: str | None, words: str) -> Rule | None:
     return None
 
 
-def classify(code: int | None, status: str | None, text: str) -> Classification:
+def classify(
+    code: int | None, status: str | None, text: str, context: str = ""
+) -> Classification:
     """Classify a failure from its reply code (0 or None: none, such as a network error), its
-    enhanced status (None: read it from ``text``) and its diagnostic text."""
+    enhanced status (None: read it from ``text``) and its diagnostic text; ``context``, the
+    report around it, is read only for the SMTP command the reply answered."""
     status = status or find_status(text)
     words = _words(text)
-    rule = matching_rule(status, words) or _fallback(code, status, words)
+    rule = matching_rule(status, words, _words(context)) or _fallback(code, status, words)
     if rule is None:
         return Classification(BounceCategory.OTHER, hard=False)
     return Classification(rule.category, hard=rule.hard and _permanent(code, status, words))

@@ -10,15 +10,16 @@ what it cannot read is of kind ``other``.
 from __future__ import annotations
 
 import email
+import json
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.message import Message
 from email.policy import compat32
 from email.utils import getaddresses, parseaddr
 from enum import StrEnum
 
-from libs.bounces import classify, find_reply_code, find_status
+from libs.bounces import classify, explains, find_reply_code, find_status
 from schemas.events import BounceCategory
 
 
@@ -68,6 +69,10 @@ ORIGINAL_TYPES = frozenset({"message/rfc822", "text/rfc822-headers", "message/gl
 COMPLAINT_SENDERS = ("staff@hotmail.com", "complaints@email-abuse.amazonses.com")
 """Feedback loops that send complaints in a format of their own rather than ARF."""
 
+GROUP_HOSTS = ("googlegroups.com",)
+"""Mailing-list hosts whose bounces carry no SMTP reply: the list refused a post (it does not
+exist or the sender may not post), which says nothing about the sender's recipients."""
+
 MAILER_LOCAL_PARTS = frozenset(
     {"mailer-daemon", "postmaster", "mail-daemon", "maildaemon", "mailerdaemon", "root"}
 )
@@ -112,7 +117,23 @@ ORIGINAL_MARKER = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
-HEADER_LINE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,40}:[ \t]")
+ORIGINAL_START = re.compile(r"^\s*(?:Return-Path|Received):[ \t]", re.MULTILINE)
+"""The first header of a returned original pasted into the text of a bounce."""
+SUMMARY_LINE = re.compile(
+    r"^\s*(?:mail from|from|sender|reply-to|return-path|envelope-from|to|cc|bcc|subject|date"
+    r"|sent)\s*:",
+    re.IGNORECASE,
+)
+"""A line of a bounce that sums up the original (its sender, its recipients, failed or not)
+rather than naming a failed recipient."""
+BOUNCE_BODY = re.compile(
+    r"could not be delivered|undeliverable|delivery (?:has )?failed|failed permanently"
+    r"|permanent (?:fatal )?errors?|error message below|mail delivery (?:software|subsystem)"
+    r"|following (?:address|recipient)|returned mail|delivery status notification"
+    r"|unable to deliver|was not delivered|trouble delivering",
+    re.IGNORECASE,
+)
+"""Words near the top of a text bounce from a sender that says nothing else of what it is."""
 FIELD_LINE = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)\s*:\s*(.*)$")
 
 MAX_TEXT = 200_000
@@ -164,22 +185,17 @@ def _read(message: Message) -> FeedbackReport:
     message_id = _bare_id(original.get("message-id"))
     if parts.arf or _non_arf_complaint(message):
         return _complaint(message, parts, original, message_id)
-    if parts.dsn:
-        recipients = _dsn_recipients(parts)
-        if recipients:
+    if notification := _ses_notification(parts):
+        return notification
+    if parts.dsn and (recipients := _dsn_recipients(parts)):
+        return FeedbackReport(_kind_of(recipients), recipients, None, message_id, original)
+    auto_reply = _is_auto_reply(message, parts)
+    if _from_a_mailer(message) or (not auto_reply and _reads_like_bounce(parts)):
+        if recipients := _text_recipients(message, parts, original):
             return FeedbackReport(_kind_of(recipients), recipients, None, message_id, original)
-    if _looks_like_bounce(message, parts):
-        recipients = _text_recipients(message, parts, original)
-        if recipients:
-            kind = FeedbackKind.BOUNCE
-            if all(r.action == "delayed" for r in recipients):
-                kind = FeedbackKind.DELAY
-            return FeedbackReport(kind, recipients, None, message_id, original)
-    if _is_auto_reply(message, parts):
-        sender = _addresses(message.get_all("from") or [])
-        recipients = tuple(
-            RecipientReport(a, None, None, None, None, None, False) for a in sender[:1]
-        )
+    if auto_reply:
+        sender = _addresses(message.get_all("from") or [])[:1]
+        recipients = tuple(RecipientReport(a, None, None, None, None, None, False) for a in sender)
         return FeedbackReport(FeedbackKind.AUTO_REPLY, recipients, None, message_id, original)
     return FeedbackReport(FeedbackKind.OTHER, (), None, message_id, original)
 
@@ -194,7 +210,7 @@ def _sorted_parts(message: Message) -> _Parts:
             parts.dsn.append(_part_text(part))
         elif kind == ARF_TYPE:
             parts.arf.append(_part_text(part))
-        elif part.get_content_maintype() == "text" and kind != "text/html":
+        elif part.get_content_maintype() in ("text", "multipart") and kind != "text/html":
             parts.texts.append(_part_text(part))
         elif kind == "text/html" and not parts.texts:
             parts.texts.append(_html_text(_part_text(part)))
@@ -202,10 +218,11 @@ def _sorted_parts(message: Message) -> _Parts:
 
 
 def _walk(message: Message, depth: int = 0) -> Iterator[Message]:
-    """Every leaf part, and each returned original as a leaf: bounded in depth for hostile mail."""
+    """Every leaf part, and each returned original as a leaf: bounded in depth for hostile mail.
+    A multipart whose boundary could not be read is a leaf too."""
     payload = message.get_payload()
-    if depth < 20 and message.get_content_maintype() == "multipart":
-        for part in payload if isinstance(payload, list) else ():
+    if depth < 20 and message.get_content_maintype() == "multipart" and isinstance(payload, list):
+        for part in payload:
             if isinstance(part, Message):
                 yield from _walk(part, depth + 1)
         return
@@ -299,6 +316,65 @@ def _complaint(
     )
 
 
+# Amazon SES notifications ---------------------------------------------------------------
+
+
+def _ses_notification(parts: _Parts) -> FeedbackReport | None:
+    """An Amazon SES bounce, complaint or delivery notification (JSON, often inside an SNS
+    envelope) mailed to a feedback address."""
+    text = "".join(parts.texts).replace("\n", "")
+    start = text.find("{")
+    if start < 0 or "notificationType" not in text:
+        return None
+    try:
+        found, _ = json.JSONDecoder().raw_decode(text, start)
+        if isinstance(found, dict) and isinstance(found.get("Message"), str):
+            found = json.loads(found["Message"])
+    except ValueError:
+        return None
+    if not isinstance(found, dict):
+        return None
+    kind = str(found.get("notificationType", "")).lower()
+    mail = found.get("mail") if isinstance(found.get("mail"), dict) else {}
+    message_id = _bare_id(str(mail.get("messageId") or "")) if mail else None
+    headers = {
+        str(h.get("name", "")).lower(): str(h.get("value", ""))
+        for h in (mail.get("headers") or [] if mail else [])
+        if isinstance(h, dict)
+    }
+    if kind == "complaint":
+        body = found.get("complaint") or {}
+        addresses = [str(r.get("emailAddress", "")) for r in body.get("complainedRecipients", [])]
+        feedback_type = str(body.get("complaintFeedbackType") or "abuse")
+        reports = tuple(
+            RecipientReport(a, None, None, None, None, None, False) for a in addresses if a
+        )
+        return FeedbackReport(FeedbackKind.COMPLAINT, reports, feedback_type, message_id, headers)
+    if kind == "bounce":
+        body = found.get("bounce") or {}
+        transient = str(body.get("bounceType", "")).lower() == "transient"
+        reports = tuple(
+            _recipient(
+                str(r.get("emailAddress", "")),
+                str(r.get("action") or ("delayed" if transient else "failed")).lower(),
+                r.get("status"),
+                _typed_value(str(r.get("diagnosticCode") or "")),
+                "",
+            )
+            for r in body.get("bouncedRecipients", [])
+            if isinstance(r, dict) and r.get("emailAddress")
+        )
+        return FeedbackReport(_kind_of(reports), reports, None, message_id, headers)
+    if kind == "delivery":
+        body = found.get("delivery") or {}
+        response = str(body.get("smtpResponse") or "")
+        reports = tuple(
+            _recipient(str(a), "delivered", None, response, "") for a in body.get("recipients", [])
+        )
+        return FeedbackReport(FeedbackKind.OTHER, reports, None, message_id, headers)
+    return None
+
+
 # Delivery status notifications (RFC 3464) --------------------------------------------------
 
 
@@ -321,9 +397,7 @@ def _recipient_blocks(text: str) -> list[dict[str, str]]:
     blocks: list[dict[str, str]] = []
     block: dict[str, str] = {}
     for name, value in _fields(text):
-        starts = name in ("original-recipient", "final-recipient") and (
-            name in block or (name == "original-recipient" and "final-recipient" in block)
-        )
+        starts = name in ("original-recipient", "final-recipient") and name in block
         if not name or starts:
             if block:
                 blocks.append(block)
@@ -349,9 +423,10 @@ def _dsn_recipients(parts: _Parts) -> tuple[RecipientReport, ...]:
         address = _address_in(_typed_value(recipient))
         if not address:
             continue
-        diagnostic = _typed_value(block.get("diagnostic-code", "")) or _nearby(readable, address)
+        nearby = _nearby(readable, address)
+        diagnostic = _typed_value(block.get("diagnostic-code", "")) or nearby
         action = block.get("action", "").split()[0].lower() if block.get("action") else None
-        reports.append(_recipient(address, action, block.get("status"), diagnostic))
+        reports.append(_recipient(address, action, block.get("status"), diagnostic, nearby))
     return tuple(reports)
 
 
@@ -361,28 +436,35 @@ def _address_in(text: str) -> str | None:
 
 
 def _preferred_status(field_status: str | None, diagnostic: str) -> str | None:
-    """The Status field, unless the diagnostic has a more specific code of the same meaning."""
-    field_status = find_status(field_status or "")
-    in_text = find_status(diagnostic)
-    if field_status is None or in_text is None or field_status == in_text:
-        return field_status or in_text
-    code = find_reply_code(diagnostic)
-    if code is not None and str(code)[0] == in_text[0] != field_status[0]:
-        return in_text
-    if field_status.endswith(".0.0") and in_text[0] == field_status[0]:
-        return in_text
-    return field_status
+    """The Status field or the code in the diagnostic, whichever says more (Sisimai's rules):
+    the one of the reply code's class, else the more specific one."""
+    field_code = find_status(field_status or "")
+    in_text = find_status(diagnostic, classes="45")
+    if field_code is None or in_text is None or field_code == in_text:
+        return field_code or in_text
+    reply = str(find_reply_code(diagnostic) or "")
+    if reply and field_code[0] != in_text[0]:
+        return in_text if reply[0] == in_text[0] else field_code
+    vaguer = (
+        field_code.endswith(".0.0")
+        or (".0" in field_code and ".0" not in in_text)
+        or field_code in ("4.4.7", "5.1.1")
+        or field_code.startswith("5.3.")
+        or (field_code == "5.1.3" and in_text.startswith("5.7."))
+    )
+    return in_text if vaguer and not in_text.endswith(".0.0") else field_code
 
 
 def _recipient(
-    address: str, action: str | None, field_status: str | None, diagnostic: str
+    address: str, action: str | None, field_status: str | None, diagnostic: str, context: str
 ) -> RecipientReport:
+    """One recipient's report; ``context`` is the text around it, for the SMTP command."""
     diagnostic = " ".join(diagnostic.split())[:2000]
     status = _preferred_status(field_status, diagnostic)
     code = find_reply_code(diagnostic, status)
     if action in ("delivered", "relayed", "expanded"):
         return RecipientReport(address, action, status, code, diagnostic or None, None, False)
-    found = classify(code, status, diagnostic)
+    found = classify(code, status, diagnostic, context)
     hard = found.hard and action != "delayed"
     return RecipientReport(address, action, status, code, diagnostic or None, found.category, hard)
 
@@ -399,28 +481,28 @@ def _kind_of(recipients: tuple[RecipientReport, ...]) -> FeedbackKind:
 # Text bounces ------------------------------------------------------------------------------
 
 
-def _looks_like_bounce(message: Message, parts: _Parts) -> bool:
-    sender = parseaddr(str(message.get("from", "")))[1].lower()
-    subject = str(message.get("subject", ""))
+def _from_a_mailer(message: Message) -> bool:
+    """True when the headers say a mail system sent it as a bounce."""
+    sender = str(message.get("from", ""))
     return (
-        sender.partition("@")[0] in MAILER_LOCAL_PARTS
-        or "mailer-daemon" in str(message.get("from", "")).lower()
+        parseaddr(sender)[1].lower().partition("@")[0] in MAILER_LOCAL_PARTS
+        or "mailer-daemon" in sender.lower()
         or bool(message.get("x-failed-recipients"))
-        or bool(BOUNCE_SUBJECT.search(subject))
-        or (parts.original is not None and not _is_auto_reply(message, parts))
+        or bool(BOUNCE_SUBJECT.search(str(message.get("subject", ""))))
     )
+
+
+def _reads_like_bounce(parts: _Parts) -> bool:
+    """True when a message the headers say nothing of returns an original or starts like a
+    bounce."""
+    return parts.original is not None or bool(BOUNCE_BODY.search("\n".join(parts.texts)[:3000]))
 
 
 def _readable(parts: _Parts) -> str:
     """The human-readable report: the text parts up to where the returned original begins."""
     text = "\n".join(parts.texts)
-    if marker := ORIGINAL_MARKER.search(text):
-        return text[: marker.start()]
-    lines = text.split("\n")
-    for index in range(len(lines) - 1):
-        if HEADER_LINE.match(lines[index]) and HEADER_LINE.match(lines[index + 1]) and index:
-            return "\n".join(lines[:index])
-    return text
+    ends = [m.start() for m in (ORIGINAL_MARKER.search(text), ORIGINAL_START.search(text)) if m]
+    return text[: min(ends)] if ends else text
 
 
 def _own_addresses(message: Message, original: Mapping[str, str]) -> set[str]:
@@ -443,7 +525,7 @@ def _text_recipients(
         own = _own_addresses(message, original)
         failed = []
         for line in readable.split("\n"):
-            if "message-id" in line.lower():
+            if "message-id" in line.lower() or SUMMARY_LINE.match(line):
                 continue
             for match in ADDRESS.finditer(line):
                 address = match[0].strip(".")
@@ -461,7 +543,11 @@ def _text_recipients(
     reports = []
     for address in failed:
         diagnostic = _nearby(readable, address, failed) or readable
-        reports.append(_recipient(address, "delayed" if delayed else "failed", None, diagnostic))
+        action = "delayed" if delayed else "failed"
+        report = _recipient(address, action, None, diagnostic, readable)
+        if report.status is None and address.lower().endswith(GROUP_HOSTS):
+            report = replace(report, category=BounceCategory.POLICY, hard_bounce=False)
+        reports.append(report)
     return tuple(reports)
 
 
@@ -488,16 +574,13 @@ def _nearby(text: str, address: str, others: list[str] | None = None) -> str:
     ):
         end += 1
     snippet = "\n".join(lines[start:end])
-    if _says_something(snippet.replace(address, "")):
+    if explains(snippet.replace(address, "")):
         return snippet
     end = start + 1
     while end < len(lines) and not another(lines[end]):
         end += 1
-    return "\n".join(lines[start:end])
-
-
-def _says_something(text: str) -> bool:
-    return find_status(text) is not None or find_reply_code(text) is not None
+    snippet = "\n".join(lines[start:end])
+    return snippet if explains(snippet.replace(address, "")) else ""
 
 
 # Auto-replies (RFC 3834) -------------------------------------------------------------------
