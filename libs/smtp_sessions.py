@@ -20,6 +20,9 @@ SESSIONS_PER_CLIENT = 50
 """Connections one client address may hold open at once (a mailer pool uses a few)."""
 SESSIONS_IN_ALL = 1000
 """Connections a server holds open at once: beyond, new ones are told to come back later."""
+MAX_DATA_LINE_BYTES = 64 * 1024
+"""Longer message lines than RFC 5322's 998 are taken: some mailers send HTML as one line (and
+return it so in a bounce), and the pipeline writes every message anew with lines of its own."""
 TOO_MANY = b"421 4.7.0 Too many connections; try again later\r\n"
 
 
@@ -58,6 +61,8 @@ def client_of(peer: Any) -> str:
 
 class LimitedSMTP(SMTP):
     """aiosmtpd's SMTP protocol, counting its connection against ``SessionLimits``."""
+
+    line_length_limit = MAX_DATA_LINE_BYTES
 
     def __init__(self, handler: Any, sessions: SessionLimits, **options: Any) -> None:
         super().__init__(handler, **options)

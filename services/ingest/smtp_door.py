@@ -43,9 +43,6 @@ from services.ingest.validate import Violation
 
 log = logging.getLogger(__name__)
 
-MAX_DATA_LINE_BYTES = 64 * 1024
-"""Longer message lines than RFC 5322's 998 are taken: some mailers send HTML as one line, and
-the pipeline writes every message anew with lines of its own."""
 MAX_REPLY_CHARS = 400
 """An SMTP reply line is at most 512 octets (RFC 5321 4.5.3.1.5): room for code and CRLF."""
 IDS_PER_LINE = 8
@@ -237,8 +234,6 @@ class SubmissionSMTP(LimitedSMTP):
     so ``_authenticate`` only hands the decoded credentials on, and ``auth_PLAIN``/``auth_LOGIN``
     check them before answering.
     """
-
-    line_length_limit = MAX_DATA_LINE_BYTES
 
     def __init__(
         self,

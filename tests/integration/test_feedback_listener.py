@@ -204,3 +204,15 @@ async def test_the_simulators_complaint_reaches_the_listener(
         )
         [event] = await tap.wait_for(lambda e: e.get("subject") == str(row["id"]))
     assert event["type"] == "sendarix.message.complained"
+
+
+async def test_mail_over_the_size_limit_is_refused(
+    listener: FeedbackService, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    row = await logged_delivered(pool, f"big-{uuid.uuid4().hex[:6]}@example.com")
+    huge = dsn(row) + b"x" * settings.feedback_max_bytes
+
+    with pytest.raises(aiosmtplib.SMTPResponseException) as refused:
+        await mail(listener, verp(settings, row), huge)
+
+    assert refused.value.code == 552
