@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
@@ -24,7 +25,7 @@ from libs.settings import Settings
 MAC_CHARS = 20
 """Hex digits of the HMAC kept in a token: 80 bits (a forger must guess 2**80 times, online),
 and ``bounces+<token>`` stays within RFC 5321's 64-octet local part."""
-TOKEN_CHARS = 32 + 1 + MAC_CHARS
+_TOKEN = re.compile(rf"(?P<message>[0-9a-fA-F]{{32}})\.(?P<mac>[0-9a-fA-F]{{{MAC_CHARS}}})")
 
 
 class Purpose(StrEnum):
@@ -67,15 +68,9 @@ class MessageToken:
     @classmethod
     def parse(cls, text: str) -> MessageToken | None:
         """The token written as ``text`` (any case), if it has a token's shape."""
-        if len(text) != TOKEN_CHARS or text[32] != ".":
+        if (found := _TOKEN.fullmatch(text)) is None:
             return None
-        mac = text[33:].lower()
-        try:
-            message_id = str(uuid.UUID(hex=text[:32]))
-            int(mac, 16)
-        except ValueError:
-            return None
-        return cls(message_id, mac)
+        return cls(str(uuid.UUID(hex=found["message"])), found["mac"].lower())
 
     def verified(self, key: bytes, purpose: Purpose, tenant_id: str, *extra: str) -> bool:
         """Whether ``sign`` made this token for ``purpose`` and the tenant's message (and

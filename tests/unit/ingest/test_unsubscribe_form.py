@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.ingest.routes_unsubscribe import confirmation_page, one_click_requested
 
@@ -41,3 +43,9 @@ def test_the_page_escapes_what_it_shows_and_posts_the_form() -> None:
     page = confirmation_page("/v1/unsubscribe/x'><script>", "<b>broadcast</b>")
     assert "<script>" not in page and "<b>broadcast" not in page
     assert "method='post'" in page and "name='List-Unsubscribe' value='One-Click'" in page
+
+
+@given(st.text(max_size=80), st.binary(max_size=400))
+def test_any_body_is_read_without_raising(content_type: str, body: bytes) -> None:
+    one_click_requested(content_type, body)
+    one_click_requested(MULTIPART, body)
