@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 import zlib
+from enum import StrEnum
 from typing import Any
 
 import asyncpg
@@ -22,8 +23,8 @@ log = logging.getLogger(__name__)
 UNVERIFIED_TOKENS = Counter(
     "sendarix_unverified_tokens",
     "Return paths and unsubscribe links presented that Sendarix did not sign for the message"
-    " they name (forged, foreign, or of a message no longer logged); they change nothing.",
-    ["purpose"],
+    " they name (forged, or foreign), or that name no logged message; they change nothing.",
+    ["purpose", "reason"],
 )
 
 LoggedMessage = tuple[asyncpg.Record, list[DeliveryEvent]]
@@ -62,26 +63,39 @@ async def raw_message(pool: asyncpg.Pool, message_id: str, tenant_id: str) -> by
     return zlib.decompress(content) if content is not None else None
 
 
+class Unverified(StrEnum):
+    """Why a token names no message: none is logged under its id, or its MAC is not the one."""
+
+    NOT_LOGGED = "not_logged"
+    """No message has its id in the log: not yet (the recorder writes the log from events, a
+    fraction of a second behind), no longer (past retention), or never (a made-up id)."""
+    FORGED = "forged"
+    """The message is logged, but the token was not made for it: forged, or made for another
+    purpose, tenant or stream."""
+
+
 async def message_of_token(
     pool: asyncpg.Pool, key: bytes, token: MessageToken, purpose: Purpose
-) -> asyncpg.Record | None:
+) -> asyncpg.Record | Unverified:
     """The logged message a signed token names, when the token is genuine: made for this purpose
     and the message's tenant (and, for an unsubscribe link, the message's stream).
 
-    Anything else — a forged token, a token of one tenant's message reused for another's, a
-    token whose message is no longer logged — is logged, counted and answered None: a token is
-    the only proof its bearer speaks of a message Sendarix sent.
+    Anything else is logged, counted and answered with why: a token is the only proof its bearer
+    speaks of a message Sendarix sent.
     """
     row: asyncpg.Record | None = await pool.fetchrow(
         "SELECT * FROM messages WHERE id = $1", uuid.UUID(token.message_id)
     )
-    if row is not None:
+    if row is None:
+        why = Unverified.NOT_LOGGED
+    else:
         extra = (row["stream"] or "",) if purpose is Purpose.UNSUBSCRIBE else ()
         if token.verified(key, purpose, str(row["tenant_id"]), *extra):
             return row
-    UNVERIFIED_TOKENS.labels(purpose.value).inc()
-    log.warning("a %s token of message %s does not verify", purpose.value, token.message_id)
-    return None
+        why = Unverified.FORGED
+    UNVERIFIED_TOKENS.labels(purpose.value, why.value).inc()
+    log.warning("a %s token of message %s: %s", purpose.value, token.message_id, why.value)
+    return why
 
 
 def logged_event_data(row: asyncpg.Record, service: str, **details: Any) -> EventData:

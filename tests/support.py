@@ -208,15 +208,20 @@ async def started(service: ServiceT) -> AsyncIterator[ServiceT]:
 
 
 async def logged_delivered(
-    pool: asyncpg.Pool, recipient: str, stream: str = "transactional", tenant_id: str | None = None
+    pool: asyncpg.Pool,
+    recipient: str,
+    stream: str = "transactional",
+    tenant_id: str | None = None,
+    message_id: str | None = None,
 ) -> asyncpg.Record:
-    """A delivered message of a fresh tenant in the log, as the recorder would have written it
-    (what the feedback listener and the unsubscribe link check tokens against)."""
+    """A delivered message in the log (of a fresh tenant, and a fresh id, unless given), as the
+    recorder would have written it (what the listener and the unsubscribe link check tokens
+    against)."""
     row: asyncpg.Record | None = await pool.fetchrow(
         "INSERT INTO messages (id, tenant_id, trace_id, status, lane, stream, category, sender,"
         " recipient, accepted_at) VALUES ($1, $2, $3, 'delivered', 'normal', $4, 'notification',"
         " 'app@example.test', $5, now()) RETURNING *",
-        uuid.uuid4(),
+        uuid.UUID(message_id) if message_id else uuid.uuid4(),
         uuid.UUID(tenant_id) if tenant_id else uuid.uuid4(),
         uuid.uuid4().hex,
         stream,

@@ -11,8 +11,10 @@ its token is checked against the logged message it names; the report is read; th
 tokens, garbage, auto-replies, reports about another message or recipient — is counted and
 dropped, and still answered ``250``: this is what real bounce processors do, since refusing a
 bounce only makes the remote server bounce the bounce (to the null sender, so nowhere) or retry
-it. Only a broker or database that cannot take the report now is a ``451``, which the remote
-server retries; a re-delivered report is the same event (ids are the message's and the state's).
+it. A ``451``, which the remote server retries, answers what may work later: a broker or
+database that cannot take the report now, or a token of a message not in the log yet (the
+recorder writes it from the event stream, a moment behind; a fast feedback loop can be faster).
+A re-delivered report is the same event (ids are the message's and the state's).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from prometheus_client import Counter
 from libs.database import DATABASE_DOWN
 from libs.feedback_report import parse_feedback
 from libs.late_events import report_logged
-from libs.message_log import message_of_token
+from libs.message_log import Unverified, message_of_token
 from libs.message_tokens import Purpose, signing_key
 from libs.service import PipelineService
 from libs.settings import Settings
@@ -51,6 +53,8 @@ IDLE_SECONDS = 60.0
 """A client silent this long is disconnected: feedback senders are MTAs, never people typing."""
 ACCEPTED = "250 2.0.0 OK"
 UNAVAILABLE = "451 4.3.0 Cannot take feedback now; try again later"
+NOT_LOGGED_YET = "451 4.4.0 The message this is about is not known (yet); try again later"
+NOT_LOGGED = Unverified.NOT_LOGGED.value
 
 log = logging.getLogger(__name__)
 
@@ -117,23 +121,28 @@ class FeedbackService(PipelineService):
     async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
         """Take the mail for each of its token addresses; never raises (a bug drops the mail)."""
         content = envelope.original_content or b""
+        outcomes: list[str] = []
         try:
             for address in envelope.rcpt_tos:
                 if (target := addressed(address, self.settings.bounce_address)) is not None:
-                    FEEDBACK.labels(await self.take(target, content)).inc()
+                    outcomes.append(await self.take(target, content))
         except (KafkaError, TimeoutError, *DATABASE_DOWN) as error:
             log.warning("could not take feedback now: %r", error)
             return UNAVAILABLE
         except Exception:
             log.exception("feedback mail dropped: taking it failed")
-            FEEDBACK.labels("failed").inc()
-        return ACCEPTED
+            outcomes.append("failed")
+        for outcome in outcomes:
+            FEEDBACK.labels(outcome).inc()
+        return NOT_LOGGED_YET if NOT_LOGGED in outcomes else ACCEPTED
 
     async def take(self, target: Addressed, content: bytes) -> str:
         """Check the token, read the mail, report what it says; the outcome, for the count."""
         row = await message_of_token(self.pool, self.token_key, target.token, target.purpose)
-        if row is None:
-            return Ignored.UNVERIFIED_TOKEN.value
+        if row is Unverified.NOT_LOGGED:
+            return NOT_LOGGED
+        if isinstance(row, Unverified):
+            return Ignored.FORGED_TOKEN.value
         if target.purpose is Purpose.UNSUBSCRIBE:
             verdict: Feedback | Ignored = Feedback(MessageState.UNSUBSCRIBED)
         else:

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import HTMLResponse
 
 from libs.late_events import report_logged
-from libs.message_log import message_of_token
+from libs.message_log import Unverified, message_of_token
 from libs.message_tokens import MessageToken, Purpose
 from schemas.events import MessageState
 from services.ingest.accept import SERVICE, Ingest
@@ -80,12 +80,11 @@ DONE_PAGE = (
 async def _signed_message(ingest: Ingest, token: str) -> asyncpg.Record:
     """The logged message a genuine token names (404 for any other token)."""
     parsed = MessageToken.parse(token)
-    row = None
     if parsed is not None:
-        row = await message_of_token(ingest.pool, ingest.token_key, parsed, Purpose.UNSUBSCRIBE)
-    if row is None:
-        raise ProblemError("not_found", "no such unsubscribe link")
-    return row
+        found = await message_of_token(ingest.pool, ingest.token_key, parsed, Purpose.UNSUBSCRIBE)
+        if not isinstance(found, Unverified):
+            return found
+    raise ProblemError("not_found", "no such unsubscribe link")
 
 
 @router.get(

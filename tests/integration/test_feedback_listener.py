@@ -141,7 +141,7 @@ async def test_forged_foreign_malformed_and_automatic_mail_changes_nothing(
     victim = await logged_delivered(pool, f"victim-{uuid.uuid4().hex[:6]}@example.com")
     other = await logged_delivered(pool, f"other-{uuid.uuid4().hex[:6]}@example.com")
     ooto = await logged_delivered(pool, f"ooto-{uuid.uuid4().hex[:6]}@{SIMULATOR}")
-    forged_before = UNVERIFIED_TOKENS.labels("return-path")._value.get()
+    forged_before = UNVERIFIED_TOKENS.labels("return-path", "forged")._value.get()
     unreadable_before = FEEDBACK.labels("unreadable")._value.get()
 
     # a token made with another secret (a forger's), and one of another tenant's message
@@ -172,36 +172,49 @@ async def test_forged_foreign_malformed_and_automatic_mail_changes_nothing(
     await tap.wait_for(lambda e: e.get("subject") == str(other["id"]))
     await asyncio.sleep(1)
     assert events_of(tap, victim) == [] and events_of(tap, ooto) == []
-    assert UNVERIFIED_TOKENS.labels("return-path")._value.get() == forged_before + 2
+    assert UNVERIFIED_TOKENS.labels("return-path", "forged")._value.get() == forged_before + 2
     assert FEEDBACK.labels("unreadable")._value.get() > unreadable_before
     assert FEEDBACK.labels("auto_reply")._value.get() >= 1
     assert FEEDBACK.labels("other_message")._value.get() >= 1
     assert FEEDBACK.labels("other_recipient")._value.get() >= 1
 
 
-async def test_the_simulators_complaint_reaches_the_listener(
+async def test_a_report_about_a_message_not_logged_yet_is_deferred(
+    listener: FeedbackService, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    unknown = {"id": uuid.uuid4(), "tenant_id": uuid.uuid4(), "recipient": "x@example.com"}
+
+    with pytest.raises(aiosmtplib.SMTPResponseException) as deferred:
+        await mail(listener, verp(settings, unknown), dsn(unknown))
+
+    assert (deferred.value.code, deferred.value.message[:5]) == (451, "4.4.0")
+
+
+async def test_the_simulators_complaint_reaches_the_listener_even_before_the_log(
     listener: FeedbackService,
     pool: asyncpg.Pool,
     tap: TopicTap,
     settings: Settings,
     tmp_path: Path,
 ) -> None:
-    row = await logged_delivered(pool, f"complaint@{SIMULATOR}")
+    tenant_id, message_id = str(uuid.uuid4()), str(uuid.uuid4())
+    recipient = f"complaint@{SIMULATOR}"
     update = {
         "simulator_port": 0,
         "simulator_log": tmp_path / "mailbox.jsonl",
         "feedback_port": listener.port,
     }
     async with started(MailboxSimulator(settings.model_copy(update=update))) as simulator:
-        content = (original_headers(row) + "\r\nYour receipt\r\n").encode()
         await aiosmtplib.send(
-            content,
-            sender=verp(settings, row),
-            recipients=[row["recipient"]],
+            (sent_headers(message_id, recipient) + "\r\nYour receipt\r\n").encode(),
+            sender=verp(settings, {"id": message_id, "tenant_id": tenant_id}),
+            recipients=[recipient],
             hostname="127.0.0.1",
             port=simulator.port,
             timeout=10,
         )
+        await asyncio.sleep(0.5)  # the report comes back before the recorder logged the message
+        row = await logged_delivered(pool, recipient, tenant_id=tenant_id, message_id=message_id)
         [event] = await tap.wait_for(lambda e: e.get("subject") == str(row["id"]))
     assert event["type"] == "sendarix.message.complained"
 
