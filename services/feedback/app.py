@@ -37,6 +37,7 @@ from libs.settings import Settings
 from libs.smtp_sessions import LimitedSMTP, SessionLimits, SmtpListener
 from schemas.events import MessageState
 from services.feedback.decide import (
+    ACCEPTED_RCPT,
     Addressed,
     Feedback,
     Ignored,
@@ -114,7 +115,7 @@ class FeedbackService(PipelineService):
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return f"452 4.5.3 Too many recipients: at most {MAX_RECIPIENTS}"
         reply = rcpt_reply(address, self.settings.bounce_address)
-        if reply.startswith("250"):
+        if reply == ACCEPTED_RCPT:
             envelope.rcpt_tos.append(address)
         return reply
 
