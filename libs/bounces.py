@@ -23,8 +23,8 @@ _LEADING_STATUS = re.compile(rf"^\s*(?:\d{{3}}[ -])?#?({_STATUS})(?=\s|$|[,;:)\]
 _ANY_STATUS = re.compile(rf"(?<![\w.\-])#?({_STATUS})(?!\.?\d)")
 _COMMAND = re.compile(
     r"(?P<data>>>> data|in reply to (?:end of )?data|after (?:end of )?data\b|data command)"
-    r"|>>> rcpt|rcpt to|in reply to rcpt|>>> mail from|mail from:|in reply to mail"
-    r"|\behlo\b|\bhelo\b|refused to talk to me"
+    r"|(?P<rcpt>>>> rcpt|rcpt to|rcpt_to|in reply to rcpt|does not like recipient)"
+    r"|>>> mail from|mail from:|in reply to mail|\behlo\b|\bhelo\b|refused to talk to me"
 )
 _REPLY_CODE = re.compile(r"(?<![\w.\-#/:=])([245][0-5]\d)(?:[ -]+|$)(?=[^\d\s]|$)", re.MULTILINE)
 
@@ -167,19 +167,30 @@ def _permanent(code: int | None, status: str | None, words: str) -> bool:
     return not any(hint in words for hint in TEMPORARY_HINTS)
 
 
-def after_data(words: str, context: str = "") -> bool:
-    """True when the reply answered the message itself (DATA) rather than an address: the last
-    SMTP command its text names, else the first one the report around it names."""
-    named = [match["data"] is not None for match in _COMMAND.finditer(words)]
-    if named:
-        return named[-1]
-    first = _COMMAND.search(context)
-    return first is not None and first["data"] is not None
+def replied_to(words: str, context: str = "") -> str | None:
+    """The SMTP command a reply answered, ``"data"``, ``"rcpt"`` or ``"other"`` (None: not
+    known): the last one its text names, else the first one the report around it names."""
+    named = list(_COMMAND.finditer(words)) or list(_COMMAND.finditer(context))[:1]
+    if not named:
+        return None
+    last = named[-1]
+    return "data" if last["data"] else "rcpt" if last["rcpt"] else "other"
+
+
+def _gives_way(rule: Rule, status: str | None, words: str, context: str) -> bool:
+    """True when ``rule``, matched by its words, is about the message rather than the address:
+    the reply answered DATA, or its status names a cause other than the address (not X.1.Y,
+    not X.0.Y) and nothing shows it answered RCPT (Sisimai's reading of a "no such user" to the message itself: a filter)."""
+    if rule.after_data is None or status in rule.statuses:
+        return False
+    command = replied_to(words, context)
+    another_cause = status is not None and status[2:4] not in ("0.", "1.")
+    return command == "data" or (another_cause and command != "rcpt")
 
 
 def matching_rule(status: str | None, words: str, context: str = "") -> Rule | None:
     """The first rule whose words are in ``words`` or whose status codes hold ``status``; a
-    rule with ``after_data`` matched by its words gives way to that rule for a reply to DATA."""
+    rule with ``after_data`` matched by its words may give way to that rule (``_gives_way``)."""
     found = next(
         (
             rule
@@ -192,12 +203,7 @@ def matching_rule(status: str | None, words: str, context: str = "") -> Rule | N
         ),
         None,
     )
-    if (
-        found is not None
-        and found.after_data
-        and status not in found.statuses
-        and after_data(words, context)
-    ):
+    if found is not None and found.after_data and _gives_way(found, status, words, context):
         return _BY_NAME[found.after_data]
     return found
 

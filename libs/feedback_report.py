@@ -117,6 +117,7 @@ ORIGINAL_MARKER = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+DSN_FIELD = re.compile(r"^(?:Final|Original)-Recipient:", re.IGNORECASE | re.MULTILINE)
 ORIGINAL_START = re.compile(r"^\s*(?:Return-Path|Received):[ \t]", re.MULTILINE)
 """The first header of a returned original pasted into the text of a bounce."""
 SUMMARY_LINE = re.compile(
@@ -179,7 +180,7 @@ class _Parts:
     original: Message | None = None
 
 
-def _read(message: Message) -> FeedbackReport:
+def _read(message: Message, depth: int = 0) -> FeedbackReport:
     parts = _sorted_parts(message)
     original = _original_headers(parts.original)
     message_id = _bare_id(original.get("message-id"))
@@ -187,11 +188,19 @@ def _read(message: Message) -> FeedbackReport:
         return _complaint(message, parts, original, message_id)
     if notification := _ses_notification(parts):
         return notification
+    if not parts.dsn:  # delivery-status fields in a text part: a DSN with broken MIME
+        parts.dsn = [text for text in parts.texts if DSN_FIELD.search(text)]
     if parts.dsn and (recipients := _dsn_recipients(parts)):
         return FeedbackReport(_kind_of(recipients), recipients, None, message_id, original)
-    auto_reply = _is_auto_reply(message, parts)
-    if _from_a_mailer(message) or (not auto_reply and _reads_like_bounce(parts)):
-        if recipients := _text_recipients(message, parts, original):
+    from_a_mailer = _from_a_mailer(message)
+    auto_reply = not from_a_mailer and _is_auto_reply(message, parts)
+    if from_a_mailer or (not auto_reply and _reads_like_bounce(parts)):
+        recipients = _text_recipients(message, parts, original)
+        if parts.original is not None and depth < 3 and not any(r.status for r in recipients):
+            forwarded = _read(parts.original, depth + 1)  # a bounce that returns a bounce
+            if forwarded.kind in (FeedbackKind.BOUNCE, FeedbackKind.DELAY):
+                return forwarded
+        if recipients:
             return FeedbackReport(_kind_of(recipients), recipients, None, message_id, original)
     if auto_reply:
         sender = _addresses(message.get_all("from") or [])[:1]
@@ -439,7 +448,7 @@ def _preferred_status(field_status: str | None, diagnostic: str) -> str | None:
     """The Status field or the code in the diagnostic, whichever says more (Sisimai's rules):
     the one of the reply code's class, else the more specific one."""
     field_code = find_status(field_status or "")
-    in_text = find_status(diagnostic, classes="45")
+    in_text = find_status(diagnostic, classes="45") or find_status(diagnostic)
     if field_code is None or in_text is None or field_code == in_text:
         return field_code or in_text
     reply = str(find_reply_code(diagnostic) or "")
