@@ -19,14 +19,14 @@ from schemas.pipeline import SmtpReply
 RULES_FILE = Path(__file__).with_name("bounce_rules.toml")
 
 _STATUS = r"[245]\.\d{1,3}\.\d{1,3}"
-_LEADING_STATUS = re.compile(rf"^\s*(?:\d{{3}}[ -])?#?({_STATUS})(?=\s|$|[,;:)\]])\s*")
+_LEADING_STATUS = re.compile(rf"^\s*(?:\d{{3}}[ -])?({_STATUS})(?:\s+|$)")
 _ANY_STATUS = re.compile(rf"(?<![\w.\-])#?({_STATUS})(?!\.?\d)")
 _COMMAND = re.compile(
     r"(?P<data>>>> data|in reply to (?:end of )?data|after (?:end of )?data\b|data command)"
     r"|(?P<rcpt>>>> rcpt|rcpt to|rcpt_to|in reply to rcpt|does not like recipient)"
     r"|>>> mail from|mail from:|in reply to mail|\behlo\b|\bhelo\b|refused to talk to me"
 )
-_REPLY_CODE = re.compile(r"(?<![\w.\-#/:=])([245][0-5]\d)(?:[ -]+|$)(?=[^\d\s]|$)", re.MULTILINE)
+_REPLY_CODE = re.compile(r"(?<![\w.\-#/:=])([245][0-5]\d)[ -]+(?=[245]\.\d|[^\d\s])")
 
 MAILBOX_REJECTION_CODES = frozenset({550, 551, 553})
 """Reply codes of a rejected mailbox, trusted as a dead address when nothing else matches and
@@ -179,12 +179,13 @@ def replied_to(words: str, context: str = "") -> str | None:
 
 def _gives_way(rule: Rule, status: str | None, words: str, context: str) -> bool:
     """True when ``rule``, matched by its words, is about the message rather than the address:
-    the reply answered DATA, or its status names a cause other than the address (not X.1.Y,
-    not X.0.Y) and nothing shows it answered RCPT (Sisimai's reading of a "no such user" to the message itself: a filter)."""
+    the reply answered DATA, or its status names a cause other than the address or the protocol
+    (not X.0.Y, X.1.Y, X.5.Y) and nothing shows it answered RCPT. This is Sisimai's reading:
+    a "no such user" to the message itself comes from a filter."""
     if rule.after_data is None or status in rule.statuses:
         return False
     command = replied_to(words, context)
-    another_cause = status is not None and status[2:4] not in ("0.", "1.")
+    another_cause = status is not None and status[2:4] not in ("0.", "1.", "5.")
     return command == "data" or (another_cause and command != "rcpt")
 
 
@@ -222,9 +223,7 @@ def _fallback(code: int | None, status: str | None, words: str) -> Rule | None:
     return None
 
 
-def classify(
-    code: int | None, status: str | None, text: str, context: str = ""
-) -> Classification:
+def classify(code: int | None, status: str | None, text: str, context: str = "") -> Classification:
     """Classify a failure from its reply code (0 or None: none, such as a network error), its
     enhanced status (None: read it from ``text``) and its diagnostic text; ``context``, the
     report around it, is read only for the SMTP command the reply answered."""
@@ -237,6 +236,9 @@ def classify(
 
 
 def reply_bounce(reply: SmtpReply) -> Bounce:
-    """The classification a ``bounced`` or ``deferred`` event carries for a synchronous reply."""
+    """The classification a ``bounced`` or ``deferred`` event carries for a synchronous reply;
+    the sender's own code 0 (a network error or timeout) says nothing about the recipient."""
+    if reply.code == 0:
+        return Bounce(category=BounceCategory.OTHER, hard=False)
     found = classify(reply.code, reply.enhanced_status, reply.text)
     return Bounce(category=found.category, hard=found.hard)
