@@ -14,6 +14,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from email.header import decode_header, make_header
 from email.message import Message
 from email.policy import compat32
 from email.utils import getaddresses, parseaddr
@@ -286,6 +287,15 @@ def _bare_id(value: str | None) -> str | None:
     return value.strip().strip("<>").strip() or None
 
 
+def _subject(message: Message) -> str:
+    """The subject, RFC 2047 words decoded (an auto-reply's is often in the reader's language)."""
+    raw = str(message.get("subject", ""))
+    try:
+        return str(make_header(decode_header(raw)))
+    except (ValueError, LookupError, UnicodeError):
+        return raw
+
+
 def _addresses(values: list[str]) -> list[str]:
     found = []
     for _, address in getaddresses([str(v) for v in values]):
@@ -299,7 +309,7 @@ def _addresses(values: list[str]) -> list[str]:
 
 def _non_arf_complaint(message: Message) -> bool:
     sender = parseaddr(str(message.get("from", "")))[1].lower()
-    subject = str(message.get("subject", "")).lower()
+    subject = _subject(message).lower()
     return (
         str(message.get("x-apple-unsubscribe", "")).strip().lower() == "true"
         or sender in COMPLAINT_SENDERS
@@ -497,7 +507,7 @@ def _from_a_mailer(message: Message) -> bool:
         parseaddr(sender)[1].lower().partition("@")[0] in MAILER_LOCAL_PARTS
         or "mailer-daemon" in sender.lower()
         or bool(message.get("x-failed-recipients"))
-        or bool(BOUNCE_SUBJECT.search(str(message.get("subject", ""))))
+        or bool(BOUNCE_SUBJECT.search(_subject(message)))
     )
 
 
@@ -546,7 +556,7 @@ def _text_recipients(
     if not failed:
         failed = _addresses([original.get("to", "")])[:1]
     in_text = find_status(readable)
-    delayed = bool(DELAY_WORDS.search(str(message.get("subject", "")))) and (
+    delayed = bool(DELAY_WORDS.search(_subject(message))) and (
         in_text is None or in_text.startswith("4")
     )
     reports = []
@@ -604,6 +614,6 @@ def _is_auto_reply(message: Message, parts: _Parts) -> bool:
         or bool(message.get("x-autoreply") or message.get("x-autorespond"))
         or precedence == "auto_reply"
         or str(message.get("x-apple-action", "")).strip().lower() == "vacation"
-        or bool(AUTO_REPLY_SUBJECT.search(str(message.get("subject", ""))))
+        or bool(AUTO_REPLY_SUBJECT.search(_subject(message)))
         or any(words in body for words in VACATION_WORDS)
     )
