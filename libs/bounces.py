@@ -177,19 +177,37 @@ def replied_to(words: str, context: str = "") -> str | None:
     return "data" if last["data"] else "rcpt" if last["rcpt"] else "other"
 
 
-def _gives_way(rule: Rule, status: str | None, words: str, context: str) -> bool:
+@dataclass(frozen=True)
+class Context:
+    """What is known around a reply: the report text around it (read only for the SMTP command
+    it answered), and whether words alone may call an address dead when no command is named."""
+
+    text: str = ""
+    command_named_or_soft: bool = False
+    """True for a text bounce, which does not say which command failed: a "no such user" that
+    names no command is read as Sisimai reads it, a filter (soft)."""
+
+
+NOTHING_AROUND = Context()
+"""A reply on its own, such as the sender's synchronous one."""
+
+
+def _gives_way(rule: Rule, status: str | None, words: str, context: Context) -> bool:
     """True when ``rule``, matched by its words, is about the message rather than the address:
-    the reply answered DATA, or its status names a cause other than the address or the protocol
-    (not X.0.Y, X.1.Y, X.5.Y) and nothing shows it answered RCPT. This is Sisimai's reading:
-    a "no such user" to the message itself comes from a filter."""
+    the reply answered DATA, or no command is named where one must be, or its status names a
+    cause other than the address or the protocol (not X.0.Y, X.1.Y, X.5.Y) and nothing shows it
+    answered RCPT. This is Sisimai's reading: a "no such user" to the message itself comes from
+    a filter."""
     if rule.after_data is None or status in rule.statuses:
         return False
-    command = replied_to(words, context)
+    command = replied_to(words, _words(context.text))
+    if command is None and context.command_named_or_soft:
+        return True
     another_cause = status is not None and status[2:4] not in ("0.", "1.", "5.")
     return command == "data" or (another_cause and command != "rcpt")
 
 
-def matching_rule(status: str | None, words: str, context: str = "") -> Rule | None:
+def matching_rule(status: str | None, words: str, context: Context = NOTHING_AROUND) -> Rule | None:
     """The first rule whose words are in ``words`` or whose status codes hold ``status``; a
     rule with ``after_data`` matched by its words may give way to that rule (``_gives_way``)."""
     found = next(
@@ -223,13 +241,15 @@ def _fallback(code: int | None, status: str | None, words: str) -> Rule | None:
     return None
 
 
-def classify(code: int | None, status: str | None, text: str, context: str = "") -> Classification:
+def classify(
+    code: int | None, status: str | None, text: str, context: Context = NOTHING_AROUND
+) -> Classification:
     """Classify a failure from its reply code (0 or None: none, such as a network error), its
-    enhanced status (None: read it from ``text``) and its diagnostic text; ``context``, the
-    report around it, is read only for the SMTP command the reply answered."""
+    enhanced status (None: read it from ``text``), its diagnostic text, and what is known
+    around it (a report's text, for the SMTP command the reply answered)."""
     status = status or find_status(text)
     words = _words(text)
-    rule = matching_rule(status, words, _words(context)) or _fallback(code, status, words)
+    rule = matching_rule(status, words, context) or _fallback(code, status, words)
     if rule is None:
         return Classification(BounceCategory.OTHER, hard=False)
     return Classification(rule.category, hard=rule.hard and _permanent(code, status, words))

@@ -20,7 +20,7 @@ from email.policy import compat32
 from email.utils import getaddresses, parseaddr
 from enum import StrEnum
 
-from libs.bounces import classify, explains, find_reply_code, find_status
+from libs.bounces import NOTHING_AROUND, Context, classify, explains, find_reply_code, find_status
 from schemas.events import BounceCategory
 
 
@@ -378,7 +378,6 @@ def _ses_notification(parts: _Parts) -> FeedbackReport | None:
                 str(r.get("action") or ("delayed" if transient else "failed")).lower(),
                 r.get("status"),
                 _typed_value(str(r.get("diagnosticCode") or "")),
-                "",
             )
             for r in body.get("bouncedRecipients", [])
             if isinstance(r, dict) and r.get("emailAddress")
@@ -388,7 +387,7 @@ def _ses_notification(parts: _Parts) -> FeedbackReport | None:
         body = found.get("delivery") or {}
         response = str(body.get("smtpResponse") or "")
         reports = tuple(
-            _recipient(str(a), "delivered", None, response, "") for a in body.get("recipients", [])
+            _recipient(str(a), "delivered", None, response) for a in body.get("recipients", [])
         )
         return FeedbackReport(FeedbackKind.OTHER, reports, None, message_id, headers)
     return None
@@ -445,7 +444,8 @@ def _dsn_recipients(parts: _Parts) -> tuple[RecipientReport, ...]:
         nearby = _nearby(readable, address)
         diagnostic = _typed_value(block.get("diagnostic-code", "")) or nearby
         action = block.get("action", "").split()[0].lower() if block.get("action") else None
-        reports.append(_recipient(address, action, block.get("status"), diagnostic, nearby))
+        found = _recipient(address, action, block.get("status"), diagnostic, Context(nearby))
+        reports.append(found)
     return tuple(reports)
 
 
@@ -475,9 +475,13 @@ def _preferred_status(field_status: str | None, diagnostic: str) -> str | None:
 
 
 def _recipient(
-    address: str, action: str | None, field_status: str | None, diagnostic: str, context: str
+    address: str,
+    action: str | None,
+    field_status: str | None,
+    diagnostic: str,
+    context: Context = NOTHING_AROUND,
 ) -> RecipientReport:
-    """One recipient's report; ``context`` is the text around it, for the SMTP command."""
+    """One recipient's report; ``context`` is what is known around it (``classify``)."""
     diagnostic = " ".join(diagnostic.split())[:2000]
     status = _preferred_status(field_status, diagnostic)
     code = find_reply_code(diagnostic, status)
@@ -563,7 +567,7 @@ def _text_recipients(
     for address in failed:
         diagnostic = _nearby(readable, address, failed) or readable
         action = "delayed" if delayed else "failed"
-        report = _recipient(address, action, None, diagnostic, readable)
+        report = _recipient(address, action, None, diagnostic, Context(readable, True))
         if report.status is None and address.lower().endswith(GROUP_HOSTS):
             report = replace(report, category=BounceCategory.POLICY, hard_bounce=False)
         reports.append(report)

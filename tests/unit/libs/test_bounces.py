@@ -7,6 +7,7 @@ import pytest
 from libs.bounces import (
     RULES,
     Classification,
+    Context,
     classify,
     find_reply_code,
     find_status,
@@ -109,9 +110,17 @@ def test_a_no_such_user_to_the_message_itself_is_a_filter_not_a_dead_address() -
     after_data = "550 User unknown (in reply to end of DATA command)"
     assert classify(550, None, after_data) == Classification(C.POLICY, False)
     assert classify(550, "5.1.1", after_data).hard  # a dead-address status still says it
-    at_rcpt = classify(550, "5.7.1", "User unknown", context=">>> RCPT To:<bob@example.test>")
+    at_rcpt = classify(550, "5.7.1", "User unknown", Context(">>> RCPT To:<bob@example.test>"))
     assert at_rcpt.hard
     assert not classify(550, "5.7.1", "Recipient address rejected: User unknown").hard
+
+
+def test_a_text_bounce_must_name_the_command_for_a_dead_address() -> None:
+    text_bounce = Context("The following address failed: bob@example.test", True)
+    assert not classify(550, None, "550 User unknown", text_bounce).hard
+    assert classify(550, None, "550 User unknown (in reply to RCPT TO)", text_bounce).hard
+    assert classify(550, "5.1.1", "550 User unknown", text_bounce).hard
+    assert classify(550, None, "550 User unknown").hard  # a reply on its own answered RCPT
 
 
 def test_a_temporary_failure_is_never_hard() -> None:
