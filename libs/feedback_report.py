@@ -441,10 +441,10 @@ def _dsn_recipients(parts: _Parts) -> tuple[RecipientReport, ...]:
         address = _address_in(_typed_value(recipient))
         if not address:
             continue
-        nearby = _nearby(readable, address)
-        diagnostic = _typed_value(block.get("diagnostic-code", "")) or nearby
+        diagnostic = _typed_value(block.get("diagnostic-code", "")) or _nearby(readable, address)
         action = block.get("action", "").split()[0].lower() if block.get("action") else None
-        found = _recipient(address, action, block.get("status"), diagnostic, Context(nearby))
+        context = Context(_paragraph(readable, address))
+        found = _recipient(address, action, block.get("status"), diagnostic, context)
         reports.append(found)
     return tuple(reports)
 
@@ -572,6 +572,15 @@ def _text_recipients(
             report = replace(report, category=BounceCategory.POLICY, hard_bounce=False)
         reports.append(report)
     return tuple(reports)
+
+
+def _paragraph(text: str, address: str) -> str:
+    """The lines of ``text`` from where ``address`` first appears to the next blank line."""
+    at = text.lower().find(address.lower())
+    if at < 0:
+        return ""
+    end = text.find("\n\n", at)
+    return text[text.rfind("\n", 0, at) + 1 : end if end >= 0 else len(text)]
 
 
 def _nearby(text: str, address: str, others: list[str] | None = None) -> str:
