@@ -93,13 +93,15 @@ DELAY_WORDS = re.compile(
     re.IGNORECASE,
 )
 AUTO_REPLY_SUBJECT = re.compile(
-    r"^\s*(?:auto(?:matic)?[ -]?(?:reply|response|antwort|answer)|auto:|autoreply|autosvar"
-    r"|out of (?:the )?office|away from|on vacation|vacation|abwesen|absence|absent"
-    r"|r[ée]ponse automatique|respuesta autom[aá]tica|risposta automatica|automatisch antwoord"
-    r"|afwezig|fuera de la oficina|ausente|automaattinen vastaus|frånvaro|fravær|不在|自動応答"
-    r"|自动回复)",
+    r"^\s*(?:auto:|away from|on vacation|vacation|absence|absent|ausente)"
+    r"|auto(?:matic)?[ -]?(?:reply|response|antwort|answer)|autoreply|autosvar"
+    r"|out of (?:the )?office|abwesen|r[ée]ponse automatique|respuesta autom[aá]tica"
+    r"|risposta automatica|automatisch antwoord|afwezig|fuera de la oficina"
+    r"|automaattinen vastaus|frånvaro|fravær|不在|自動応答|自动回复",
     re.IGNORECASE,
 )
+AUTO_REPLY_HEADERS = ("x-autoreply", "x-autorespond", "x-autoresponder", "x-mail-autoreply")
+"""Headers that autoresponders set instead of, or besides, RFC 3834's Auto-Submitted."""
 VACATION_WORDS = (
     "i am away on vacation",
     "i am away until",
@@ -203,7 +205,8 @@ def _read(message: Message, depth: int = 0) -> FeedbackReport:
                 return forwarded
         if recipients:
             return FeedbackReport(_kind_of(recipients), recipients, None, message_id, original)
-    if auto_reply:
+    automatic = str(message.get("auto-submitted", "")).strip().lower().startswith("auto-")
+    if auto_reply or (automatic and not from_a_mailer):  # RFC 3834's auto-generated and -notified
         sender = _addresses(message.get_all("from") or [])[:1]
         recipients = tuple(RecipientReport(a, None, None, None, None, None, False) for a in sender)
         return FeedbackReport(FeedbackKind.AUTO_REPLY, recipients, None, message_id, original)
@@ -308,10 +311,13 @@ def _addresses(values: list[str]) -> list[str]:
 
 
 def _non_arf_complaint(message: Message) -> bool:
+    """A complaint without a readable feedback-report part: its report type says so, or it is
+    one of the feedback loops with a format of their own."""
     sender = parseaddr(str(message.get("from", "")))[1].lower()
     subject = _subject(message).lower()
     return (
-        str(message.get("x-apple-unsubscribe", "")).strip().lower() == "true"
+        str(message.get_param("report-type", "")).lower() == "feedback-report"
+        or str(message.get("x-apple-unsubscribe", "")).strip().lower() == "true"
         or sender in COMPLAINT_SENDERS
         or subject.startswith("complaint about message")
     )
@@ -320,9 +326,9 @@ def _non_arf_complaint(message: Message) -> bool:
 def _complaint(
     message: Message, parts: _Parts, original: dict[str, str], message_id: str | None
 ) -> FeedbackReport:
-    fields = _fields("\n".join(parts.arf))
+    fields = _fields("\n".join(parts.arf or parts.texts))
     feedback_type = next((v.lower() for n, v in fields if n == "feedback-type"), None)
-    addresses = _addresses([v for n, v in fields if n == "original-rcpt-to"])
+    addresses = _addresses([v for n, v in fields if n in ("original-rcpt-to", "removal-recipient")])
     if str(message.get("x-apple-unsubscribe", "")).strip().lower() == "true":
         feedback_type = feedback_type or "opt-out"
         addresses = addresses or _addresses(message.get_all("from") or [])
@@ -546,7 +552,6 @@ def _text_recipients(
     failed = _addresses(message.get_all("x-failed-recipients") or [])
     if not failed:
         own = _own_addresses(message, original)
-        failed = []
         for line in readable.split("\n"):
             if "message-id" in line.lower() or SUMMARY_LINE.match(line):
                 continue
@@ -624,7 +629,7 @@ def _is_auto_reply(message: Message, parts: _Parts) -> bool:
     body = " ".join("\n".join(parts.texts)[:5000].lower().split())
     return (
         auto_submitted.startswith("auto-replied")
-        or bool(message.get("x-autoreply") or message.get("x-autorespond"))
+        or any(message.get(name) for name in AUTO_REPLY_HEADERS)
         or precedence == "auto_reply"
         or str(message.get("x-apple-action", "")).strip().lower() == "vacation"
         or bool(AUTO_REPLY_SUBJECT.search(_subject(message)))
