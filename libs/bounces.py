@@ -23,7 +23,7 @@ _LEADING_STATUS = re.compile(rf"^\s*(?:\d{{3}}[ -])?({_STATUS})(?:\s+|$)")
 _ANY_STATUS = re.compile(rf"(?<![\w.\-])#?({_STATUS})(?!\.?\d)")
 _COMMAND = re.compile(
     r"(?P<data>>>> data|in reply to (?:end of )?data|after (?:end of )?data\b|data command)"
-    r"|(?P<rcpt>>>> rcpt|rcpt to|rcpt_to|in reply to rcpt|does not like recipient)"
+    r"|(?P<rcpt>\brcpt\b|rcpt_to|does not like recipient)"
     r"|>>> mail from|mail from:|in reply to mail|\behlo\b|\bhelo\b|refused to talk to me"
 )
 _REPLY_CODE = re.compile(r"(?<![\w.\-#/:=])([245][0-5]\d)[ -]+(?=[245]\.\d|[^\d\s])")

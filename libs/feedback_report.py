@@ -193,7 +193,7 @@ def _read(message: Message, depth: int = 0) -> FeedbackReport:
         return notification
     if not parts.dsn:  # delivery-status fields in a text part: a DSN with broken MIME
         parts.dsn = [text for text in parts.texts if DSN_FIELD.search(text)]
-    if parts.dsn and (recipients := _dsn_recipients(parts)):
+    if parts.dsn and (recipients := _dsn_recipients(message, parts)):
         return FeedbackReport(_kind_of(recipients), recipients, None, message_id, original)
     from_a_mailer = _from_a_mailer(message)
     auto_reply = not from_a_mailer and _is_auto_reply(message, parts)
@@ -439,13 +439,16 @@ def _typed_value(value: str) -> str:
     return rest.strip() if sep and " " not in typed.strip() else value.strip()
 
 
-def _dsn_recipients(parts: _Parts) -> tuple[RecipientReport, ...]:
+def _dsn_recipients(message: Message, parts: _Parts) -> tuple[RecipientReport, ...]:
     readable = "\n".join(parts.texts)
+    failed = _addresses(message.get_all("x-failed-recipients") or [])
     reports = []
-    for block in (b for text in parts.dsn for b in _recipient_blocks(text)):
-        recipient = block.get("final-recipient") or block.get("original-recipient", "")
-        address = _address_in(_typed_value(recipient))
-        if not address:
+    for index, block in enumerate(b for text in parts.dsn for b in _recipient_blocks(text)):
+        named = [block.get("final-recipient", ""), block.get("original-recipient", "")]
+        address = next(filter(None, (_address_in(_typed_value(n)) for n in named)), None)
+        if address is None and index < len(failed):  # Exim names a mailbox file, not an address
+            address = failed[index]
+        if address is None:
             continue
         diagnostic = _typed_value(block.get("diagnostic-code", "")) or _nearby(readable, address)
         action = block.get("action", "").split()[0].lower() if block.get("action") else None
