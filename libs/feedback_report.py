@@ -140,6 +140,9 @@ BOUNCE_BODY = re.compile(
 """Words near the top of a text bounce from a sender that says nothing else of what it is."""
 FIELD_LINE = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)\s*:\s*(.*)$")
 
+FALLBACK_CHARSETS = ("utf-8", "euc-jp", "shift_jis", "cp1252")
+"""Charsets tried, in order, on a text part its declared charset cannot decode."""
+
 MAX_TEXT = 200_000
 """Characters of a text part that are read: a bounce says what it has to say well before."""
 
@@ -254,12 +257,25 @@ def _part_text(part: Message) -> str:
     data = part.get_payload(decode=True)
     if not isinstance(data, bytes):
         return str(payload)[:MAX_TEXT]
-    charset = part.get_content_charset() or "utf-8"
-    try:
-        text = data.decode(charset, errors="replace")
-    except LookupError:
-        text = data.decode("utf-8", errors="replace")
+    text = _decoded(data, part.get_content_charset() or "utf-8")
     return text.replace("\r\n", "\n").replace("\r", "\n")[:MAX_TEXT]
+
+
+def _decoded(data: bytes, charset: str) -> str:
+    """``data`` in its declared charset, or in the likeliest other one when that leaves many
+    bytes undecodable (a mislabelled part: EUC-JP sent as ISO-2022-JP, Latin-1 as UTF-8)."""
+    candidates = (charset, *FALLBACK_CHARSETS)
+    best = ""
+    for name in candidates:
+        try:
+            text = data.decode(name, errors="replace")
+        except LookupError:
+            continue
+        if text.count("\ufffd") * 50 <= len(text):
+            return text
+        if not best or text.count("\ufffd") < best.count("\ufffd"):
+            best = text
+    return best
 
 
 def _html_text(html: str) -> str:
