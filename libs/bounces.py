@@ -66,6 +66,21 @@ class Classification:
 
 
 @dataclass(frozen=True)
+class Context:
+    """What is known around a reply: the report text around it (read only for the SMTP command
+    it answered), and whether words alone may call an address dead when no command is named."""
+
+    text: str = ""
+    command_required: bool = False
+    """True for a text bounce, which seldom says which command failed: a "no such user" that
+    names none is read as Sisimai reads it, a filter (soft)."""
+
+
+NOTHING_AROUND = Context()
+"""A reply on its own, such as the sender's synchronous one."""
+
+
+@dataclass(frozen=True)
 class Rule:
     """One row of the rule table: the words and status codes that mean one kind of failure."""
 
@@ -177,21 +192,6 @@ def replied_to(words: str, context: str = "") -> str | None:
     return "data" if last["data"] else "rcpt" if last["rcpt"] else "other"
 
 
-@dataclass(frozen=True)
-class Context:
-    """What is known around a reply: the report text around it (read only for the SMTP command
-    it answered), and whether words alone may call an address dead when no command is named."""
-
-    text: str = ""
-    command_named_or_soft: bool = False
-    """True for a text bounce, which does not say which command failed: a "no such user" that
-    names no command is read as Sisimai reads it, a filter (soft)."""
-
-
-NOTHING_AROUND = Context()
-"""A reply on its own, such as the sender's synchronous one."""
-
-
 def _gives_way(rule: Rule, status: str | None, words: str, context: Context) -> bool:
     """True when ``rule``, matched by its words, is about the message rather than the address:
     the reply answered DATA, or no command is named where one must be, or its status names a
@@ -201,7 +201,7 @@ def _gives_way(rule: Rule, status: str | None, words: str, context: Context) -> 
     if rule.after_data is None or status in rule.statuses:
         return False
     command = replied_to(words, _words(context.text))
-    if command is None and context.command_named_or_soft:
+    if command is None and context.command_required:
         return True
     another_cause = status is not None and status[2:4] not in ("0.", "1.", "5.")
     return command == "data" or (another_cause and command != "rcpt")

@@ -591,7 +591,9 @@ def _text_recipients(
     for address in failed:
         diagnostic = _nearby(readable, address, failed) or readable
         action = "delayed" if delayed else "failed"
-        report = _recipient(address, action, None, diagnostic, Context(readable, True))
+        report = _recipient(
+            address, action, None, diagnostic, Context(readable, command_required=True)
+        )
         if report.status is None and address.lower().endswith(GROUP_HOSTS):
             report = replace(report, category=BounceCategory.POLICY, hard_bounce=False)
         reports.append(report)

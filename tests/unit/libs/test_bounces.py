@@ -116,7 +116,7 @@ def test_a_no_such_user_to_the_message_itself_is_a_filter_not_a_dead_address() -
 
 
 def test_a_text_bounce_must_name_the_command_for_a_dead_address() -> None:
-    text_bounce = Context("The following address failed: bob@example.test", True)
+    text_bounce = Context("The following address failed: bob@example.test", command_required=True)
     assert not classify(550, None, "550 User unknown", text_bounce).hard
     assert classify(550, None, "550 User unknown (in reply to RCPT TO)", text_bounce).hard
     assert classify(550, "5.1.1", "550 User unknown", text_bounce).hard
