@@ -84,9 +84,10 @@ BOUNCE_SUBJECT = re.compile(
     r"|failure notice|returned mail|returned to sender|mail delivery|could not be delivered"
     r"|delivery has failed|not delivered|unable to deliver|delivery error|mail system error"
     r"|warning: could not send|delayed mail|mail failure|permanent error|message delayed"
-    r"|rejected|bounce",
+    r"|bounced? mail",
     re.IGNORECASE,
 )
+"""Subjects of bounces (a person's reply may say "rejected" or "bounce": not enough)."""
 DELAY_WORDS = re.compile(
     r"\bdelayed\b|will (?:continue to )?(?:retry|try again)|not yet been delivered"
     r"|still (?:undelivered|trying)|warning: message|delivery delay",

@@ -110,6 +110,12 @@ def test_text_bounces_without_a_dsn() -> None:
 def test_ordinary_mail_is_other() -> None:
     report = parsed("not-feedback.eml")
     assert (report.kind, report.recipients) == (FeedbackKind.OTHER, ())
+    reply = (
+        b"From: Sam <sam@client.example>\nTo: billing@sender.example\n"
+        b"Subject: Re: your payment was rejected\n\n"
+        b"Why was it rejected? Ask ops@client.example, they got a 550 too.\n"
+    )
+    assert parse_feedback(reply).kind is FeedbackKind.OTHER
 
 
 def test_report_json_has_the_contract_fields() -> None:
