@@ -144,6 +144,10 @@ FIELD_LINE = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)\s*:\s*(.*)$")
 FALLBACK_CHARSETS = ("utf-8", "euc-jp", "shift_jis", "cp1252")
 """Charsets tried, in order, on a text part its declared charset cannot decode."""
 
+MAX_RECIPIENTS = 100
+"""Recipients read from one report: Sendarix sends each message to one recipient, and a hostile
+report naming thousands must not stall the listener."""
+
 MAX_TEXT = 200_000
 """Characters of a text part that are read: a bounce says what it has to say well before."""
 
@@ -460,7 +464,8 @@ def _dsn_recipients(message: Message, parts: _Parts) -> tuple[RecipientReport, .
     readable = "\n".join(parts.texts)
     failed = _addresses(message.get_all("x-failed-recipients") or [])
     reports = []
-    for index, block in enumerate(b for text in parts.dsn for b in _recipient_blocks(text)):
+    blocks = [b for text in parts.dsn for b in _recipient_blocks(text)][:MAX_RECIPIENTS]
+    for index, block in enumerate(blocks):
         named = [block.get("final-recipient", ""), block.get("original-recipient", "")]
         address = next(filter(None, (_address_in(_typed_value(n)) for n in named)), None)
         if address is None and index < len(failed):  # Exim names a mailbox file, not an address
@@ -569,7 +574,7 @@ def _text_recipients(
     message: Message, parts: _Parts, original: Mapping[str, str]
 ) -> tuple[RecipientReport, ...]:
     readable = _readable(parts)
-    failed = _addresses(message.get_all("x-failed-recipients") or [])
+    failed = _addresses(message.get_all("x-failed-recipients") or [])[:MAX_RECIPIENTS]
     if not failed:
         own = _own_addresses(message, original)
         for line in readable.split("\n"):
@@ -580,7 +585,7 @@ def _text_recipients(
                 lowered = address.lower()
                 if lowered in own or lowered.partition("@")[0] in MAILER_LOCAL_PARTS:
                     continue
-                if lowered not in (a.lower() for a in failed):
+                if lowered not in (a.lower() for a in failed) and len(failed) < MAX_RECIPIENTS:
                     failed.append(address)
     if not failed:
         failed = _addresses([original.get("to", "")])[:1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from libs.cli import main
 from libs.feedback_report import (
+    MAX_RECIPIENTS,
     FeedbackKind,
     FeedbackReport,
     RecipientReport,
@@ -154,6 +156,16 @@ def test_mangled_fixtures_never_raise() -> None:
         assert isinstance(parse_feedback(bytes(cut)), FeedbackReport)
     nested = b"Content-Type: multipart/mixed; boundary=x\n\n" + b"--x\n" * 5000
     assert isinstance(parse_feedback(nested), FeedbackReport)
+
+
+def test_a_report_naming_thousands_of_recipients_is_read_quickly() -> None:
+    lines = "\n".join(f"<user{i}@host{i}.test>: said: 550 5.1.1 user unknown" for i in range(5000))
+    raw = f"From: MAILER-DAEMON@mx.test\nSubject: Undelivered Mail\n\n{lines}\n".encode()
+    started = time.monotonic()
+    report = parse_feedback(raw)
+    assert time.monotonic() - started < 2
+    assert len(report.recipients) == MAX_RECIPIENTS
+    assert report.recipients[0].address == "user0@host0.test"
 
 
 def test_the_cli_prints_the_report() -> None:
