@@ -114,15 +114,19 @@ VACATION_WORDS = (
     "i am on vacation",
 )
 ORIGINAL_MARKER = re.compile(
-    r"^\s*[-=_*]*\s*(?:original message|unsent message|returned message|message headers? follow"
+    r"^[ \t]*[-=_*]*[ \t]*(?:original message|unsent message|returned message|message headers? follow"
     r"|below this line is a copy|this is a copy of the|the header of the original|original headers"
     r"|copy of the original|headers of the original|returned mail follows|original text follows"
     r"|content-type: message/rfc822|forwarded message)",
     re.IGNORECASE | re.MULTILINE,
 )
-ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+ADDRESS = re.compile(
+    r"(?<![A-Za-z0-9.!#$%&'*+/=?^_`{|}~-])[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}"
+    r"@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,10}"
+)
+"""An email address in free text; it starts where a local part can start (linear time)."""
 DSN_FIELD = re.compile(r"^(?:Final|Original)-Recipient:", re.IGNORECASE | re.MULTILINE)
-ORIGINAL_START = re.compile(r"^\s*(?:Return-Path|Received):[ \t]", re.MULTILINE)
+ORIGINAL_START = re.compile(r"^[ \t]*(?:Return-Path|Received):[ \t]", re.MULTILINE)
 """The first header of a returned original pasted into the text of a bounce."""
 SUMMARY_LINE = re.compile(
     r"^\s*(?:mail from|from|sender|reply-to|return-path|envelope-from|to|cc|bcc|subject|date"

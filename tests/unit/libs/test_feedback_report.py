@@ -7,6 +7,7 @@ import random
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -166,6 +167,16 @@ def test_a_report_naming_thousands_of_recipients_is_read_quickly() -> None:
     assert time.monotonic() - started < 2
     assert len(report.recipients) == MAX_RECIPIENTS
     assert report.recipients[0].address == "user0@host0.test"
+
+
+@pytest.mark.parametrize(
+    "body", ["\n" * 200_000, " \n" * 100_000, "a" * 200_000, "-" * 200_000, "550 " * 50_000]
+)
+def test_pathological_text_is_read_in_linear_time(body: str) -> None:
+    raw = f"From: MAILER-DAEMON@mx.test\nSubject: Undelivered Mail\n\n{body}".encode()
+    started = time.monotonic()
+    assert isinstance(parse_feedback(raw), FeedbackReport)
+    assert time.monotonic() - started < 2
 
 
 def test_the_cli_prints_the_report() -> None:
