@@ -115,7 +115,8 @@ VACATION_WORDS = (
 )
 ORIGINAL_MARKER = re.compile(
     r"^[ \t]*[-=_*]*[ \t]*(?:original message|unsent message|returned message"
-    r"|message headers? follow|below this line is a copy|this is a copy of the|the header of the original|original headers"
+    r"|message headers? follow|below this line is a copy|this is a copy of the"
+    r"|the header of the original|original headers"
     r"|copy of the original|headers of the original|returned mail follows|original text follows"
     r"|content-type: message/rfc822|forwarded message)",
     re.IGNORECASE | re.MULTILINE,
