@@ -89,6 +89,7 @@ PROVIDER_REPLIES = [
     ("550 5.7.1 this message is likely unsolicited mail", C.SPAM_BLOCK, False),
     ("421 4.7.0 Too many connections from your IP, try again later", C.THROTTLING, False),
     ("451 4.7.1 Rate limited: please try again slower", C.THROTTLING, False),
+    ("421 4.7.0 Too many messages, slow down and try again later", C.THROTTLING, False),
     ("550 5.7.26 Unauthenticated email is not accepted due to DMARC", C.AUTH_FAILURE, False),
     ("550 5.2.1 The email account that you tried to reach is disabled", C.INVALID_RECIPIENT, False),
     ("550 5.2.1 The user is receiving mail at a rate that prevents more", C.THROTTLING, False),
