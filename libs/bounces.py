@@ -19,14 +19,14 @@ from schemas.pipeline import SmtpReply
 RULES_FILE = Path(__file__).with_name("bounce_rules.toml")
 
 _STATUS = r"[245]\.\d{1,3}\.\d{1,3}"
-_LEADING_STATUS = re.compile(rf"^\s*(?:\d{{3}}[ -])?#?({_STATUS})(?=\s|$|[,;:)\]])\s*")
+_LEADING_STATUS = re.compile(rf"^\s*(?:\d{{3}}[ -])?({_STATUS})(?:\s+|$)")
 _ANY_STATUS = re.compile(rf"(?<![\w.\-])#?({_STATUS})(?!\.?\d)")
 _COMMAND = re.compile(
     r"(?P<data>>>> data|in reply to (?:end of )?data|after (?:end of )?data\b|data command)"
-    r"|>>> rcpt|rcpt to|in reply to rcpt|>>> mail from|mail from:|in reply to mail"
-    r"|\behlo\b|\bhelo\b|refused to talk to me"
+    r"|(?P<rcpt>\brcpt\b|rcpt_to|does not like recipient)"
+    r"|>>> mail from|mail from:|in reply to mail|\behlo\b|\bhelo\b|refused to talk to me"
 )
-_REPLY_CODE = re.compile(r"(?<![\w.\-#/:=])([245][0-5]\d)(?:[ -]+|$)(?=[^\d\s]|$)", re.MULTILINE)
+_REPLY_CODE = re.compile(r"(?<![\w.\-#/:=])([245][0-5]\d)[ -]+(?=[245]\.\d|[^\d\s])")
 
 MAILBOX_REJECTION_CODES = frozenset({550, 551, 553})
 """Reply codes of a rejected mailbox, trusted as a dead address when nothing else matches and
@@ -63,6 +63,21 @@ class Classification:
 
     category: BounceCategory
     hard: bool
+
+
+@dataclass(frozen=True)
+class Context:
+    """What is known around a reply: the report text around it (read only for the SMTP command
+    it answered), and whether words alone may call an address dead when no command is named."""
+
+    text: str = ""
+    command_required: bool = False
+    """True for a text bounce, which seldom says which command failed: a "no such user" that
+    names none is read as Sisimai reads it, a filter (soft)."""
+
+
+NOTHING_AROUND = Context()
+"""A reply on its own, such as the sender's synchronous one."""
 
 
 @dataclass(frozen=True)
@@ -167,19 +182,34 @@ def _permanent(code: int | None, status: str | None, words: str) -> bool:
     return not any(hint in words for hint in TEMPORARY_HINTS)
 
 
-def after_data(words: str, context: str = "") -> bool:
-    """True when the reply answered the message itself (DATA) rather than an address: the last
-    SMTP command its text names, else the first one the report around it names."""
-    named = [match["data"] is not None for match in _COMMAND.finditer(words)]
-    if named:
-        return named[-1]
-    first = _COMMAND.search(context)
-    return first is not None and first["data"] is not None
+def replied_to(words: str, context: str = "") -> str | None:
+    """The SMTP command a reply answered, ``"data"``, ``"rcpt"`` or ``"other"`` (None: not
+    known): the last one its text names, else the first one the report around it names."""
+    named = list(_COMMAND.finditer(words)) or list(_COMMAND.finditer(context))[:1]
+    if not named:
+        return None
+    last = named[-1]
+    return "data" if last["data"] else "rcpt" if last["rcpt"] else "other"
 
 
-def matching_rule(status: str | None, words: str, context: str = "") -> Rule | None:
+def _gives_way(rule: Rule, status: str | None, words: str, context: Context) -> bool:
+    """True when ``rule``, matched by its words, is about the message rather than the address:
+    the reply answered DATA, or no command is named where one must be, or its status names a
+    cause other than the address or the protocol (not X.0.Y, X.1.Y, X.5.Y) and nothing shows it
+    answered RCPT. This is Sisimai's reading: a "no such user" to the message itself comes from
+    a filter."""
+    if rule.after_data is None or status in rule.statuses:
+        return False
+    command = replied_to(words, _words(context.text))
+    if command is None and context.command_required:
+        return True
+    another_cause = status is not None and status[2:4] not in ("0.", "1.", "5.")
+    return command == "data" or (another_cause and command != "rcpt")
+
+
+def matching_rule(status: str | None, words: str, context: Context = NOTHING_AROUND) -> Rule | None:
     """The first rule whose words are in ``words`` or whose status codes hold ``status``; a
-    rule with ``after_data`` matched by its words gives way to that rule for a reply to DATA."""
+    rule with ``after_data`` matched by its words may give way to that rule (``_gives_way``)."""
     found = next(
         (
             rule
@@ -192,12 +222,7 @@ def matching_rule(status: str | None, words: str, context: str = "") -> Rule | N
         ),
         None,
     )
-    if (
-        found is not None
-        and found.after_data
-        and status not in found.statuses
-        and after_data(words, context)
-    ):
+    if found is not None and found.after_data and _gives_way(found, status, words, context):
         return _BY_NAME[found.after_data]
     return found
 
@@ -217,20 +242,23 @@ def _fallback(code: int | None, status: str | None, words: str) -> Rule | None:
 
 
 def classify(
-    code: int | None, status: str | None, text: str, context: str = ""
+    code: int | None, status: str | None, text: str, context: Context = NOTHING_AROUND
 ) -> Classification:
     """Classify a failure from its reply code (0 or None: none, such as a network error), its
-    enhanced status (None: read it from ``text``) and its diagnostic text; ``context``, the
-    report around it, is read only for the SMTP command the reply answered."""
+    enhanced status (None: read it from ``text``), its diagnostic text, and what is known
+    around it (a report's text, for the SMTP command the reply answered)."""
     status = status or find_status(text)
     words = _words(text)
-    rule = matching_rule(status, words, _words(context)) or _fallback(code, status, words)
+    rule = matching_rule(status, words, context) or _fallback(code, status, words)
     if rule is None:
         return Classification(BounceCategory.OTHER, hard=False)
     return Classification(rule.category, hard=rule.hard and _permanent(code, status, words))
 
 
 def reply_bounce(reply: SmtpReply) -> Bounce:
-    """The classification a ``bounced`` or ``deferred`` event carries for a synchronous reply."""
+    """The classification a ``bounced`` or ``deferred`` event carries for a synchronous reply;
+    the sender's own code 0 (a network error or timeout) says nothing about the recipient."""
+    if reply.code == 0:
+        return Bounce(category=BounceCategory.OTHER, hard=False)
     found = classify(reply.code, reply.enhanced_status, reply.text)
     return Bounce(category=found.category, hard=found.hard)

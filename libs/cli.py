@@ -23,6 +23,7 @@ from libs.broker import ensure_topics
 from libs.database import apply_migrations, open_pool
 from libs.domain_verification import verify_domain
 from libs.domain_views import DomainView
+from libs.feedback_report import parse_feedback, report_json
 from libs.message_log import LoggedMessage, read_message
 from libs.sending_domains import (
     InvalidDomain,
@@ -583,3 +584,16 @@ def domain_verify(settings: Settings, tenant_id: str, name: str) -> None:
     if checked is None:
         raise click.ClickException(f"domain {found.domain} was removed meanwhile")
     _print_domain(settings, checked)
+
+
+@main.group()
+def feedback() -> None:
+    """Bounces, complaints and auto-replies: what the feedback listener reads from them."""
+
+
+@feedback.command("parse")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path))
+def feedback_parse(file: Path) -> None:
+    """Print, as JSON, what one bounce, complaint or auto-reply message (.eml) FILE says:
+    its kind and, per recipient, the status, reply code, diagnostic, category and hard/soft."""
+    _print_json(report_json(parse_feedback(file.read_bytes())))

@@ -14,12 +14,13 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from email.header import decode_header, make_header
 from email.message import Message
 from email.policy import compat32
 from email.utils import getaddresses, parseaddr
 from enum import StrEnum
 
-from libs.bounces import classify, explains, find_reply_code, find_status
+from libs.bounces import NOTHING_AROUND, Context, classify, explains, find_reply_code, find_status
 from schemas.events import BounceCategory
 
 
@@ -83,22 +84,25 @@ BOUNCE_SUBJECT = re.compile(
     r"|failure notice|returned mail|returned to sender|mail delivery|could not be delivered"
     r"|delivery has failed|not delivered|unable to deliver|delivery error|mail system error"
     r"|warning: could not send|delayed mail|mail failure|permanent error|message delayed"
-    r"|rejected|bounce",
+    r"|bounced? mail",
     re.IGNORECASE,
 )
+"""Subjects of bounces (a person's reply may say "rejected" or "bounce": not enough)."""
 DELAY_WORDS = re.compile(
     r"\bdelayed\b|will (?:continue to )?(?:retry|try again)|not yet been delivered"
     r"|still (?:undelivered|trying)|warning: message|delivery delay",
     re.IGNORECASE,
 )
 AUTO_REPLY_SUBJECT = re.compile(
-    r"^\s*(?:auto(?:matic)?[ -]?(?:reply|response|antwort|answer)|auto:|autoreply|autosvar"
-    r"|out of (?:the )?office|away from|on vacation|vacation|abwesen|absence|absent"
-    r"|r[ée]ponse automatique|respuesta autom[aá]tica|risposta automatica|automatisch antwoord"
-    r"|afwezig|fuera de la oficina|ausente|automaattinen vastaus|frånvaro|fravær|不在|自動応答"
-    r"|自动回复)",
+    r"^\s*(?:auto:|away from|on vacation|vacation|absence|absent|ausente)"
+    r"|auto(?:matic)?[ -]?(?:reply|response|antwort|answer)|autoreply|autosvar"
+    r"|out of (?:the )?office|abwesen|r[ée]ponse automatique|respuesta autom[aá]tica"
+    r"|risposta automatica|automatisch antwoord|afwezig|fuera de la oficina"
+    r"|automaattinen vastaus|frånvaro|fravær|不在|自動応答|自动回复",
     re.IGNORECASE,
 )
+AUTO_REPLY_HEADERS = ("x-autoreply", "x-autorespond", "x-autoresponder", "x-mail-autoreply")
+"""Headers that autoresponders set instead of, or besides, RFC 3834's Auto-Submitted."""
 VACATION_WORDS = (
     "i am away on vacation",
     "i am away until",
@@ -110,14 +114,20 @@ VACATION_WORDS = (
     "i am on vacation",
 )
 ORIGINAL_MARKER = re.compile(
-    r"^\s*[-=_*]*\s*(?:original message|unsent message|returned message|message headers? follow"
-    r"|below this line is a copy|this is a copy of the|the header of the original|original headers"
+    r"^[ \t]*[-=_*]*[ \t]*(?:original message|unsent message|returned message"
+    r"|message headers? follow|below this line is a copy|this is a copy of the"
+    r"|the header of the original|original headers"
     r"|copy of the original|headers of the original|returned mail follows|original text follows"
     r"|content-type: message/rfc822|forwarded message)",
     re.IGNORECASE | re.MULTILINE,
 )
-ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
-ORIGINAL_START = re.compile(r"^\s*(?:Return-Path|Received):[ \t]", re.MULTILINE)
+ADDRESS = re.compile(
+    r"(?<![A-Za-z0-9.!#$%&'*+/=?^_`{|}~-])[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}"
+    r"@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,10}"
+)
+"""An email address in free text; it starts where a local part can start (linear time)."""
+DSN_FIELD = re.compile(r"^(?:Final|Original)-Recipient:", re.IGNORECASE | re.MULTILINE)
+ORIGINAL_START = re.compile(r"^[ \t]*(?:Return-Path|Received):[ \t]", re.MULTILINE)
 """The first header of a returned original pasted into the text of a bounce."""
 SUMMARY_LINE = re.compile(
     r"^\s*(?:mail from|from|sender|reply-to|return-path|envelope-from|to|cc|bcc|subject|date"
@@ -135,6 +145,13 @@ BOUNCE_BODY = re.compile(
 )
 """Words near the top of a text bounce from a sender that says nothing else of what it is."""
 FIELD_LINE = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)\s*:\s*(.*)$")
+
+FALLBACK_CHARSETS = ("utf-8", "euc-jp", "shift_jis", "cp1252")
+"""Charsets tried, in order, on a text part its declared charset cannot decode."""
+
+MAX_RECIPIENTS = 100
+"""Recipients read from one report: Sendarix sends each message to one recipient, and a hostile
+report naming thousands must not stall the listener."""
 
 MAX_TEXT = 200_000
 """Characters of a text part that are read: a bounce says what it has to say well before."""
@@ -179,7 +196,7 @@ class _Parts:
     original: Message | None = None
 
 
-def _read(message: Message) -> FeedbackReport:
+def _read(message: Message, depth: int = 0) -> FeedbackReport:
     parts = _sorted_parts(message)
     original = _original_headers(parts.original)
     message_id = _bare_id(original.get("message-id"))
@@ -187,13 +204,22 @@ def _read(message: Message) -> FeedbackReport:
         return _complaint(message, parts, original, message_id)
     if notification := _ses_notification(parts):
         return notification
-    if parts.dsn and (recipients := _dsn_recipients(parts)):
+    if not parts.dsn:  # delivery-status fields in a text part: a DSN with broken MIME
+        parts.dsn = [text for text in parts.texts if DSN_FIELD.search(text)]
+    if parts.dsn and (recipients := _dsn_recipients(message, parts)):
         return FeedbackReport(_kind_of(recipients), recipients, None, message_id, original)
-    auto_reply = _is_auto_reply(message, parts)
-    if _from_a_mailer(message) or (not auto_reply and _reads_like_bounce(parts)):
-        if recipients := _text_recipients(message, parts, original):
+    from_a_mailer = _from_a_mailer(message)
+    auto_reply = not from_a_mailer and _is_auto_reply(message, parts)
+    if from_a_mailer or (not auto_reply and _reads_like_bounce(parts)):
+        recipients = _text_recipients(message, parts, original)
+        if parts.original is not None and depth < 3 and not any(r.status for r in recipients):
+            forwarded = _read(parts.original, depth + 1)  # a bounce that returns a bounce
+            if forwarded.kind in (FeedbackKind.BOUNCE, FeedbackKind.DELAY):
+                return forwarded
+        if recipients:
             return FeedbackReport(_kind_of(recipients), recipients, None, message_id, original)
-    if auto_reply:
+    automatic = str(message.get("auto-submitted", "")).strip().lower().startswith("auto-")
+    if auto_reply or (automatic and not from_a_mailer):  # RFC 3834's auto-generated and -notified
         sender = _addresses(message.get_all("from") or [])[:1]
         recipients = tuple(RecipientReport(a, None, None, None, None, None, False) for a in sender)
         return FeedbackReport(FeedbackKind.AUTO_REPLY, recipients, None, message_id, original)
@@ -241,12 +267,25 @@ def _part_text(part: Message) -> str:
     data = part.get_payload(decode=True)
     if not isinstance(data, bytes):
         return str(payload)[:MAX_TEXT]
-    charset = part.get_content_charset() or "utf-8"
-    try:
-        text = data.decode(charset, errors="replace")
-    except LookupError:
-        text = data.decode("utf-8", errors="replace")
+    text = _decoded(data, part.get_content_charset() or "utf-8")
     return text.replace("\r\n", "\n").replace("\r", "\n")[:MAX_TEXT]
+
+
+def _decoded(data: bytes, charset: str) -> str:
+    """``data`` in its declared charset, or in the likeliest other one when that leaves many
+    bytes undecodable (a mislabelled part: EUC-JP sent as ISO-2022-JP, Latin-1 as UTF-8)."""
+    candidates = (charset, *FALLBACK_CHARSETS)
+    best = ""
+    for name in candidates:
+        try:
+            text = data.decode(name, errors="replace")
+        except LookupError:
+            continue
+        if text.count("\ufffd") * 50 <= len(text):
+            return text
+        if not best or text.count("\ufffd") < best.count("\ufffd"):
+            best = text
+    return best
 
 
 def _html_text(html: str) -> str:
@@ -277,6 +316,15 @@ def _bare_id(value: str | None) -> str | None:
     return value.strip().strip("<>").strip() or None
 
 
+def _subject(message: Message) -> str:
+    """The subject, RFC 2047 words decoded (an auto-reply's is often in the reader's language)."""
+    raw = str(message.get("subject", ""))
+    try:
+        return str(make_header(decode_header(raw)))
+    except (ValueError, LookupError, UnicodeError):
+        return raw
+
+
 def _addresses(values: list[str]) -> list[str]:
     found = []
     for _, address in getaddresses([str(v) for v in values]):
@@ -289,10 +337,13 @@ def _addresses(values: list[str]) -> list[str]:
 
 
 def _non_arf_complaint(message: Message) -> bool:
+    """A complaint without a readable feedback-report part: its report type says so, or it is
+    one of the feedback loops with a format of their own."""
     sender = parseaddr(str(message.get("from", "")))[1].lower()
-    subject = str(message.get("subject", "")).lower()
+    subject = _subject(message).lower()
     return (
-        str(message.get("x-apple-unsubscribe", "")).strip().lower() == "true"
+        str(message.get_param("report-type", "")).lower() == "feedback-report"
+        or str(message.get("x-apple-unsubscribe", "")).strip().lower() == "true"
         or sender in COMPLAINT_SENDERS
         or subject.startswith("complaint about message")
     )
@@ -301,9 +352,9 @@ def _non_arf_complaint(message: Message) -> bool:
 def _complaint(
     message: Message, parts: _Parts, original: dict[str, str], message_id: str | None
 ) -> FeedbackReport:
-    fields = _fields("\n".join(parts.arf))
+    fields = _fields("\n".join(parts.arf or parts.texts))
     feedback_type = next((v.lower() for n, v in fields if n == "feedback-type"), None)
-    addresses = _addresses([v for n, v in fields if n == "original-rcpt-to"])
+    addresses = _addresses([v for n, v in fields if n in ("original-rcpt-to", "removal-recipient")])
     if str(message.get("x-apple-unsubscribe", "")).strip().lower() == "true":
         feedback_type = feedback_type or "opt-out"
         addresses = addresses or _addresses(message.get_all("from") or [])
@@ -359,7 +410,6 @@ def _ses_notification(parts: _Parts) -> FeedbackReport | None:
                 str(r.get("action") or ("delayed" if transient else "failed")).lower(),
                 r.get("status"),
                 _typed_value(str(r.get("diagnosticCode") or "")),
-                "",
             )
             for r in body.get("bouncedRecipients", [])
             if isinstance(r, dict) and r.get("emailAddress")
@@ -369,7 +419,7 @@ def _ses_notification(parts: _Parts) -> FeedbackReport | None:
         body = found.get("delivery") or {}
         response = str(body.get("smtpResponse") or "")
         reports = tuple(
-            _recipient(str(a), "delivered", None, response, "") for a in body.get("recipients", [])
+            _recipient(str(a), "delivered", None, response) for a in body.get("recipients", [])
         )
         return FeedbackReport(FeedbackKind.OTHER, reports, None, message_id, headers)
     return None
@@ -415,18 +465,23 @@ def _typed_value(value: str) -> str:
     return rest.strip() if sep and " " not in typed.strip() else value.strip()
 
 
-def _dsn_recipients(parts: _Parts) -> tuple[RecipientReport, ...]:
+def _dsn_recipients(message: Message, parts: _Parts) -> tuple[RecipientReport, ...]:
     readable = "\n".join(parts.texts)
+    failed = _addresses(message.get_all("x-failed-recipients") or [])
     reports = []
-    for block in (b for text in parts.dsn for b in _recipient_blocks(text)):
-        recipient = block.get("final-recipient") or block.get("original-recipient", "")
-        address = _address_in(_typed_value(recipient))
-        if not address:
+    blocks = [b for text in parts.dsn for b in _recipient_blocks(text)][:MAX_RECIPIENTS]
+    for index, block in enumerate(blocks):
+        named = [block.get("final-recipient", ""), block.get("original-recipient", "")]
+        address = next(filter(None, (_address_in(_typed_value(n)) for n in named)), None)
+        if address is None and index < len(failed):  # Exim names a mailbox file, not an address
+            address = failed[index]
+        if address is None:
             continue
-        nearby = _nearby(readable, address)
-        diagnostic = _typed_value(block.get("diagnostic-code", "")) or nearby
+        diagnostic = _typed_value(block.get("diagnostic-code", "")) or _nearby(readable, address)
         action = block.get("action", "").split()[0].lower() if block.get("action") else None
-        reports.append(_recipient(address, action, block.get("status"), diagnostic, nearby))
+        context = Context(_paragraph(readable, address))
+        found = _recipient(address, action, block.get("status"), diagnostic, context)
+        reports.append(found)
     return tuple(reports)
 
 
@@ -439,7 +494,7 @@ def _preferred_status(field_status: str | None, diagnostic: str) -> str | None:
     """The Status field or the code in the diagnostic, whichever says more (Sisimai's rules):
     the one of the reply code's class, else the more specific one."""
     field_code = find_status(field_status or "")
-    in_text = find_status(diagnostic, classes="45")
+    in_text = find_status(diagnostic, classes="45") or find_status(diagnostic)
     if field_code is None or in_text is None or field_code == in_text:
         return field_code or in_text
     reply = str(find_reply_code(diagnostic) or "")
@@ -456,9 +511,13 @@ def _preferred_status(field_status: str | None, diagnostic: str) -> str | None:
 
 
 def _recipient(
-    address: str, action: str | None, field_status: str | None, diagnostic: str, context: str
+    address: str,
+    action: str | None,
+    field_status: str | None,
+    diagnostic: str,
+    context: Context = NOTHING_AROUND,
 ) -> RecipientReport:
-    """One recipient's report; ``context`` is the text around it, for the SMTP command."""
+    """One recipient's report; ``context`` is what is known around it (``classify``)."""
     diagnostic = " ".join(diagnostic.split())[:2000]
     status = _preferred_status(field_status, diagnostic)
     code = find_reply_code(diagnostic, status)
@@ -488,7 +547,7 @@ def _from_a_mailer(message: Message) -> bool:
         parseaddr(sender)[1].lower().partition("@")[0] in MAILER_LOCAL_PARTS
         or "mailer-daemon" in sender.lower()
         or bool(message.get("x-failed-recipients"))
-        or bool(BOUNCE_SUBJECT.search(str(message.get("subject", ""))))
+        or bool(BOUNCE_SUBJECT.search(_subject(message)))
     )
 
 
@@ -520,10 +579,9 @@ def _text_recipients(
     message: Message, parts: _Parts, original: Mapping[str, str]
 ) -> tuple[RecipientReport, ...]:
     readable = _readable(parts)
-    failed = _addresses(message.get_all("x-failed-recipients") or [])
+    failed = _addresses(message.get_all("x-failed-recipients") or [])[:MAX_RECIPIENTS]
     if not failed:
         own = _own_addresses(message, original)
-        failed = []
         for line in readable.split("\n"):
             if "message-id" in line.lower() or SUMMARY_LINE.match(line):
                 continue
@@ -532,23 +590,34 @@ def _text_recipients(
                 lowered = address.lower()
                 if lowered in own or lowered.partition("@")[0] in MAILER_LOCAL_PARTS:
                     continue
-                if lowered not in (a.lower() for a in failed):
+                if lowered not in (a.lower() for a in failed) and len(failed) < MAX_RECIPIENTS:
                     failed.append(address)
     if not failed:
         failed = _addresses([original.get("to", "")])[:1]
     in_text = find_status(readable)
-    delayed = bool(DELAY_WORDS.search(str(message.get("subject", "")))) and (
+    delayed = bool(DELAY_WORDS.search(_subject(message))) and (
         in_text is None or in_text.startswith("4")
     )
     reports = []
     for address in failed:
         diagnostic = _nearby(readable, address, failed) or readable
         action = "delayed" if delayed else "failed"
-        report = _recipient(address, action, None, diagnostic, readable)
+        report = _recipient(
+            address, action, None, diagnostic, Context(readable, command_required=True)
+        )
         if report.status is None and address.lower().endswith(GROUP_HOSTS):
             report = replace(report, category=BounceCategory.POLICY, hard_bounce=False)
         reports.append(report)
     return tuple(reports)
+
+
+def _paragraph(text: str, address: str) -> str:
+    """The lines of ``text`` from where ``address`` first appears to the next blank line."""
+    at = text.lower().find(address.lower())
+    if at < 0:
+        return ""
+    end = text.find("\n\n", at)
+    return text[text.rfind("\n", 0, at) + 1 : end if end >= 0 else len(text)]
 
 
 def _nearby(text: str, address: str, others: list[str] | None = None) -> str:
@@ -592,9 +661,9 @@ def _is_auto_reply(message: Message, parts: _Parts) -> bool:
     body = " ".join("\n".join(parts.texts)[:5000].lower().split())
     return (
         auto_submitted.startswith("auto-replied")
-        or bool(message.get("x-autoreply") or message.get("x-autorespond"))
+        or any(message.get(name) for name in AUTO_REPLY_HEADERS)
         or precedence == "auto_reply"
         or str(message.get("x-apple-action", "")).strip().lower() == "vacation"
-        or bool(AUTO_REPLY_SUBJECT.search(str(message.get("subject", ""))))
+        or bool(AUTO_REPLY_SUBJECT.search(_subject(message)))
         or any(words in body for words in VACATION_WORDS)
     )

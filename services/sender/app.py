@@ -281,6 +281,7 @@ class SenderService(PipelineService):
             route=job.route,
             attempt=job.attempt,
             smtp=verdict.reply,
+            bounce=verdict.bounce,
             problem=verdict.problem,
             next_attempt_at=verdict.retry.due_at if verdict.retry else None,
         )

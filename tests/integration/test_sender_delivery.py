@@ -148,6 +148,11 @@ async def test_bounce_is_reported_with_the_reply(
         "enhanced_status": "5.1.1",
         "text": "No such mailbox",
     }
+    assert bounced["data"]["bounce"] == {
+        "category": "invalid_recipient",
+        "hard": True,
+        "async": False,
+    }
     assert mailbox_copies(simulator, job) == []
     assert await attempt_row(pool, job) is None  # refused at RCPT: never claimed for DATA
 
@@ -165,6 +170,7 @@ async def test_softbounce_is_deferred_to_the_next_attempt(
         452,
         "4.2.2",
     )
+    assert data["bounce"] == {"category": "mailbox_full", "hard": False, "async": False}
     [raw] = await tap.wait_for(
         lambda v: "due_at" in v and v["job"]["message"]["message_id"] == job.message.message_id
     )
