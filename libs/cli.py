@@ -28,6 +28,7 @@ from libs.broker import ensure_topics, make_broker
 from libs.database import apply_migrations, open_pool
 from libs.domain_verification import verify_domain
 from libs.domain_views import DomainView
+from libs.feedback_report import parse_feedback, report_json
 from libs.message_log import LoggedMessage, read_message
 from libs.sending_domains import (
     InvalidDomain,
@@ -771,3 +772,16 @@ def held_cancel(
 ) -> None:
     """Cancel the held messages MESSAGE_IDS, or those the filter picks; print how many."""
     _settle_held(settings, tenant_id, message_ids, held_store.HeldState.CANCELLED, given)
+
+
+@main.group()
+def feedback() -> None:
+    """Bounces, complaints and auto-replies: what the feedback listener reads from them."""
+
+
+@feedback.command("parse")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path))
+def feedback_parse(file: Path) -> None:
+    """Print, as JSON, what one bounce, complaint or auto-reply message (.eml) FILE says:
+    its kind and, per recipient, the status, reply code, diagnostic, category and hard/soft."""
+    _print_json(report_json(parse_feedback(file.read_bytes())))

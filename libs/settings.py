@@ -48,6 +48,17 @@ class Settings(BaseSettings):
     simulator_domain: str = "simulator.sendarix.test"
     simulator_log: Path = REPO_ROOT / ".state" / "run" / "simulator.jsonl"
     bounce_address: str = "bounces@sendarix.test"
+    """Every message's envelope sender is a signed VERP form of it (``libs.verp``); its domain
+    is the bounce domain the feedback listener answers for."""
+    feedback_host: str = "127.0.0.1"
+    feedback_port: int = 2526
+    """The feedback listener (``services.feedback``): the bounce domain's inbound SMTP server."""
+    feedback_max_bytes: int = 1024 * 1024
+    """The largest feedback message taken: DSNs and ARF reports are headers and a little text."""
+    token_secret: str = ""
+    """The key that signs VERP return paths and unsubscribe links (``libs.message_tokens``).
+    Required in production: a long random string, the same in every process; every local
+    profile sets one of its own."""
 
     dev_mode: bool = False
     """Whether domains created in dev mode may send before their DNS records are verified:

@@ -34,6 +34,9 @@ class MessageState(StrEnum):
     """Stopped by a customer rule (``block``)."""
     ROUTED = "routed"
     DEFERRED = "deferred"
+    DELAYED = "delayed"
+    """The receiving side reported (a delay DSN) that it is still trying to deliver a message it
+    took: nothing to do but wait; the sender's own retries are ``deferred``."""
     DELIVERED = "delivered"
     BOUNCED = "bounced"
     COMPLAINED = "complained"

@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import aiosmtplib
+import asyncpg
 import httpx
 import uvicorn
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
@@ -203,3 +205,62 @@ async def started(service: ServiceT) -> AsyncIterator[ServiceT]:
         yield service
     finally:
         await service.stop()
+
+
+async def logged_delivered(
+    pool: asyncpg.Pool,
+    recipient: str,
+    stream: str = "transactional",
+    tenant_id: str | None = None,
+    message_id: str | None = None,
+) -> asyncpg.Record:
+    """A delivered message in the log (of a fresh tenant, and a fresh id, unless given), as the
+    recorder would have written it (what the listener and the unsubscribe link check tokens
+    against)."""
+    row: asyncpg.Record | None = await pool.fetchrow(
+        "INSERT INTO messages (id, tenant_id, trace_id, status, lane, stream, category, sender,"
+        " recipient, accepted_at) VALUES ($1, $2, $3, 'delivered', 'normal', $4, 'notification',"
+        " 'app@example.test', $5, now()) RETURNING *",
+        uuid.UUID(message_id) if message_id else uuid.uuid4(),
+        uuid.UUID(tenant_id) if tenant_id else uuid.uuid4(),
+        uuid.uuid4().hex,
+        stream,
+        recipient,
+    )
+    assert row is not None
+    return row
+
+
+def sent_headers(message_id: str, recipient: str) -> str:
+    """The header block of a message as the sender wrote it (as reports return it)."""
+    return (
+        f"From: app@example.test\r\nTo: {recipient}\r\nSubject: Hello\r\n"
+        f"Message-ID: <{message_id}@example.test>\r\nX-Sendarix-Message-ID: {message_id}\r\n"
+    )
+
+
+def delivery_status(
+    message_id: str, recipient: str, action: str = "failed", status: str = "5.1.1"
+) -> bytes:
+    """An RFC 3464 report about a message, as a receiving MTA writes one after its 250."""
+    code = "550" if status.startswith("5") else "451"
+    return (
+        "From: Mail Delivery System <MAILER-DAEMON@mx.example.com>\r\n"
+        "To: <bounces@sendarix.test>\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.example.com\r\n\r\n"
+        f"Final-Recipient: rfc822; {recipient}\r\nAction: {action}\r\nStatus: {status}\r\n"
+        f"Diagnostic-Code: smtp; {code} {status} mailbox unavailable\r\n\r\n"
+        "--B\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        f"{sent_headers(message_id, recipient)}\r\n--B--\r\n"
+    ).encode()
+
+
+async def mail_from_null_sender(port: int, recipient: str, content: bytes) -> Any:
+    """Hand ``content`` to the SMTP server on ``port`` from the null sender, as MTAs return
+    mail; the server's reply to DATA."""
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=10) as smtp:
+        return await smtp.sendmail("", [recipient], content)

@@ -1,4 +1,6 @@
-"""The simulator's SMTP server: aiosmtpd hooks that apply ``behaviour`` and keep a mailbox log."""
+"""The simulator's SMTP server: aiosmtpd hooks that apply ``behaviour`` and keep a mailbox log;
+complaints and auto-replies go back to the envelope sender (the feedback listener, for
+Sendarix's return paths)."""
 
 from __future__ import annotations
 
@@ -26,8 +28,22 @@ from deploy.simulator.behaviour import (
 )
 from deploy.simulator.reports import auto_reply, complaint_report, original_headers
 from libs.settings import Settings
+from libs.verp import bounce_domain
 
 log = logging.getLogger(__name__)
+
+
+def follow_up_destination(recipient: str, settings: Settings) -> tuple[str, int]:
+    """Where a follow-up to ``recipient`` goes, as its MX would say: the feedback listener for
+    the bounce domain (Sendarix's return paths), the relay (Mailpit) for any other address."""
+    if recipient.rpartition("@")[2].lower() == bounce_domain(settings.bounce_address):
+        return settings.feedback_host, settings.feedback_port
+    return settings.relay_host, settings.relay_port
+
+
+FOLLOW_UP_RETRY_SECONDS = (1.0, 2.0, 4.0, 8.0)
+"""Waits before each new try of a follow-up that failed for now (a real MTA keeps trying for
+days; the simulator's follow-ups are for tests and ``make run``)."""
 
 
 class MailboxLog:
@@ -123,19 +139,33 @@ class MailboxHandler:
         task.add_done_callback(self._follow_ups.discard)
 
     async def _relay(self, message: Message, recipient: str) -> None:
-        """Send a follow-up from the null sender, as feedback loops and auto-responders do."""
-        try:
-            await aiosmtplib.send(
-                message,
-                sender="",
-                recipients=[recipient],
-                hostname=self.settings.relay_host,
-                port=self.settings.relay_port,
-                start_tls=False,
-                timeout=self.settings.smtp_timeout_seconds,
-            )
-        except (aiosmtplib.SMTPException, OSError) as error:
-            log.warning("could not relay a follow-up to %s: %s", recipient, error)
+        """Send a follow-up from the null sender, as feedback loops and auto-responders do, and
+        try again after a temporary failure, as their MTAs do."""
+        host, port = follow_up_destination(recipient, self.settings)
+        for wait in (0.0, *FOLLOW_UP_RETRY_SECONDS):
+            await asyncio.sleep(wait)
+            try:
+                await aiosmtplib.send(
+                    message,
+                    sender="",
+                    recipients=[recipient],
+                    hostname=host,
+                    port=port,
+                    start_tls=False,
+                    timeout=self.settings.smtp_timeout_seconds,
+                )
+                return
+            except aiosmtplib.SMTPRecipientsRefused as refused:
+                log.warning("a follow-up to %s was refused: %s", recipient, refused)
+                return
+            except aiosmtplib.SMTPResponseException as error:
+                if error.code >= 500:
+                    log.warning("a follow-up to %s was refused: %s", recipient, error)
+                    return
+                log.info("a follow-up to %s was deferred: %s", recipient, error)
+            except (aiosmtplib.SMTPException, OSError) as error:
+                log.info("could not relay a follow-up to %s yet: %s", recipient, error)
+        log.warning("gave up relaying a follow-up to %s", recipient)
 
     async def drain(self) -> None:
         """Wait for the follow-ups still being relayed."""

@@ -72,6 +72,10 @@ def banner(profile: Profile, api_key: str) -> str:
     rows = [
         ("HTTP gateway", f"{gateway}  (API docs: {gateway}/docs)"),
         ("SMTP submission", f"{smtp}  (STARTTLS, AUTH PLAIN/LOGIN, password = the API key)"),
+        (
+            "Feedback listener",
+            f"127.0.0.1:{profile.feedback_port}  (SMTP for the bounce domain: DSNs, complaints)",
+        ),
         *endpoints(profile),
     ]
     rows += [
@@ -124,7 +128,11 @@ async def serve_platform(profile: Profile) -> None:
     supervisor = Supervisor(profile.state_dir / "logs")
     pipeline: list[str] = []
     try:
-        doors = ((profile.http_port, "gateway"), (profile.smtp_submission_port, "SMTP door"))
+        doors = (
+            (profile.http_port, "gateway"),
+            (profile.smtp_submission_port, "SMTP door"),
+            (profile.feedback_port, "feedback listener"),
+        )
         for port, whose in doors:
             if listening(port):
                 raise StartupError(
@@ -135,7 +143,7 @@ async def serve_platform(profile: Profile) -> None:
         await start_infra(profile, supervisor)
         settings = profile.settings()
         tenant = await _prepare(settings, profile.state_dir / "dev-tenant.json")
-        say("starting the mailbox simulator and the seven services")
+        say("starting the mailbox simulator, the seven services and the feedback listener")
         pipeline = start_pipeline(supervisor, settings)
         try:
             await supervisor.wait_ready("ingest", probe=partial(gateway_ready, profile), within=120)

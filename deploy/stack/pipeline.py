@@ -1,4 +1,5 @@
-"""The Sendarix processes of a stack: the seven services and the mailbox simulator.
+"""The Sendarix processes of a stack: the seven services, the feedback listener and the mailbox
+simulator.
 
 ``make run`` starts them under its supervisor; the end-to-end tests do the same with settings of
 their own (a topic prefix), then kill and restart single services.
@@ -20,8 +21,10 @@ SERVICES: dict[str, str] = {
     "sender": "services.sender",
     "retry-scheduler": "services.retry_scheduler",
     "webhook": "services.webhook",
+    "feedback": "services.feedback",
 }
-"""Each service's name and the module that runs it (``python -m``), in pipeline order."""
+"""Each service's name and the module that runs it (``python -m``), in pipeline order; then
+the feedback listener, where what the receiving side says later comes back."""
 
 SIMULATOR = "simulator"
 SIMULATOR_MODULE = "deploy.simulator"
@@ -33,7 +36,8 @@ def child_env(settings: Settings) -> dict[str, str]:
 
 
 def start_pipeline(supervisor: Supervisor, settings: Settings) -> list[str]:
-    """Start the simulator and the seven services; return their names in the supervisor."""
+    """Start the simulator, the seven services and the feedback listener; return their names in
+    the supervisor."""
     settings.simulator_log.parent.mkdir(parents=True, exist_ok=True)
     env = child_env(settings)
     modules = {SIMULATOR: SIMULATOR_MODULE, **SERVICES}

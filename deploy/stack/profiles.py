@@ -32,6 +32,7 @@ class Profile:
     simulator_port: int
     http_port: int
     smtp_submission_port: int
+    feedback_port: int
     durable: bool = True
     """Whether the database flushes to disk; the test stack trades that for speed."""
 
@@ -59,6 +60,8 @@ class Profile:
             "public_url": f"http://127.0.0.1:{self.http_port}",
             "smtp_submission_port": self.smtp_submission_port,
             "smtp_submission_tls_dir": self.state_dir / "tls",
+            "feedback_port": self.feedback_port,
+            "token_secret": f"sendarix-{self.name}-only-token-secret",  # never a production one
             "dev_mode": True,  # every local stack: tenant domains send before DNS verification
         }
         values.update(overrides)
@@ -80,6 +83,7 @@ DEV = Profile(
     simulator_port=2525,
     http_port=8080,
     smtp_submission_port=1587,
+    feedback_port=2526,
 )
 
 TEST = Profile(
@@ -97,6 +101,7 @@ TEST = Profile(
     simulator_port=12525,
     http_port=18080,
     smtp_submission_port=11587,
+    feedback_port=12526,
     durable=False,
 )
 
@@ -115,6 +120,7 @@ CHAOS = Profile(
     simulator_port=22525,
     http_port=28080,
     smtp_submission_port=21587,
+    feedback_port=22526,
 )
 """``make chaos``: a broker and database of its own (+20000 from ``dev``) that it may restart."""
 
@@ -133,6 +139,7 @@ BENCH = Profile(
     simulator_port=31525,
     http_port=31080,
     smtp_submission_port=31587,
+    feedback_port=31526,
     durable=False,
 )
 """``make bench``: ports of its own in 31xxx, below Linux's ephemeral range (32768 and up), where

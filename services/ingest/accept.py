@@ -26,6 +26,7 @@ from libs.batch import URGENT_LANES, Outbox, Publication
 from libs.broker import Broker
 from libs.events import event_data
 from libs.keys import ApiKey
+from libs.message_tokens import signing_key
 from libs.settings import Settings
 from libs.templates import TemplateCatalogue
 from libs.tenants import Tenant, TenantDirectory
@@ -65,6 +66,8 @@ class Ingest:
     templates: TemplateCatalogue
     critical_cap: CriticalRateCap
     send_rates: SendRateLimits
+    token_key: bytes
+    """Checks the signed tokens of unsubscribe links (``libs.message_tokens``)."""
 
     @classmethod
     def on(cls, settings: Settings, broker: Broker, pool: asyncpg.Pool) -> Ingest:
@@ -77,6 +80,7 @@ class Ingest:
             TemplateCatalogue(pool),
             CriticalRateCap(),
             SendRateLimits(),
+            signing_key(settings),
         )
 
 

@@ -30,7 +30,13 @@ from libs.message_log import read_message
 from libs.priority import LANE_RANK, gate
 from libs.tenants import Caller
 from schemas.send import AcceptedResponse, SendRequest
-from services.ingest import routes_domains, routes_held, routes_messages, routes_rules
+from services.ingest import (
+    routes_domains,
+    routes_held,
+    routes_messages,
+    routes_rules,
+    routes_unsubscribe,
+)
 from services.ingest.accept import (
     Ingest,
     Outcome,
@@ -327,6 +333,7 @@ def build_api(tracer_provider: TracerProvider) -> Gateway:
     app.include_router(routes_messages.router)
     app.include_router(routes_rules.router)
     app.include_router(routes_held.router)
+    app.include_router(routes_unsubscribe.router)
 
     @app.exception_handler(ProblemError)
     async def problem(request: Request, error: ProblemError) -> Response:

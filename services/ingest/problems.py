@@ -18,6 +18,7 @@ CODE_STATUS: dict[str, int] = {
     "malformed_json": 400,
     "too_deep": 400,
     "invalid_idempotency_key": 400,
+    "invalid_unsubscribe_request": 400,
     "unauthorized": 401,
     "forbidden": 403,
     "sender_not_allowed": 403,

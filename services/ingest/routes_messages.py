@@ -6,22 +6,19 @@ the sender handed to SMTP, ``DELETE /v1/messages/{id}`` keeps a message from bei
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Annotated
 
-import asyncpg
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from libs.batch import Outbox
 from libs.cancellation import Cancellation, cancel_sending
 from libs.held import HeldState
+from libs.late_events import report_logged
 from libs.message_log import raw_message, read_message
-from libs.tenants import Tenant
-from schemas.events import EventData, MessageState
-from services.ingest.accept import PUBLISH_TIMEOUT_SECONDS, SERVICE, Ingest
+from schemas.events import MessageState
+from services.ingest.accept import SERVICE
 from services.ingest.http_deps import IngestDep, ReadCaller, SendCaller, problems
 from services.ingest.problems import ProblemError
 from services.ingest.routes_held import settle_one
@@ -157,34 +154,11 @@ async def cancel(message_id: str, ingest: IngestDep, caller: SendCaller) -> Mess
         return MessageView.of(*logged).model_copy(update={"status": MessageState.CANCELLED.value})
     if await cancel_sending(ingest.pool, str(row["id"])) is Cancellation.TOO_LATE:
         raise _not_cancellable(message_id, "it is being handed to SMTP, or was")
-    await _report_cancelled(ingest, caller.tenant, row)
+    await report_logged(
+        ingest.broker, ingest.settings.topic_prefix, row, MessageState.CANCELLED, SERVICE
+    )
     return MessageView.of(*logged).model_copy(update={"status": MessageState.CANCELLED.value})
 
 
 def _not_cancellable(message_id: str, why: str) -> ProblemError:
     return ProblemError("not_cancellable", f"message {message_id} cannot be cancelled: {why}")
-
-
-async def _report_cancelled(ingest: Ingest, tenant: Tenant, row: asyncpg.Record) -> None:
-    """Publish the ``cancelled`` event (its id is the message's: a repeat is one event)."""
-    outbox = Outbox(ingest.settings.topic_prefix)
-    outbox.emit(
-        None,
-        MessageState.CANCELLED,
-        EventData(
-            message_id=str(row["id"]),
-            tenant_id=tenant.id,
-            recipient=row["recipient"],
-            sender=row["sender"],
-            stream=row["stream"],
-            lane=row["lane"],
-            category=row["category"],
-            tags=list(row["tags"]),
-            metadata=row["metadata"],
-            template=row["template"],
-            trace_id=row["trace_id"],
-            service=SERVICE,
-        ),
-    )
-    async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
-        await ingest.broker.send_confirmed(outbox.publications)

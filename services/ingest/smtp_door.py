@@ -30,6 +30,7 @@ from libs.database import DATABASE_DOWN
 from libs.keys import Scope
 from libs.priority import LANE_RANK, gate
 from libs.sendable import MAX_MESSAGE_BYTES, ONE_LINE
+from libs.smtp_sessions import LimitedSMTP, SessionLimits, SmtpListener, client_of
 from libs.tenants import Caller
 from schemas.send import MAX_RECIPIENTS
 from services.ingest.accept import Ingest, Outcome, Refused, accept
@@ -42,9 +43,6 @@ from services.ingest.validate import Violation
 
 log = logging.getLogger(__name__)
 
-MAX_DATA_LINE_BYTES = 64 * 1024
-"""Longer message lines than RFC 5322's 998 are taken: some mailers send HTML as one line, and
-the pipeline writes every message anew with lines of its own."""
 MAX_REPLY_CHARS = 400
 """An SMTP reply line is at most 512 octets (RFC 5321 4.5.3.1.5): room for code and CRLF."""
 IDS_PER_LINE = 8
@@ -53,11 +51,6 @@ FREE_AUTH_FAILURES = 3
 AUTH_DELAY_STEP_SECONDS = 1.0
 MAX_AUTH_DELAY_SECONDS = 5.0
 AUTH_PER_SESSION = 3
-SESSIONS_PER_CLIENT = 50
-"""Connections one client address may hold open at once (a mailer pool uses a few)."""
-SESSIONS_IN_ALL = 1000
-"""Connections the door holds open at once: beyond, new ones are told to come back later."""
-TOO_MANY = b"421 4.7.0 Too many connections; try again later\r\n"
 """AUTH commands one connection may send: a client with the right key needs one, so a fourth is
 answered ``421 4.7.0`` and the connection closed (a guesser must reconnect, and wait)."""
 UNLIMITED = 2**31
@@ -229,54 +222,18 @@ class SubmissionHandler:
             )
 
 
-class SessionLimits:
-    """How many connections each client address, and all of them, hold open: idle sessions
-    must not be a way to use up the door (each costs a socket and a task until it times out)."""
-
-    def __init__(self, per_client: int = SESSIONS_PER_CLIENT, total: int = SESSIONS_IN_ALL):
-        self.per_client = per_client
-        self.total = total
-        self._open: dict[str, int] = {}
-
-    def open(self, client: str) -> bool:
-        """Count a new session of ``client`` in, unless it is one too many."""
-        if sum(self._open.values()) >= self.total or self._open.get(client, 0) >= self.per_client:
-            return False
-        self._open[client] = self._open.get(client, 0) + 1
-        return True
-
-    def held(self, client: str) -> int:
-        """How many sessions ``client`` holds open now."""
-        return self._open.get(client, 0)
-
-    def close(self, client: str) -> None:
-        """A session of ``client`` ended."""
-        left = self._open.get(client, 0) - 1
-        if left > 0:
-            self._open[client] = left
-        else:
-            self._open.pop(client, None)
-
-
-def client_of(peer: Any) -> str:
-    """The address a session comes from, as the limits count it."""
-    return str(peer[0]) if isinstance(peer, tuple) else str(peer)
-
-
 def _secret(credentials: LoginPassword) -> str:
     """The API key a login gave as its password."""
     return credentials.password.decode("utf-8", "replace")
 
 
-class SubmissionSMTP(SMTP):
+class SubmissionSMTP(LimitedSMTP):
     """aiosmtpd's SMTP protocol with the API key checked asynchronously and RFC wording.
 
     aiosmtpd calls its ``authenticator`` synchronously, but a key is looked up in the database;
     so ``_authenticate`` only hands the decoded credentials on, and ``auth_PLAIN``/``auth_LOGIN``
     check them before answering.
     """
-
-    line_length_limit = MAX_DATA_LINE_BYTES
 
     def __init__(
         self,
@@ -285,33 +242,9 @@ class SubmissionSMTP(SMTP):
         sessions: SessionLimits,
         **options: Any,
     ) -> None:
-        super().__init__(handler, **options)
+        super().__init__(handler, sessions, **options)
         self.door = handler
         self.failures = failures
-        self.sessions = sessions
-        self._counted: str | None = None
-        self._turned_away = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """A new connection is counted (not again when STARTTLS wraps it), or turned away."""
-        if self._counted is None and not self._turned_away:
-            client = client_of(transport.get_extra_info("peername"))
-            if not self.sessions.open(client):
-                self._turned_away = True
-                assert isinstance(transport, asyncio.WriteTransport)
-                transport.write(TOO_MANY)
-                transport.close()
-                return
-            self._counted = client
-        super().connection_made(transport)
-
-    def connection_lost(self, error: Exception | None) -> None:
-        if self._turned_away:
-            return
-        if self._counted is not None:
-            self.sessions.close(self._counted)
-            self._counted = None
-        super().connection_lost(error)
 
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str):
@@ -366,7 +299,7 @@ class SmtpDoor:
         self.handler = SubmissionHandler(ingest, tracer or trace.get_tracer(__name__))
         self.failures = AuthFailures()
         self.sessions = sessions or SessionLimits()
-        self._server: asyncio.Server | None = None
+        self._listener = SmtpListener()
 
     async def start(self) -> None:
         """Listen on ``smtp_submission_host``/``port`` (a certificate is made on first use)."""
@@ -390,19 +323,15 @@ class SmtpDoor:
                 loop=loop,
             )
 
-        self._server = await loop.create_server(
+        await self._listener.listen(
             protocol, settings.smtp_submission_host, settings.smtp_submission_port
         )
 
     @property
     def port(self) -> int:
         """The port the door listens on (the one the OS chose, when configured as 0)."""
-        assert self._server is not None
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
+        return self._listener.port
 
     async def stop(self) -> None:
         """Stop listening; sessions under way finish on their own."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        await self._listener.close()

@@ -10,7 +10,7 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.common import AppliedRule, Problem
-from schemas.events import EVENT_TYPE_PREFIX, DeliveryEvent
+from schemas.events import EVENT_TYPE_PREFIX, Bounce, DeliveryEvent
 from schemas.pipeline import Route, SmtpReply
 
 
@@ -22,6 +22,10 @@ class TimelineEntry(BaseModel):
     service: str
     attempt: int | None = None
     smtp: SmtpReply | None = None
+    bounce: Bounce | None = None
+    """How a bounce or deferral was classified (``async``: reported later by a DSN)."""
+    feedback_type: str | None = None
+    """A complaint's ARF feedback type."""
     problem: Problem | None = None
     rule: AppliedRule | None = None
     """The customer rule that held, blocked, allowed or re-routed the message."""
@@ -36,6 +40,8 @@ class TimelineEntry(BaseModel):
             service=data.service,
             attempt=data.attempt,
             smtp=data.smtp,
+            bounce=data.bounce,
+            feedback_type=data.feedback_type,
             problem=data.problem,
             rule=data.rule,
             next_attempt_at=data.next_attempt_at,

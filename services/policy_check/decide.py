@@ -14,7 +14,6 @@ from enum import StrEnum
 from schemas.common import Problem, Stream
 from schemas.events import DeliveryEvent, MessageState
 from schemas.pipeline import MessageSpec
-from services.policy_check.classify import is_dead_address
 
 
 class SuppressionReason(StrEnum):
@@ -72,7 +71,7 @@ def learned_suppression(event: DeliveryEvent) -> Suppression | None:
         reason = SuppressionReason.COMPLAINT
     elif state is MessageState.UNSUBSCRIBED:
         reason = SuppressionReason.UNSUBSCRIBE
-    elif state is MessageState.BOUNCED and event.data.smtp and is_dead_address(event.data.smtp):
+    elif state is MessageState.BOUNCED and event.data.bounce and event.data.bounce.hard:
         reason = SuppressionReason.HARD_BOUNCE
     else:
         return None

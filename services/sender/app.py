@@ -18,11 +18,13 @@ from libs.batch import URGENT_LANES, Consumed, Outbox
 from libs.broker import retry_forever
 from libs.events import event_data
 from libs.group_commit import GroupCommit
+from libs.message_tokens import signing_key
 from libs.sending_domains import DkimKeyring
 from libs.service import PipelineService
 from libs.settings import Settings
 from libs.subscriptions import subscribe_stage
 from libs.topics import DELIVER, RETRY
+from libs.verp import return_path
 from schemas.common import Problem
 from schemas.events import MessageState
 from schemas.pipeline import DeliveryJob
@@ -35,7 +37,8 @@ from services.sender.handover import (
     hand_over,
     longest_data,
 )
-from services.sender.mime import build_message, envelope_sender
+from services.sender.list_unsubscribe import OneClick, offers_unsubscribe, one_click
+from services.sender.mime import build_message
 from services.sender.store import (
     AttemptClaim,
     AttemptKey,
@@ -82,6 +85,8 @@ class SenderService(PipelineService):
         self._finishes: dict[bool, GroupCommit[FinishedAttempt, None]] = {}
         """Per urgency: an OTP's claim never waits for a statement carrying bulk claims."""
         self._signer: MessageSigner | None = None
+        self._token_key = signing_key(settings)
+        """Signs return paths and unsubscribe links (``libs.message_tokens``)."""
         # The SMTP exchanges wait on the network, not the CPU: no lane holds the gate for them,
         # and each lane has connections of its own.
         subscribe_stage(self.broker, settings, SERVICE, DELIVER, self.deliver_batch, gated=False)
@@ -143,7 +148,7 @@ class SenderService(PipelineService):
             return Verdict(MessageState.FAILED, None, problem)
         if recorded is not None:
             return await self._made_before(job, recorded)
-        built = build_message(job)
+        built = build_message(job, self._unsubscribe(job))
         if isinstance(built, Problem):
             return Verdict(MessageState.FAILED, None, built)
         assert self._signer is not None, "the sender is started"
@@ -193,6 +198,13 @@ class SenderService(PipelineService):
             recorded = (await recorded_attempts(self.pool, [self._key(job)]))[self._key(job)]
         return recorded
 
+    def _unsubscribe(self, job: DeliveryJob) -> OneClick | None:
+        """The one-click unsubscribe the message offers, if it offers one."""
+        if not offers_unsubscribe(job.message):
+            return None
+        settings = self.settings
+        return one_click(self._token_key, job.message, settings.public_url, settings.bounce_address)
+
     async def _send(self, item: Consumed[DeliveryJob], content: bytes) -> Handover:
         """The SMTP exchange; the message's span in the sender records how it went and the reply
         (one span per message: the exchange is an event of it, with its duration)."""
@@ -206,7 +218,9 @@ class SenderService(PipelineService):
             self.connections,
             route,
             spec.lane,
-            envelope_sender(spec.message_id, self.settings.bounce_address),
+            return_path(
+                self._token_key, spec.tenant_id, spec.message_id, self.settings.bounce_address
+            ),
             spec.recipient.address,
             content,
             claim=lambda: self._claim(claims, key, spec.tenant_id, content),
@@ -267,6 +281,7 @@ class SenderService(PipelineService):
             route=job.route,
             attempt=job.attempt,
             smtp=verdict.reply,
+            bounce=verdict.bounce,
             problem=verdict.problem,
             next_attempt_at=verdict.retry.due_at if verdict.retry else None,
         )

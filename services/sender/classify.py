@@ -2,37 +2,36 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from libs.bounces import reply_bounce, split_status
 from libs.settings import Settings
 from schemas.common import Problem
-from schemas.events import MessageState
+from schemas.events import Bounce, MessageState
 from schemas.pipeline import DeliveryJob, RetryRequest, SmtpReply
 from services.sender.backoff import next_attempt_at
 
 RETRY_WINDOW_EXHAUSTED = "retry_window_exhausted"
 DELIVERY_OUTCOME_UNKNOWN = "delivery_outcome_unknown"
 
-_ENHANCED_STATUS = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})(?:\s+|$)")
-
 
 @dataclass(frozen=True)
 class Verdict:
-    """The outcome of one attempt: the state to report and, for a deferral, the next attempt."""
+    """The outcome of one attempt: the state to report, for a deferral the next attempt, and
+    for a bounce or a deferral how the reply was classified."""
 
     state: MessageState
     reply: SmtpReply | None
     problem: Problem | None = None
     retry: RetryRequest | None = None
+    bounce: Bounce | None = None
 
 
 def smtp_reply(code: int, message: str) -> SmtpReply:
     """A server reply as recorded: the RFC 3463 enhanced status split from the text."""
-    if match := _ENHANCED_STATUS.match(message):
-        return SmtpReply(code=code, enhanced_status=match[1], text=message[match.end() :])
-    return SmtpReply(code=code, text=message)
+    status, text = split_status(message)
+    return SmtpReply(code=code, enhanced_status=status, text=text)
 
 
 def classify_reply(reply: SmtpReply) -> MessageState:
@@ -50,6 +49,8 @@ def judge(job: DeliveryJob, reply: SmtpReply, now: datetime, settings: Settings)
     A deferral is retried while the message's retry window lasts and fails once it is over.
     """
     state = classify_reply(reply)
+    if state is MessageState.BOUNCED:
+        return Verdict(state, reply, bounce=reply_bounce(reply))
     if state is not MessageState.DEFERRED:
         return Verdict(state, reply)
     if now >= job.retry_until:
@@ -69,7 +70,7 @@ def judge(job: DeliveryJob, reply: SmtpReply, now: datetime, settings: Settings)
     retry = RetryRequest(
         job=job.model_copy(update={"attempt": job.attempt + 1}), due_at=due_at, reply=reply
     )
-    return Verdict(MessageState.DEFERRED, reply, retry=retry)
+    return Verdict(MessageState.DEFERRED, reply, retry=retry, bounce=reply_bounce(reply))
 
 
 def outcome_unknown(reply: SmtpReply | None) -> Verdict:

@@ -1,4 +1,4 @@
-"""The message as it goes over the wire: RFC 5322 headers, MIME bodies, the VERP envelope.
+"""The message as it goes over the wire: RFC 5322 headers, MIME bodies, the list headers.
 
 Written straight to bytes rather than through ``email.message``, which costs a millisecond and
 a half per message (this costs tens of microseconds): CRLF line ends, 7-bit only (every SMTP
@@ -28,6 +28,7 @@ from services.sender.headers import (
     rfc5322_date,
     text_words,
 )
+from services.sender.list_unsubscribe import OneClick
 
 SEVEN_BIT_LINE_CHARS = 78
 """Longest body line sent as it is; longer lines go quoted-printable (76 per line)."""
@@ -42,12 +43,6 @@ _NOT_SEVEN_BIT = re.compile(
 """What a body may not contain to go as it is: 8-bit or control characters, trailing white
 space (servers strip it), mbox ``From `` lines, over-long lines, or a boundary's prefix."""
 _FROM_LINE = re.compile(rb"^From ", re.MULTILINE)
-
-
-def envelope_sender(message_id: str, bounce_address: str) -> str:
-    """The VERP ``MAIL FROM``: a bounce comes back addressed to the message it is about."""
-    local, _, domain = bounce_address.rpartition("@")
-    return f"{local}+{message_id}@{domain}"
 
 
 def message_id_header(message_id: str, sender: Mailbox) -> str:
@@ -71,8 +66,9 @@ def attachment_type(content_type: str) -> tuple[str, str]:
     return "application", "octet-stream"
 
 
-def build_message(job: DeliveryJob) -> bytes | Problem:
-    """The RFC 5322 message of a job, or the problem that makes it unsendable."""
+def build_message(job: DeliveryJob, unsubscribe: OneClick | None = None) -> bytes | Problem:
+    """The RFC 5322 message of a job (with its one-click unsubscribe headers, when it offers
+    one), or the problem that makes it unsendable."""
     spec = job.message
     if problem := _unsendable_addresses(spec):
         return problem
@@ -92,7 +88,8 @@ def build_message(job: DeliveryJob) -> bytes | Problem:
         body = _multipart("related", _boundary(spec.message_id, 2), [body, *inline])
     if attached:
         body = _multipart("mixed", _boundary(spec.message_id, 0), [body, *attached])
-    return _headers(spec, job.content.subject).encode("ascii") + body
+    list_headers = unsubscribe.header_lines() if unsubscribe is not None else ""
+    return (_headers(spec, job.content.subject) + list_headers).encode("ascii") + body
 
 
 def _unsendable_addresses(spec: MessageSpec) -> Problem | None:

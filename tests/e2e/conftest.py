@@ -1,4 +1,5 @@
-"""The whole topology as separate processes: the seven services and the mailbox simulator.
+"""The whole topology as separate processes: the seven services, the feedback listener and the
+mailbox simulator.
 
 The processes run under ``deploy.stack``'s supervisor, exactly as ``make run`` starts them, with
 the test stack's infrastructure and topics of this module's own.
@@ -98,6 +99,7 @@ async def topology(settings: Settings) -> AsyncIterator[Topology]:
     start_pipeline(supervisor, run_settings)
     try:
         await supervisor.wait_ready("simulator", port=run_settings.simulator_port)
+        await supervisor.wait_ready("feedback", port=run_settings.feedback_port)
         await supervisor.wait_ready("ingest", probe=lambda: gateway_ready(TEST))
         for service in SERVICES:
             assert supervisor.running(service), supervisor.tail(service)

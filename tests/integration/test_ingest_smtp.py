@@ -31,6 +31,7 @@ from libs.database import open_pool
 from libs.keys import KeySettings, Scope, insert_key, revoke_key
 from libs.sendable import MAX_MESSAGE_BYTES
 from libs.settings import Settings
+from libs.smtp_sessions import SessionLimits
 from libs.tenants import KEY_TTL_SECONDS, Tenant
 from libs.topics import EVENTS, lane_topic, public_topic
 from schemas.common import Lane, Mailbox, Stream
@@ -38,7 +39,7 @@ from schemas.pipeline import MessageSpec
 from services.ingest import accept as accept_module
 from services.ingest.accept import Ingest
 from services.ingest.app import IngestService
-from services.ingest.smtp_door import SessionLimits, SmtpDoor
+from services.ingest.smtp_door import SmtpDoor
 from tests.support import TopicTap, eventually, started
 
 pytestmark = pytest.mark.integration

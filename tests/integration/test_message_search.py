@@ -23,6 +23,7 @@ from libs.cancellation import Cancellation, cancel_sending
 from libs.settings import Settings
 from libs.tenants import Tenant, create_tenant, set_retention
 from libs.topics import EVENTS, lane_topic, public_topic
+from libs.verp import read_return_path
 from schemas.common import Lane, Stream
 from schemas.events import DeliveryEvent, EventData, MessageState, delivery_event
 from schemas.pipeline import DeliveryJob, RetryRequest, Route, SmtpReply
@@ -285,7 +286,8 @@ async def test_the_raw_message_is_the_bytes_mailpit_received(
     assert mailpit_raw.endswith(response.content)
     added = message_from_bytes(mailpit_raw[: -len(response.content)], policy=SMTP)
     assert set(added.keys()) == {"Return-Path", "Received"}
-    assert added["Return-Path"] == f"<bounces+{message_id}@sendarix.test>"
+    return_path = read_return_path(added["Return-Path"], settings.bounce_address)
+    assert return_path is not None and return_path.message_id == message_id
     assert message_from_bytes(response.content, policy=SMTP)["Subject"] == "Your code"
 
 

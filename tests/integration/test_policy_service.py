@@ -14,7 +14,7 @@ from libs.settings import Settings
 from libs.tenants import Tenant
 from libs.topics import EVENTS, lane_topic, public_topic
 from schemas.common import Lane, Stream
-from schemas.events import EventData, MessageState, delivery_event
+from schemas.events import Bounce, BounceCategory, EventData, MessageState, delivery_event
 from schemas.pipeline import RenderedMessage, SmtpReply
 from services.policy_check import store
 from services.policy_check.app import PolicyCheckService
@@ -133,6 +133,7 @@ async def test_hard_bounces_and_complaints_suppress_the_address(
         tenant_id=tenant_id,
         recipient=soft,
         smtp=SmtpReply(code=452, enhanced_status="4.2.2", text="mailbox full"),
+        bounce=Bounce(category=BounceCategory.MAILBOX_FULL, hard=False),
     )
     await feedback(
         service,
@@ -141,6 +142,7 @@ async def test_hard_bounces_and_complaints_suppress_the_address(
         tenant_id=tenant_id,
         recipient=hard.upper(),
         smtp=SmtpReply(code=550, enhanced_status="5.1.1", text="user unknown"),
+        bounce=Bounce(category=BounceCategory.INVALID_RECIPIENT, hard=True),
     )
     await feedback(
         service, settings, MessageState.COMPLAINED, tenant_id=tenant_id, recipient=hostile

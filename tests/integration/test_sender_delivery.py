@@ -17,8 +17,10 @@ from aiosmtpd.smtp import SMTP
 from opentelemetry import trace
 
 from deploy.simulator.server import MailboxSimulator
+from libs.message_tokens import Purpose, signing_key
 from libs.settings import Settings
 from libs.topics import EVENTS, lane_topic, public_topic
+from libs.verp import read_return_path, return_path
 from schemas.common import Lane
 from schemas.pipeline import DeliveryJob, RetryRequest, Route
 from services.retry_scheduler.app import RetrySchedulerService
@@ -31,6 +33,7 @@ from tests.unit.sender.jobs import delivery_job
 pytestmark = pytest.mark.integration
 
 SIMULATOR = "simulator.sendarix.test"
+BOUNCES = "bounces@sendarix.test"
 LANE = Lane.CRITICAL
 TENANT = str(uuid.uuid4())
 """Every job of this module is this tenant's, so the retries they leave behind can be deleted."""
@@ -120,7 +123,11 @@ async def test_success_is_delivered_once(
     assert data["route"]["port"] == simulator.port
     [copy] = mailbox_copies(simulator, job)
     assert copy["rcpt"] == f"success+otp@{SIMULATOR}"
-    assert copy["mail_from"] == f"bounces+{job.message.message_id}@sendarix.test"
+    spec = job.message
+    key = signing_key(settings)
+    assert copy["mail_from"] == return_path(key, spec.tenant_id, spec.message_id, BOUNCES)
+    token = read_return_path(copy["mail_from"], BOUNCES)
+    assert token is not None and token.verified(key, Purpose.RETURN_PATH, spec.tenant_id)
     row = await attempt_row(pool, job)
     assert row is not None and (row["state"], row["outcome"]) == ("done", "delivered")
 
@@ -141,6 +148,11 @@ async def test_bounce_is_reported_with_the_reply(
         "enhanced_status": "5.1.1",
         "text": "No such mailbox",
     }
+    assert bounced["data"]["bounce"] == {
+        "category": "invalid_recipient",
+        "hard": True,
+        "async": False,
+    }
     assert mailbox_copies(simulator, job) == []
     assert await attempt_row(pool, job) is None  # refused at RCPT: never claimed for DATA
 
@@ -158,6 +170,7 @@ async def test_softbounce_is_deferred_to_the_next_attempt(
         452,
         "4.2.2",
     )
+    assert data["bounce"] == {"category": "mailbox_full", "hard": False, "async": False}
     [raw] = await tap.wait_for(
         lambda v: "due_at" in v and v["job"]["message"]["message_id"] == job.message.message_id
     )

@@ -36,7 +36,8 @@ async def simulator(settings: Settings, tmp_path: Path) -> AsyncIterator[Mailbox
 
 
 def original(rcpt: str) -> tuple[EmailMessage, str]:
-    """A message to ``rcpt`` and a VERP envelope sender of its own."""
+    """A message to ``rcpt`` and an envelope sender of its own, outside the bounce domain (its
+    follow-ups go to Mailpit; the feedback listener's tests send to the bounce domain)."""
     message_id = str(uuid.uuid4())
     message = EmailMessage()
     message["From"] = "app@example.test"
@@ -44,7 +45,7 @@ def original(rcpt: str) -> tuple[EmailMessage, str]:
     message["Subject"] = f"Simulator test {message_id}"
     message["Message-ID"] = f"<{message_id}@example.test>"
     message.set_content("Your code is 123456")
-    return message, f"bounces+{message_id}@sendarix.test"
+    return message, f"bounces+{message_id}@app.example.test"
 
 
 async def send(simulator: MailboxSimulator, message: EmailMessage, mail_from: str) -> Any:

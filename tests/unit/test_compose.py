@@ -30,6 +30,7 @@ PEER_ADDRESSES = (
     "otlp_endpoint",
     "relay_host",
     "simulator_host",
+    "feedback_host",
 )
 """The settings through which a Sendarix process reaches another component."""
 
@@ -80,6 +81,8 @@ def test_containers_reach_their_peers_by_service_name() -> None:
     for name, container in SENDARIX_CONTAINERS.items():
         settings = _settings_of(container)
         for field in PEER_ADDRESSES:
+            if name == "feedback" and field == "feedback_host":
+                continue  # the listener itself listens on every interface
             address = str(getattr(settings, field))
             host = urlsplit(address if "//" in address else f"//{address}").hostname
             assert host in CONTAINERS, f"{name}: {field}={address}"
@@ -87,6 +90,7 @@ def test_containers_reach_their_peers_by_service_name() -> None:
 
 def test_the_gateway_listens_beyond_its_container() -> None:
     assert _settings_of(CONTAINERS["ingest"]).http_host == "0.0.0.0"
+    assert _settings_of(CONTAINERS["feedback"]).feedback_host == "0.0.0.0"
 
 
 def test_infrastructure_images_are_those_of_the_test_containers() -> None:
@@ -108,4 +112,5 @@ def test_the_host_sees_the_ports_of_make_run() -> None:
         DEV.jaeger_ui_port,
         DEV.otlp_http_port,
         DEV.mailpit_ui_port,
+        DEV.feedback_port,
     } <= published

@@ -32,6 +32,10 @@ def test_every_state_on_the_way_has_a_rank() -> None:
         (S.DEFERRED, S.BOUNCED, S.BOUNCED),
         (S.ROUTED, S.FAILED, S.FAILED),
         (S.DELIVERED, S.DEFERRED, S.DELIVERED),
+        (S.DELIVERED, S.BOUNCED, S.BOUNCED),  # a DSN after the 250
+        (S.DELIVERED, S.DELAYED, S.DELIVERED),
+        (S.ROUTED, S.DELAYED, S.DELAYED),
+        (S.BOUNCED, S.COMPLAINED, S.BOUNCED),
         (S.DELIVERED, S.FAILED, S.DELIVERED),
         (S.BOUNCED, S.DELIVERED, S.BOUNCED),
         (S.FAILED, S.ACCEPTED, S.FAILED),

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from schemas.common import Stream
-from schemas.events import EventData, MessageState, delivery_event
+from schemas.events import Bounce, BounceCategory, EventData, MessageState, delivery_event
 from schemas.pipeline import MessageSpec, SmtpReply
 from services.policy_check.decide import (
     Suppression,
@@ -72,16 +72,18 @@ def event(state: MessageState, **data: Any) -> Any:
 
 
 DEAD = SmtpReply(code=550, enhanced_status="5.1.1", text="user unknown")
+HARD = Bounce(category=BounceCategory.INVALID_RECIPIENT, hard=True)
 
 
 def test_hard_bounce_suppresses_the_address() -> None:
-    learned = learned_suppression(event(MessageState.BOUNCED, smtp=DEAD))
+    learned = learned_suppression(event(MessageState.BOUNCED, smtp=DEAD, bounce=HARD))
     assert learned == Suppression("t-1", "bob@example.test", SuppressionReason.HARD_BOUNCE)
 
 
-def test_policy_bounce_teaches_nothing() -> None:
-    policy = SmtpReply(code=550, enhanced_status="5.7.1", text="message refused as spam")
-    assert learned_suppression(event(MessageState.BOUNCED, smtp=policy)) is None
+def test_the_classification_decides_not_the_reply_text() -> None:
+    spam = Bounce(category=BounceCategory.SPAM_BLOCK, hard=False)
+    assert learned_suppression(event(MessageState.BOUNCED, smtp=DEAD, bounce=spam)) is None
+    assert learned_suppression(event(MessageState.BOUNCED, smtp=DEAD)) is None
     assert learned_suppression(event(MessageState.BOUNCED)) is None
 
 
@@ -99,7 +101,7 @@ def test_unsubscribe_event_suppresses_broadcast() -> None:
     "state", [MessageState.DELIVERED, MessageState.DEFERRED, MessageState.FAILED]
 )
 def test_other_events_teach_nothing(state: MessageState) -> None:
-    assert learned_suppression(event(state, smtp=DEAD)) is None
+    assert learned_suppression(event(state, smtp=DEAD, bounce=HARD)) is None
 
 
 def test_events_without_recipient_or_of_unknown_type_teach_nothing() -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from deploy.stack.profiles import TEST
-from schemas.events import MessageState
+from schemas.events import Bounce, BounceCategory, MessageState
 from schemas.pipeline import SmtpReply
 from services.sender.classify import (
     DELIVERY_OUTCOME_UNKNOWN,
@@ -44,6 +44,18 @@ def test_enhanced_status_is_split_from_the_text() -> None:
     )
     assert smtp_reply(250, "2.0.0") == SmtpReply(code=250, enhanced_status="2.0.0", text="")
     assert smtp_reply(250, "OK queued as 12") == SmtpReply(code=250, text="OK queued as 12")
+
+
+def test_bounces_and_deferrals_carry_their_classification() -> None:
+    job = delivery_job()
+    now = datetime.now(UTC)
+    dead = judge(job, smtp_reply(550, "5.1.1 No such mailbox"), now, SETTINGS)
+    full = judge(job, smtp_reply(452, "4.2.2 Mailbox full"), now, SETTINGS)
+    lost = judge(job, SmtpReply(code=0, text="Connection refused"), now, SETTINGS)
+    assert dead.bounce == Bounce(category=BounceCategory.INVALID_RECIPIENT, hard=True)
+    assert full.bounce == Bounce(category=BounceCategory.MAILBOX_FULL, hard=False)
+    assert lost.bounce == Bounce(category=BounceCategory.OTHER, hard=False)
+    assert judge(job, SmtpReply(code=250, text="ok"), now, SETTINGS).bounce is None
 
 
 def test_delivered_and_bounced_are_final() -> None:

@@ -24,7 +24,6 @@ from schemas.send import Attachment
 from services.sender.mime import (
     attachment_type,
     build_message,
-    envelope_sender,
     message_id_header,
 )
 from tests.unit.sender.jobs import delivery_job
@@ -374,10 +373,6 @@ def test_an_address_that_is_no_addr_spec_is_a_problem(address: str) -> None:
 def test_message_id_is_at_the_senders_ascii_domain() -> None:
     sender = Mailbox(address="login@xn--bcher-kva.de", name="Bücher")
     assert message_id_header("abc", sender) == "<abc@xn--bcher-kva.de>"
-
-
-def test_envelope_sender_is_verp() -> None:
-    assert envelope_sender("abc", "bounces@sendarix.test") == "bounces+abc@sendarix.test"
 
 
 TRICKY = ["\r", "\n", "\r\n", " ", "  ", "\t", ".", "From ", "=", "=?", "?=", '"', "\\", "é", "😀"]

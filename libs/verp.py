@@ -1,0 +1,51 @@
+"""Token addresses at the bounce domain: the signed VERP return path and the unsubscribe mailto.
+
+The envelope sender of every message names the message (variable envelope return path,
+``bounces+<token>@<bounce domain>``), so a bounce, a complaint report or an auto-reply comes
+back addressed to the message it is about; the token's MAC (``libs.message_tokens``) makes the
+address unforgeable: whoever mails the bounce domain cannot make the feedback listener act on a
+message by guessing its id. ``unsub+<token>@<bounce domain>`` is the mailto form of a message's
+one-click unsubscribe.
+"""
+
+from __future__ import annotations
+
+from libs.message_tokens import MessageToken, Purpose, sign
+
+MAX_LOCAL_PART = 64
+"""RFC 5321 4.5.3.1.1: the longest local part every server must take."""
+UNSUBSCRIBE_LOCAL = "unsub"
+
+
+def bounce_domain(bounce_address: str) -> str:
+    """The domain of the bounce address: where token addresses point, and the listener answers."""
+    return bounce_address.rpartition("@")[2].lower()
+
+
+def token_address(base: str, domain: str, token: MessageToken) -> str:
+    """``<base>+<token>@<domain>``; refused when the local part would be too long to deliver."""
+    local = f"{base}+{token}"
+    if len(local) > MAX_LOCAL_PART:
+        raise ValueError(f"{base!r} is too long a base for a token address")
+    return f"{local}@{domain}"
+
+
+def read_token_address(address: str, base: str, domain: str) -> MessageToken | None:
+    """The token of ``<base>+<token>@<domain>`` (any case), if ``address`` is one."""
+    local, _, at = address.strip().strip("<>").rpartition("@")
+    prefix, plus, token = local.partition("+")
+    if at.lower() != domain.lower() or not plus or prefix.lower() != base.lower():
+        return None
+    return MessageToken.parse(token)
+
+
+def return_path(key: bytes, tenant_id: str, message_id: str, bounce_address: str) -> str:
+    """The envelope sender (``MAIL FROM``) of one message: its signed VERP address."""
+    base, _, domain = bounce_address.rpartition("@")
+    return token_address(base, domain, sign(key, Purpose.RETURN_PATH, tenant_id, message_id))
+
+
+def read_return_path(address: str, bounce_address: str) -> MessageToken | None:
+    """The token of a VERP address at the bounce domain, if ``address`` is one."""
+    base, _, domain = bounce_address.rpartition("@")
+    return read_token_address(address, base, domain)
