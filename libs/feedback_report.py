@@ -137,6 +137,11 @@ SUMMARY_LINE = re.compile(
 )
 """A line of a bounce that sums up the original (its sender, its recipients, failed or not)
 rather than naming a failed recipient."""
+NOT_A_RECIPIENT = re.compile(
+    r"message-id|please contact|contact (?:your|the|our)|assistance|if you have (?:any )?questions",
+    re.IGNORECASE,
+)
+"""Words of a line whose addresses are a message id or a help desk, not a failed recipient."""
 BOUNCE_BODY = re.compile(
     r"could not be delivered|undeliverable|delivery (?:has )?failed|failed permanently"
     r"|permanent (?:fatal )?errors?|error message below|mail delivery (?:software|subsystem)"
@@ -585,7 +590,7 @@ def _text_recipients(
     if not failed:
         own = _own_addresses(message, original)
         for line in readable.split("\n"):
-            if "message-id" in line.lower() or SUMMARY_LINE.match(line):
+            if SUMMARY_LINE.match(line) or NOT_A_RECIPIENT.search(line):
                 continue
             for match in ADDRESS.finditer(line):
                 address = match[0].strip(".")
