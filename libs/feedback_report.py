@@ -126,6 +126,7 @@ ADDRESS = re.compile(
     r"@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,10}"
 )
 """An email address in free text; it starts where a local part can start (linear time)."""
+FEEDBACK_FIELD = re.compile(r"^Feedback-Type:[ \t]*[a-z-]+[ \t]*$", re.IGNORECASE | re.MULTILINE)
 DSN_FIELD = re.compile(r"^(?:Final|Original)-Recipient:", re.IGNORECASE | re.MULTILINE)
 ORIGINAL_START = re.compile(r"^[ \t]*(?:Return-Path|Received):[ \t]", re.MULTILINE)
 """The first header of a returned original pasted into the text of a bounce."""
@@ -136,6 +137,11 @@ SUMMARY_LINE = re.compile(
 )
 """A line of a bounce that sums up the original (its sender, its recipients, failed or not)
 rather than naming a failed recipient."""
+NOT_A_RECIPIENT = re.compile(
+    r"message-id|please contact|contact (?:your|the|our)|assistance|if you have (?:any )?questions",
+    re.IGNORECASE,
+)
+"""Words of a line whose addresses are a message id or a help desk, not a failed recipient."""
 BOUNCE_BODY = re.compile(
     r"could not be delivered|undeliverable|delivery (?:has )?failed|failed permanently"
     r"|permanent (?:fatal )?errors?|error message below|mail delivery (?:software|subsystem)"
@@ -200,7 +206,7 @@ def _read(message: Message, depth: int = 0) -> FeedbackReport:
     parts = _sorted_parts(message)
     original = _original_headers(parts.original)
     message_id = _bare_id(original.get("message-id"))
-    if parts.arf or _non_arf_complaint(message):
+    if parts.arf or _non_arf_complaint(message, parts):
         return _complaint(message, parts, original, message_id)
     if notification := _ses_notification(parts):
         return notification
@@ -336,13 +342,14 @@ def _addresses(values: list[str]) -> list[str]:
 # Complaints --------------------------------------------------------------------------------
 
 
-def _non_arf_complaint(message: Message) -> bool:
-    """A complaint without a readable feedback-report part: its report type says so, or it is
-    one of the feedback loops with a format of their own."""
+def _non_arf_complaint(message: Message, parts: _Parts) -> bool:
+    """A complaint without a readable feedback-report part: its report type says so, its text
+    carries the report's fields, or it is one of the feedback loops with a format of their own."""
     sender = parseaddr(str(message.get("from", "")))[1].lower()
     subject = _subject(message).lower()
     return (
         str(message.get_param("report-type", "")).lower() == "feedback-report"
+        or any(FEEDBACK_FIELD.search(text) for text in parts.texts)
         or str(message.get("x-apple-unsubscribe", "")).strip().lower() == "true"
         or sender in COMPLAINT_SENDERS
         or subject.startswith("complaint about message")
@@ -583,7 +590,7 @@ def _text_recipients(
     if not failed:
         own = _own_addresses(message, original)
         for line in readable.split("\n"):
-            if "message-id" in line.lower() or SUMMARY_LINE.match(line):
+            if SUMMARY_LINE.match(line) or NOT_A_RECIPIENT.search(line):
                 continue
             for match in ADDRESS.finditer(line):
                 address = match[0].strip(".")

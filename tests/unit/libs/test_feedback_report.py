@@ -85,6 +85,17 @@ def test_a_complaint_without_original_rcpt_to_names_the_originals_recipient() ->
     assert report.original_headers["x-sendarix-message-id"].endswith("000000000004")
 
 
+def test_a_complaint_with_its_fields_in_plain_text_is_a_complaint() -> None:
+    raw = (
+        b"From: fbl@isp.example\nTo: fbl@bounce.sender.example\nSubject: Abuse report\n\n"
+        b"This is an email abuse report.\n\nFeedback-Type: abuse\n"
+        b"Original-Rcpt-To: <user@isp.example>\n"
+    )
+    report = parse_feedback(raw)
+    assert (report.kind, report.feedback_type) == (FeedbackKind.COMPLAINT, "abuse")
+    assert [r.address for r in report.recipients] == ["user@isp.example"]
+
+
 def test_auto_replies_are_recognised_by_header_or_subject() -> None:
     office = parsed("autoreply-out-of-office.eml")
     assert office.kind is FeedbackKind.AUTO_REPLY
