@@ -101,10 +101,21 @@ def tenant_uuid(tenant_id: str) -> uuid.UUID | None:
         return None
 
 
-COLUMNS = (
-    "tenant_id, address, stream, reason, source_message_id, note, created_by, created_at,"
-    " expires_at"
+COLUMNS = ", ".join(
+    f"s.{column}"
+    for column in (
+        "tenant_id",
+        "address",
+        "stream",
+        "reason",
+        "source_message_id",
+        "note",
+        "created_by",
+        "created_at",
+        "expires_at",
+    )
 )
+"""Every column of a suppression, of the table aliased ``s``."""
 
 
 def _suppression(row: asyncpg.Record) -> Suppression:
@@ -250,7 +261,7 @@ async def remove_suppressions(
     try:
         async with connection.transaction():
             rows = await connection.fetch(
-                "DELETE FROM suppressions WHERE tenant_id = $1 AND address = $2"
+                "DELETE FROM suppressions s WHERE tenant_id = $1 AND address = $2"
                 " AND ($3::text IS NULL OR stream = $3) AND ($4::text IS NULL OR reason = $4)"
                 f" RETURNING {COLUMNS}",
                 tenant,
@@ -357,7 +368,7 @@ def list_sql(query: SuppressionQuery) -> tuple[str, list[object]]:
         where('(address, stream, reason) > (?::text COLLATE "C"', query.after.address)
         conditions[-1] += f", ${len(arguments) + 2}, ${len(arguments) + 3})"
         arguments += [query.after.stream, query.after.reason]
-    sql = f"SELECT {COLUMNS} FROM suppressions WHERE {' AND '.join(conditions)}"
+    sql = f"SELECT {COLUMNS} FROM suppressions s WHERE {' AND '.join(conditions)}"
     sql += " ORDER BY address, stream, reason"
     if query.limit is not None:
         arguments.append(query.limit + 1)
