@@ -47,6 +47,11 @@ class SuppressionReason(StrEnum):
     REPEATED_SOFT_BOUNCE = "repeated_soft_bounce"
 
 
+CONSENT_REASONS = frozenset({SuppressionReason.COMPLAINT, SuppressionReason.UNSUBSCRIBE})
+"""Reasons that withdraw consent: they never stop critical account mail (OTP, password reset,
+login verification, security alerts — the ``critical`` lane), which no one consents to."""
+
+
 def reason_of(stored: str) -> SuppressionReason:
     """A stored reason; one this code does not know (written by hand) blocks like ``manual``."""
     try:
@@ -439,7 +444,8 @@ IMPORTED = """(
         nullif(i.expires_at, '')::timestamptz
     FROM (SELECT line, lower(btrim(address)) AS address, nullif(stream, '') AS stream,
                  expires_at, note FROM suppression_import) AS i
-    CROSS JOIN LATERAL unnest(coalesce(ARRAY[i.stream], ARRAY['transactional', 'broadcast']))
+    CROSS JOIN LATERAL unnest(CASE WHEN i.stream IS NULL
+        THEN ARRAY['transactional', 'broadcast'] ELSE ARRAY[i.stream] END)
         AS s (stream)
     ORDER BY i.address, s.stream, i.line DESC
 ) AS imported"""

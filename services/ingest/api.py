@@ -30,7 +30,7 @@ from libs.message_log import read_message
 from libs.priority import LANE_RANK, gate
 from libs.tenants import Caller
 from schemas.send import AcceptedResponse, SendRequest
-from services.ingest import routes_domains, routes_messages
+from services.ingest import routes_domains, routes_messages, routes_suppressions
 from services.ingest.accept import (
     Ingest,
     Outcome,
@@ -325,6 +325,7 @@ def build_api(tracer_provider: TracerProvider) -> Gateway:
     app.include_router(keys_router)
     app.include_router(routes_domains.router)
     app.include_router(routes_messages.router)
+    app.include_router(routes_suppressions.router)
 
     @app.exception_handler(ProblemError)
     async def problem(request: Request, error: ProblemError) -> Response:

@@ -15,13 +15,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from libs.suppressions import SoftBounce, Suppression, SuppressionReason, normalise_address
+from libs.suppressions import (
+    CONSENT_REASONS,
+    SoftBounce,
+    Suppression,
+    SuppressionReason,
+    normalise_address,
+)
 from schemas.common import Lane, Problem, Stream
 from schemas.events import BounceCategory, DeliveryEvent, MessageState
 from schemas.pipeline import MessageSpec
-
-CONSENT_REASONS = frozenset({SuppressionReason.COMPLAINT, SuppressionReason.UNSUBSCRIBE})
-"""Reasons that withdraw consent: they never stop critical account mail."""
 
 SEVERITY = (
     SuppressionReason.HARD_BOUNCE,

@@ -1,0 +1,418 @@
+"""``/v1/suppressions``: the addresses a tenant does not send to, per stream and reason.
+
+Reading needs the ``read`` scope; adding (one by one, in bulk or from CSV) and removing need
+``send`` — a key that may send may also stop or resume sending to an address — and removing
+a complaint also needs ``admin``: it resumes mail to someone who reported it as spam. Every
+change reaches each policy-check process within its view's staleness bound
+(``services.policy_check.view``: ≤ 2 s). A tenant only ever sees and changes its own rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated
+
+import asyncpg
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import AwareDatetime, BaseModel, Field
+
+from libs.keys import Scope
+from libs.suppressions import (
+    CONSENT_REASONS,
+    MAX_ADDRESS_CHARS,
+    MAX_NOTE_CHARS,
+    Cursor,
+    ImportFault,
+    Stager,
+    Suppression,
+    SuppressionQuery,
+    SuppressionReason,
+    active_suppressions,
+    each_suppression,
+    import_suppressions,
+    list_suppressions,
+    normalise_address,
+    remove_suppressions,
+    stage_csv,
+    stage_rows,
+)
+from libs.tenants import Caller
+from schemas.common import Stream
+from services.ingest.http_deps import IngestDep, ReadCaller, SendCaller, parsed_body, problems
+from services.ingest.problems import ProblemError
+from services.ingest.search import (
+    bad_parameter,
+    grouped_parameters,
+    parse_choice,
+    parse_limit,
+    parse_moment,
+)
+from services.ingest.suppression_csv import (
+    CsvRefused,
+    GuardedBody,
+    export_lines,
+    header_line,
+)
+from services.ingest.validate import Violation, pointer
+
+router = APIRouter(prefix="/v1/suppressions", tags=["suppressions"])
+
+MAX_ADD = 1000
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+CSV = "text/csv"
+Filter = Annotated[str | None, Query()]
+REMOVE_PARAMETERS = frozenset({"stream", "reason", "note"})
+PARAMETERS = frozenset(
+    {"address", "prefix", "stream", "reason", "since", "until", "cursor", "limit", "format"}
+)
+
+
+class SuppressionView(BaseModel):
+    """One suppression: an address not mailed in one stream, for one reason."""
+
+    address: str
+    stream: Stream
+    reason: SuppressionReason
+    created_at: datetime | None
+    expires_at: datetime | None
+    source_message_id: str | None
+    note: str | None
+    created_by: str | None
+
+    @classmethod
+    def of(cls, found: Suppression) -> SuppressionView:
+        return cls(
+            address=found.address,
+            stream=found.stream,
+            reason=found.reason,
+            created_at=found.created_at,
+            expires_at=found.expires_at,
+            source_message_id=found.source_message_id,
+            note=found.note,
+            created_by=found.created_by,
+        )
+
+
+class SuppressionPage(BaseModel):
+    """One page of the list in address order; pass ``next_cursor`` as ``cursor`` for the next."""
+
+    suppressions: list[SuppressionView]
+    next_cursor: str | None
+
+
+class StreamCheck(BaseModel):
+    """Whether mail to the address goes in one stream."""
+
+    stream: Stream
+    suppressed: bool
+    """True: non-critical mail in this stream is stopped."""
+    critical_mail_goes: bool
+    """Critical account mail (OTP, password reset…) still goes: only consent is withdrawn."""
+    suppressions: list[SuppressionView]
+
+
+class AddressCheck(BaseModel):
+    """``GET /v1/suppressions/{address}``: the address's suppressions, per stream."""
+
+    address: str
+    streams: list[StreamCheck]
+
+
+class NewSuppression(BaseModel):
+    """An address to suppress (reason ``manual``)."""
+
+    address: str = Field(min_length=1, max_length=MAX_ADDRESS_CHARS)
+    stream: Stream | None = None
+    """None: every stream."""
+    expires_at: AwareDatetime | None = None
+    """None: for good."""
+    note: str | None = Field(default=None, max_length=MAX_NOTE_CHARS)
+    """Who asked and why."""
+
+
+class AddRequest(BaseModel):
+    """``POST /v1/suppressions``: up to 1000 addresses, all added or none."""
+
+    suppressions: list[NewSuppression] = Field(min_length=1, max_length=MAX_ADD)
+
+
+class Added(BaseModel):
+    """How many suppressions were written (an address without a stream counts in each)."""
+
+    written: int
+
+
+class Removed(BaseModel):
+    """What ``DELETE`` removed."""
+
+    removed: list[SuppressionView]
+
+
+LIST_DESCRIPTION = f"""The caller's suppressions in force, in address order.
+
+- `address`: one address, exactly (any case); `prefix`: addresses starting with it.
+- `stream`: `transactional` or `broadcast`;
+  `reason`: {", ".join(r.value for r in SuppressionReason)}.
+- `since` (inclusive), `until` (exclusive): RFC 3339 date-times, on when it was created.
+- `limit`: 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT}); `cursor`: `next_cursor` as it is.
+- `format=csv`: every match as CSV, streamed (as `GET /v1/suppressions.csv`).
+"""
+
+
+def parse_query(params: list[tuple[str, str]]) -> tuple[SuppressionQuery, bool] | list[Violation]:
+    """The list the parameters ask for and whether as CSV, or what is wrong with them."""
+    given = grouped_parameters(params, PARAMETERS)
+    if isinstance(given, list):
+        return given
+    single = {name: values[0] for name, values in given.items()}
+    checks: dict[str, object] = {}
+    if "stream" in single:
+        checks["stream"] = parse_choice("stream", single["stream"], Stream)
+    if "reason" in single:
+        checks["reason"] = parse_choice("reason", single["reason"], SuppressionReason)
+    for name in ("since", "until"):
+        if name in single:
+            checks[name] = parse_moment(name, single[name])
+    checks["limit"] = parse_limit(single.get("limit", str(DEFAULT_LIMIT)), MAX_LIMIT)
+    if "cursor" in single:
+        try:
+            checks["after"] = Cursor.decode(single["cursor"])
+        except ValueError:
+            checks["after"] = bad_parameter("cursor", "not a cursor this API gave")
+    as_csv = single.get("format", "json")
+    if as_csv not in ("json", "csv"):
+        checks["format"] = bad_parameter("format", "json or csv")
+    violations = [v for v in checks.values() if isinstance(v, Violation)]
+    if violations:
+        return violations
+    checks.pop("format", None)
+    query = SuppressionQuery(
+        address=single.get("address"),
+        prefix=single.get("prefix"),
+        **checks,  # type: ignore[arg-type]
+    )
+    return query, as_csv == "csv"
+
+
+def _query(request: Request) -> tuple[SuppressionQuery, bool]:
+    parsed = parse_query(request.query_params.multi_items())
+    if isinstance(parsed, list):
+        raise ProblemError.of(parsed)
+    return parsed
+
+
+@router.get(
+    "",
+    response_model=SuppressionPage,
+    responses={200: {"content": {CSV: {}}}, **problems(401, 403, 422)},
+    summary="List suppressions (JSON pages, or all of them as CSV)",
+    description=LIST_DESCRIPTION,
+)
+async def list_route(
+    request: Request,
+    ingest: IngestDep,
+    caller: ReadCaller,
+    address: Filter = None,
+    prefix: Filter = None,
+    stream: Filter = None,
+    reason: Filter = None,
+    since: Filter = None,
+    until: Filter = None,
+    cursor: Filter = None,
+    limit: Filter = None,
+    format: Filter = None,
+) -> SuppressionPage | StreamingResponse:
+    """Parameters are declared for the OpenAPI document; ``parse_query`` reads and checks them."""
+    query, as_csv = _query(request)
+    if as_csv:
+        return _export(ingest.pool, caller, query)
+    page = await list_suppressions(ingest.pool, caller.tenant.id, query)
+    return SuppressionPage(
+        suppressions=[SuppressionView.of(s) for s in page.suppressions],
+        next_cursor=page.next_cursor.encode() if page.next_cursor else None,
+    )
+
+
+@router.get(
+    ".csv",
+    response_class=StreamingResponse,
+    responses={200: {"content": {CSV: {}}}, **problems(401, 403, 422)},
+    summary="Every suppression as CSV, streamed (the list's filters apply)",
+)
+async def export_route(
+    request: Request, ingest: IngestDep, caller: ReadCaller
+) -> StreamingResponse:
+    query, _ = _query(request)
+    return _export(ingest.pool, caller, query)
+
+
+def _export(pool: asyncpg.Pool, caller: Caller, query: SuppressionQuery) -> StreamingResponse:
+    """Rows are read through a cursor and sent as they come: millions never sit in memory."""
+    whole = SuppressionQuery(**{**query.__dict__, "limit": None, "after": None})
+
+    async def lines() -> AsyncIterator[str]:
+        yield header_line()
+        async with pool.acquire() as connection:
+            async for chunk in each_suppression(connection, caller.tenant.id, whole):
+                yield export_lines(chunk)
+
+    disposition = 'attachment; filename="suppressions.csv"'
+    return StreamingResponse(
+        lines(), media_type=f"{CSV}; charset=utf-8", headers={"Content-Disposition": disposition}
+    )
+
+
+@router.get(
+    "/{address}",
+    response_model=AddressCheck,
+    responses=problems(401, 403),
+    summary="Whether mail to an address goes, per stream",
+)
+async def check_route(address: str, ingest: IngestDep, caller: ReadCaller) -> AddressCheck:
+    key = (caller.tenant.id, normalise_address(address))
+    found = (await active_suppressions(ingest.pool, [key])).get(key, [])
+    streams = []
+    for stream in Stream:
+        here = [s for s in found if s.stream is stream]
+        streams.append(
+            StreamCheck(
+                stream=stream,
+                suppressed=bool(here),
+                critical_mail_goes=all(s.reason in CONSENT_REASONS for s in here),
+                suppressions=[SuppressionView.of(s) for s in here],
+            )
+        )
+    return AddressCheck(address=key[1], streams=streams)
+
+
+async def _import(ingest: IngestDep, caller: Caller, stage: Stager) -> int | list[ImportFault]:
+    async with ingest.pool.acquire() as connection:
+        return await import_suppressions(
+            connection, caller.tenant.id, f"key:{caller.key.id}", stage
+        )
+
+
+@router.post(
+    "",
+    response_model=Added,
+    responses=problems(400, 401, 403, 413, 415, 422),
+    summary="Suppress up to 1000 addresses (reason manual), all or none",
+)
+async def add_route(request: Request, ingest: IngestDep, caller: SendCaller) -> Added:
+    parsed = await parsed_body(request, AddRequest)
+    now = datetime.now(UTC)
+    past = [
+        Violation("expired", pointer("suppressions", i, "expires_at"), "expires_at is past")
+        for i, item in enumerate(parsed.suppressions)
+        if item.expires_at is not None and item.expires_at <= now
+    ]
+    if past:
+        raise ProblemError.of(past)
+    rows = [
+        (
+            item.address,
+            item.stream.value if item.stream else None,
+            item.expires_at.isoformat() if item.expires_at else None,
+            item.note,
+        )
+        for item in parsed.suppressions
+    ]
+    written = await _import(ingest, caller, stage_rows(rows))
+    if isinstance(written, list):
+        raise ProblemError.of(
+            [
+                Violation(
+                    f"invalid_{f.field}", pointer("suppressions", f.line - 1, f.field), f.detail
+                )
+                for f in written
+            ]
+        )
+    return Added(written=written)
+
+
+@router.post(
+    "/import",
+    response_model=Added,
+    responses=problems(401, 403, 413, 415, 422),
+    openapi_extra={"requestBody": {"required": True, "content": {CSV: {}}}},
+    summary="Suppress every address of a CSV (reason manual), all or none",
+)
+async def import_route(request: Request, ingest: IngestDep, caller: SendCaller) -> Added:
+    """A header line (``address`` and any of ``stream``, ``expires_at``, ``note``), then a row
+    per address; streamed into the database as it arrives. Faults name the row (from 1 after
+    the header) and column: ``/rows/<n>/<column>``."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != CSV:
+        raise ProblemError("unsupported_media_type", "send the body as text/csv")
+    body = GuardedBody(request.stream())
+    try:
+        columns = await body.header()
+        written = await _import(ingest, caller, stage_csv(body.rows(), columns))
+    except CsvRefused as refused:
+        raise ProblemError(refused.code, refused.detail) from None
+    except asyncpg.DataError as error:  # COPY could not read it: quotes, columns, encoding
+        where = f" ({error.context})" if getattr(error, "context", None) else ""
+        raise ProblemError(
+            "invalid_csv", f"{error.args[0] if error.args else error}{where}"
+        ) from None
+    if isinstance(written, list):
+        raise ProblemError.of(
+            [
+                Violation(f"invalid_{f.field}", pointer("rows", f.line, f.field), f.detail)
+                for f in written
+            ]
+        )
+    return Added(written=written)
+
+
+@router.delete(
+    "/{address}",
+    response_model=Removed,
+    responses=problems(401, 403, 404, 422),
+    summary="Stop suppressing an address (one stream or reason, or all); a complaint needs admin",
+)
+async def remove_route(
+    request: Request,
+    address: str,
+    ingest: IngestDep,
+    caller: SendCaller,
+    stream: Filter = None,
+    reason: Filter = None,
+    note: Filter = None,
+) -> Removed:
+    """Remove the address's suppressions (of ``stream`` and ``reason`` when given), recording
+    the key that removed them and ``note`` (why). 403 ``complaint_needs_admin`` removes nothing
+    when a complaint is among them and the key lacks the admin scope."""
+    given = grouped_parameters(request.query_params.multi_items(), REMOVE_PARAMETERS)
+    if isinstance(given, list):
+        raise ProblemError.of(given)
+    single = {name: values[0] for name, values in given.items()}
+    which = (
+        parse_choice("stream", single["stream"], Stream) if "stream" in single else None,
+        parse_choice("reason", single["reason"], SuppressionReason) if "reason" in single else None,
+    )
+    if bad := [v for v in which if isinstance(v, Violation)]:
+        raise ProblemError.of(bad)
+    only_stream, only_reason = which
+    may_remove_complaints = Scope.ADMIN in caller.key.settings.scopes
+    async with ingest.pool.acquire() as connection:
+        removal = await remove_suppressions(
+            connection,
+            caller.tenant.id,
+            address,
+            only_stream if isinstance(only_stream, Stream) else None,
+            only_reason if isinstance(only_reason, SuppressionReason) else None,
+            f"key:{caller.key.id}",
+            single.get("note"),
+            may_remove_complaints,
+        )
+    if removal.refused_complaints:
+        raise ProblemError(
+            "complaint_needs_admin", "removing a complaint needs a key with the admin scope"
+        )
+    if not removal.removed:
+        raise ProblemError("not_found", f"{normalise_address(address)} is not suppressed")
+    return Removed(removed=[SuppressionView.of(s) for s in removal.removed])
