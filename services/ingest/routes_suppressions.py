@@ -19,14 +19,19 @@ from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, BaseModel, Field
 
 from libs.keys import Scope
+from libs.suppression_csv import (
+    CsvRefused,
+    GuardedBody,
+    export_lines,
+    header_line,
+)
+from libs.suppression_views import AddressCheck, SuppressionView
 from libs.suppressions import (
-    CONSENT_REASONS,
     MAX_ADDRESS_CHARS,
     MAX_NOTE_CHARS,
     Cursor,
     ImportFault,
     Stager,
-    Suppression,
     SuppressionQuery,
     SuppressionReason,
     active_suppressions,
@@ -49,12 +54,6 @@ from services.ingest.search import (
     parse_limit,
     parse_moment,
 )
-from services.ingest.suppression_csv import (
-    CsvRefused,
-    GuardedBody,
-    export_lines,
-    header_line,
-)
 from services.ingest.validate import Violation, pointer
 
 router = APIRouter(prefix="/v1/suppressions", tags=["suppressions"])
@@ -70,55 +69,11 @@ PARAMETERS = frozenset(
 )
 
 
-class SuppressionView(BaseModel):
-    """One suppression: an address not mailed in one stream, for one reason."""
-
-    address: str
-    stream: Stream
-    reason: SuppressionReason
-    created_at: datetime | None
-    expires_at: datetime | None
-    source_message_id: str | None
-    note: str | None
-    created_by: str | None
-
-    @classmethod
-    def of(cls, found: Suppression) -> SuppressionView:
-        return cls(
-            address=found.address,
-            stream=found.stream,
-            reason=found.reason,
-            created_at=found.created_at,
-            expires_at=found.expires_at,
-            source_message_id=found.source_message_id,
-            note=found.note,
-            created_by=found.created_by,
-        )
-
-
 class SuppressionPage(BaseModel):
     """One page of the list in address order; pass ``next_cursor`` as ``cursor`` for the next."""
 
     suppressions: list[SuppressionView]
     next_cursor: str | None
-
-
-class StreamCheck(BaseModel):
-    """Whether mail to the address goes in one stream."""
-
-    stream: Stream
-    suppressed: bool
-    """True: non-critical mail in this stream is stopped."""
-    critical_mail_goes: bool
-    """Critical account mail (OTP, password reset…) still goes: only consent is withdrawn."""
-    suppressions: list[SuppressionView]
-
-
-class AddressCheck(BaseModel):
-    """``GET /v1/suppressions/{address}``: the address's suppressions, per stream."""
-
-    address: str
-    streams: list[StreamCheck]
 
 
 class NewSuppression(BaseModel):
@@ -273,19 +228,8 @@ def _export(pool: asyncpg.Pool, caller: Caller, query: SuppressionQuery) -> Stre
 )
 async def check_route(address: str, ingest: IngestDep, caller: ReadCaller) -> AddressCheck:
     key = (caller.tenant.id, normalise_address(address))
-    found = (await active_suppressions(ingest.pool, [key])).get(key, [])
-    streams = []
-    for stream in Stream:
-        here = [s for s in found if s.stream is stream]
-        streams.append(
-            StreamCheck(
-                stream=stream,
-                suppressed=bool(here),
-                critical_mail_goes=all(s.reason in CONSENT_REASONS for s in here),
-                suppressions=[SuppressionView.of(s) for s in here],
-            )
-        )
-    return AddressCheck(address=key[1], streams=streams)
+    found = await active_suppressions(ingest.pool, [key])
+    return AddressCheck.of(key[1], found.get(key, []))
 
 
 async def _import(ingest: IngestDep, caller: Caller, stage: Stager) -> int | list[ImportFault]:

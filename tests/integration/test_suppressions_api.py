@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 from libs import keys
+from libs.suppression_csv import MAX_LINE_BYTES
 from libs.suppressions import Suppression, SuppressionReason, add_suppressions
 from libs.tenants import Tenant, create_tenant
 from schemas.common import Stream
-from services.ingest.suppression_csv import MAX_LINE_BYTES
 
 pytestmark = pytest.mark.integration
 
