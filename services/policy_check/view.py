@@ -19,11 +19,10 @@ it holds more keys than it was sized for, and every hour (dropping removed keys'
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 
 import asyncpg
@@ -58,11 +57,12 @@ class AddressFilter:
         self.bits = bytearray(self.size // 8 + 1)
         self.count = 0
 
-    def _positions(self, key: Key) -> list[int]:
-        digest = hashlib.blake2b(f"{key[0]}\0{key[1]}".encode(), digest_size=16).digest()
-        first = int.from_bytes(digest[:8], "little")
-        step = int.from_bytes(digest[8:], "little") | 1
-        return [(first + i * step) % self.size for i in range(self.hashes)]
+    def _positions(self, key: Key) -> Iterator[int]:
+        """Double hashing over Python's own (keyed, per process) hash: the filter never leaves
+        the process, and an address cannot be crafted to collide in every process."""
+        first = hash(key)
+        step = hash((first, key)) | 1
+        return ((first + i * step) % self.size for i in range(self.hashes))
 
     def add(self, key: Key) -> None:
         for position in self._positions(key):
