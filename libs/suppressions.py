@@ -540,33 +540,67 @@ def _ignored(index: int) -> str:
     return f"ignored_{index}"
 
 
-async def keys_and_horizon(connection: Connection) -> tuple[list[Key], int]:
-    """Every suppressed key, and the horizon from which to poll changes (``changes_since``)."""
+SNAPSHOT_CHUNK = 20_000
+STATE = "SELECT tenant_id::text, address, stream, reason, expires_at FROM suppressions"
+"""What the in-process view keeps of a suppression (the verdict needs no more)."""
+IN_FORCE = "(expires_at IS NULL OR expires_at > now())"
+HORIZON = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+
+
+def _state(row: asyncpg.Record) -> Suppression:
+    return Suppression(row[0], row[1], Stream(row[2]), reason_of(row[3]), expires_at=row[4])
+
+
+async def load_all(connection: Connection, take: Callable[[list[Suppression]], None]) -> int:
+    """Hand every suppression in force to ``take``, a chunk at a time (a million never sit in
+    memory as objects); return the horizon from which to poll changes (``changes_since``)."""
     async with connection.transaction(readonly=True, isolation="repeatable_read"):
-        horizon: int = await connection.fetchval(
-            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
-        )
-        keys: list[Key] = []
-        cursor = await connection.cursor(
-            "SELECT DISTINCT tenant_id, address FROM suppressions"
-            " WHERE expires_at IS NULL OR expires_at > now()"
-        )
-        while rows := await cursor.fetch(20_000):
-            keys += [(str(row[0]), row[1]) for row in rows]
-    return keys, horizon
+        horizon: int = await connection.fetchval(HORIZON)
+        cursor = await connection.cursor(f"{STATE} WHERE {IN_FORCE}")
+        while rows := await cursor.fetch(SNAPSHOT_CHUNK):
+            take([_state(row) for row in rows])
+    return horizon
 
 
-async def changes_since(executor: Executor, horizon: int) -> tuple[list[Key], int]:
-    """The keys written by transactions from ``horizon`` on, and the next horizon.
+@dataclass(frozen=True)
+class Removals:
+    """The whole state in force of each address that lost a suppression (its other
+    suppressions may remain), and the horizon of the next poll."""
+
+    now_in_force: dict[Key, list[Suppression]]
+    horizon: int
+
+
+async def changes_since(
+    connection: Connection, horizon: int, take: Callable[[list[Suppression]], None]
+) -> Removals:
+    """Hand the suppressions written by transactions from ``horizon`` on to ``take`` (a chunk
+    at a time: an import of a million arrives in one poll), and answer the removals.
 
     Every transaction below a snapshot's xmin had ended when the snapshot was taken, so its
-    rows were seen by this poll or an earlier one: no commit slips between two polls.
+    rows were seen by this poll or an earlier one: no commit slips between two polls, however
+    long the transaction that made it ran.
     """
-    rows = await executor.fetch(
-        "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon,"
-        " s.tenant_id, s.address FROM (SELECT 1) AS one"
-        " LEFT JOIN suppressions s ON s.changed_xid >= $1::text::xid8",
-        str(horizon),
-    )
-    keys = [(str(r["tenant_id"]), r["address"]) for r in rows if r["tenant_id"] is not None]
-    return keys, rows[0]["horizon"]
+    since = str(horizon)
+    async with connection.transaction(readonly=True, isolation="repeatable_read"):
+        following: int = await connection.fetchval(HORIZON)
+        cursor = await connection.cursor(
+            f"{STATE} WHERE changed_xid >= $1::text::xid8 AND {IN_FORCE}", since
+        )
+        while rows := await cursor.fetch(SNAPSHOT_CHUNK):
+            take([_state(row) for row in rows])
+        removed = await connection.fetch(
+            "SELECT DISTINCT tenant_id::text, address FROM suppression_removals"
+            " WHERE changed_xid >= $1::text::xid8",
+            since,
+        )
+        remaining = await connection.fetch(
+            f"{STATE} WHERE (tenant_id::text, address) IN"
+            f" (SELECT * FROM unnest($1::text[], $2::text[])) AND {IN_FORCE}",
+            [row[0] for row in removed],
+            [row[1] for row in removed],
+        )
+    now_in_force: dict[Key, list[Suppression]] = {(row[0], row[1]): [] for row in removed}
+    for row in remaining:
+        now_in_force[(row[0], row[1])].append(_state(row))
+    return Removals(now_in_force, following)

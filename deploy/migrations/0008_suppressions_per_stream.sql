@@ -8,8 +8,8 @@
 -- the admin scope). Expired rows suppress nothing; removed rows leave this table for
 -- suppression_removals.
 --
--- changed_xid is the transaction that last wrote a row: policy-check's in-memory view polls
--- `changed_xid >= <the xmin of its previous poll's snapshot>`, which no commit can slip past,
+-- changed_xid is the transaction that last wrote a row (or removed one): policy-check's
+-- in-memory view polls `changed_xid >= <the xmin of its previous poll's snapshot>`, which no commit can slip past,
 -- however long the transaction that wrote it ran (a sequence or a timestamp can: a value is
 -- taken before the commit that makes it visible).
 
@@ -62,6 +62,8 @@ CREATE TABLE suppression_removals (
     created_at timestamptz NOT NULL,
     removed_at timestamptz NOT NULL DEFAULT now(),
     removed_by text,
-    note       text
+    note       text,
+    changed_xid xid8 NOT NULL DEFAULT pg_current_xact_id()
 );
 CREATE INDEX suppression_removals_tenant ON suppression_removals (tenant_id, removed_at);
+CREATE INDEX suppression_removals_changed ON suppression_removals (changed_xid);

@@ -81,7 +81,7 @@ class PolicyCheckService(PipelineService):
     async def check_batch(self, batch: list[Consumed[RenderedMessage]]) -> Outbox:
         """Suppressed recipients stop here; the others go on to the router, their bytes as read."""
         outbox = Outbox(self.settings.topic_prefix)
-        problems = await self.suppression_problems(batch)
+        problems = self.suppression_problems(batch)
         for item, problem in zip(batch, problems, strict=True):
             spec = item.value.message
             if problem is not None:
@@ -91,12 +91,10 @@ class PolicyCheckService(PipelineService):
             outbox.forward_value(item, ROUTE, spec.lane, spec.message_id, item.raw.value or b"")
         return outbox
 
-    async def suppression_problems(
-        self, batch: list[Consumed[RenderedMessage]]
-    ) -> list[Problem | None]:
+    def suppression_problems(self, batch: list[Consumed[RenderedMessage]]) -> list[Problem | None]:
         """The suppression that stops each message of the batch, as its problem (None: none)."""
         specs = [item.value.message for item in batch]
-        return await self.view.problems(specs, datetime.now(UTC))
+        return self.view.problems(specs, datetime.now(UTC))
 
     async def learn(self, batch: list[Consumed[DeliveryEvent]]) -> Outbox:
         """Suppress the recipients that a batch of events shows dead, hostile, gone or failing."""
