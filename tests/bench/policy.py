@@ -3,9 +3,9 @@
 1. A CSV of ``suppressions`` rows (one address each, the stream alternating) is streamed to
    ``POST /v1/suppressions/import`` of the running gateway: the import time is the client's,
    from the first byte sent to the answer (the rows are committed by then).
-2. policy-check's decision path (``services.policy_check.view``: the Bloom view loaded from
-   the table, the exact look-up of the maybes, the pure verdict) is built in this process, as a
-   policy-check process builds it at start, and asked for ``decisions`` decisions in batches of
+2. policy-check's decision path (``services.policy_check.view``: the in-process view loaded
+   from the table, the pure verdict) is built in this process, as a policy-check process
+   builds it at start, and asked for ``decisions`` decisions in batches of
    ``BATCH`` (a normal lane's chunk), one in ``HIT_EVERY`` recipients suppressed. Decisions/s is
    their count over the time spent in the calls; a decision's latency is its batch's call (each
    message waits for its batch), p99 over the batches. The suppressions are deleted afterwards.
@@ -95,15 +95,15 @@ async def decide(stack: BenchStack, prefix: str, rows: int, decisions: int) -> d
     for first in range(0, len(specs), BATCH):
         batch = specs[first : first + BATCH]
         began = time.perf_counter()
-        problems = await view.problems(batch, datetime.now(UTC))
+        problems = view.problems(batch, datetime.now(UTC))
         took = time.perf_counter() - began
         spent += took
         latencies.append(1000 * took)
         stopped += sum(problem is not None for problem in problems)
     return {
-        "view_keys": view.filter.count,
+        "view_keys": len(view.addresses.hashes),
         "view_load_s": round(load_s, 1),
-        "view_bytes": len(view.filter.bits),
+        "view_bytes": view.addresses.nbytes,
         "decisions": len(specs),
         "batch": BATCH,
         "stopped": stopped,
