@@ -332,7 +332,7 @@ class Cursor:
             raise ValueError("not a cursor") from None
         if not (isinstance(values, list) and len(values) == 3):
             raise ValueError("not a cursor")
-        if not all(isinstance(value, str) for value in values):
+        if not all(isinstance(value, str) and value.isprintable() for value in values):
             raise ValueError("not a cursor")
         return cls(*values)
 

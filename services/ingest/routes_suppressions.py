@@ -16,9 +16,10 @@ from typing import Annotated
 import asyncpg
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 
 from libs.keys import Scope
+from libs.sendable import ONE_LINE
 from libs.suppression_csv import (
     CsvRefused,
     GuardedBody,
@@ -76,15 +77,24 @@ class SuppressionPage(BaseModel):
     next_cursor: str | None
 
 
+def _one_line(value: str) -> str:
+    if fault := ONE_LINE.fault(value):
+        raise ValueError(fault)
+    return value
+
+
+OneLine = Annotated[str, AfterValidator(_one_line)]
+
+
 class NewSuppression(BaseModel):
     """An address to suppress (reason ``manual``)."""
 
-    address: str = Field(min_length=1, max_length=MAX_ADDRESS_CHARS)
+    address: OneLine = Field(min_length=1, max_length=MAX_ADDRESS_CHARS)
     stream: Stream | None = None
     """None: every stream."""
     expires_at: AwareDatetime | None = None
     """None: for good."""
-    note: str | None = Field(default=None, max_length=MAX_NOTE_CHARS)
+    note: OneLine | None = Field(default=None, max_length=MAX_NOTE_CHARS)
     """Who asked and why."""
 
 
@@ -117,12 +127,32 @@ LIST_DESCRIPTION = f"""The caller's suppressions in force, in address order.
 """
 
 
+def _parameters(params: list[tuple[str, str]], known: frozenset[str]) -> dict[str, str]:
+    """Each parameter's value, or a 422 naming the unknown, repeated or unstorable ones."""
+    given = grouped_parameters(params, known)
+    if isinstance(given, list):
+        raise ProblemError.of(given)
+    single = {name: values[0] for name, values in given.items()}
+    bad = [
+        bad_parameter(name, fault)
+        for name, value in single.items()
+        if (fault := ONE_LINE.fault(value))
+    ]
+    if bad:
+        raise ProblemError.of(bad)
+    return single
+
+
+def _path_address(address: str) -> str:
+    """The address of a path, normalised; 422 for text no address can contain."""
+    if fault := ONE_LINE.fault(address):
+        raise ProblemError.of([Violation("invalid_address", pointer("address"), fault)])
+    return normalise_address(address)
+
+
 def parse_query(params: list[tuple[str, str]]) -> tuple[SuppressionQuery, bool] | list[Violation]:
     """The list the parameters ask for and whether as CSV, or what is wrong with them."""
-    given = grouped_parameters(params, PARAMETERS)
-    if isinstance(given, list):
-        return given
-    single = {name: values[0] for name, values in given.items()}
+    single = _parameters(params, PARAMETERS)
     checks: dict[str, object] = {}
     if "stream" in single:
         checks["stream"] = parse_choice("stream", single["stream"], Stream)
@@ -227,7 +257,7 @@ def _export(pool: asyncpg.Pool, caller: Caller, query: SuppressionQuery) -> Stre
     summary="Whether mail to an address goes, per stream",
 )
 async def check_route(address: str, ingest: IngestDep, caller: ReadCaller) -> AddressCheck:
-    key = (caller.tenant.id, normalise_address(address))
+    key = (caller.tenant.id, _path_address(address))
     found = await active_suppressions(ingest.pool, [key])
     return AddressCheck.of(key[1], found.get(key, []))
 
@@ -330,10 +360,7 @@ async def remove_route(
     """Remove the address's suppressions (of ``stream`` and ``reason`` when given), recording
     the key that removed them and ``note`` (why). 403 ``complaint_needs_admin`` removes nothing
     when a complaint is among them and the key lacks the admin scope."""
-    given = grouped_parameters(request.query_params.multi_items(), REMOVE_PARAMETERS)
-    if isinstance(given, list):
-        raise ProblemError.of(given)
-    single = {name: values[0] for name, values in given.items()}
+    single = _parameters(request.query_params.multi_items(), REMOVE_PARAMETERS)
     which = (
         parse_choice("stream", single["stream"], Stream) if "stream" in single else None,
         parse_choice("reason", single["reason"], SuppressionReason) if "reason" in single else None,
@@ -346,7 +373,7 @@ async def remove_route(
         removal = await remove_suppressions(
             connection,
             caller.tenant.id,
-            address,
+            _path_address(address),
             only_stream if isinstance(only_stream, Stream) else None,
             only_reason if isinstance(only_reason, SuppressionReason) else None,
             f"key:{caller.key.id}",

@@ -307,3 +307,29 @@ async def test_import_needs_csv_and_the_send_scope(
     assert_problem(as_json, 415, "unsupported_media_type")
     reader = await scoped_key(pool, created.id, keys.Scope.READ)
     assert_problem(await import_csv(client, reader, b"address\na@example.org\n"), 403, "forbidden")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params", "body"),
+    [
+        ("GET", f"{PATH}/a%00b@example.org", {}, None),
+        ("DELETE", f"{PATH}/a%00b@example.org", {}, None),
+        ("DELETE", f"{PATH}/a@example.org", {"note": "why\x00"}, None),
+        ("GET", PATH, {"prefix": "a\x00"}, None),
+        ("GET", PATH, {"cursor": "WyJhXHUwMDAwIiwgImIiLCAiYyJd"}, None),  # ["a\u0000", "b", "c"]
+        ("POST", PATH, {}, b'{"suppressions": [{"address": "a\\u0000@example.org"}]}'),
+        ("POST", PATH, {}, b'{"suppressions": [{"address": "a@example.org", "note": "\\ud800"}]}'),
+    ],
+)
+async def test_text_the_database_cannot_store_is_a_422(
+    client: httpx.AsyncClient,
+    tenant: tuple[Tenant, str],
+    method: str,
+    path: str,
+    params: dict[str, str],
+    body: bytes | None,
+) -> None:
+    headers = auth(tenant[1]) | {"content-type": "application/json"}
+    response = await client.request(method, path, params=params, content=body, headers=headers)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
