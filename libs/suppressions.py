@@ -221,13 +221,16 @@ async def record_soft_bounces(
     valid = [b for b in bounces if tenant_uuid(b.tenant_id) is not None]
     if not valid:
         return []
+    places = (
+        [uuid.UUID(b.tenant_id) for b in valid],
+        [b.address for b in valid],
+        [b.stream.value for b in valid],
+    )
     await executor.execute(
         "INSERT INTO soft_bounces (tenant_id, address, stream, message_id)"
         " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])"
         " ON CONFLICT DO NOTHING",
-        [uuid.UUID(b.tenant_id) for b in valid],
-        [b.address for b in valid],
-        [b.stream.value for b in valid],
+        *places,
         [b.message_id for b in valid],
     )
     rows = await executor.fetch(
@@ -239,9 +242,7 @@ async def record_soft_bounces(
         " FROM q JOIN soft_bounces b ON (b.tenant_id, b.address, b.stream)"
         "   = (q.tenant_id, q.address, q.stream)"
         " WHERE b.bounced_at >= now() - $4::interval GROUP BY 1, 2, 3",
-        [uuid.UUID(b.tenant_id) for b in valid],
-        [b.address for b in valid],
-        [b.stream.value for b in valid],
+        *places,
         window,
     )
     counts = {(str(r["tenant_id"]), r["address"], r["stream"]): r["bounces"] for r in rows}

@@ -9,9 +9,10 @@ change reaches each policy-check process within its view's staleness bound
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import asyncpg
 from fastapi import APIRouter, Query, Request
@@ -58,6 +59,7 @@ from services.ingest.search import (
 from services.ingest.validate import Violation, pointer
 
 router = APIRouter(prefix="/v1/suppressions", tags=["suppressions"])
+T = TypeVar("T")
 
 MAX_ADD = 1000
 DEFAULT_LIMIT = 100
@@ -150,43 +152,60 @@ def _path_address(address: str) -> str:
     return normalise_address(address)
 
 
-def parse_query(params: list[tuple[str, str]]) -> tuple[SuppressionQuery, bool] | list[Violation]:
-    """The list the parameters ask for and whether as CSV, or what is wrong with them."""
+def _parsed(
+    single: dict[str, str], name: str, parse: Callable[[str, str], T | Violation]
+) -> T | Violation | None:
+    return parse(name, single[name]) if name in single else None
+
+
+def _cursor(name: str, text: str) -> Cursor | Violation:
+    try:
+        return Cursor.decode(text)
+    except ValueError:
+        return bad_parameter(name, "not a cursor this API gave (pass next_cursor as it is)")
+
+
+def _format(name: str, text: str) -> str | Violation:
+    return text if text in ("json", "csv") else bad_parameter(name, "json or csv")
+
+
+def _stream(name: str, text: str) -> Stream | Violation:
+    return parse_choice(name, text, Stream)
+
+
+def _reason(name: str, text: str) -> SuppressionReason | Violation:
+    return parse_choice(name, text, SuppressionReason)
+
+
+def _valid(value: T | Violation | None) -> T | None:
+    """A parsed value once the violations were answered."""
+    return None if isinstance(value, Violation) else value
+
+
+def _refuse(*values: object) -> None:
+    if violations := [v for v in values if isinstance(v, Violation)]:
+        raise ProblemError.of(violations)
+
+
+def parse_query(params: list[tuple[str, str]]) -> tuple[SuppressionQuery, bool]:
+    """The list the parameters ask for and whether as CSV; 422 naming each bad parameter."""
     single = _parameters(params, PARAMETERS)
-    checks: dict[str, object] = {}
-    if "stream" in single:
-        checks["stream"] = parse_choice("stream", single["stream"], Stream)
-    if "reason" in single:
-        checks["reason"] = parse_choice("reason", single["reason"], SuppressionReason)
-    for name in ("since", "until"):
-        if name in single:
-            checks[name] = parse_moment(name, single[name])
-    checks["limit"] = parse_limit(single.get("limit", str(DEFAULT_LIMIT)), MAX_LIMIT)
-    if "cursor" in single:
-        try:
-            checks["after"] = Cursor.decode(single["cursor"])
-        except ValueError:
-            checks["after"] = bad_parameter("cursor", "not a cursor this API gave")
-    as_csv = single.get("format", "json")
-    if as_csv not in ("json", "csv"):
-        checks["format"] = bad_parameter("format", "json or csv")
-    violations = [v for v in checks.values() if isinstance(v, Violation)]
-    if violations:
-        return violations
-    checks.pop("format", None)
+    stream, reason = _parsed(single, "stream", _stream), _parsed(single, "reason", _reason)
+    since, until = _parsed(single, "since", parse_moment), _parsed(single, "until", parse_moment)
+    after, form = _parsed(single, "cursor", _cursor), _parsed(single, "format", _format)
+    limit = parse_limit(single.get("limit", str(DEFAULT_LIMIT)), MAX_LIMIT)
+    _refuse(stream, reason, since, until, after, form, limit)
     query = SuppressionQuery(
         address=single.get("address"),
         prefix=single.get("prefix"),
-        **checks,  # type: ignore[arg-type]
+        stream=_valid(stream),
+        reason=_valid(reason),
+        since=_valid(since),
+        until=_valid(until),
+        after=_valid(after),
+        limit=_valid(limit),
     )
-    return query, as_csv == "csv"
-
-
-def _query(request: Request) -> tuple[SuppressionQuery, bool]:
-    parsed = parse_query(request.query_params.multi_items())
-    if isinstance(parsed, list):
-        raise ProblemError.of(parsed)
-    return parsed
+    return query, form == "csv"
 
 
 @router.get(
@@ -211,7 +230,7 @@ async def list_route(
     format: Filter = None,
 ) -> SuppressionPage | StreamingResponse:
     """Parameters are declared for the OpenAPI document; ``parse_query`` reads and checks them."""
-    query, as_csv = _query(request)
+    query, as_csv = parse_query(request.query_params.multi_items())
     if as_csv:
         return _export(ingest.pool, caller, query)
     page = await list_suppressions(ingest.pool, caller.tenant.id, query)
@@ -230,13 +249,13 @@ async def list_route(
 async def export_route(
     request: Request, ingest: IngestDep, caller: ReadCaller
 ) -> StreamingResponse:
-    query, _ = _query(request)
+    query, _ = parse_query(request.query_params.multi_items())
     return _export(ingest.pool, caller, query)
 
 
 def _export(pool: asyncpg.Pool, caller: Caller, query: SuppressionQuery) -> StreamingResponse:
     """Rows are read through a cursor and sent as they come: millions never sit in memory."""
-    whole = SuppressionQuery(**{**query.__dict__, "limit": None, "after": None})
+    whole = replace(query, limit=None, after=None)
 
     async def lines() -> AsyncIterator[str]:
         yield header_line()
@@ -253,7 +272,7 @@ def _export(pool: asyncpg.Pool, caller: Caller, query: SuppressionQuery) -> Stre
 @router.get(
     "/{address}",
     response_model=AddressCheck,
-    responses=problems(401, 403),
+    responses=problems(401, 403, 422),
     summary="Whether mail to an address goes, per stream",
 )
 async def check_route(address: str, ingest: IngestDep, caller: ReadCaller) -> AddressCheck:
@@ -361,21 +380,19 @@ async def remove_route(
     the key that removed them and ``note`` (why). 403 ``complaint_needs_admin`` removes nothing
     when a complaint is among them and the key lacks the admin scope."""
     single = _parameters(request.query_params.multi_items(), REMOVE_PARAMETERS)
-    which = (
-        parse_choice("stream", single["stream"], Stream) if "stream" in single else None,
-        parse_choice("reason", single["reason"], SuppressionReason) if "reason" in single else None,
+    only_stream, only_reason = (
+        _parsed(single, "stream", _stream),
+        _parsed(single, "reason", _reason),
     )
-    if bad := [v for v in which if isinstance(v, Violation)]:
-        raise ProblemError.of(bad)
-    only_stream, only_reason = which
+    _refuse(only_stream, only_reason)
     may_remove_complaints = Scope.ADMIN in caller.key.settings.scopes
     async with ingest.pool.acquire() as connection:
         removal = await remove_suppressions(
             connection,
             caller.tenant.id,
             _path_address(address),
-            only_stream if isinstance(only_stream, Stream) else None,
-            only_reason if isinstance(only_reason, SuppressionReason) else None,
+            _valid(only_stream),
+            _valid(only_reason),
             f"key:{caller.key.id}",
             single.get("note"),
             may_remove_complaints,
