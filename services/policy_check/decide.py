@@ -63,6 +63,8 @@ def verdict(
     spec: MessageSpec, suppressions: Sequence[Suppression], now: datetime
 ) -> Problem | None:
     """The problem that stops ``spec`` at its recipient's suppressions, or None: it may go."""
+    if not suppressions:
+        return None
     stopping = {s.reason: s for s in suppressions if stops(s, spec, now)}
     for reason in SEVERITY:
         if (found := stopping.get(reason)) is not None:

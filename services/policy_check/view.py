@@ -187,5 +187,5 @@ class SuppressionView:
         for spec in specs:
             key = (spec.tenant_id, normalise_address(spec.recipient.address))
             found = self.addresses.suppressions(key) if self.suppressed(key) else []
-            decided.append(verdict(spec, found, now) if found else None)
+            decided.append(verdict(spec, found, now))
         return decided
