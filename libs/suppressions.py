@@ -596,9 +596,9 @@ async def changes_since(
             since,
         )
         remaining = await connection.fetch(
-            f"{STATE} WHERE (tenant_id::text, address) IN"
-            f" (SELECT * FROM unnest($1::text[], $2::text[])) AND {IN_FORCE}",
-            [row[0] for row in removed],
+            f"{STATE} WHERE (tenant_id, address) IN (SELECT * FROM"
+            f" unnest($1::uuid[], $2::text[])) AND {IN_FORCE}",
+            [uuid.UUID(row[0]) for row in removed],
             [row[1] for row in removed],
         )
     now_in_force: dict[Key, list[Suppression]] = {(row[0], row[1]): [] for row in removed}

@@ -14,6 +14,7 @@
 -- taken before the commit that makes it visible).
 
 ALTER TABLE suppressions RENAME TO suppressions_0007;
+ALTER INDEX suppressions_pkey RENAME TO suppressions_0007_pkey;
 
 CREATE TABLE suppressions (
     tenant_id         uuid NOT NULL,
