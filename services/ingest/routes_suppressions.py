@@ -281,6 +281,20 @@ async def check_route(address: str, ingest: IngestDep, caller: ReadCaller) -> Ad
     return AddressCheck.of(key[1], found.get(key, []))
 
 
+def _rows_refused(faults: list[ImportFault], collection: str, first: int) -> ProblemError:
+    """The 422 naming each faulty row of an import (rows counted from ``first``)."""
+    return ProblemError.of(
+        [
+            Violation(
+                f"invalid_{fault.field}",
+                pointer(collection, fault.line - 1 + first, fault.field),
+                fault.detail,
+            )
+            for fault in faults
+        ]
+    )
+
+
 async def _import(ingest: IngestDep, caller: Caller, stage: Stager) -> int | list[ImportFault]:
     async with ingest.pool.acquire() as connection:
         return await import_suppressions(
@@ -315,14 +329,7 @@ async def add_route(request: Request, ingest: IngestDep, caller: SendCaller) -> 
     ]
     written = await _import(ingest, caller, stage_rows(rows))
     if isinstance(written, list):
-        raise ProblemError.of(
-            [
-                Violation(
-                    f"invalid_{f.field}", pointer("suppressions", f.line - 1, f.field), f.detail
-                )
-                for f in written
-            ]
-        )
+        raise _rows_refused(written, "suppressions", first=0)
     return Added(written=written)
 
 
@@ -352,12 +359,7 @@ async def import_route(request: Request, ingest: IngestDep, caller: SendCaller) 
             "invalid_csv", f"{error.args[0] if error.args else error}{where}"
         ) from None
     if isinstance(written, list):
-        raise ProblemError.of(
-            [
-                Violation(f"invalid_{f.field}", pointer("rows", f.line, f.field), f.detail)
-                for f in written
-            ]
-        )
+        raise _rows_refused(written, "rows", first=1)
     return Added(written=written)
 
 
