@@ -10,7 +10,7 @@ change reaches each policy-check process within its view's staleness bound
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
@@ -66,6 +66,20 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 CSV = "text/csv"
 Filter = Annotated[str | None, Query()]
+MAX_IMPORTS_AT_ONCE = 2
+"""Imports one gateway process runs at once: each holds a connection and a transaction for as
+long as its upload lasts, so a flood of them could starve everything else of the database."""
+IMPORT_RETRY_SECONDS = 10
+
+
+@dataclass
+class RunningImports:
+    """How many imports this process runs now."""
+
+    running: int = 0
+
+
+IMPORTS = RunningImports()
 REMOVE_PARAMETERS = frozenset({"stream", "reason", "note"})
 PARAMETERS = frozenset(
     {"address", "prefix", "stream", "reason", "since", "until", "cursor", "limit", "format"}
@@ -347,7 +361,14 @@ async def import_route(request: Request, ingest: IngestDep, caller: SendCaller) 
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media_type != CSV:
         raise ProblemError("unsupported_media_type", "send the body as text/csv")
+    if IMPORTS.running >= MAX_IMPORTS_AT_ONCE:
+        raise ProblemError(
+            "rate_limited",
+            f"{MAX_IMPORTS_AT_ONCE} imports are running in this process; retry soon",
+            headers={"Retry-After": str(IMPORT_RETRY_SECONDS)},
+        )
     body = GuardedBody(request.stream())
+    IMPORTS.running += 1
     try:
         columns = await body.header()
         written = await _import(ingest, caller, stage_csv(body.rows(), columns))
@@ -358,6 +379,8 @@ async def import_route(request: Request, ingest: IngestDep, caller: SendCaller) 
         raise ProblemError(
             "invalid_csv", f"{error.args[0] if error.args else error}{where}"
         ) from None
+    finally:
+        IMPORTS.running -= 1
     if isinstance(written, list):
         raise _rows_refused(written, "rows", first=1)
     return Added(written=written)

@@ -3,9 +3,11 @@ remove, CSV export and import; scopes, tenant isolation and bad input."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -17,6 +19,8 @@ from libs.suppression_csv import MAX_LINE_BYTES
 from libs.suppressions import Suppression, SuppressionReason, add_suppressions
 from libs.tenants import Tenant, create_tenant
 from schemas.common import Stream
+from services.ingest.routes_suppressions import IMPORTS
+from tests.support import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -333,3 +337,32 @@ async def test_text_the_database_cannot_store_is_a_422(
     response = await client.request(method, path, params=params, content=body, headers=headers)
     assert response.status_code == 422, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_imports_beyond_two_at_once_are_told_to_retry(
+    client: httpx.AsyncClient, tenant: tuple[Tenant, str]
+) -> None:
+    _, key = tenant
+    release = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield b"address\n"
+        await release.wait()
+        yield f"{address()}\n".encode()
+
+    headers = auth(key) | {"content-type": "text/csv"}
+    slow = [
+        asyncio.create_task(client.post(f"{PATH}/import", content=slow_body(), headers=headers))
+        for _ in range(2)
+    ]
+    await eventually(lambda: _running(2))
+    refused = await import_csv(client, key, b"address\na@example.org\n")
+    assert_problem(refused, 429, "rate_limited")
+    assert refused.headers["retry-after"] == "10"
+    release.set()
+    assert [(await task).json() for task in slow] == [{"written": 2}, {"written": 2}]
+    assert (await import_csv(client, key, f"address\n{address()}\n".encode())).status_code == 200
+
+
+async def _running(count: int) -> bool | None:
+    return IMPORTS.running == count or None
