@@ -1,8 +1,8 @@
 """The suppression list: what a tenant must not send to, per address, stream and reason.
 
-The one copy of its SQL: policy-check stores what delivery events teach and looks candidates
-up here; the HTTP gateway and the CLI list, add, remove, export and import through the same
-functions. Which suppression stops which message is policy-check's decision
+The one copy of its SQL: policy-check stores what delivery events teach, loads its in-process
+view and polls the changes here; the HTTP gateway and the CLI list, check, add, remove, export
+and import through the same functions. Which suppression stops which message is policy-check's decision
 (``services.policy_check.decide``); this module only stores and finds them.
 """
 
