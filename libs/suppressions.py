@@ -2,8 +2,8 @@
 
 The one copy of its SQL: policy-check stores what delivery events teach, loads its in-process
 view and polls the changes here; the HTTP gateway and the CLI list, check, add, remove, export
-and import through the same functions. Which suppression stops which message is policy-check's decision
-(``services.policy_check.decide``); this module only stores and finds them.
+and import through the same functions. Which suppression stops which message is policy-check's
+decision (``services.policy_check.decide``); this module only stores and finds them.
 """
 
 from __future__ import annotations
