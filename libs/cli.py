@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
-from collections.abc import Awaitable, Callable
-from datetime import UTC, timedelta
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TextIO, TypeVar
 
 import asyncpg
 import click
@@ -38,6 +39,26 @@ from libs.sending_domains import (
     sending_domain,
 )
 from libs.settings import Settings
+from libs.suppression_csv import CsvRefused, GuardedBody, export_lines, header_line
+from libs.suppression_views import AddressCheck, SuppressionView
+from libs.suppressions import (
+    ADDRESS_SHAPE,
+    MAX_ADDRESS_CHARS,
+    Cursor,
+    ImportFault,
+    Removal,
+    Suppression,
+    SuppressionQuery,
+    SuppressionReason,
+    active_suppressions,
+    add_suppressions,
+    each_suppression,
+    import_suppressions,
+    list_suppressions,
+    normalise_address,
+    remove_suppressions,
+    stage_csv,
+)
 from libs.templates import DEFAULT_LOCALE, put_template
 from libs.tenants import create_tenant, set_limits, set_retention, set_webhook
 from schemas.common import Lane, Stream
@@ -492,30 +513,217 @@ def template_create(
 
 @main.group()
 def suppression() -> None:
-    """Addresses a tenant must not send to."""
+    """Addresses a tenant does not send to, per stream and reason (as /v1/suppressions)."""
+
+
+stream_choice = click.Choice([s.value for s in Stream])
+reason_choice = click.Choice([r.value for r in SuppressionReason])
+CLI_AUTHOR = "cli"
+EXPORT_CHUNK_BYTES = 1 << 20
+
+
+def _moment(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an RFC 3339 date-time") from None
+    if moment.tzinfo is None:
+        raise click.BadParameter(f"{value!r}: give the offset (Z or ±hh:mm)")
+    return moment
+
+
+def _views(found: list[Suppression]) -> list[dict[str, Any]]:
+    return [SuppressionView.of(s).model_dump(mode="json") for s in found]
+
+
+@suppression.command("list")
+@tenant_option
+@click.option("--address", help="One address, exactly.")
+@click.option("--prefix", help="Addresses starting with this.")
+@click.option("--stream", type=stream_choice)
+@click.option("--reason", type=reason_choice)
+@click.option("--since", help="Created at or after (RFC 3339).")
+@click.option("--until", help="Created before (RFC 3339).")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option("--cursor", help="next_cursor of the previous page.")
+@pass_settings
+def suppression_list(
+    settings: Settings,
+    tenant_id: str,
+    address: str | None,
+    prefix: str | None,
+    stream: str | None,
+    reason: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    cursor: str | None,
+) -> None:
+    """Print a page of a tenant's suppressions in force, in address order, as JSON."""
+    _uuid(tenant_id, "tenant")
+    try:
+        after = Cursor.decode(cursor) if cursor else None
+    except ValueError:
+        raise click.BadParameter("not a cursor this command printed") from None
+    query = SuppressionQuery(
+        address=address,
+        prefix=prefix,
+        stream=Stream(stream) if stream else None,
+        reason=SuppressionReason(reason) if reason else None,
+        since=_moment(since),
+        until=_moment(until),
+        after=after,
+        limit=limit,
+    )
+    page = _with_pool(settings, lambda pool: list_suppressions(pool, tenant_id, query))
+    _print_json(
+        {
+            "suppressions": _views(page.suppressions),
+            "next_cursor": page.next_cursor.encode() if page.next_cursor else None,
+        }
+    )
+
+
+@suppression.command("check")
+@tenant_option
+@click.argument("address")
+@pass_settings
+def suppression_check(settings: Settings, tenant_id: str, address: str) -> None:
+    """Print whether mail to ADDRESS goes, per stream."""
+    _uuid(tenant_id, "tenant")
+    key = (tenant_id, normalise_address(address))
+    found = _with_pool(settings, lambda pool: active_suppressions(pool, [key]))
+    _print_json(AddressCheck.of(key[1], found.get(key, [])).model_dump(mode="json"))
 
 
 @suppression.command("add")
-@click.option("--tenant", "tenant_id", required=True, help="The tenant's id.")
-@click.option("--reason", default="manual", show_default=True)
+@tenant_option
+@click.option("--stream", type=stream_choice, help="Only this stream (default: every stream).")
+@click.option("--reason", type=reason_choice, default="manual", show_default=True)
+@click.option("--expires-at", help="Until when (RFC 3339; default: for good).")
+@click.option("--note", help="Who asked and why.")
+@click.argument("addresses", nargs=-1, required=True)
+@pass_settings
+def suppression_add(
+    settings: Settings,
+    tenant_id: str,
+    stream: str | None,
+    reason: str,
+    expires_at: str | None,
+    note: str | None,
+    addresses: tuple[str, ...],
+) -> None:
+    """Stop sending to ADDRESSES for a tenant; print the suppressions written."""
+    _uuid(tenant_id, "tenant")
+    wanted = [
+        Suppression(
+            tenant_id,
+            _suppressible(address),
+            each,
+            SuppressionReason(reason),
+            note=note,
+            created_by=CLI_AUTHOR,
+            expires_at=_moment(expires_at),
+        )
+        for address in addresses
+        for each in ([Stream(stream)] if stream else list(Stream))
+    ]
+    _print_json(_views(_with_pool(settings, lambda pool: add_suppressions(pool, wanted))))
+
+
+def _suppressible(address: str) -> str:
+    normalised = normalise_address(address)
+    if not re.match(ADDRESS_SHAPE, normalised) or len(normalised) > MAX_ADDRESS_CHARS:
+        raise click.BadParameter(f"{address!r} is not an email address")
+    return normalised
+
+
+@suppression.command("remove")
+@tenant_option
+@click.option("--stream", type=stream_choice, help="Only this stream.")
+@click.option("--reason", type=reason_choice, help="Only this reason.")
+@click.option("--note", required=True, help="Why (kept with the removal).")
 @click.argument("address")
 @pass_settings
-def suppression_add(settings: Settings, tenant_id: str, reason: str, address: str) -> None:
-    """Stop sending to ADDRESS for a tenant."""
-    key = _uuid(tenant_id, "tenant")
-    normalised = address.strip().lower()
+def suppression_remove(
+    settings: Settings,
+    tenant_id: str,
+    stream: str | None,
+    reason: str | None,
+    note: str,
+    address: str,
+) -> None:
+    """Resume sending to ADDRESS (complaints included: this is an operator's tool)."""
+    _uuid(tenant_id, "tenant")
 
-    async def add(pool: asyncpg.Pool) -> None:
-        await pool.execute(
-            "INSERT INTO suppressions (tenant_id, address, reason) VALUES ($1, $2, $3)"
-            " ON CONFLICT (tenant_id, address) DO UPDATE SET reason = EXCLUDED.reason",
-            key,
-            normalised,
-            reason,
-        )
+    async def remove(pool: asyncpg.Pool) -> Removal:
+        async with pool.acquire() as connection:
+            return await remove_suppressions(
+                connection,
+                tenant_id,
+                address,
+                Stream(stream) if stream else None,
+                SuppressionReason(reason) if reason else None,
+                CLI_AUTHOR,
+                note,
+                may_remove_complaints=True,
+            )
 
-    _with_pool(settings, add)
-    _print_json({"tenant_id": tenant_id, "address": normalised, "reason": reason})
+    removal = _with_pool(settings, remove)
+    if not removal.removed:
+        raise click.ClickException(f"{normalise_address(address)} is not suppressed")
+    _print_json(_views(removal.removed))
+
+
+@suppression.command("export")
+@tenant_option
+@click.option("--out", type=click.File("w", encoding="utf-8"), default="-", show_default=True)
+@pass_settings
+def suppression_export(settings: Settings, tenant_id: str, out: TextIO) -> None:
+    """Write every suppression of a tenant in force as CSV (the API's export)."""
+    _uuid(tenant_id, "tenant")
+
+    async def export(pool: asyncpg.Pool) -> None:
+        out.write(header_line())
+        async with pool.acquire() as connection:
+            async for chunk in each_suppression(connection, tenant_id, SuppressionQuery()):
+                out.write(export_lines(chunk))
+
+    _with_pool(settings, export)
+
+
+@suppression.command("import")
+@tenant_option
+@click.argument("source", type=click.File("rb"))
+@pass_settings
+def suppression_import(settings: Settings, tenant_id: str, source: BinaryIO) -> None:
+    """Suppress every address of a CSV file (reason manual; a header line first: address and
+    any of stream, expires_at, note — an export imports back), all or none."""
+    _uuid(tenant_id, "tenant")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        while chunk := source.read(EXPORT_CHUNK_BYTES):
+            yield chunk
+
+    async def load(pool: asyncpg.Pool) -> int | list[ImportFault]:
+        body = GuardedBody(chunks())
+        async with pool.acquire() as connection:
+            columns = await body.header()
+            stage = stage_csv(body.rows(), columns)
+            return await import_suppressions(connection, tenant_id, CLI_AUTHOR, stage)
+
+    try:
+        written = _with_pool(settings, load)
+    except CsvRefused as refused:
+        raise click.ClickException(f"{refused.code}: {refused.detail}") from None
+    except asyncpg.DataError as error:
+        raise click.ClickException(f"invalid_csv: {error}") from None
+    if isinstance(written, list):
+        faults = "; ".join(f"row {f.line} {f.field}: {f.detail}" for f in written)
+        raise click.ClickException(f"nothing imported: {faults}")
+    _print_json({"written": written})
 
 
 @main.group()

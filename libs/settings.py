@@ -79,6 +79,14 @@ class Settings(BaseSettings):
     retry_base_seconds: float = 30.0
     retry_max_seconds: float = 3600.0
     retry_poll_seconds: float = 0.5
+    suppression_poll_seconds: float = 1.0
+    """How often policy-check takes in suppressions written elsewhere (API, CLI, another
+    process): the staleness bound of its in-process view, plus one poll query."""
+    soft_bounce_count: int = 3
+    soft_bounce_window_days: float = 7.0
+    soft_bounce_pause_days: float = 3.0
+    """This many messages to an address that soft-bounced (full mailbox, address or domain not
+    answering) within the window pause the address in that stream for this long."""
     webhook_timeout_seconds: float = 10.0
     webhook_max_attempts: int = 5
     webhook_retry_base_seconds: float = 1.0

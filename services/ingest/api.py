@@ -35,6 +35,7 @@ from services.ingest import (
     routes_held,
     routes_messages,
     routes_rules,
+    routes_suppressions,
     routes_unsubscribe,
 )
 from services.ingest.accept import (
@@ -334,6 +335,7 @@ def build_api(tracer_provider: TracerProvider) -> Gateway:
     app.include_router(routes_rules.router)
     app.include_router(routes_held.router)
     app.include_router(routes_unsubscribe.router)
+    app.include_router(routes_suppressions.router)
 
     @app.exception_handler(ProblemError)
     async def problem(request: Request, error: ProblemError) -> Response:

@@ -26,7 +26,7 @@ from services.ingest.accept import SERVICE, Ingest
 from services.ingest.http_deps import IngestDep, ReadCaller, SendCaller, parsed_body, problems
 from services.ingest.problems import ProblemError
 from services.ingest.routes_keys import json_body_doc
-from services.ingest.search import DEFAULT_LIMIT, INVALID_PARAMETER, page_limit
+from services.ingest.search import DEFAULT_LIMIT, INVALID_PARAMETER, parse_limit
 from services.ingest.validate import Violation
 
 router = APIRouter(prefix="/v1/held", tags=["held messages"])
@@ -70,7 +70,7 @@ async def list_held(
     """The tenant's held messages matching every filter: ``rule`` (its id), ``recipient_domain``,
     ``since`` (inclusive) and ``until`` (exclusive) on the time it was held (RFC 3339);
     ``limit`` 1 to 100 (default 50)."""
-    size = page_limit(limit) if limit is not None else DEFAULT_LIMIT
+    size = parse_limit(limit) if limit is not None else DEFAULT_LIMIT
     if isinstance(size, Violation):
         raise ProblemError.of([size])
     given = {"rule_id": rule, "recipient_domain": recipient_domain, "since": since, "until": until}

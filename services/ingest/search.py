@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, TypeVar
 
 import asyncpg
@@ -30,7 +31,7 @@ MAX_VALUE_LENGTH = 998
 METADATA_SEPARATOR = ":"
 INVALID_PARAMETER = "invalid_parameter"
 
-E = TypeVar("E", MessageState, Stream)
+E = TypeVar("E", bound=StrEnum)
 
 
 @dataclass(frozen=True)
@@ -81,31 +82,33 @@ REPEATABLE = ("tag", "metadata")
 PARAMETERS = frozenset((*SINGLE, *REPEATABLE, "cursor", "limit"))
 
 
-def _bad(name: str, detail: str) -> Violation:
+def bad_parameter(name: str, detail: str) -> Violation:
+    """The problem with query parameter ``name``."""
     return Violation(INVALID_PARAMETER, name, f"parameter {name!r}: {detail}")
 
 
-def _moment(name: str, text: str) -> datetime | Violation:
+def parse_moment(name: str, text: str) -> datetime | Violation:
+    """An RFC 3339 date-time parameter, with its offset."""
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        return _bad(name, "not an RFC 3339 date-time (e.g. 2026-01-31T12:00:00Z)")
+        return bad_parameter(name, "not an RFC 3339 date-time (e.g. 2026-01-31T12:00:00Z)")
     if moment.tzinfo is None:
-        return _bad(name, "give the offset (Z or ±hh:mm)")
+        return bad_parameter(name, "give the offset (Z or ±hh:mm)")
     return moment
 
 
 def _pair(text: str) -> tuple[str, str] | Violation:
     key, separator, value = text.partition(METADATA_SEPARATOR)
     if not separator or not key:
-        return _bad("metadata", "give key:value (e.g. order_id:123)")
+        return bad_parameter("metadata", "give key:value (e.g. order_id:123)")
     return key, value
 
 
-def page_limit(text: str) -> int | Violation:
-    """The page size a ``limit`` parameter asks for (every listing of the gateway takes it)."""
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
-        return _bad("limit", f"an integer from 1 to {MAX_LIMIT}")
+def parse_limit(text: str, maximum: int = MAX_LIMIT) -> int | Violation:
+    """The ``limit`` parameter: 1 to ``maximum``."""
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= maximum:
+        return bad_parameter("limit", f"an integer from 1 to {maximum}")
     return int(text)
 
 
@@ -113,28 +116,37 @@ def _cursor(text: str) -> Cursor | Violation:
     try:
         return Cursor.decode(text)
     except ValueError:
-        return _bad("cursor", "not a cursor this API gave (pass next_cursor as it is)")
+        return bad_parameter("cursor", "not a cursor this API gave (pass next_cursor as it is)")
+
+
+def grouped_parameters(
+    params: Sequence[tuple[str, str]], known: frozenset[str], repeatable: Sequence[str] = ()
+) -> dict[str, list[str]] | list[Violation]:
+    """The query parameters by name, or what is wrong with them: unknown ones, repeats of a
+    single-valued one, values too long to match anything."""
+    given: dict[str, list[str]] = {}
+    for name, value in params:
+        given.setdefault(name, []).append(value)
+    violations = [bad_parameter(name, "unknown parameter") for name in given if name not in known]
+    violations += [
+        bad_parameter(name, "give it once")
+        for name, values in given.items()
+        if name in known - set(repeatable) and len(values) > 1
+    ]
+    violations += [
+        bad_parameter(name, f"at most {MAX_VALUE_LENGTH} characters")
+        for name, values in given.items()
+        if any(len(value) > MAX_VALUE_LENGTH for value in values)
+    ]
+    return violations or given
 
 
 def parse_query(params: Sequence[tuple[str, str]]) -> MessageQuery | list[Violation]:
     """The search the query parameters ask for, or everything wrong with them (each names its
     parameter): unknown parameters, repeats of a single-valued one, values of the wrong form."""
-    given: dict[str, list[str]] = {}
-    for name, value in params:
-        given.setdefault(name, []).append(value)
-    violations = [_bad(name, "unknown parameter") for name in given if name not in PARAMETERS]
-    violations += [
-        _bad(name, "give it once")
-        for name, values in given.items()
-        if name in PARAMETERS - set(REPEATABLE) and len(values) > 1
-    ]
-    violations += [
-        _bad(name, f"at most {MAX_VALUE_LENGTH} characters")
-        for name, values in given.items()
-        if any(len(value) > MAX_VALUE_LENGTH for value in values)
-    ]
-    if violations:
-        return violations
+    given = grouped_parameters(params, PARAMETERS, REPEATABLE)
+    if isinstance(given, list):
+        return given
     single = {name: values[0] for name, values in given.items()}
     fields: dict[str, Any] = {
         name: single[name] for name in ("category", "template") if name in single
@@ -143,16 +155,16 @@ def parse_query(params: Sequence[tuple[str, str]]) -> MessageQuery | list[Violat
     if "recipient" in single:
         fields["recipient"] = single["recipient"].strip().lower()
     if "status" in single:
-        checks["status"] = _choice("status", single["status"], MessageState)
+        checks["status"] = parse_choice("status", single["status"], MessageState)
     if "stream" in single:
-        checks["stream"] = _choice("stream", single["stream"], Stream)
+        checks["stream"] = parse_choice("stream", single["stream"], Stream)
     for name in ("since", "until"):
         if name in single:
-            checks[name] = _moment(name, single[name])
+            checks[name] = parse_moment(name, single[name])
     if "cursor" in single:
         checks["after"] = _cursor(single["cursor"])
     if "limit" in single:
-        checks["limit"] = page_limit(single["limit"])
+        checks["limit"] = parse_limit(single["limit"])
     pairs = [_pair(text) for text in given.get("metadata", [])]
     violations = [v for v in (*checks.values(), *pairs) if isinstance(v, Violation)]
     if violations:
@@ -165,11 +177,12 @@ def parse_query(params: Sequence[tuple[str, str]]) -> MessageQuery | list[Violat
     )
 
 
-def _choice(name: str, text: str, kind: type[E]) -> E | Violation:
+def parse_choice(name: str, text: str, kind: type[E]) -> E | Violation:
+    """A parameter naming one member of ``kind``."""
     try:
         return kind(text)
     except ValueError:
-        return _bad(name, f"one of {', '.join(member.value for member in kind)}")
+        return bad_parameter(name, f"one of {', '.join(member.value for member in kind)}")
 
 
 def search_sql(query: MessageQuery) -> tuple[str, list[Any]]:

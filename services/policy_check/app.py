@@ -1,17 +1,18 @@
 """policy-check's wiring: a batch handler per lane of ``policy.<lane>``, and the feedback reader.
 
-A batch is checked in named steps: the suppressions, then the tenants' rules (hold, block,
-allow, force a lane, a route or a pool).
+A batch is checked in named steps: the suppressions (read from the in-process view,
+``view.py``), then the tenants' rules (hold, block, allow, force a lane, a route or a pool).
 
-The feedback reader closes the loop from delivery back to policy: a hard bounce or a complaint
-reported on the event stream suppresses the address for the next message. It reads only the
-event types it learns from, by their header, and decodes nothing else.
+The feedback reader closes the loop from delivery back to policy: a hard bounce, a complaint,
+an unsubscribe or repeated soft bounces reported on the event stream suppress the address for
+the next message. It reads only the event types it learns from, by their header, and decodes
+nothing else.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from libs import held
 from libs.batch import Consumed, Outbox
@@ -19,18 +20,21 @@ from libs.events import TYPE_HEADER, event_data, header
 from libs.service import PipelineService
 from libs.settings import Settings
 from libs.subscriptions import RawRecord, subscribe_events, subscribe_stage
+from libs.suppressions import Suppression, add_suppressions, record_soft_bounces
 from libs.topics import POLICY, ROUTE
+from schemas.common import Problem
 from schemas.events import DeliveryEvent, MessageState
 from schemas.pipeline import RenderedMessage
-from services.policy_check import store
 from services.policy_check.decide import (
     LEARNED_FROM,
-    address_key,
-    learned_suppression,
-    verdict,
+    SoftBouncePolicy,
+    learned_suppressions,
+    paused,
+    soft_bounce,
 )
 from services.policy_check.rule_cache import RuleCache
 from services.policy_check.rules import Forward, Hold, Stop, decide
+from services.policy_check.view import SuppressionView
 
 SERVICE = "policy-check"
 
@@ -55,6 +59,15 @@ def teaches(record: RawRecord) -> bool:
     return event_type is None or event_type in LEARNED_FROM
 
 
+def soft_bounce_policy(settings: Settings) -> SoftBouncePolicy:
+    """The settings' pause for repeated soft bounces."""
+    return SoftBouncePolicy(
+        count=settings.soft_bounce_count,
+        window=timedelta(days=settings.soft_bounce_window_days),
+        pause=timedelta(days=settings.soft_bounce_pause_days),
+    )
+
+
 class PolicyCheckService(PipelineService):
     """Clears rendered messages for routing unless their recipient is suppressed or a rule of
     their tenant holds or blocks them."""
@@ -64,21 +77,34 @@ class PolicyCheckService(PipelineService):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.rules = RuleCache()
+        self.soft_bounces = soft_bounce_policy(settings)
+        self._view: SuppressionView | None = None
         subscribe_stage(self.broker, settings, SERVICE, POLICY, self.check_batch)
         subscribe_events(self.broker, settings, SERVICE, "feedback", self.learn, wanted=teaches)
+
+    @property
+    def view(self) -> SuppressionView:
+        """The in-process suppression view, once started."""
+        if self._view is None:
+            raise RuntimeError(f"{self.name} is not started")
+        return self._view
+
+    async def prepare(self) -> None:
+        self._view = SuppressionView(self.pool, self.settings.suppression_poll_seconds)
+        await self._view.start()
+
+    async def stop(self) -> None:
+        if self._view is not None:
+            await self._view.stop()
+        await super().stop()
 
     async def check_batch(self, batch: list[Consumed[RenderedMessage]]) -> Outbox:
         """Suppressed recipients stop here; the tenants' rules decide for the others."""
         outbox = Outbox(self.settings.topic_prefix)
-        keys = [
-            (item.value.message.tenant_id, address_key(item.value.message.recipient.address))
-            for item in batch
-        ]
-        found = await store.suppressions_for(self.pool, keys)
+        problems = self.suppression_problems(batch)
         cleared = []
-        for item, key in zip(batch, keys, strict=True):
+        for item, problem in zip(batch, problems, strict=True):
             spec = item.value.message
-            problem = verdict(spec, found.get(key))
             if problem is not None:
                 data = event_data(spec, SERVICE, problem=problem)
                 outbox.emit(item, MessageState.SUPPRESSED, data)
@@ -110,11 +136,31 @@ class PolicyCheckService(PipelineService):
             data = event_data(item.value.message, SERVICE, rule=decision.applied)
             outbox.emit(item, MessageState.HELD, data)
 
+    def suppression_problems(self, batch: list[Consumed[RenderedMessage]]) -> list[Problem | None]:
+        """The suppression that stops each message of the batch, as its problem (None: none)."""
+        specs = [item.value.message for item in batch]
+        return self.view.problems(specs, datetime.now(UTC))
+
     async def learn(self, batch: list[Consumed[DeliveryEvent]]) -> Outbox:
-        """Suppress the recipients that a batch of events shows dead, hostile or gone."""
-        learned = [s for item in batch if (s := learned_suppression(item.value)) is not None]
-        for suppression in await store.add_suppressions(self.pool, learned):
+        """Suppress the recipients that a batch of events shows dead, hostile, gone or failing."""
+        events = [item.value for item in batch]
+        taught = [s for event in events for s in learned_suppressions(event)]
+        taught += await self._pauses(events)
+        stored = await add_suppressions(self.pool, taught)
+        self.view.learned(stored)
+        for suppression in stored:
             log.info(
-                "recipient suppressed for tenant %s: %s", suppression.tenant_id, suppression.reason
+                "recipient suppressed for tenant %s in %s: %s",
+                suppression.tenant_id,
+                suppression.stream.value,
+                suppression.reason.value,
             )
         return Outbox(self.settings.topic_prefix)
+
+    async def _pauses(self, events: list[DeliveryEvent]) -> list[Suppression]:
+        """The pauses the batch's soft bounces call for, once counted in the database."""
+        bounces = [b for event in events if (b := soft_bounce(event)) is not None]
+        if not bounces:
+            return []
+        counted = await record_soft_bounces(self.pool, bounces, self.soft_bounces.window)
+        return paused(counted, self.soft_bounces, datetime.now(UTC))

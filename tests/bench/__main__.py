@@ -25,11 +25,12 @@ from tests.bench.ledger import per_second, read_counters
 from tests.bench.load import Load
 from tests.bench.measure import ProcessSampler, listener_pids
 from tests.bench.plans import Kind
+from tests.bench.policy import policy
 from tests.bench.scenarios import SCALABLE, critical, fairness, mixed, scale
 from tests.bench.sink import Sink
 from tests.bench.stack import bench_stack
 
-SCENARIOS = ("all", "baselines", "edge", "mixed", "scale", "fairness", "critical")
+SCENARIOS = ("all", "baselines", "edge", "policy", "mixed", "scale", "fairness", "critical")
 IDLE_SECONDS = 10.0
 """How long the idle stack's own CPU use and counters are sampled, before any load (long
 enough for PostgreSQL's statistics, which an idle backend reports within 10 s)."""
@@ -70,6 +71,10 @@ async def run(options: dict[str, Any]) -> dict[str, Any]:
                     options["edge_records"],
                     options["single_rate"],
                     options["search_rows"],
+                )
+            if chosen in ("all", "policy"):
+                results["policy"] = await policy(
+                    stack, options["policy_suppressions"], options["policy_decisions"]
                 )
             if chosen in ("all", "mixed"):
                 results["mixed"] = await mixed(
@@ -174,6 +179,20 @@ async def baselines(
     default=1_000_000,
     show_default=True,
     help="Messages put in a tenant's log before its searches are timed (0: no search phase).",
+)
+@click.option(
+    "--policy-suppressions",
+    type=click.IntRange(min=1),
+    default=1_000_000,
+    show_default=True,
+    help="Suppressions the policy scenario imports (CSV, through the gateway) before deciding.",
+)
+@click.option(
+    "--policy-decisions",
+    type=click.IntRange(min=1),
+    default=100_000,
+    show_default=True,
+    help="Suppression decisions the policy scenario times.",
 )
 @click.option(
     "--rate",

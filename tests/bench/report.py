@@ -18,6 +18,7 @@ import psutil
 
 from deploy.stack.tools import KAFKA_POM
 from tests.bench.measure import BENCH_CLIENT
+from tests.bench.policy import policy_goals, policy_report
 
 LANE_COLOURS = {
     "critical": "tab:red",
@@ -204,6 +205,7 @@ def goals(results: dict[str, Any]) -> list[tuple[bool, str]]:
             ),
         ]
     found += edge_goals(results.get("edge"))
+    found += policy_goals(results.get("policy"))
     client = best.get("cpu_ms_per_message", {}).get(BENCH_CLIENT)
     if client is not None:
         found.append(
@@ -369,6 +371,8 @@ def text_report(results: dict[str, Any]) -> str:
         parts.append(_baselines(baselines))
     if edge := results.get("edge"):
         parts.append(_edge(edge))
+    if figures := results.get("policy"):
+        parts.append(policy_report(figures))
     if found_ratios := ratios(results):
         shares = ", ".join(f"{name} = {value:.1%}" for name, value in found_ratios.items())
         parts.append(f"ratios of '{best.get('name')}' to the baselines: {shares}")

@@ -115,7 +115,7 @@ CASES = {
     "policy-check": StageCase(
         PolicyCheckService,
         POLICY,
-        "services.policy_check.app.verdict",
+        "services.policy_check.view.verdict",
         rendered,
         lambda spec: lambda v: v.get("message", {}).get("message_id") == spec.message_id,
     ),
