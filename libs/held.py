@@ -16,9 +16,9 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Self
 
@@ -26,8 +26,11 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from libs.batch import URGENT_LANES, Outbox, Publication
+from libs.cancellation import CANCELLED_STATE
 from libs.events import event_data
-from libs.rules import SUBDOMAINS, RuleAction, address_domain, domain_pattern
+from libs.rules import SUBDOMAINS, RuleAction, domain_pattern
+from libs.sendable import domain_of
+from libs.suppressions import active_suppressions, normalise_address, verdict
 from libs.topics import ROUTE
 from schemas.common import AppliedRule, Lane, Problem
 from schemas.events import MessageState
@@ -67,28 +70,38 @@ class HeldMessage:
     traceparent: str | None
 
 
-async def hold(pool: asyncpg.Pool, held: Sequence[HeldMessage]) -> None:
+async def hold(pool: asyncpg.Pool, held: Sequence[HeldMessage]) -> set[str]:
     """Store messages held by rules in one statement (a message stored before stays as it is:
-    a batch read again after a crash holds nothing twice)."""
+    a batch read again after a crash holds nothing twice; one cancelled through the API before
+    policy-check reached it is not held: its ``cancelled`` event is already out). Returns the
+    ids of those cancelled ones."""
     if not held:
-        return
+        return set()
     specs = [h.record.message for h in held]
-    await pool.execute(
-        "INSERT INTO held_messages (message_id, tenant_id, rule_id, lane, recipient,"
+    cancelled = await pool.fetch(
+        "WITH cancelled AS (SELECT message_id FROM delivery_attempts"
+        " WHERE message_id = ANY($1::uuid[]) AND state = $10),"
+        " stored AS (INSERT INTO held_messages (message_id, tenant_id, rule_id, lane, recipient,"
         " recipient_domain, record, traceparent, expires_at)"
         " SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],"
         " $6::text[], $7::bytea[], $8::text[], $9::timestamptz[])"
-        " ON CONFLICT (message_id) DO NOTHING",
+        " AS h (message_id, tenant_id, rule_id, lane, recipient, recipient_domain, record,"
+        " traceparent, expires_at)"
+        " WHERE h.message_id NOT IN (SELECT message_id FROM cancelled)"
+        " ON CONFLICT (message_id) DO NOTHING)"
+        " SELECT message_id FROM cancelled",
         [uuid.UUID(s.message_id) for s in specs],
         [uuid.UUID(s.tenant_id) for s in specs],
         [uuid.UUID(h.rule_id) for h in held],
         [s.lane.value for s in specs],
         [s.recipient.address for s in specs],
-        [address_domain(s.recipient.address) for s in specs],
+        [domain_of(s.recipient.address) for s in specs],
         [h.raw for h in held],
         [h.traceparent for h in held],
         [h.expires_at for h in held],
+        CANCELLED_STATE,
     )
+    return {str(row["message_id"]) for row in cancelled}
 
 
 def _uuid(value: str) -> uuid.UUID:
@@ -262,11 +275,23 @@ class Settled:
         )
 
 
-def publications(settled: Sequence[Settled], prefix: str, service: str) -> list[Publication]:
+def publications(
+    settled: Sequence[Settled],
+    prefix: str,
+    service: str,
+    suppressed: Mapping[str, Problem] | None = None,
+) -> list[Publication]:
     """What settling each row means for the pipeline: its record on ``route.<lane>``, or the
-    event that ends its journey."""
+    event that ends its journey — ``suppressed`` for a release whose recipient was suppressed
+    while it was held (``suppressed``: message id → the suppression's problem)."""
     outbox = Outbox(prefix)
+    stopped = suppressed or {}
     for row in settled:
+        if row.state is HeldState.RELEASED and row.message_id in stopped:
+            spec = RenderedMessage.model_validate_json(row.record).message
+            data = event_data(spec, service, problem=stopped[row.message_id])
+            outbox.emit(None, MessageState.SUPPRESSED, data)
+            continue
         if row.state is HeldState.RELEASED:
             headers = [("traceparent", row.traceparent.encode())] if row.traceparent else []
             topic = ROUTE.topic(row.lane, prefix)
@@ -289,12 +314,33 @@ def publications(settled: Sequence[Settled], prefix: str, service: str) -> list[
     return outbox.publications
 
 
+async def _suppressed_releases(
+    pool: asyncpg.Pool, settled: Sequence[Settled]
+) -> dict[str, Problem]:
+    """The released messages whose recipient was suppressed while they were held (a hold can
+    last days: a bounce, complaint or unsubscribe meanwhile must still stop them), in one query."""
+    specs = [
+        RenderedMessage.model_validate_json(row.record).message
+        for row in settled
+        if row.state is HeldState.RELEASED
+    ]
+    keys = [(spec.tenant_id, normalise_address(spec.recipient.address)) for spec in specs]
+    found = await active_suppressions(pool, keys)
+    now = datetime.now(UTC)
+    problems = {
+        spec.message_id: verdict(spec, found.get(key, []), now)
+        for spec, key in zip(specs, keys, strict=True)
+    }
+    return {message_id: p for message_id, p in problems.items() if p is not None}
+
+
 async def _published(
     pool: asyncpg.Pool, send: Send, settled: list[Settled], prefix: str, service: str
 ) -> int:
     """Publish what ``settled`` means, then forget the rows; how many there were."""
     if settled:
-        await send(publications(settled, prefix, service))
+        suppressed = await _suppressed_releases(pool, settled)
+        await send(publications(settled, prefix, service, suppressed))
         await pool.execute(
             "DELETE FROM held_messages WHERE message_id = ANY($1::uuid[]) AND state <> 'held'",
             [uuid.UUID(row.message_id) for row in settled],

@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from libs.sendable import domain_of
 from libs.sending_domains import InvalidDomain, normalise_domain
 from schemas.common import (
     DEFAULT_PRIORITY_CEILING,
@@ -91,11 +92,6 @@ def domain_pattern(text: str) -> str:
     return SUBDOMAINS + domain if wildcard else domain
 
 
-def address_domain(address: str) -> str:
-    """The lower-cased domain of an address, as rules and held messages compare it."""
-    return address.rpartition("@")[2].strip().rstrip(">").lower()
-
-
 def domain_matches(pattern: str, domain: str) -> bool:
     """Whether ``domain`` is ``pattern`` (or, for ``*.d``, a subdomain of d)."""
     if pattern.startswith(SUBDOMAINS):
@@ -121,8 +117,8 @@ class MessageFacts:
             spec.stream,
             spec.category,
             spec.lane,
-            address_domain(spec.sender.address),
-            address_domain(spec.recipient.address),
+            domain_of(spec.sender.address),
+            domain_of(spec.recipient.address),
             frozenset(spec.tags),
             spec.metadata,
         )

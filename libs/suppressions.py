@@ -3,7 +3,8 @@
 The one copy of its SQL: policy-check stores what delivery events teach, loads its in-process
 view and polls the changes here; the HTTP gateway and the CLI list, check, add, remove, export
 and import through the same functions. Which suppression stops which message is policy-check's
-decision (``services.policy_check.decide``); this module only stores and finds them.
+and the held-message release's decision (``verdict``, a pure function); what an event teaches is
+policy-check's (``services.policy_check.decide``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from enum import StrEnum
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from schemas.common import Stream
+from schemas.common import Lane, Problem, Stream
+from schemas.pipeline import MessageSpec
 
 Connection = asyncpg.Connection | PoolConnectionProxy
 Executor = asyncpg.Pool | Connection
@@ -160,6 +162,41 @@ RETURNING {COLUMNS}
 """
 """Store suppressions; a stored one changes only when it had expired or the new one lasts
 longer, so storing the same one twice (a replayed event) is harmless and writes nothing."""
+
+
+SEVERITY = (
+    SuppressionReason.HARD_BOUNCE,
+    SuppressionReason.COMPLAINT,
+    SuppressionReason.MANUAL,
+    SuppressionReason.REPEATED_SOFT_BOUNCE,
+    SuppressionReason.UNSUBSCRIBE,
+)
+"""When several suppressions stop a message, the one it is reported as (first wins)."""
+
+
+def stops(suppression: Suppression, spec: MessageSpec, now: datetime) -> bool:
+    """Whether ``suppression`` (of the message's tenant and address) stops ``spec``."""
+    if not suppression.active(now) or suppression.stream is not spec.stream:
+        return False
+    return not (spec.lane is Lane.CRITICAL and suppression.reason in CONSENT_REASONS)
+
+
+def verdict(
+    spec: MessageSpec, suppressions: Sequence[Suppression], now: datetime
+) -> Problem | None:
+    """The problem that stops ``spec`` at its recipient's suppressions, or None: it may go."""
+    if not suppressions:
+        return None
+    stopping = {s.reason: s for s in suppressions if stops(s, spec, now)}
+    for reason in SEVERITY:
+        if (found := stopping.get(reason)) is not None:
+            until = f" until {found.expires_at.isoformat()}" if found.expires_at else ""
+            return Problem(
+                code=f"suppressed_{reason.value}",
+                detail=f"{found.address} is suppressed in the {found.stream.value} stream"
+                f" ({reason.value}){until}",
+            )
+    return None
 
 
 async def add_suppressions(

@@ -131,8 +131,10 @@ class PolicyCheckService(PipelineService):
                 outbox.forward(item, ROUTE, decision.applied_to(item.value))
             else:
                 outbox.forward_value(item, ROUTE, spec.lane, spec.message_id, item.raw.value or b"")
-        await held.hold(self.pool, [held_message(item, h) for item, h in holds])
+        cancelled = await held.hold(self.pool, [held_message(item, h) for item, h in holds])
         for item, decision in holds:
+            if item.value.message.message_id in cancelled:
+                continue
             data = event_data(item.value.message, SERVICE, rule=decision.applied)
             outbox.emit(item, MessageState.HELD, data)
 

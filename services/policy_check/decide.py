@@ -16,24 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from libs.suppressions import (
-    CONSENT_REASONS,
     SoftBounce,
     Suppression,
     SuppressionReason,
     normalise_address,
 )
-from schemas.common import Lane, Problem, Stream
+from schemas.common import Stream
 from schemas.events import BounceCategory, DeliveryEvent, MessageState
-from schemas.pipeline import MessageSpec
-
-SEVERITY = (
-    SuppressionReason.HARD_BOUNCE,
-    SuppressionReason.COMPLAINT,
-    SuppressionReason.MANUAL,
-    SuppressionReason.REPEATED_SOFT_BOUNCE,
-    SuppressionReason.UNSUBSCRIBE,
-)
-"""When several suppressions stop a message, the one it is reported as (first wins)."""
 
 RECIPIENT_CAUSES = frozenset(
     {BounceCategory.MAILBOX_FULL, BounceCategory.INVALID_RECIPIENT, BounceCategory.BAD_DOMAIN}
@@ -50,31 +39,6 @@ class SoftBouncePolicy:
     count: int = 3
     window: timedelta = timedelta(days=7)
     pause: timedelta = timedelta(days=3)
-
-
-def stops(suppression: Suppression, spec: MessageSpec, now: datetime) -> bool:
-    """Whether ``suppression`` (of the message's tenant and address) stops ``spec``."""
-    if not suppression.active(now) or suppression.stream is not spec.stream:
-        return False
-    return not (spec.lane is Lane.CRITICAL and suppression.reason in CONSENT_REASONS)
-
-
-def verdict(
-    spec: MessageSpec, suppressions: Sequence[Suppression], now: datetime
-) -> Problem | None:
-    """The problem that stops ``spec`` at its recipient's suppressions, or None: it may go."""
-    if not suppressions:
-        return None
-    stopping = {s.reason: s for s in suppressions if stops(s, spec, now)}
-    for reason in SEVERITY:
-        if (found := stopping.get(reason)) is not None:
-            until = f" until {found.expires_at.isoformat()}" if found.expires_at else ""
-            return Problem(
-                code=f"suppressed_{reason.value}",
-                detail=f"{found.address} is suppressed in the {found.stream.value} stream"
-                f" ({reason.value}){until}",
-            )
-    return None
 
 
 LEARNED_FROM = frozenset(

@@ -39,10 +39,10 @@ from libs.suppressions import (
     changes_since,
     load_all,
     normalise_address,
+    verdict,
 )
 from schemas.common import Problem, Stream
 from schemas.pipeline import MessageSpec
-from services.policy_check.decide import verdict
 
 log = logging.getLogger(__name__)
 

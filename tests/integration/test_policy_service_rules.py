@@ -12,12 +12,14 @@ import asyncpg
 import pytest
 
 from libs import held, rules
+from libs.cancellation import Cancellation, cancel_sending
 from libs.held import HeldMessage, HeldSelection, HeldState
 from libs.rules import RuleFields
 from libs.settings import Settings
+from libs.suppressions import Suppression, SuppressionReason, add_suppressions
 from libs.tenants import Tenant
 from libs.topics import EVENTS, ROUTE, public_topic
-from schemas.common import Lane
+from schemas.common import Lane, Stream
 from schemas.pipeline import RenderedMessage
 from services.policy_check.app import PolicyCheckService
 from tests.integration.test_policy_service import check, routed, service
@@ -210,3 +212,40 @@ async def test_the_rule_cache_sees_a_new_rule_within_its_lifetime(
 
 async def _any(tap: TopicTap, *predicates: Any) -> bool | None:
     return True if [v for v in tap.json_values() if any(p(v) for p in predicates)] else None
+
+
+async def test_a_release_still_stops_at_a_suppression_and_a_cancelled_message_is_not_held(
+    service: PolicyCheckService,
+    settings: Settings,
+    pool: asyncpg.Pool,
+    tenant: tuple[Tenant, str],
+    tap: TopicTap,
+) -> None:
+    tenant_id, rule_id = tenant[0].id, str(uuid.uuid4())
+    later = datetime.now(UTC) + timedelta(hours=1)
+    bounced_meanwhile = held_message(tenant_id, rule_id, later, recipient="gone@example.org")
+    fine = held_message(tenant_id, rule_id, later, recipient="fine@example.org")
+    cancelled_first = held_message(tenant_id, rule_id, later, recipient="c@example.org")
+    assert await cancel_sending(pool, cancelled_first.record.message.message_id) is (
+        Cancellation.CANCELLED
+    )
+    stored = await held.hold(pool, [bounced_meanwhile, fine, cancelled_first])
+    assert stored == {cancelled_first.record.message.message_id}
+    page, _ = await held.list_held(pool, tenant_id, held.HeldFilter())
+    assert {p.recipient for p in page} == {"gone@example.org", "fine@example.org"}
+
+    gone = Suppression(
+        tenant_id, "gone@example.org", Stream.TRANSACTIONAL, SuppressionReason.HARD_BOUNCE
+    )
+    await add_suppressions(pool, [gone])
+    everything = HeldSelection.model_validate({"recipient_domain": "example.org"})
+    send, prefix = service.broker.send_confirmed, settings.topic_prefix
+    assert (
+        await held.settle(pool, send, prefix, SERVICE, tenant_id, everything, HeldState.RELEASED)
+        == 2
+    )
+
+    await tap.wait_for(routed(fine.record))
+    [suppressed] = await tap.wait_for(event(bounced_meanwhile.record, "suppressed"))
+    assert suppressed["data"]["problem"]["code"] == "suppressed_hard_bounce"
+    assert not [v for v in tap.json_values() if routed(bounced_meanwhile.record)(v)]

@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from libs.suppressions import SoftBounce, Suppression, SuppressionReason, normalise_address
+from libs.suppressions import (
+    SoftBounce,
+    Suppression,
+    SuppressionReason,
+    normalise_address,
+    stops,
+    verdict,
+)
 from schemas.common import Lane, Stream
 from schemas.events import (
     Bounce,
@@ -23,8 +30,6 @@ from services.policy_check.decide import (
     learned_suppressions,
     paused,
     soft_bounce,
-    stops,
-    verdict,
 )
 from tests.records import message_spec
 

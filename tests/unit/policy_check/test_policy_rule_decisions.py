@@ -17,10 +17,10 @@ from libs.rules import (
     RuleBook,
     RuleFields,
     RuleMatch,
-    address_domain,
     domain_matches,
     refusal,
 )
+from libs.sendable import domain_of
 from schemas.common import Lane, Stream
 from schemas.pipeline import MessageSpec, Pool, RouteName
 from services.policy_check.rules import BLOCKED_BY_RULE, Forward, Hold, Stop, decide, first_match
@@ -65,7 +65,7 @@ def spec(**fields: Any) -> MessageSpec:
 )
 def test_domain_criteria_are_exact_or_subdomains(pattern: str, address: str, matches: bool) -> None:
     stored = RuleMatch(recipient_domain=pattern).recipient_domain or ""
-    assert domain_matches(stored, address_domain(address)) is matches
+    assert domain_matches(stored, domain_of(address)) is matches
 
 
 def test_domain_criteria_are_normalised() -> None:
