@@ -39,11 +39,28 @@ class MissingSecret(RuntimeError):
     """``SENDARIX_TOKEN_SECRET`` is not set."""
 
 
+TOKEN_CHARS = 32 + 1 + MAC_CHARS
+"""``<message id hex>.<mac>``."""
+MAX_LOCAL_PART = 64
+"""RFC 5321 4.5.3.1.1: the longest local part every server must take."""
+
+
+class BadBounceAddress(ValueError):
+    """``SENDARIX_BOUNCE_ADDRESS`` cannot carry ``<local>+<token>`` addresses."""
+
+
 def signing_key(settings: Settings) -> bytes:
     """The secret tokens are signed with. Required: every process that signs or checks tokens
-    refuses to start without one (every local profile sets its own)."""
+    refuses to start without one (every local profile sets its own) — and without a bounce
+    address whose ``<local>+<token>`` form is deliverable, rather than failing each message."""
     if not settings.token_secret:
         raise MissingSecret("SENDARIX_TOKEN_SECRET must be set (a long random string)")
+    local, at, domain = settings.bounce_address.rpartition("@")
+    if not (at and local and domain) or "+" in local or "@" in local:
+        raise BadBounceAddress(f"{settings.bounce_address!r} is not local@domain without a '+'")
+    if len(local) + 1 + TOKEN_CHARS > MAX_LOCAL_PART:
+        longest = MAX_LOCAL_PART - 1 - TOKEN_CHARS
+        raise BadBounceAddress(f"the bounce address's local part is longer than {longest}")
     return settings.token_secret.encode()
 
 

@@ -10,10 +10,8 @@ one-click unsubscribe.
 
 from __future__ import annotations
 
-from libs.message_tokens import MessageToken, Purpose, sign
+from libs.message_tokens import MAX_LOCAL_PART, MessageToken, Purpose, sign
 
-MAX_LOCAL_PART = 64
-"""RFC 5321 4.5.3.1.1: the longest local part every server must take."""
 UNSUBSCRIBE_LOCAL = "unsub"
 
 
@@ -23,10 +21,9 @@ def bounce_domain(bounce_address: str) -> str:
 
 
 def token_address(base: str, domain: str, token: MessageToken) -> str:
-    """``<base>+<token>@<domain>``; refused when the local part would be too long to deliver."""
+    """``<base>+<token>@<domain>`` (``signing_key`` refused, at start-up, a base too long)."""
     local = f"{base}+{token}"
-    if len(local) > MAX_LOCAL_PART:
-        raise ValueError(f"{base!r} is too long a base for a token address")
+    assert len(local) <= MAX_LOCAL_PART, local
     return f"{local}@{domain}"
 
 

@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from libs.message_tokens import (
     MAC_CHARS,
+    MAX_LOCAL_PART,
+    BadBounceAddress,
     MessageToken,
     MissingSecret,
     Purpose,
@@ -18,7 +20,6 @@ from libs.message_tokens import (
 )
 from libs.settings import Settings
 from libs.verp import (
-    MAX_LOCAL_PART,
     read_return_path,
     read_token_address,
     return_path,
@@ -104,10 +105,22 @@ def test_token_text_round_trips() -> None:
     assert MessageToken.parse(str(token).upper()) == token
 
 
-def test_a_base_too_long_for_a_deliverable_address_is_refused() -> None:
+@pytest.mark.parametrize(
+    "bounce_address",
+    ["b" * 11 + "@sendarix.test", "ops+bounces@sendarix.test", "bounces", "@sendarix.test"],
+)
+def test_a_bounce_address_that_cannot_carry_tokens_is_refused_at_start_up(
+    bounce_address: str,
+) -> None:
+    with pytest.raises(BadBounceAddress):
+        signing_key(Settings(token_secret="s", bounce_address=bounce_address))
+
+
+def test_the_longest_accepted_base_makes_a_deliverable_address() -> None:
+    base = "b" * 10
+    assert signing_key(Settings(token_secret="s", bounce_address=f"{base}@sendarix.test"))
     token = sign(KEY, Purpose.RETURN_PATH, TENANT, MESSAGE)
-    with pytest.raises(ValueError):
-        token_address("b" * 20, "sendarix.test", token)
+    assert len(token_address(base, "sendarix.test", token).partition("@")[0]) == MAX_LOCAL_PART
     address = token_address("unsub", "sendarix.test", token)
     assert read_token_address(address, "unsub", "sendarix.test") == token
 
