@@ -346,9 +346,13 @@ def build_api(tracer_provider: TracerProvider) -> Gateway:
         code = HTTP_CODES.get(error.status_code, "http_error")
         return ProblemError(code, str(error.detail), status=error.status_code).response()
 
-    @app.exception_handler(KafkaError)
-    async def broker_down(request: Request, error: KafkaError) -> Response:
+    async def broker_down(request: Request, error: Exception) -> Response:
+        """A broker that does not answer, or a publish that timed out waiting for it: 503."""
+        log.warning("broker unavailable: %r", error)
         return ProblemError.unavailable("the broker is not answering; retry").response()
+
+    for kind in (KafkaError, TimeoutError):
+        app.add_exception_handler(kind, broker_down)
 
     async def database_down(request: Request, error: Exception) -> Response:
         log.warning("database unavailable: %r", error)

@@ -17,7 +17,6 @@ from typing import Annotated
 from urllib.parse import parse_qsl
 
 import asyncpg
-from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import HTMLResponse
 
@@ -126,10 +125,7 @@ async def unsubscribe(
             "invalid_unsubscribe_request", "the body must be List-Unsubscribe=One-Click"
         )
     row = await _signed_message(ingest, token)
-    try:
-        await report_logged(
-            ingest.broker, ingest.settings.topic_prefix, row, MessageState.UNSUBSCRIBED, SERVICE
-        )
-    except (KafkaError, TimeoutError):
-        raise ProblemError.unavailable("the broker is not answering; retry") from None
+    await report_logged(
+        ingest.broker, ingest.settings.topic_prefix, row, MessageState.UNSUBSCRIBED, SERVICE
+    )
     return HTMLResponse(DONE_PAGE)
