@@ -14,6 +14,7 @@ from enum import StrEnum
 
 from libs.feedback_report import FeedbackKind, FeedbackReport, RecipientReport
 from libs.message_tokens import MessageToken, Purpose
+from libs.suppressions import normalise_address
 from libs.verp import UNSUBSCRIBE_LOCAL, bounce_domain, read_return_path, read_token_address
 from schemas.events import Bounce, BounceCategory, MessageState
 from schemas.pipeline import SmtpReply
@@ -134,6 +135,6 @@ def _about(report: FeedbackReport, message_id: str) -> bool:
 
 
 def _same_address(reported: str, recipient: str) -> bool:
-    """Whether a report's recipient is the message's: the domain is case-insensitive, and so is
-    the local part for every provider that matters (a mismatch must not slip through a case)."""
-    return reported.strip().strip("<>").lower() == recipient.strip().lower()
+    """Whether a report's recipient is the message's, compared as suppressions key addresses
+    (the bare address, lower-cased: case-insensitive for every provider that matters)."""
+    return normalise_address(reported) == normalise_address(recipient)

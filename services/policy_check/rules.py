@@ -26,10 +26,6 @@ class RuleDecision:
     applied: AppliedRule
     """How the message's events name the rule."""
 
-    @property
-    def action(self) -> RuleAction:
-        return self.rule.action
-
 
 @dataclass(frozen=True)
 class Forward(RuleDecision):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from libs.message_tokens import Purpose, sign
 from libs.verp import UNSUBSCRIBE_LOCAL, bounce_domain, token_address
-from schemas.common import CATEGORY_LANES, Lane, Stream
+from schemas.common import Lane, natural_lane
 from schemas.pipeline import MessageSpec
 
 UNSUBSCRIBE_PATH = "/v1/unsubscribe/"
@@ -49,9 +49,7 @@ def offers_unsubscribe(spec: MessageSpec) -> bool:
     """
     if any(name.lower() in LIST_HEADERS for name in spec.headers):
         return False
-    if spec.stream is Stream.BROADCAST:
-        return True
-    return CATEGORY_LANES.get(spec.category or "") is not Lane.CRITICAL
+    return natural_lane(spec.category, spec.stream) is not Lane.CRITICAL
 
 
 def one_click(key: bytes, spec: MessageSpec, public_url: str, bounce_address: str) -> OneClick:
