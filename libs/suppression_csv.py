@@ -14,7 +14,7 @@ import csv
 import io
 from collections.abc import AsyncIterator, Iterable, Sequence
 
-from libs.suppressions import IMPORT_COLUMNS, Suppression
+from libs.suppressions import FORMULA_START, IMPORT_COLUMNS, Suppression
 
 EXPORT_COLUMNS = (
     "address",
@@ -53,21 +53,28 @@ def header_line() -> str:
     return _row(EXPORT_COLUMNS)
 
 
+def guarded(cell: str) -> str:
+    """A cell a spreadsheet will not run: one that begins like a formula gets a ``'`` first
+    (an address such as ``=cmd|' /c calc'!a0@x.co`` is valid mail syntax, stored by a complaint,
+    and opened by the tenant's staff in a spreadsheet); an import takes the ``'`` off again."""
+    return f"'{cell}" if cell and cell[0] in FORMULA_START else cell
+
+
 def export_lines(suppressions: Sequence[Suppression]) -> str:
-    """Rows of an export (times in RFC 3339, absent values empty)."""
+    """Rows of an export (times in RFC 3339, absent values empty, formulas guarded)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     for s in suppressions:
         writer.writerow(
             (
-                s.address,
+                guarded(s.address),
                 s.stream.value,
                 s.reason.value,
                 s.created_at.isoformat() if s.created_at else "",
                 s.expires_at.isoformat() if s.expires_at else "",
-                s.source_message_id or "",
-                s.note or "",
-                s.created_by or "",
+                guarded(s.source_message_id or ""),
+                guarded(s.note or ""),
+                guarded(s.created_by or ""),
             )
         )
     return buffer.getvalue()

@@ -570,8 +570,24 @@ def stage_csv(source: AsyncIterator[bytes], columns: Sequence[str]) -> Stager:
         await connection.copy_to_table(
             "suppression_import", source=source, columns=copied, format="csv"
         )
+        await connection.execute(UNGUARDED)
 
     return stage
+
+
+FORMULA_START = "-=+@\t\r"
+"""Characters a spreadsheet reads a cell beginning with as a formula: an exported cell that
+begins with one is written with a ``'`` before it (``libs.suppression_csv``)."""
+
+_GUARDED = "^''[" + FORMULA_START.replace("\t", "\\t").replace("\r", "\\r") + "]"
+"""A cell that begins with ``'`` and a formula character (``-`` first: not a range)."""
+
+UNGUARDED = f"""
+UPDATE suppression_import SET
+    address = CASE WHEN address ~ '{_GUARDED}' THEN substr(address, 2) ELSE address END,
+    note = CASE WHEN note ~ '{_GUARDED}' THEN substr(note, 2) ELSE note END
+"""
+"""An export's formula guard taken off again, so an export imports back as it was."""
 
 
 def _ignored(index: int) -> str:

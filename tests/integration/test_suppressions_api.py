@@ -256,17 +256,24 @@ async def test_csv_export_imports_back(
         f'{prefix}{i}@Example.org,{"broadcast" if i % 2 else ""},,"note, {i}"\r\n'
         for i in range(50)
     )
+    formula = f"={prefix}x@example.org"  # a valid address a spreadsheet would run
+    rows += f"{formula},broadcast,,+1 is a formula too\r\n"
     imported = await import_csv(client, key, f"address,stream,expires_at,note\r\n{rows}".encode())
     assert imported.status_code == 200, imported.text
-    assert imported.json() == {"written": 75}
+    assert imported.json() == {"written": 76}
     exported = await client.get(PATH, params={"prefix": prefix, "format": "csv"}, headers=auth(key))
     assert exported.headers["content-type"].startswith("text/csv")
     records = list(csv.DictReader(io.StringIO(exported.text)))
     assert len(records) == 75
     assert records[0]["note"].startswith("note, ")
+    everything = await client.get(PATH, params={"format": "csv"}, headers=auth(key))
+    [guarded] = [r for r in csv.DictReader(io.StringIO(everything.text)) if "=" in r["address"]]
+    assert (guarded["address"], guarded["note"]) == (f"'{formula}", "'+1 is a formula too")
     _, other_key = await create_tenant(pool, "importer", ["example.test"], dev_mode=True)
-    again = await import_csv(client, other_key, exported.content)
-    assert again.json() == {"written": 75}
+    again = await import_csv(client, other_key, everything.content)
+    assert again.json() == {"written": 76}
+    back = await client.get(f"{PATH}/{formula}", headers=auth(other_key))
+    assert back.status_code == 200 and back.json()["streams"][1]["suppressed"], back.text
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from libs.suppression_csv import (
     CsvRefused,
     GuardedBody,
     export_lines,
+    guarded,
     header_line,
     parse_header,
 )
@@ -41,6 +42,15 @@ def test_an_export_reads_back_with_its_header() -> None:
     ]
     assert read[1]["expires_at"] == "2030-01-01T00:00:00+00:00"
     assert parse_header(header_line().encode())[0] == "address"
+
+
+def test_a_cell_a_spreadsheet_would_run_is_guarded() -> None:
+    formula = Suppression(
+        "t", "=cmd|'/c calc'!a0@x.co", Stream.BROADCAST, SuppressionReason.COMPLAINT, note="+1 2"
+    )
+    [row] = list(csv.reader(io.StringIO(export_lines([formula]))))
+    assert row[0] == "'=cmd|'/c calc'!a0@x.co" and row[6] == "'+1 2"
+    assert guarded("a@example.org") == "a@example.org"
 
 
 @pytest.mark.parametrize(
