@@ -116,7 +116,8 @@ class SuppressedAddresses:
     def suppressions(self, key: Key) -> list[Suppression]:
         """The address's suppressions, as the verdict reads them."""
         hashed = hash(key)
-        mask = self.mask(hashed)
+        if not (mask := self.mask(hashed)):
+            return []  # the common case: one probe, nothing built
         return [
             Suppression(*key, stream, reason, expires_at=self.expiries.get((hashed, bit)))
             for (stream, reason), bit in BIT.items()
@@ -197,6 +198,5 @@ class SuppressionView:
         decided: list[Problem | None] = []
         for spec in specs:
             key = (spec.tenant_id, normalise_address(spec.recipient.address))
-            found = self.addresses.suppressions(key) if self.suppressed(key) else []
-            decided.append(verdict(spec, found, now))
+            decided.append(verdict(spec, self.addresses.suppressions(key), now))
         return decided

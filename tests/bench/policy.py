@@ -143,6 +143,11 @@ def policy_goals(figures: dict[str, Any] | None) -> list[tuple[bool, str]]:
             f" {p99} ms",
         ),
         (
+            figures["stopped"] == figures["expected_stopped"],
+            f"every suppressed recipient stopped (a view that stops nothing is fast too):"
+            f" {figures['stopped']}/{figures['expected_stopped']}",
+        ),
+        (
             seconds <= IMPORT_GOAL_S,
             f"CSV import of {figures['import']['rows']:,} rows <= {IMPORT_GOAL_S:g} s: {seconds} s",
         ),
