@@ -598,18 +598,24 @@ SNAPSHOT_CHUNK = 20_000
 STATE = "SELECT tenant_id::text, address, stream, reason, expires_at FROM suppressions"
 """What the in-process view keeps of a suppression (the verdict needs no more)."""
 IN_FORCE = "(expires_at IS NULL OR expires_at > now())"
-HORIZON = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+HORIZON = "SELECT pg_current_snapshot()::text"
+"""The snapshot a view read in: the next poll reads what it could not see, nothing more."""
+UNSEEN = (
+    "changed_xid >= pg_snapshot_xmin($1::text::pg_snapshot)"
+    " AND NOT pg_visible_in_snapshot(changed_xid, $1::text::pg_snapshot)"
+)
+"""Rows written by transactions the previous poll's snapshot did not see (running or later)."""
 
 
 def _state(row: asyncpg.Record) -> Suppression:
     return Suppression(row[0], row[1], Stream(row[2]), reason_of(row[3]), expires_at=row[4])
 
 
-async def load_all(connection: Connection, take: Callable[[list[Suppression]], None]) -> int:
+async def load_all(connection: Connection, take: Callable[[list[Suppression]], None]) -> str:
     """Hand every suppression in force to ``take``, a chunk at a time (a million never sit in
     memory as objects); return the horizon from which to poll changes (``changes_since``)."""
     async with connection.transaction(readonly=True, isolation="repeatable_read"):
-        horizon: int = await connection.fetchval(HORIZON)
+        horizon: str = await connection.fetchval(HORIZON)
         cursor = await connection.cursor(f"{STATE} WHERE {IN_FORCE}")
         while rows := await cursor.fetch(SNAPSHOT_CHUNK):
             take([_state(row) for row in rows])
@@ -622,32 +628,32 @@ class Removals:
     suppressions may remain), and the horizon of the next poll."""
 
     now_in_force: dict[Key, list[Suppression]]
-    horizon: int
+    horizon: str
 
 
 async def changes_since(
-    connection: Connection, horizon: int, take: Callable[[list[Suppression]], None]
+    connection: Connection, horizon: str, take: Callable[[list[Suppression]], None]
 ) -> Removals:
     """Hand the suppressions written by transactions from ``horizon`` on to ``take`` (a chunk
     at a time: an import of a million arrives in one poll), and answer the removals.
 
-    Every transaction below a snapshot's xmin had ended when the snapshot was taken, so its
-    rows were seen by this poll or an earlier one: no commit slips between two polls, however
-    long the transaction that made it ran.
+    A transaction the previous poll's snapshot saw had its rows read then; every other one
+    (running then, or begun later) is read once it has committed: no commit slips between two
+    polls however long it ran, and a long transaction elsewhere does not make each poll read
+    again what earlier polls took.
     """
-    since = str(horizon)
+    since = horizon
     async with connection.transaction(readonly=True, isolation="repeatable_read"):
-        following: int = await connection.fetchval(HORIZON)
-        cursor = await connection.cursor(
-            f"{STATE} WHERE changed_xid >= $1::text::xid8 AND {IN_FORCE}", since
-        )
+        following: str = await connection.fetchval(HORIZON)
+        cursor = await connection.cursor(f"{STATE} WHERE {UNSEEN} AND {IN_FORCE}", since)
         while rows := await cursor.fetch(SNAPSHOT_CHUNK):
             take([_state(row) for row in rows])
         removed = await connection.fetch(
-            "SELECT DISTINCT tenant_id::text, address FROM suppression_removals"
-            " WHERE changed_xid >= $1::text::xid8",
+            f"SELECT DISTINCT tenant_id::text, address FROM suppression_removals WHERE {UNSEEN}",
             since,
         )
+        if not removed:
+            return Removals({}, following)
         remaining = await connection.fetch(
             f"{STATE} WHERE (tenant_id, address) IN (SELECT * FROM"
             f" unnest($1::uuid[], $2::text[])) AND {IN_FORCE}",

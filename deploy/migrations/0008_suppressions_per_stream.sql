@@ -9,7 +9,7 @@
 -- suppression_removals.
 --
 -- changed_xid is the transaction that last wrote a row (or removed one): policy-check's
--- in-memory view polls `changed_xid >= <the xmin of its previous poll's snapshot>`, which no commit can slip past,
+-- in-memory view polls the rows of transactions its previous poll's snapshot did not see, which no commit can slip past,
 -- however long the transaction that wrote it ran (a sequence or a timestamp can: a value is
 -- taken before the commit that makes it visible).
 

@@ -137,7 +137,8 @@ class SuppressionView:
         self.pool = pool
         self.poll_seconds = poll_seconds
         self.addresses = SuppressedAddresses()
-        self.horizon = 0
+        self.horizon = ""
+        """The snapshot of the last load or poll (``libs.suppressions.changes_since``)."""
         self.loaded_at = 0.0
         self._polling: asyncio.Task[None] | None = None
 
