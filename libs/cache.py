@@ -36,6 +36,20 @@ class TtlCache(Generic[K, V]):
             loading = self._loading[key] = asyncio.ensure_future(self._load(key, load))
         return await asyncio.shield(loading)  # a waiter that gives up leaves the load running
 
+    def fresh(self, key: K) -> V | None:
+        """The cached value of ``key`` while it lasts (None: absent or expired)."""
+        entry = self._entries.get(key)
+        return entry[1] if entry is not None and entry[0] > time.monotonic() else None
+
+    def put(self, key: K, value: V) -> None:
+        """Cache ``value`` for ``ttl`` seconds (values loaded together, in one query)."""
+        now = time.monotonic()
+        if len(self._entries) >= self.size:
+            self._entries = {k: e for k, e in self._entries.items() if e[0] > now}
+            if len(self._entries) >= self.size:
+                self._entries.pop(next(iter(self._entries)))
+        self._entries[key] = (now + self.ttl, value)
+
     def forget(self, stale: Callable[[V], bool]) -> None:
         """Drop the entries whose value is ``stale``: the next look-up loads them afresh."""
         self._entries = {k: e for k, e in self._entries.items() if not stale(e[1])}
@@ -45,13 +59,8 @@ class TtlCache(Generic[K, V]):
             value = await load()
         finally:
             self._loading.pop(key, None)
-        now = time.monotonic()
         if value is None:
             self._entries.pop(key, None)
             return None
-        if len(self._entries) >= self.size:
-            self._entries = {k: e for k, e in self._entries.items() if e[0] > now}
-            if len(self._entries) >= self.size:
-                self._entries.pop(next(iter(self._entries)))
-        self._entries[key] = (now + self.ttl, value)
+        self.put(key, value)
         return value

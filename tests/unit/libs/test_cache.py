@@ -78,3 +78,12 @@ async def test_forgotten_values_are_loaded_again() -> None:
     await cache.get("a", stale)
     await cache.get("b", kept)
     assert (stale.calls, kept.calls) == (2, 1)
+
+
+def test_values_put_together_are_fresh_until_they_expire() -> None:
+    lasting: TtlCache[str, str] = TtlCache(ttl=3600)
+    lasting.put("a", "1")
+    assert (lasting.fresh("a"), lasting.fresh("b")) == ("1", None)
+    gone: TtlCache[str, str] = TtlCache(ttl=0)
+    gone.put("a", "1")
+    assert gone.fresh("a") is None
