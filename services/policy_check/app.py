@@ -115,7 +115,8 @@ class PolicyCheckService(PipelineService):
 
     async def apply_rules(self, batch: list[Consumed[RenderedMessage]], outbox: Outbox) -> None:
         """Each tenant's rules decide: held messages are stored, blocked ones stop, the others
-        go on to the router (re-encoded only when a rule changed their lane or route)."""
+        go on to the router (as read when no rule matched; re-encoded with its directive when one
+        did, so the router can name the rule)."""
         books = await self.rules.books(self.pool, (item.value.message.tenant_id for item in batch))
         now = datetime.now(UTC)
         holds: list[tuple[Consumed[RenderedMessage], Hold]] = []
