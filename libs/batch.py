@@ -7,6 +7,7 @@ the trace of the message it belongs to, before the batch's offsets commit.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -100,14 +101,25 @@ class Outbox:
         )
 
     def forward_value(
-        self, source: Consumed[Any], stage: Stage[Any], lane: Lane, message_id: str, value: bytes
+        self,
+        source: Consumed[Any] | None,
+        stage: Stage[Any],
+        lane: Lane,
+        message_id: str,
+        value: bytes,
+        headers: Sequence[tuple[str, bytes]] = (),
     ) -> None:
-        """Send an already encoded record of ``stage`` on, as it is (no decode, no re-encode)."""
+        """Send an already encoded record of ``stage`` on, as it is (no decode, no re-encode);
+        ``headers`` carry a trace when there is no consumed record to continue it from."""
         topic = stage.topic(lane, self.prefix)
-        self.add(source, topic, value, message_id.encode(), urgent=lane in URGENT_LANES)
+        self.add(source, topic, value, message_id.encode(), list(headers), lane in URGENT_LANES)
 
     def emit(
-        self, source: Consumed[Any] | None, state: MessageState, data: EventData
+        self,
+        source: Consumed[Any] | None,
+        state: MessageState,
+        data: EventData,
+        headers: Sequence[tuple[str, bytes]] = (),
     ) -> DeliveryEvent:
         """Report ``state`` of a message on ``sendarix.events`` (keyed by its id)."""
         event = new_event(state, data)
@@ -116,7 +128,7 @@ class Outbox:
             public_topic(EVENTS, self.prefix),
             event.model_dump_json().encode(),
             event.subject.encode(),
-            event_headers(event),
+            [*event_headers(event), *headers],
             urgent=data.lane in URGENT_LANES,
         )
         return event

@@ -25,7 +25,7 @@ from typing import Any, Self
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from libs.batch import URGENT_LANES, Outbox, Publication
+from libs.batch import Outbox, Publication
 from libs.cancellation import CANCELLED_STATE
 from libs.events import event_data
 from libs.rules import SUBDOMAINS, RuleAction, domain_pattern
@@ -287,20 +287,17 @@ def publications(
     outbox = Outbox(prefix)
     stopped = suppressed or {}
     for row in settled:
-        if row.state is HeldState.RELEASED and row.message_id in stopped:
-            spec = RenderedMessage.model_validate_json(row.record).message
-            data = event_data(spec, service, problem=stopped[row.message_id])
-            outbox.emit(None, MessageState.SUPPRESSED, data)
-            continue
-        if row.state is HeldState.RELEASED:
-            headers = [("traceparent", row.traceparent.encode())] if row.traceparent else []
-            topic = ROUTE.topic(row.lane, prefix)
-            key = row.message_id.encode()
-            outbox.add(None, topic, row.record, key, headers, urgent=row.lane in URGENT_LANES)
+        trace = [("traceparent", row.traceparent.encode())] if row.traceparent else []
+        if row.state is HeldState.RELEASED and row.message_id not in stopped:
+            outbox.forward_value(None, ROUTE, row.lane, row.message_id, row.record, trace)
             continue
         spec = RenderedMessage.model_validate_json(row.record).message
+        if row.state is HeldState.RELEASED:
+            data = event_data(spec, service, problem=stopped[row.message_id])
+            outbox.emit(None, MessageState.SUPPRESSED, data, trace)
+            continue
         if row.state is HeldState.CANCELLED:
-            outbox.emit(None, MessageState.CANCELLED, event_data(spec, service))
+            outbox.emit(None, MessageState.CANCELLED, event_data(spec, service), trace)
             continue
         rule = AppliedRule(id=row.rule_id, action=RuleAction.HOLD.value)
         problem = Problem(
@@ -308,9 +305,8 @@ def publications(
             detail=f"held by rule {row.rule_id} until {row.expires_at.isoformat()},"
             " and neither released nor cancelled by then",
         )
-        outbox.emit(
-            None, MessageState.FAILED, event_data(spec, service, problem=problem, rule=rule)
-        )
+        data = event_data(spec, service, problem=problem, rule=rule)
+        outbox.emit(None, MessageState.FAILED, data, trace)
     return outbox.publications
 
 
