@@ -13,6 +13,8 @@ from __future__ import annotations
 from libs.message_tokens import MAX_LOCAL_PART, MessageToken, Purpose, sign
 
 UNSUBSCRIBE_LOCAL = "unsub"
+UNSUBSCRIBE_PATH = "/v1/unsubscribe/"
+"""Where the gateway serves a message's one-click unsubscribe link: ``<path><token>``."""
 
 
 def bounce_domain(bounce_address: str) -> str:

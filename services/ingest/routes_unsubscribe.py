@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse
 from libs.late_events import report_logged
 from libs.message_log import Unverified, message_of_token
 from libs.message_tokens import MessageToken, Purpose
+from libs.verp import UNSUBSCRIBE_PATH
 from schemas.events import MessageState
 from services.ingest.accept import SERVICE, Ingest
 from services.ingest.http_deps import IngestDep, problems
@@ -87,7 +88,7 @@ async def _signed_message(ingest: Ingest, token: str) -> asyncpg.Record:
 
 
 @router.get(
-    "/v1/unsubscribe/{token}",
+    UNSUBSCRIBE_PATH + "{token}",
     response_class=HTMLResponse,
     responses=problems(404),
     summary="The unsubscribe page of a List-Unsubscribe link (changes nothing)",
@@ -100,7 +101,7 @@ async def unsubscribe_page(token: str, request: Request, ingest: IngestDep) -> H
 
 
 @router.post(
-    "/v1/unsubscribe/{token}",
+    UNSUBSCRIBE_PATH + "{token}",
     response_class=HTMLResponse,
     responses=problems(400, 404, 413, 503),
     summary="One-click unsubscribe (RFC 8058): no API key, the signed token is the authority",

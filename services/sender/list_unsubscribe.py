@@ -12,11 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from libs.message_tokens import Purpose, sign
-from libs.verp import UNSUBSCRIBE_LOCAL, bounce_domain, token_address
+from libs.verp import UNSUBSCRIBE_LOCAL, UNSUBSCRIBE_PATH, bounce_domain, token_address
 from schemas.common import Lane, natural_lane
 from schemas.pipeline import MessageSpec
 
-UNSUBSCRIBE_PATH = "/v1/unsubscribe/"
 ONE_CLICK = "List-Unsubscribe=One-Click"
 LIST_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
 

@@ -14,6 +14,7 @@ import pytest
 from libs.message_tokens import MessageToken, Purpose, sign, signing_key
 from libs.settings import Settings
 from libs.topics import EVENTS, public_topic
+from libs.verp import UNSUBSCRIBE_PATH
 from schemas.events import MessageState, event_id
 from tests.support import TopicTap, logged_delivered
 
@@ -43,7 +44,7 @@ def link(settings: Settings, row: asyncpg.Record, stream: str | None = None) -> 
         str(row["id"]),
         stream or row["stream"],
     )
-    return f"/v1/unsubscribe/{token}"
+    return f"{UNSUBSCRIBE_PATH}{token}"
 
 
 async def test_the_post_unsubscribes_once_and_the_get_never(
