@@ -254,7 +254,8 @@ async def record_soft_bounces(
     executor: Executor, bounces: Sequence[SoftBounce], window: timedelta
 ) -> list[tuple[SoftBounce, int]]:
     """Count each bounce once (per message) and answer, for each, how many messages to its
-    address and stream soft-bounced within ``window``; older counts are forgotten meanwhile."""
+    address and stream soft-bounced within ``window``; every count older than that is
+    forgotten meanwhile (by the ``bounced_at`` index: one-off bounces do not pile up)."""
     valid = [b for b in bounces if tenant_uuid(b.tenant_id) is not None]
     if not valid:
         return []
@@ -273,8 +274,7 @@ async def record_soft_bounces(
     rows = await executor.fetch(
         "WITH q AS (SELECT DISTINCT * FROM unnest($1::uuid[], $2::text[], $3::text[])"
         "   AS q (tenant_id, address, stream)),"
-        " old AS (DELETE FROM soft_bounces b USING q WHERE (b.tenant_id, b.address, b.stream)"
-        "   = (q.tenant_id, q.address, q.stream) AND b.bounced_at < now() - $4::interval)"
+        " old AS (DELETE FROM soft_bounces WHERE bounced_at < now() - $4::interval)"
         " SELECT q.tenant_id, q.address, q.stream, count(*) AS bounces"
         " FROM q JOIN soft_bounces b ON (b.tenant_id, b.address, b.stream)"
         "   = (q.tenant_id, q.address, q.stream)"
