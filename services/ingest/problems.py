@@ -37,6 +37,7 @@ CODE_STATUS: dict[str, int] = {
     "line_too_long": 413,
     "unsupported_media_type": 415,
     "rate_limited": 429,
+    "request_timeout": 408,
     "unavailable": 503,
     "not_ready": 503,
 }

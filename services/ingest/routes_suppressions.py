@@ -9,6 +9,7 @@ change reaches each policy-check process within its view's staleness bound
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -66,20 +67,33 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 CSV = "text/csv"
 Filter = Annotated[str | None, Query()]
-MAX_IMPORTS_AT_ONCE = 2
-"""Imports one gateway process runs at once: each holds a connection and a transaction for as
-long as its upload lasts, so a flood of them could starve everything else of the database."""
 IMPORT_RETRY_SECONDS = 10
+TRANSFER_SECONDS = 600.0
+"""The longest an import's upload or an export's download may hold its connection and
+transaction (a million rows take seconds; a client trickling bytes is cut off)."""
 
 
 @dataclass
 class RunningImports:
-    """How many imports this process runs now."""
+    """CSV imports this process runs now, and how many it runs at once: each holds
+    a connection and a transaction for as long as its client takes, so a flood of them could
+    starve everything else of the database."""
 
+    most: int
     running: int = 0
 
+    def take(self) -> None:
+        """Count one more, or answer 429 when ``most`` are running."""
+        if self.running >= self.most:
+            raise ProblemError(
+                "rate_limited",
+                f"{self.most} imports are running in this process; retry soon",
+                headers={"Retry-After": str(IMPORT_RETRY_SECONDS)},
+            )
+        self.running += 1
 
-IMPORTS = RunningImports()
+
+IMPORTS = RunningImports(most=2)
 REMOVE_PARAMETERS = frozenset({"stream", "reason", "note"})
 PARAMETERS = frozenset(
     {"address", "prefix", "stream", "reason", "since", "until", "cursor", "limit", "format"}
@@ -273,7 +287,7 @@ def _export(pool: asyncpg.Pool, caller: Caller, query: SuppressionQuery) -> Stre
 
     async def lines() -> AsyncIterator[str]:
         yield header_line()
-        async with pool.acquire() as connection:
+        async with asyncio.timeout(TRANSFER_SECONDS), pool.acquire() as connection:
             async for chunk in each_suppression(connection, caller.tenant.id, whole):
                 yield export_lines(chunk)
 
@@ -361,17 +375,16 @@ async def import_route(request: Request, ingest: IngestDep, caller: SendCaller) 
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media_type != CSV:
         raise ProblemError("unsupported_media_type", "send the body as text/csv")
-    if IMPORTS.running >= MAX_IMPORTS_AT_ONCE:
-        raise ProblemError(
-            "rate_limited",
-            f"{MAX_IMPORTS_AT_ONCE} imports are running in this process; retry soon",
-            headers={"Retry-After": str(IMPORT_RETRY_SECONDS)},
-        )
+    IMPORTS.take()
     body = GuardedBody(request.stream())
-    IMPORTS.running += 1
     try:
-        columns = await body.header()
-        written = await _import(ingest, caller, stage_csv(body.rows(), columns))
+        async with asyncio.timeout(TRANSFER_SECONDS):
+            columns = await body.header()
+            written = await _import(ingest, caller, stage_csv(body.rows(), columns))
+    except TimeoutError:
+        raise ProblemError(
+            "request_timeout", f"an import may take {TRANSFER_SECONDS:g} s at most"
+        ) from None
     except CsvRefused as refused:
         raise ProblemError(refused.code, refused.detail) from None
     except asyncpg.DataError as error:  # COPY could not read it: quotes, columns, encoding
