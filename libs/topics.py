@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from schemas.common import Lane
 from schemas.events import DeliveryEvent
+from schemas.notices import Notice
 from schemas.pipeline import (
     AcceptedMessage,
     DeliveryJob,
@@ -99,6 +100,7 @@ SEND_REQUESTS = "sendarix.send.requests"
 SEND_REQUESTS_DLQ = "sendarix.send.requests.dlq"
 EVENTS = "sendarix.events"
 EVENTS_DLQ = "sendarix.events.dlq"
+NOTICES = "sendarix.notices"
 
 
 def intake_topic(lane: Lane, prefix: str = "") -> str:
@@ -151,6 +153,14 @@ def catalogue(prefix: str = "") -> list[Topic]:
             "delivery events a reader of the event stream could not handle, and why",
             ParkedRecord,
             parked=True,
+        ),
+        Topic(
+            public_topic(NOTICES, prefix),
+            1,
+            30 * DAY_MS,
+            "notices about a tenant: alerts opened and resolved, webhook endpoints disabled"
+            " (CloudEvents 1.0, key = tenant id)",
+            Notice,
         ),
     ]
     for lane in Lane:
