@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException
 
 from libs.database import DATABASE_DOWN
 from libs.message_log import read_message
+from libs.metrics import exposition
 from libs.priority import LANE_RANK, gate
 from libs.tenants import Caller
 from schemas.send import AcceptedResponse, SendRequest
@@ -285,6 +286,12 @@ async def readyz(ingest: IngestDep) -> dict[str, str]:
     return {"status": "ready"}
 
 
+async def metrics(request: Request) -> Response:
+    """This process's Prometheus metrics, when the gateway serves them (``metrics_public``)."""
+    body, content_type = exposition(request.headers.get("accept"))
+    return Response(body, media_type=content_type)
+
+
 class Gateway(FastAPI):
     """The FastAPI app, with an OpenAPI document that says what the routes really take.
 
@@ -368,7 +375,7 @@ def build_api(tracer_provider: TracerProvider) -> Gateway:
     FastAPIInstrumentor.instrument_app(
         app,
         tracer_provider=tracer_provider,
-        excluded_urls="healthz,readyz",
+        excluded_urls="healthz,readyz,metrics",
         exclude_spans=["receive", "send"],
     )
     return app
