@@ -132,7 +132,7 @@ async def _accept_or_unavailable(
     ids = fresh_message_ids(len(parsed.to))
     trace = otel_context.get_current()
     try:
-        return await accept(ingest, caller.tenant, parsed, ids, trace, key, caller.key)
+        return await accept(ingest, caller.tenant, parsed, ids, trace, key, caller.key, door="http")
     except (KafkaError, TimeoutError) as error:
         log.warning("the broker did not take %s: %r", ids, error)
         raise ProblemError.unavailable("the broker did not take the message; retry") from error
@@ -218,7 +218,14 @@ async def _prepare_in_batch(
     ):
         ids = fresh_message_ids(len(item.to))
         prepared = await prepare(
-            ingest, caller.tenant, item, ids, otel_context.get_current(), None, caller.key
+            ingest,
+            caller.tenant,
+            item,
+            ids,
+            otel_context.get_current(),
+            None,
+            caller.key,
+            door="batch",
         )
     assert not isinstance(prepared, Replayed), "a request without an idempotency key"
     return prepared
