@@ -93,7 +93,7 @@ def main(name: str, build: Callable[[Settings], Service]) -> None:
     settings = get_settings()
     setup_logging(name, settings.log_level, settings.log_json)
     setup_tracing(name, settings)
-    # Scrapeable from the start: a service waiting for its broker still shows it waits.
+    # Scrapeable from the start, while the service may still wait for its broker or database.
     metrics = (
         serve_metrics(settings.metrics_host, settings.metrics_port)
         if settings.metrics_port
