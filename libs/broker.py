@@ -32,6 +32,7 @@ from faststream.kafka.publisher.producer import AioKafkaFastProducerImpl
 from faststream.kafka.publisher.state import RealProducer
 
 from libs.batch import Publication
+from libs.metrics import PRODUCE_FAILURES
 from libs.settings import Settings
 from libs.topics import MAX_RECORD_BYTES, Topic, catalogue
 from libs.tracing import setup_tracing, trace_headers
@@ -78,8 +79,9 @@ class Broker(KafkaBroker):
     client retries — and the next one goes through a fresh producer (a new producer id).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, service: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.service = service
         self._renewing = asyncio.Lock()
         self._generation = 0
         self._urgent: AIOKafkaProducer | None = None
@@ -148,15 +150,17 @@ class Broker(KafkaBroker):
         """Wait for the broker's answer to every enqueued publication; one outcome each."""
         outcomes: list[SendOutcome] = []
         for sent in sending:
-            if isinstance(sent.acked, BaseException):
-                outcomes.append(sent.acked)
-                continue
-            try:
-                outcomes.append(await sent.acked)
-            except Exception as error:
-                outcomes.append(error)
-                if isinstance(error, PRODUCER_WEDGED):
-                    await self._renew_producers(sent.generation)
+            outcome = sent.acked
+            if not isinstance(outcome, BaseException):
+                try:
+                    outcome = await outcome
+                except Exception as error:
+                    outcome = error
+                    if isinstance(error, PRODUCER_WEDGED):
+                        await self._renew_producers(sent.generation)
+            if isinstance(outcome, BaseException):
+                PRODUCE_FAILURES.labels(self.service, type(outcome).__name__).inc()
+            outcomes.append(outcome)
         return outcomes
 
     async def send_confirmed(self, publications: Sequence[Publication]) -> list[RecordMetadata]:
@@ -173,8 +177,10 @@ class Broker(KafkaBroker):
         generation = self._generation
         try:
             return await super().publish(*args, **kwargs)
-        except PRODUCER_WEDGED:
-            await self._renew_producers(generation)
+        except Exception as error:
+            PRODUCE_FAILURES.labels(self.service, type(error).__name__).inc()
+            if isinstance(error, PRODUCER_WEDGED):
+                await self._renew_producers(generation)
             raise
 
     async def _renew_producers(self, broken: int) -> None:
@@ -215,6 +221,7 @@ def make_broker(service: str, settings: Settings) -> Broker:
     setup_tracing(service, settings)
     return Broker(
         settings.kafka_bootstrap,
+        service=service,
         client_id=f"sendarix-{service}",
         acks="all",
         enable_idempotence=True,

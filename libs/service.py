@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaError
 from libs.broker import make_broker
 from libs.database import DATABASE_DOWN, open_pool
 from libs.logs import setup_logging
+from libs.metrics import serve_metrics
 from libs.settings import Settings, get_settings
 from libs.tracing import setup_tracing, shutdown_tracing
 
@@ -92,10 +93,18 @@ def main(name: str, build: Callable[[Settings], Service]) -> None:
     settings = get_settings()
     setup_logging(name, settings.log_level, settings.log_json)
     setup_tracing(name, settings)
+    # Scrapeable from the start, while the service may still wait for its broker or database.
+    metrics = (
+        serve_metrics(settings.metrics_host, settings.metrics_port)
+        if settings.metrics_port
+        else None
+    )
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(run_until_signalled(name, partial(build, settings)))
     finally:
+        if metrics is not None:
+            metrics.stop()
         shutdown_tracing()
 
 

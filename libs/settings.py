@@ -91,6 +91,15 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = 5
     webhook_retry_base_seconds: float = 1.0
 
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
+    """Where this process serves its Prometheus metrics (``libs.metrics``); 0: nowhere. The
+    stack gives each service a port of its own (``deploy.stack.pipeline.metrics_ports``)."""
+    metrics_public: bool = False
+    """Whether ingest's HTTP gateway also answers ``GET /metrics``, without authentication:
+    every local profile, never a production gateway reachable from the internet (Prometheus
+    scrapes ingest's ``metrics_port`` there, as it does every other service's)."""
+
     log_level: str = "INFO"
     log_json: bool = True
 

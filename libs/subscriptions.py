@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from libs.batch import Consumed, Outbox, Publication
 from libs.broker import PARKING_ROOM_BYTES, Broker, Sending, group_id
+from libs.metrics import ConsumerMetrics
 from libs.poison import (
     HANDLER_FAILED,
     RECORD_FAULTS,
@@ -149,7 +150,17 @@ class Subscription(Generic[T]):
     """One span per message per service (the pipeline's hops); readers of the event stream see
     each message several times and add no span of their own (their work hangs off the event's
     producer span where it matters, e.g. a webhook post)."""
+    lane: Lane | None = None
+    """The lane of the topic it reads (None: a topic of every lane, e.g. the event stream)."""
     _pauses: int = field(default=0, init=False)
+    _skipped: int = field(default=0, init=False)
+    _parked: int = field(default=0, init=False)
+    """Records of the batch in hand turned down by ``wanted`` and parked, for its metrics."""
+    metrics: ConsumerMetrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        lane = self.lane.value if self.lane is not None else ""
+        self.metrics = ConsumerMetrics(self.service, self.role, self.topic, lane)
 
     async def on_batch(
         self, broker: Broker, settings: Settings, records: Sequence[RawRecord]
@@ -161,6 +172,7 @@ class Subscription(Generic[T]):
         urgent lane's batch goes first (the gate) — an OTP never waits for a whole bulk batch.
         """
         started = time.time_ns()
+        self._skipped = self._parked = 0
         items: list[Consumed[T]] = []
         sending: list[Sending] = []
         size = self.tuning.chunk or len(records) or 1
@@ -180,6 +192,8 @@ class Subscription(Generic[T]):
         for item in items:
             if item.recorded is not None:
                 item.span.end()
+        seconds = (time.time_ns() - started) / 1e9
+        self.metrics.batch(len(records), self._skipped, self._parked, seconds)
 
     def _decoded(
         self, records: Sequence[RawRecord], started: int, outbox: Outbox
@@ -187,6 +201,7 @@ class Subscription(Generic[T]):
         items: list[Consumed[T]] = []
         for raw in records:
             if self.wanted is not None and not self.wanted(raw):
+                self._skipped += 1
                 continue
             try:
                 value = self.decode(raw.value or b"")
@@ -317,6 +332,7 @@ class Subscription(Generic[T]):
             message_id=message_id or (spec.message_id if spec else None),
         )
         park(outbox, raw, self.dead_letters, note)
+        self._parked += 1
         if spec is not None:
             report_failed(outbox, spec, self.service, reason, detail)
 
@@ -359,14 +375,17 @@ def _why_undecodable(error: BaseException) -> str:
 def subscribe(broker: Broker, settings: Settings, subscription: Subscription[Any]) -> None:
     """Feed ``subscription.topic`` to its handler, a batch at a time, in its consumer group."""
 
-    async def on_batch(records: tuple[RawRecord, ...]) -> None:
-        await subscription.on_batch(broker, settings, records)
-
-    broker.subscriber(
+    subscriber = broker.subscriber(
         subscription.topic,
         group_id=group_id(subscription.service, subscription.role, settings),
         **subscriber_options(subscription.tuning),
-    )(on_batch)
+    )
+
+    async def on_batch(records: tuple[RawRecord, ...]) -> None:
+        await subscription.on_batch(broker, settings, records)
+        subscription.metrics.lag(subscriber.consumer, records)
+
+    subscriber(on_batch)
 
 
 def subscribe_stage(
@@ -397,6 +416,7 @@ def subscribe_stage(
             message_id=_message_id,
             spec=_spec,
             tuning=LANE_TUNING[lane] if gated else replace(LANE_TUNING[lane], chunk=None),
+            lane=lane,
         )
         subscribe(broker, settings, subscription)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from deploy.stack import tools
 from deploy.stack.console import say
 from deploy.stack.infra import start_infra
-from deploy.stack.pipeline import start_pipeline
+from deploy.stack.pipeline import metrics_ports, start_pipeline
 from deploy.stack.probes import gateway_ready
 from deploy.stack.processes import StartupError, Supervisor, listening
 from deploy.stack.profiles import Profile
@@ -77,6 +77,8 @@ def banner(profile: Profile, api_key: str) -> str:
             f"127.0.0.1:{profile.feedback_port}  (SMTP for the bounce domain: DSNs, complaints)",
         ),
         *endpoints(profile),
+        ("Metrics", f"{gateway}/metrics  (Prometheus; deploy/prometheus.yml scrapes them all)"),
+        ("Service metrics", _service_metrics(profile)),
     ]
     rows += [
         ("Dev API key", api_key),
@@ -105,6 +107,13 @@ def banner(profile: Profile, api_key: str) -> str:
         "   .venv/bin/sendarix message show ID    # status and timeline",
         "   .venv/bin/sendarix trace ID           # trace id and its Jaeger URL",
     )
+
+
+def _service_metrics(profile: Profile) -> str:
+    """Where each service serves its own metrics."""
+    ports = metrics_ports(profile.metrics_base_port)
+    listed = ", ".join(f"{name} {port}" for name, port in ports.items())
+    return f"http://127.0.0.1:<port>/metrics  ({listed})"
 
 
 async def _prepare(settings: Settings, tenant_file: Path) -> DevTenant:
@@ -144,7 +153,7 @@ async def serve_platform(profile: Profile) -> None:
         settings = profile.settings()
         tenant = await _prepare(settings, profile.state_dir / "dev-tenant.json")
         say("starting the mailbox simulator, the seven services and the feedback listener")
-        pipeline = start_pipeline(supervisor, settings)
+        pipeline = start_pipeline(supervisor, settings, profile.metrics_base_port)
         try:
             await supervisor.wait_ready("ingest", probe=partial(gateway_ready, profile), within=120)
         except StartupError as error:

@@ -35,12 +35,22 @@ def child_env(settings: Settings) -> dict[str, str]:
     return {**os.environ, **settings.as_env(), "PYTHONUNBUFFERED": "1"}
 
 
-def start_pipeline(supervisor: Supervisor, settings: Settings) -> list[str]:
-    """Start the simulator, the seven services and the feedback listener; return their names in
-    the supervisor."""
+def metrics_ports(base: int) -> dict[str, int]:
+    """Each service's metrics port: ``base``, ``base + 1``, … in ``SERVICES`` order (base 0:
+    none serves metrics)."""
+    return {name: base + index if base else 0 for index, name in enumerate(SERVICES)}
+
+
+def start_pipeline(
+    supervisor: Supervisor, settings: Settings, metrics_base_port: int = 0
+) -> list[str]:
+    """Start the simulator, the seven services and the feedback listener, each service serving
+    its metrics on its port of ``metrics_ports(metrics_base_port)``; return their names in the
+    supervisor."""
     settings.simulator_log.parent.mkdir(parents=True, exist_ok=True)
-    env = child_env(settings)
+    ports = metrics_ports(metrics_base_port)
     modules = {SIMULATOR: SIMULATOR_MODULE, **SERVICES}
     for name, module in modules.items():
+        env = child_env(settings.model_copy(update={"metrics_port": ports.get(name, 0)}))
         supervisor.start(name, [sys.executable, "-m", module], env=env, cwd=REPO_ROOT)
     return list(modules)

@@ -33,6 +33,8 @@ class Profile:
     http_port: int
     smtp_submission_port: int
     feedback_port: int
+    metrics_base_port: int
+    """The first of the services' metrics ports: one each, in ``SERVICES`` order."""
     durable: bool = True
     """Whether the database flushes to disk; the test stack trades that for speed."""
 
@@ -63,6 +65,7 @@ class Profile:
             "feedback_port": self.feedback_port,
             "token_secret": f"sendarix-{self.name}-only-token-secret",  # never a production one
             "dev_mode": True,  # every local stack: tenant domains send before DNS verification
+            "metrics_public": True,  # a local gateway answers GET /metrics too
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]
@@ -84,6 +87,7 @@ DEV = Profile(
     http_port=8080,
     smtp_submission_port=1587,
     feedback_port=2526,
+    metrics_base_port=9400,
 )
 
 TEST = Profile(
@@ -102,6 +106,7 @@ TEST = Profile(
     http_port=18080,
     smtp_submission_port=11587,
     feedback_port=12526,
+    metrics_base_port=19400,
     durable=False,
 )
 
@@ -121,6 +126,7 @@ CHAOS = Profile(
     http_port=28080,
     smtp_submission_port=21587,
     feedback_port=22526,
+    metrics_base_port=29400,
 )
 """``make chaos``: a broker and database of its own (+20000 from ``dev``) that it may restart."""
 
@@ -140,6 +146,7 @@ BENCH = Profile(
     http_port=31080,
     smtp_submission_port=31587,
     feedback_port=31526,
+    metrics_base_port=31400,
     durable=False,
 )
 """``make bench``: ports of its own in 31xxx, below Linux's ephemeral range (32768 and up), where

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 import asyncpg
 from opentelemetry.context import Context
@@ -53,6 +54,16 @@ AFTER_PUBLISH_FAILURES = Counter(
     "sendarix_ingest_after_publish_failures",
     "Requests accepted (published) whose follow-up work failed; they were still answered 202.",
 )
+REQUESTS = Counter(
+    "sendarix_ingest_requests",
+    "Send requests by door (http, batch, topic, smtp) and outcome: accepted (with its lane), "
+    "replayed (a repeat of an idempotency key), refused (the checks), unavailable (the broker "
+    "did not take it).",
+    ["door", "lane", "outcome"],
+)
+
+Door = Literal["http", "batch", "topic", "smtp"]
+"""Where a request came in."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +136,8 @@ class Ready:
     response: AcceptedResponse
     key: str | None
     """Its idempotency key: the answer is kept for repeats once the records are published."""
+    door: Door
+    lane: Lane
 
 
 async def accept(
@@ -135,6 +148,8 @@ async def accept(
     trace: Context,
     key: str | None = None,
     api_key: ApiKey | None = None,
+    *,
+    door: Door,
 ) -> Outcome:
     """Accept ``request`` of ``tenant``: one message per recipient, under ``message_ids``
     unless ``key`` (an idempotency key) fixes them. ``api_key``, the caller's key (None on
@@ -143,7 +158,7 @@ async def accept(
     Raises only when nothing was published and it is worth a retry (the broker or the database
     is down): then nothing may be answered 202.
     """
-    prepared = await prepare(ingest, tenant, request, message_ids, trace, key, api_key)
+    prepared = await prepare(ingest, tenant, request, message_ids, trace, key, api_key, door=door)
     if not isinstance(prepared, Ready):
         return prepared
     [failure] = await publish(ingest, [prepared])
@@ -160,9 +175,28 @@ async def prepare(
     trace: Context,
     key: str | None = None,
     api_key: ApiKey | None = None,
+    *,
+    door: Door,
 ) -> Ready | Replayed | Refused:
     """Everything ``accept`` does before publishing: the checks, the idempotency claim, the
     records. Many requests prepared apart are published together (a batch, a topic batch)."""
+    prepared = await _prepare(ingest, tenant, request, message_ids, trace, key, api_key, door)
+    if not isinstance(prepared, Ready):
+        outcome = "refused" if isinstance(prepared, Refused) else "replayed"
+        REQUESTS.labels(door, "", outcome).inc()
+    return prepared
+
+
+async def _prepare(
+    ingest: Ingest,
+    tenant: Tenant,
+    request: SendRequest,
+    message_ids: Sequence[str],
+    trace: Context,
+    key: str | None,
+    api_key: ApiKey | None,
+    door: Door,
+) -> Ready | Replayed | Refused:
     checked = await _check(ingest, request, tenant)
     if not isinstance(checked, Addresses):
         return Refused(checked)
@@ -195,7 +229,7 @@ async def prepare(
         trace_id=specs[0].trace_id,
         messages=[AcceptedRecipient(id=s.message_id, to=s.recipient.address) for s in specs],
     )
-    return Ready(tenant.id, _traced(outbox, trace), response, key)
+    return Ready(tenant.id, _traced(outbox, trace), response, key, door, choice.lane)
 
 
 async def publish(ingest: Ingest, ready: Sequence[Ready]) -> list[BaseException | None]:
@@ -213,6 +247,7 @@ async def publish(ingest: Ingest, ready: Sequence[Ready]) -> list[BaseException 
         mine, sent = sent[: len(item.publications)], sent[len(item.publications) :]
         failure = next((o for o in mine if isinstance(o, BaseException)), None)
         outcomes.append(failure)
+        REQUESTS.labels(item.door, item.lane.value, "unavailable" if failure else "accepted").inc()
         if failure is None and item.key is not None:
             await _keep_answer(ingest, item.tenant_id, item.key, item.response)
     return outcomes

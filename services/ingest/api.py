@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException
 
 from libs.database import DATABASE_DOWN
 from libs.message_log import read_message
+from libs.metrics import exposition
 from libs.priority import LANE_RANK, gate
 from libs.tenants import Caller
 from schemas.send import AcceptedResponse, SendRequest
@@ -131,7 +132,7 @@ async def _accept_or_unavailable(
     ids = fresh_message_ids(len(parsed.to))
     trace = otel_context.get_current()
     try:
-        return await accept(ingest, caller.tenant, parsed, ids, trace, key, caller.key)
+        return await accept(ingest, caller.tenant, parsed, ids, trace, key, caller.key, door="http")
     except (KafkaError, TimeoutError) as error:
         log.warning("the broker did not take %s: %r", ids, error)
         raise ProblemError.unavailable("the broker did not take the message; retry") from error
@@ -217,7 +218,14 @@ async def _prepare_in_batch(
     ):
         ids = fresh_message_ids(len(item.to))
         prepared = await prepare(
-            ingest, caller.tenant, item, ids, otel_context.get_current(), None, caller.key
+            ingest,
+            caller.tenant,
+            item,
+            ids,
+            otel_context.get_current(),
+            None,
+            caller.key,
+            door="batch",
         )
     assert not isinstance(prepared, Replayed), "a request without an idempotency key"
     return prepared
@@ -283,6 +291,12 @@ async def readyz(ingest: IngestDep) -> dict[str, str]:
     if failing:
         raise ProblemError("not_ready", f"not answering: {', '.join(failing)}")
     return {"status": "ready"}
+
+
+async def metrics(request: Request) -> Response:
+    """This process's Prometheus metrics, when the gateway serves them (``metrics_public``)."""
+    body, content_type = exposition(request.headers.get("accept"))
+    return Response(body, media_type=content_type)
 
 
 class Gateway(FastAPI):
@@ -368,7 +382,7 @@ def build_api(tracer_provider: TracerProvider) -> Gateway:
     FastAPIInstrumentor.instrument_app(
         app,
         tracer_provider=tracer_provider,
-        excluded_urls="healthz,readyz",
+        excluded_urls="healthz,readyz,metrics",
         exclude_spans=["receive", "send"],
     )
     return app

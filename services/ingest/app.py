@@ -23,7 +23,7 @@ from libs.tracing import setup_tracing
 from schemas.events import DeliveryEvent
 from services.ingest import store
 from services.ingest.accept import SERVICE, Ingest
-from services.ingest.api import build_api
+from services.ingest.api import build_api, metrics
 from services.ingest.intake import Parsed, subscribe_intake, take_in
 from services.ingest.recorder import record_all
 from services.ingest.smtp_door import SmtpDoor
@@ -56,6 +56,8 @@ class IngestService:
         self.settings = settings
         self.broker = make_broker(SERVICE, settings)
         self.api = build_api(setup_tracing(SERVICE, settings))
+        if settings.metrics_public:
+            self.api.add_api_route("/metrics", metrics, include_in_schema=False)
         self._ingest: Ingest | None = None
         self._server: _EmbeddedServer | None = None
         self._smtp: SmtpDoor | None = None

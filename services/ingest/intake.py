@@ -124,7 +124,9 @@ async def _prepare_one(ingest: Ingest, item: Consumed[Parsed]) -> Ready | Refusa
         return [Violation("unknown_tenant", pointer("tenant_id"), "no such tenant")], None, request
     origin = origin_of(item)
     ids = record_message_ids(origin, len(request.to))
-    outcome = await prepare(ingest, tenant, request, ids, item.context, request.idempotency_key)
+    outcome = await prepare(
+        ingest, tenant, request, ids, item.context, request.idempotency_key, door="topic"
+    )
     if isinstance(outcome, Refused):
         return outcome.violations, tenant, request
     if isinstance(outcome, Replayed):

@@ -219,6 +219,7 @@ class SubmissionHandler:
                 otel_context.get_current(),
                 submission.idempotency_key,
                 caller.key,
+                door="smtp",
             )
 
 

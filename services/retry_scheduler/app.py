@@ -6,9 +6,12 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections import Counter as Tally
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from opentelemetry import trace
+from prometheus_client import Counter
 
 from libs.batch import URGENT_LANES, Consumed, Outbox, Publication
 from libs.service import PipelineService
@@ -24,8 +27,21 @@ SERVICE = "retry-scheduler"
 RELEASE_BATCH = 500
 """Attempts released per transaction; a full batch is followed by the next one at once."""
 
+RETRIES = Counter(
+    "sendarix_retries",
+    "Deferred attempts by lane and step: scheduled (kept until due), released (published to "
+    "the sender when due); scheduled minus released is what waits.",
+    ["lane", "step"],
+)
+
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
+
+
+def count_retries(step: str, lanes: Iterable[Lane]) -> None:
+    """Count a batch of retries that took ``step``, one increment per lane."""
+    for lane, count in Tally(lanes).items():
+        RETRIES.labels(lane.value, step).inc(count)
 
 
 class RetrySchedulerService(PipelineService):
@@ -63,6 +79,7 @@ class RetrySchedulerService(PipelineService):
                 for item in batch
             ],
         )
+        count_retries("scheduled", (item.value.spec.lane for item in batch))
         return Outbox(prefix)
 
     async def _release_forever(self) -> None:
@@ -86,6 +103,7 @@ class RetrySchedulerService(PipelineService):
         releasing = releasing_due_attempts(self.pool, topics, datetime.now(UTC), RELEASE_BATCH)
         async with releasing as due:
             await self.broker.send_confirmed([self._release(attempt) for attempt in due])
+        count_retries("released", (attempt.lane for attempt in due))  # once committed
         return len(due)
 
     def _release(self, attempt: DueAttempt) -> Publication:

@@ -38,6 +38,7 @@ from services.sender.handover import (
     longest_data,
 )
 from services.sender.list_unsubscribe import OneClick, offers_unsubscribe, one_click
+from services.sender.metrics import count_exchange, count_verdict
 from services.sender.mime import build_message
 from services.sender.store import (
     AttemptClaim,
@@ -163,6 +164,7 @@ class SenderService(PipelineService):
             return outcome_unknown(handover.reply)
         assert handover.reply is not None
         verdict = judge(job, handover.reply, now, self.settings)
+        count_verdict(job, verdict.state, now)
         if handover.kind is HandoverKind.ANSWERED:
             assert self._finishes, "the sender is started"
             finished = FinishedAttempt(
@@ -225,13 +227,16 @@ class SenderService(PipelineService):
             content,
             claim=lambda: self._claim(claims, key, spec.tenant_id, content),
         )
+        seconds = time.monotonic() - started
+        if handover.kind is not HandoverKind.CLAIMED_BEFORE:
+            count_exchange(job, handover.reply, seconds)
         exchange: dict[str, str | int | float] = {
             "sendarix.attempt": job.attempt,
             "sendarix.route": route.name,
             "server.address": route.host,
             "server.port": route.port,
             "smtp.handover": handover.kind.value,
-            "smtp.duration_ms": round(1000 * (time.monotonic() - started), 2),
+            "smtp.duration_ms": round(1000 * seconds, 2),
         }
         if handover.reply is not None:
             exchange["smtp.reply_code"] = handover.reply.code

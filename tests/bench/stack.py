@@ -131,7 +131,7 @@ async def bench_stack(tracing: bool, services: bool = True) -> AsyncIterator[Ben
         await supervisor.wait_ready(SINK, port=SINK_HTTP_PORT)
         if services:
             say(f"starting the services (topic prefix {settings.topic_prefix})")
-            start_pipeline(supervisor, settings)
+            start_pipeline(supervisor, settings, BENCH.metrics_base_port)
             await supervisor.wait_ready("ingest", probe=partial(gateway_ready, BENCH), within=120)
         yield BenchStack(settings, supervisor, sink, pool, tenant, started)
     finally:

@@ -122,7 +122,7 @@ async def start_chaos_stack(profile: Profile = CHAOS) -> ChaosStack:
         finally:
             await pool.close()
         settings.simulator_log.parent.mkdir(parents=True, exist_ok=True)
-        start_pipeline(supervisor, settings)
+        start_pipeline(supervisor, settings, profile.metrics_base_port)
         await supervisor.wait_ready(SIMULATOR, port=settings.simulator_port)
         await supervisor.wait_ready("ingest", probe=partial(gateway_ready, profile), within=120)
     except BaseException:

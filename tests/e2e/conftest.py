@@ -96,7 +96,7 @@ async def topology(settings: Settings) -> AsyncIterator[Topology]:
     )
     await ensure_topics(run_settings)
     supervisor = Supervisor(TEST.state_dir / "logs" / f"e2e-{run_id}")
-    start_pipeline(supervisor, run_settings)
+    start_pipeline(supervisor, run_settings, TEST.metrics_base_port)
     try:
         await supervisor.wait_ready("simulator", port=run_settings.simulator_port)
         await supervisor.wait_ready("feedback", port=run_settings.feedback_port)

@@ -7,9 +7,13 @@ import uuid
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks import Webhook
 
+from deploy.stack.pipeline import metrics_ports
+from deploy.stack.profiles import TEST
 from libs.templates import put_template
 from libs.tenants import Tenant, set_webhook
 from tests.e2e.conftest import Topology
@@ -130,3 +134,87 @@ async def test_mail_for_other_domains_reaches_the_relay(
     message = await topology.in_mailpit(subject)
     assert message["To"][0]["Address"] == "new.user@example.com"
     assert accepted["id"] in message["MessageID"]
+
+
+Scrape = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+async def scrape(url: str) -> Scrape:
+    """Every sample a metrics endpoint shows: (name, labels) -> value."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        answer = await client.get(url)
+    assert answer.status_code == 200, answer.text
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(answer.text)
+        for sample in family.samples
+    }
+
+
+def moved(before: Scrape, after: Scrape, name: str, **labels: str) -> float:
+    """How much the samples of ``name`` that carry ``labels`` grew between two scrapes."""
+
+    def total(scraped: Scrape) -> float:
+        wanted = set(labels.items())
+        return sum(v for (n, ls), v in scraped.items() if n == name and wanted <= ls)
+
+    return total(after) - total(before)
+
+
+async def test_a_delivery_shows_in_the_gateway_and_sender_metrics(
+    topology: Topology, tenant: tuple[Tenant, str]
+) -> None:
+    _, api_key = tenant
+    gateway = f"{topology.settings.public_url}/metrics"
+    sender = f"http://127.0.0.1:{metrics_ports(TEST.metrics_base_port)['sender']}/metrics"
+    gateway_before, sender_before = await scrape(gateway), await scrape(sender)
+    accepted = await topology.send(
+        api_key,
+        {
+            "from": "login@example.test",
+            "to": "success@simulator.sendarix.test",
+            "subject": "Your code",
+            "text": "Code: 123456",
+            "category": "otp",
+        },
+    )
+
+    shown = await topology.settled(api_key, accepted["id"], "delivered")
+
+    assert shown["lane"] == "critical"
+    gateway_after = await scrape(gateway)
+    assert (
+        moved(
+            gateway_before,
+            gateway_after,
+            "sendarix_ingest_requests_total",
+            door="http",
+            lane="critical",
+            outcome="accepted",
+        )
+        == 1
+    )
+
+    async def sender_counted() -> Scrape | None:
+        after = await scrape(sender)
+        handled = moved(
+            sender_before,
+            after,
+            "sendarix_records_total",
+            service="sender",
+            lane="critical",
+            outcome="handled",
+        )
+        return after if handled >= 1 else None
+
+    sender_after = await eventually(sender_counted)
+    critical = {"lane": "critical"}
+    assert moved(sender_before, sender_after, "sendarix_smtp_replies_total", **critical) == 1
+    assert moved(sender_before, sender_after, "sendarix_smtp_replies_total", reply_class="2xx") == 1
+    assert (
+        moved(sender_before, sender_after, "sendarix_delivery_attempts_total", state="delivered")
+        == 1
+    )
+    latency = "sendarix_accept_to_delivered_seconds_count"
+    assert moved(sender_before, sender_after, latency, **critical) == 1
+    assert any(n == "sendarix_consumer_lag" for n, _ in sender_after)

@@ -7,13 +7,16 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError
 from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
 
 from libs.batch import Consumed, Outbox
 from libs.broker import Broker, make_broker, topic_configs
+from libs.metrics import serve_metrics
 from libs.poison import HANDLER_FAILED, RECORD_TOO_LARGE, UNDECODABLE
 from libs.settings import Settings
 from libs.subscriptions import Subscription, Tuning, subscribe
@@ -180,6 +183,62 @@ async def test_a_record_whose_output_is_too_large_is_parked(rig: Rig, settings: 
         [(value, why)] = parked(tap, rig.dead_letters)
     assert json.loads(value) == {"n": 1}
     assert why.reason == RECORD_TOO_LARGE
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+async def scraped(port: int, role: str) -> Samples:
+    """The rig's samples as a scrape of ``port`` shows them: (name, labels) -> value."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        answer = await client.get(f"http://127.0.0.1:{port}/metrics")
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(answer.text)
+        for sample in family.samples
+        if sample.labels.get("role") == role
+    }
+
+
+def values(samples: Samples, name: str) -> dict[frozenset[tuple[str, str]], float]:
+    return {labels: value for (named, labels), value in samples.items() if named == name}
+
+
+async def test_the_scrape_endpoint_counts_each_record_once_and_the_lag_drains_to_zero(
+    rig: Rig, settings: Settings
+) -> None:
+    rig.behaviour.poison = {13}
+    server = serve_metrics("127.0.0.1", 0)
+    try:
+        async with TopicTap(settings, rig.out, rig.dead_letters) as tap:
+            await rig.produce(*(json.dumps({"n": n}).encode() for n in range(120)))
+            await eventually(lambda: _at_least(tap, 120), timeout=30)
+
+        async def drained() -> Samples | None:
+            samples = await scraped(server.port, rig.role)
+            lags = values(samples, "sendarix_consumer_lag")
+            return samples if lags and set(lags.values()) == {0} else None
+
+        samples = await eventually(drained, timeout=10)
+    finally:
+        server.stop()
+
+    by_outcome = {
+        dict(labels)["outcome"]: value
+        for labels, value in values(samples, "sendarix_records_total").items()
+    }
+    assert by_outcome == {"handled": 119, "parked": 1, "skipped": 0}
+    [lagged] = values(samples, "sendarix_consumer_lag")
+    assert dict(lagged) == {
+        "service": "runtime-test",
+        "role": rig.role,
+        "topic": rig.source,
+        "partition": "0",
+    }
+    [size] = values(samples, "sendarix_batch_records_sum").values()
+    [batches] = values(samples, "sendarix_batch_records_count").values()
+    assert size == 120
+    assert 3 <= batches <= 120  # at most 50 records a batch
 
 
 async def _at_least(tap: TopicTap, count: int) -> bool | None:

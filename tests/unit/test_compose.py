@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from deploy.stack.containers import IMAGES
-from deploy.stack.pipeline import SERVICES, SIMULATOR, SIMULATOR_MODULE, child_env
+from deploy.stack.pipeline import SERVICES, SIMULATOR, SIMULATOR_MODULE, child_env, metrics_ports
 from deploy.stack.profiles import DEV
 from libs.settings import REPO_ROOT, Settings
 
@@ -114,3 +114,24 @@ def test_the_host_sees_the_ports_of_make_run() -> None:
         DEV.mailpit_ui_port,
         DEV.feedback_port,
     } <= published
+
+
+def test_each_service_serves_metrics_on_its_make_run_port_published() -> None:
+    for name, port in metrics_ports(DEV.metrics_base_port).items():
+        container = CONTAINERS[name]
+        assert _settings_of(container).metrics_port == port, name
+        assert _settings_of(container).metrics_host == "0.0.0.0", name
+        assert f"127.0.0.1:{port}:{port}" in container["ports"], name
+
+
+def test_the_prometheus_example_scrapes_every_service_of_make_run() -> None:
+    config = yaml.safe_load((REPO_ROOT / "deploy" / "prometheus.yml").read_text())
+    targets = {
+        group["labels"]["process"]: group["targets"]
+        for job in config["scrape_configs"]
+        for group in job["static_configs"]
+    }
+
+    assert targets == {
+        name: [f"127.0.0.1:{port}"] for name, port in metrics_ports(DEV.metrics_base_port).items()
+    }
