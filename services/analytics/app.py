@@ -95,15 +95,16 @@ class AnalyticsService(PipelineService):
         EVENTS_SKIPPED.inc(len(batch) - len(fresh))
         return Outbox(self.settings.topic_prefix)
 
-    async def evaluate_alerts(self) -> int:
-        """One evaluation of every tenant's alerts (the alerts opened, escalated or resolved)."""
+    async def evaluate_alerts(self, now: datetime | None = None) -> int:
+        """One evaluation of every tenant's alerts as of ``now`` (default: now); the alerts
+        opened, escalated or resolved."""
         return await evaluate(
             self.pool,
             thresholds(self.settings),
             self.settings.alert_resolve_ratio,
             self.broker.send_confirmed,
             self.settings.topic_prefix,
-            datetime.now(UTC),
+            now or datetime.now(UTC),
         )
 
     async def drop_expired(self) -> int:

@@ -83,9 +83,10 @@ async def rate_measures(
     rows = await connection.fetch(
         f"SELECT tenant_id{key}, sum(count) FILTER (WHERE {how.bad}) AS bad,"
         f" sum(count) FILTER (WHERE {how.sample}) AS sample FROM analytics_counts"
-        f" WHERE granularity = $1 AND bucket >= $2 GROUP BY tenant_id{key}",
+        f" WHERE granularity = $1 AND bucket >= $2 AND bucket <= $3 GROUP BY tenant_id{key}",
         window_granularity(window).value,
         now - window,
+        now,
     )
     return [
         Measure(
@@ -107,9 +108,11 @@ async def latency_measures(
     window = timedelta(seconds=threshold.window_seconds)
     rows = await connection.fetch(
         "SELECT tenant_id, bin, sum(count)::bigint AS count FROM analytics_latency"
-        " WHERE granularity = $1 AND bucket >= $2 AND lane = 'critical' GROUP BY tenant_id, bin",
+        " WHERE granularity = $1 AND bucket >= $2 AND bucket <= $3 AND lane = 'critical'"
+        " GROUP BY tenant_id, bin",
         window_granularity(window).value,
         now - window,
+        now,
     )
     histograms: defaultdict[str, dict[int, int]] = defaultdict(dict)
     for row in rows:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import itertools
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -35,8 +36,6 @@ def test_a_moment_falls_in_the_bucket_that_starts_before_it(
 
 
 def test_buckets_are_utc_whatever_the_offset_of_the_moment() -> None:
-    from datetime import timedelta, timezone
-
     local = MOMENT.astimezone(timezone(timedelta(hours=-5)))
 
     assert bucket_start(local, Granularity.DAY) == datetime(2026, 3, 14, tzinfo=UTC)
@@ -46,7 +45,7 @@ def test_latency_bins_span_ten_ms_to_a_day_log_spaced() -> None:
     assert len(LATENCY_EDGES_MS) == LATENCY_BINS
     assert LATENCY_EDGES_MS[0] == pytest.approx(10)
     assert LATENCY_EDGES_MS[-1] == pytest.approx(86_400_000)
-    ratios = {round(b / a, 6) for a, b in zip(LATENCY_EDGES_MS, LATENCY_EDGES_MS[1:], strict=False)}
+    ratios = {round(b / a, 6) for a, b in itertools.pairwise(LATENCY_EDGES_MS)}
     assert len(ratios) == 1
 
 
