@@ -27,6 +27,9 @@ from tests.support import eventually
 
 pytestmark = pytest.mark.e2e
 
+ALERT_EVALUATION_SECONDS = 1.0
+"""How often the analytics service evaluates alerts in the pipeline under test."""
+
 
 @dataclass
 class Topology:
@@ -92,6 +95,7 @@ async def topology(settings: Settings) -> AsyncIterator[Topology]:
             "simulator_log": TEST.state_dir / "run" / f"simulator-{run_id}.jsonl",
             "log_json": True,
             "smtp_submission_port": TEST.smtp_submission_port,
+            "alert_evaluation_seconds": ALERT_EVALUATION_SECONDS,
         }
     )
     await ensure_topics(run_settings)
