@@ -3,11 +3,12 @@
 Read by ``GET /v1/analytics`` and ``sendarix analytics``. It reads only the aggregate rows of
 the asked granularity (``analytics_counts``, ``analytics_latency``), through their primary key
 (tenant, granularity, bucket range): a 90-day report at day granularity reads 90 days of day
-rows, never the message log.
+rows, never the message log. Counts and latency are read at once, on two connections.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -126,17 +127,19 @@ async def read_report(pool: asyncpg.Pool, tenant_id: str, query: AnalyticsQuery)
     tenant = uuid.UUID(tenant_id)
     buckets: defaultdict[tuple[Any, ...], _Tally] = defaultdict(_Tally)
     totals = _Tally()
-    async with pool.acquire() as connection:
-        sql, arguments = _statement("analytics_counts", "event_type", query)
-        for row in await connection.fetch(sql, tenant, *arguments):
-            key = (row["bucket"], *(row[name] for name in query.group_by))
-            buckets[key].counts[row["event_type"]] += row["count"]
-            totals.counts[row["event_type"]] += row["count"]
-        sql, arguments = _statement("analytics_latency", "bin", query)
-        for row in await connection.fetch(sql, tenant, *arguments):
-            key = (row["bucket"], *(row[name] for name in query.group_by))
-            buckets[key].histogram[row["bin"]] += row["count"]
-            totals.histogram[row["bin"]] += row["count"]
+    counts_sql, arguments = _statement("analytics_counts", "event_type", query)
+    latency_sql, _ = _statement("analytics_latency", "bin", query)
+    counted, binned = await asyncio.gather(
+        pool.fetch(counts_sql, tenant, *arguments), pool.fetch(latency_sql, tenant, *arguments)
+    )
+    for row in counted:
+        key = (row["bucket"], *(row[name] for name in query.group_by))
+        buckets[key].counts[row["event_type"]] += row["count"]
+        totals.counts[row["event_type"]] += row["count"]
+    for row in binned:
+        key = (row["bucket"], *(row[name] for name in query.group_by))
+        buckets[key].histogram[row["bin"]] += row["count"]
+        totals.histogram[row["bin"]] += row["count"]
     return AnalyticsReport(
         since=query.since,
         until=query.until,

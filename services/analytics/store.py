@@ -8,9 +8,9 @@ rebalance) is found at or below its partition's offset and skipped: counts never
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -22,6 +22,8 @@ T = TypeVar("T")
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 _DIMENSION_COLUMNS = ", ".join(DIMENSIONS)
 _DIMENSION_ARRAYS = ", ".join(f"${n}::text[]" for n in range(4, 4 + len(DIMENSIONS)))
+_REST = f"granularity, bucket, {_DIMENSION_COLUMNS}, event_type, reason, count"
+_REST_BINS = f"granularity, bucket, {_DIMENSION_COLUMNS}, bin, count"
 
 
 async def unseen(connection: Connection, batch: Sequence[Consumed[T]]) -> list[Consumed[T]]:
@@ -42,39 +44,38 @@ async def unseen(connection: Connection, batch: Sequence[Consumed[T]]) -> list[C
 
 
 async def add_tally(connection: Connection, tally: Tally) -> None:
-    """Add the batch's counts and latency bins (one statement per table, rows in key order so
-    that two processes adding to the same rows lock them in the same order)."""
+    """Add the batch's counts and latency bins: one statement per table."""
     if tally.counts:
-        counts = sorted(tally.counts.items())
         await connection.execute(
             f"INSERT INTO analytics_counts (tenant_id, granularity, bucket, {_DIMENSION_COLUMNS},"
             " event_type, reason, count)"
-            f" SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], {_DIMENSION_ARRAYS},"
-            " $10::text[], $11::text[], $12::bigint[])"
+            f" SELECT tenant::uuid, {_REST} FROM unnest($1::text[], $2::text[],"
+            f" $3::timestamptz[], {_DIMENSION_ARRAYS}, $10::text[], $11::text[], $12::bigint[])"
+            f" AS u (tenant, {_REST})"
             " ON CONFLICT (tenant_id, granularity, bucket, stream, lane, category, template,"
             " variant, recipient_domain, event_type, reason)"
             " DO UPDATE SET count = analytics_counts.count + EXCLUDED.count",
-            *_columns([(*key, count) for key, count in counts]),
+            *_columns(tally.counts),
         )
     if tally.latency:
-        bins = sorted(tally.latency.items())
         await connection.execute(
             f"INSERT INTO analytics_latency (tenant_id, granularity, bucket, {_DIMENSION_COLUMNS},"
             " bin, count)"
-            f" SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], {_DIMENSION_ARRAYS},"
-            " $10::smallint[], $11::bigint[])"
+            f" SELECT tenant::uuid, {_REST_BINS} FROM unnest($1::text[], $2::text[],"
+            f" $3::timestamptz[], {_DIMENSION_ARRAYS}, $10::smallint[], $11::bigint[])"
+            f" AS u (tenant, {_REST_BINS})"
             " ON CONFLICT (tenant_id, granularity, bucket, stream, lane, category, template,"
             " variant, recipient_domain, bin)"
             " DO UPDATE SET count = analytics_latency.count + EXCLUDED.count",
-            *_columns([(*key, count) for key, count in bins]),
+            *_columns(tally.latency),
         )
 
 
-def _columns(rows: list[tuple[object, ...]]) -> list[list[object]]:
-    """Rows as one list per column (for ``unnest``), tenant ids as UUIDs."""
-    columns = [list(column) for column in zip(*rows, strict=True)]
-    columns[0] = [uuid.UUID(str(tenant)) for tenant in columns[0]]
-    return columns
+def _columns(counted: Mapping[tuple[Any, ...], int]) -> list[list[Any]]:
+    """Counted keys and their counts as one list per column (for ``unnest``), in key order so
+    that two processes adding to the same rows lock them in the same order."""
+    rows = [(*key, count) for key, count in sorted(counted.items())]
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 async def advance_offsets(connection: Connection, batch: Sequence[Consumed[T]]) -> None:
