@@ -1,11 +1,11 @@
 """Deliverability monitoring: measure every tenant from the aggregates, open and resolve alerts,
 and publish each opening and resolution as a notice.
 
-One evaluation is one transaction under an advisory lock (several analytics processes: one
-evaluates at a time). The ``alerts`` rows are the outbox of the notices: a notice is marked
-published only once the broker acknowledged it, and every evaluation publishes what is not
-marked yet. A crash in between publishes it again under the same id (``notice_id`` of the
-alert), which readers of ``sendarix.notices`` drop as a copy.
+An evaluation runs under an advisory lock (several analytics processes: one evaluates at a
+time). The ``alerts`` rows are the outbox of the notices: the changes commit first, then a
+notice is published and marked published only once the broker acknowledged it, and every
+evaluation publishes what is not marked yet. A crash in between publishes it again under the
+same id (``notice_id`` of the alert), which readers of ``sendarix.notices`` drop as a copy.
 """
 
 from __future__ import annotations
@@ -132,20 +132,32 @@ async def evaluate(
     prefix: str,
     now: datetime,
 ) -> int:
-    """Measure, open/escalate/resolve, publish what is unpublished; the alerts changed (-1:
-    another process is evaluating)."""
-    async with pool.acquire() as connection, connection.transaction():
-        if not await connection.fetchval("SELECT pg_try_advisory_xact_lock($1)", EVALUATION_LOCK):
-            return -1
-        measures: list[Measure] = []
-        for kind in RATES:
-            measures += await rate_measures(connection, kind, limits[kind], now)
-        latency = AlertKind.CRITICAL_LATENCY
-        measures += await latency_measures(connection, limits[latency], now)
-        changed = await _apply(connection, measures, limits, resolve_ratio, now)
-        await publish_unpublished(connection, send, prefix, now)
-        await _update_gauge(connection)
+    """Measure, open/escalate/resolve, then publish what is unpublished; the alerts changed
+    (-1: another process is evaluating).
+
+    The changes commit before their notices are published (a second transaction): a notice
+    never names an alert that a failed commit took back.
+    """
+    async with pool.acquire() as connection:
+        async with connection.transaction():
+            if not await _evaluating(connection):
+                return -1
+            measures: list[Measure] = []
+            for kind in RATES:
+                measures += await rate_measures(connection, kind, limits[kind], now)
+            latency = AlertKind.CRITICAL_LATENCY
+            measures += await latency_measures(connection, limits[latency], now)
+            changed = await _apply(connection, measures, limits, resolve_ratio, now)
+        async with connection.transaction():
+            if await _evaluating(connection):
+                await publish_unpublished(connection, send, prefix, now)
+                await _update_gauge(connection)
     return changed
+
+
+async def _evaluating(connection: Connection) -> bool:
+    """Take the evaluation's lock until the end of the transaction; False: another has it."""
+    return bool(await connection.fetchval("SELECT pg_try_advisory_xact_lock($1)", EVALUATION_LOCK))
 
 
 async def _apply(
