@@ -78,6 +78,9 @@ def parse_analytics(
         checks["group_by"] = bad_parameter(
             "group_by", f"{', '.join(unknown)}: group by {', '.join(DIMENSIONS)}"
         )
+    for name in FILTERS:
+        if "\x00" in single.get(name, ""):
+            checks[name] = bad_parameter(name, "NUL cannot be in a value")
     violations = [v for v in checks.values() if isinstance(v, Violation)]
     if violations:
         return violations

@@ -40,13 +40,19 @@ def test_filters_and_groups_are_taken_as_given() -> None:
 def test_each_bad_parameter_is_named() -> None:
     unknown = parse_analytics([("tenant_id", "someone-else")], NOW)
     problems = parse_analytics(
-        [("granularity", "week"), ("group_by", "tenant"), ("since", "yesterday")], NOW
+        [
+            ("granularity", "week"),
+            ("group_by", "tenant"),
+            ("since", "yesterday"),
+            ("template", "otp\x00"),
+        ],
+        NOW,
     )
 
     assert isinstance(unknown, list) and [p.pointer for p in unknown] == ["tenant_id"]
     assert isinstance(problems, list)
     assert all(isinstance(p, Violation) for p in problems)
-    assert sorted(p.pointer for p in problems) == ["granularity", "group_by", "since"]
+    assert sorted(p.pointer for p in problems) == ["granularity", "group_by", "since", "template"]
 
 
 def query(since: datetime, granularity: Granularity, until: datetime = NOW) -> AnalyticsQuery:
