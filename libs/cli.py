@@ -1,5 +1,5 @@
 """``sendarix``: the admin CLI. Tenants, API keys, templates, suppressions, rules, held messages,
-a message's story.
+analytics and alerts, a message's story.
 
 An operator's tool: it reads and writes the database directly (settings from ``SENDARIX_*``,
 defaulting to the ``make run`` stack) through the same ``libs`` functions as the HTTP API,
@@ -25,6 +25,9 @@ from pydantic import ValidationError
 
 from libs import held as held_store
 from libs import keys, rules
+from libs.alerts import AlertStatus, list_alerts
+from libs.analytics import DIMENSIONS, Granularity
+from libs.analytics_report import AnalyticsQuery, read_report, refusal
 from libs.broker import ensure_topics, make_broker
 from libs.database import apply_migrations, open_pool
 from libs.domain_verification import verify_domain
@@ -993,3 +996,76 @@ def feedback_parse(file: Path) -> None:
     """Print, as JSON, what one bounce, complaint or auto-reply message (.eml) FILE says:
     its kind and, per recipient, the status, reply code, diagnostic, category and hard/soft."""
     _print_json(report_json(parse_feedback(file.read_bytes())))
+
+
+@main.command("analytics")
+@tenant_option
+@click.option("--since", help="From (RFC 3339, floored to its bucket); default: 24 h ago.")
+@click.option("--until", help="Until (RFC 3339, exclusive); default: now.")
+@click.option(
+    "--granularity",
+    type=click.Choice([g.value for g in Granularity]),
+    default=Granularity.HOUR.value,
+    show_default=True,
+)
+@click.option("--group-by", help=f"Comma-separated: {', '.join(DIMENSIONS)}.")
+@click.option("--stream", type=stream_choice)
+@click.option("--lane", type=click.Choice([x.value for x in Lane]))
+@click.option("--category")
+@click.option("--template")
+@click.option("--variant", help="The template version.")
+@click.option("--recipient-domain")
+@pass_settings
+def analytics(
+    settings: Settings,
+    /,
+    tenant_id: str,
+    since: str | None,
+    until: str | None,
+    granularity: str,
+    group_by: str | None,
+    **filters: str | None,
+) -> None:
+    """Print a tenant's counts, rates and latency per time bucket as JSON (as /v1/analytics)."""
+    _uuid(tenant_id, "tenant")
+    now = datetime.now(UTC)
+    end = _moment(until) or now
+    groups = tuple(dict.fromkeys(name for name in (group_by or "").split(",") if name))
+    if unknown := set(groups) - set(DIMENSIONS):
+        raise click.BadParameter(f"cannot group by {', '.join(sorted(unknown))}")
+    query = AnalyticsQuery(
+        since=_moment(since) or end - timedelta(hours=24),
+        until=end,
+        granularity=Granularity(granularity),
+        filters={name: value for name, value in filters.items() if value is not None},
+        group_by=groups,
+    )
+    retention = timedelta(hours=settings.analytics_minute_retention_hours)
+    if why := refusal(query, now, retention):
+        raise click.UsageError(why)
+    report = _with_pool(settings, lambda pool: read_report(pool, tenant_id, query))
+    _print_json(report.model_dump(mode="json"))
+
+
+@main.group()
+def alerts() -> None:
+    """Deliverability alerts (bounce and complaint rates, domains deferring, critical latency)."""
+
+
+@alerts.command("list")
+@tenant_option
+@click.option(
+    "--status",
+    type=click.Choice([s.value for s in AlertStatus]),
+    default=AlertStatus.OPEN.value,
+    show_default=True,
+)
+@click.option("--limit", type=click.IntRange(1, 500), default=100, show_default=True)
+@pass_settings
+def alerts_list(settings: Settings, tenant_id: str, status: str, limit: int) -> None:
+    """Print a tenant's alerts, the most recently opened first, as JSON."""
+    _uuid(tenant_id, "tenant")
+    found = _with_pool(
+        settings, lambda pool: list_alerts(pool, tenant_id, AlertStatus(status), limit)
+    )
+    _print_json([alert.model_dump(mode="json") for alert in found])

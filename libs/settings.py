@@ -100,6 +100,40 @@ class Settings(BaseSettings):
     every local profile, never a production gateway reachable from the internet (Prometheus
     scrapes ingest's ``metrics_port`` there, as it does every other service's)."""
 
+    analytics_minute_retention_hours: float = 48.0
+    analytics_hour_retention_days: float = 90.0
+    analytics_day_retention_days: float = 730.0
+    """How long the analytics aggregates keep minute, hour and day buckets."""
+    alert_evaluation_seconds: float = 15.0
+    """How often the analytics service evaluates the deliverability alerts of every tenant."""
+    alert_resolve_ratio: float = 0.8
+    """An open alert resolves once its value falls below this share of its warning threshold
+    (hysteresis: a value hovering at the threshold does not open and resolve it again and
+    again)."""
+    alert_bounce_warning: float = 0.02
+    alert_bounce_critical: float = 0.05
+    alert_bounce_window_seconds: int = 3600
+    alert_bounce_min_sample: int = 100
+    """Bounced / (delivered + bounced) over the window. Amazon SES puts an account under review
+    at a 5 % bounce rate (and recommends staying under 2 %); most ESPs warn at 2 %."""
+    alert_complaint_warning: float = 0.001
+    alert_complaint_critical: float = 0.003
+    alert_complaint_window_seconds: int = 86400
+    alert_complaint_min_sample: int = 1000
+    """Complained / delivered over a day: Gmail's and Yahoo's bulk-sender requirements (2024)
+    ask senders to stay below 0.1 % and never reach 0.3 %."""
+    alert_domain_warning: float = 0.2
+    alert_domain_critical: float = 0.5
+    alert_domain_window_seconds: int = 900
+    alert_domain_min_sample: int = 50
+    """Per recipient domain: (deferred + bounced for a block or policy reason) / (delivered +
+    bounced + deferred) over the window — a destination starting to throttle or block."""
+    alert_latency_warning_ms: float = 10_000.0
+    alert_latency_critical_ms: float = 30_000.0
+    alert_latency_window_seconds: int = 300
+    alert_latency_min_sample: int = 20
+    """The critical lane's accept -> delivered p99: one-time codes are useless after a minute."""
+
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -428,6 +428,7 @@ def subscribe_events(
     role: str,
     handle: Handler[DeliveryEvent],
     wanted: Callable[[RawRecord], bool] | None = None,
+    tuning: Tuning = EVENT_STREAM_TUNING,
 ) -> None:
     """Feed ``sendarix.events`` to ``handle`` in batches, at the feedback rank of the gate.
 
@@ -443,6 +444,7 @@ def subscribe_events(
         dead_letters=public_topic(EVENTS_DLQ, prefix),
         message_id=_event_message_id,
         wanted=wanted,
+        tuning=tuning,
         traced=False,
     )
     subscribe(broker, settings, subscription)

@@ -152,7 +152,7 @@ async def serve_platform(profile: Profile) -> None:
         await start_infra(profile, supervisor)
         settings = profile.settings()
         tenant = await _prepare(settings, profile.state_dir / "dev-tenant.json")
-        say("starting the mailbox simulator, the seven services and the feedback listener")
+        say("starting the mailbox simulator, the services and the feedback listener")
         pipeline = start_pipeline(supervisor, settings, profile.metrics_base_port)
         try:
             await supervisor.wait_ready("ingest", probe=partial(gateway_ready, profile), within=120)

@@ -1,4 +1,4 @@
-"""The Sendarix processes of a stack: the seven services, the feedback listener and the mailbox
+"""The Sendarix processes of a stack: the services, the feedback listener and the mailbox
 simulator.
 
 ``make run`` starts them under its supervisor; the end-to-end tests do the same with settings of
@@ -21,6 +21,7 @@ SERVICES: dict[str, str] = {
     "sender": "services.sender",
     "retry-scheduler": "services.retry_scheduler",
     "webhook": "services.webhook",
+    "analytics": "services.analytics",
     "feedback": "services.feedback",
 }
 """Each service's name and the module that runs it (``python -m``), in pipeline order; then
@@ -44,7 +45,7 @@ def metrics_ports(base: int) -> dict[str, int]:
 def start_pipeline(
     supervisor: Supervisor, settings: Settings, metrics_base_port: int = 0
 ) -> list[str]:
-    """Start the simulator, the seven services and the feedback listener, each service serving
+    """Start the simulator, the services and the feedback listener, each service serving
     its metrics on its port of ``metrics_ports(metrics_base_port)``; return their names in the
     supervisor."""
     settings.simulator_log.parent.mkdir(parents=True, exist_ok=True)

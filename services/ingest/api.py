@@ -32,6 +32,7 @@ from libs.priority import LANE_RANK, gate
 from libs.tenants import Caller
 from schemas.send import AcceptedResponse, SendRequest
 from services.ingest import (
+    routes_analytics,
     routes_domains,
     routes_held,
     routes_messages,
@@ -350,6 +351,7 @@ def build_api(tracer_provider: TracerProvider) -> Gateway:
     app.include_router(routes_held.router)
     app.include_router(routes_unsubscribe.router)
     app.include_router(routes_suppressions.router)
+    app.include_router(routes_analytics.router)
 
     @app.exception_handler(ProblemError)
     async def problem(request: Request, error: ProblemError) -> Response:

@@ -18,6 +18,7 @@ from deploy.stack.infra import infra_ports
 from deploy.stack.profiles import BENCH
 from libs.settings import REPO_ROOT, Settings
 from tests.bench import report
+from tests.bench.analytics import analytics
 from tests.bench.baselines import kafka_awaited, smtp_blast
 from tests.bench.edge import edge
 from tests.bench.kafka_tools import kafka_tools
@@ -30,7 +31,17 @@ from tests.bench.scenarios import SCALABLE, critical, fairness, mixed, scale
 from tests.bench.sink import Sink
 from tests.bench.stack import bench_stack
 
-SCENARIOS = ("all", "baselines", "edge", "policy", "mixed", "scale", "fairness", "critical")
+SCENARIOS = (
+    "all",
+    "baselines",
+    "edge",
+    "policy",
+    "analytics",
+    "mixed",
+    "scale",
+    "fairness",
+    "critical",
+)
 IDLE_SECONDS = 10.0
 """How long the idle stack's own CPU use and counters are sampled, before any load (long
 enough for PostgreSQL's statistics, which an idle backend reports within 10 s)."""
@@ -75,6 +86,10 @@ async def run(options: dict[str, Any]) -> dict[str, Any]:
             if chosen in ("all", "policy"):
                 results["policy"] = await policy(
                     stack, options["policy_suppressions"], options["policy_decisions"]
+                )
+            if chosen in ("all", "analytics"):
+                results["analytics"] = await analytics(
+                    stack.settings, stack.pool, options["analytics_events"]
                 )
             if chosen in ("all", "mixed"):
                 results["mixed"] = await mixed(
@@ -179,6 +194,13 @@ async def baselines(
     default=1_000_000,
     show_default=True,
     help="Messages put in a tenant's log before its searches are timed (0: no search phase).",
+)
+@click.option(
+    "--analytics-events",
+    type=int,
+    default=200_000,
+    show_default=True,
+    help="Synthetic delivery events the analytics scenario has aggregated.",
 )
 @click.option(
     "--policy-suppressions",

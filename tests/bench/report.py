@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 import psutil
 
 from deploy.stack.tools import KAFKA_POM
+from tests.bench.analytics import analytics_goals, analytics_report
 from tests.bench.measure import BENCH_CLIENT
 from tests.bench.policy import policy_goals, policy_report
 
@@ -206,6 +207,7 @@ def goals(results: dict[str, Any]) -> list[tuple[bool, str]]:
         ]
     found += edge_goals(results.get("edge"))
     found += policy_goals(results.get("policy"))
+    found += analytics_goals(results.get("analytics"))
     client = best.get("cpu_ms_per_message", {}).get(BENCH_CLIENT)
     if client is not None:
         found.append(
@@ -373,6 +375,8 @@ def text_report(results: dict[str, Any]) -> str:
         parts.append(_edge(edge))
     if figures := results.get("policy"):
         parts.append(policy_report(figures))
+    if figures := results.get("analytics"):
+        parts.append(analytics_report(figures))
     if found_ratios := ratios(results):
         shares = ", ".join(f"{name} = {value:.1%}" for name, value in found_ratios.items())
         parts.append(f"ratios of '{best.get('name')}' to the baselines: {shares}")

@@ -1,5 +1,5 @@
 """The stack a chaos run may break: a broker and a database of its own (profile ``chaos``), the
-seven services and the mailbox simulator as processes, and one tenant to send as.
+services and the mailbox simulator as processes, and one tenant to send as.
 
 The ``test`` profile's infrastructure is never touched: other tests run against it.
 """

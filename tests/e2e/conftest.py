@@ -1,4 +1,4 @@
-"""The whole topology as separate processes: the seven services, the feedback listener and the
+"""The whole topology as separate processes: the services, the feedback listener and the
 mailbox simulator.
 
 The processes run under ``deploy.stack``'s supervisor, exactly as ``make run`` starts them, with
@@ -26,6 +26,9 @@ from libs.settings import Settings
 from tests.support import eventually
 
 pytestmark = pytest.mark.e2e
+
+ALERT_EVALUATION_SECONDS = 1.0
+"""How often the analytics service evaluates alerts in the pipeline under test."""
 
 
 @dataclass
@@ -92,6 +95,7 @@ async def topology(settings: Settings) -> AsyncIterator[Topology]:
             "simulator_log": TEST.state_dir / "run" / f"simulator-{run_id}.jsonl",
             "log_json": True,
             "smtp_submission_port": TEST.smtp_submission_port,
+            "alert_evaluation_seconds": ALERT_EVALUATION_SECONDS,
         }
     )
     await ensure_topics(run_settings)

@@ -308,3 +308,56 @@ async def test_suppressions_list_check_add_remove_export_and_import(
     assert refused.exit_code == 1 and "row 1 address" in refused.output
     wrong = await sendarix(settings, "suppression", "add", "--tenant", tenant_id, "nobody")
     assert wrong.exit_code == 2
+
+
+async def test_analytics_and_alerts_print_the_tenants_figures(
+    settings: Settings, pool: asyncpg.Pool, tenant: tuple[Tenant, str]
+) -> None:
+    tenant_id = uuid.UUID(tenant[0].id)
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    await pool.execute(
+        "INSERT INTO analytics_counts VALUES"
+        " ($1, 'day', $2, 'transactional', 'critical', 'otp', '', '', 'gmail.com', 'delivered', '',"
+        " 97), ($1, 'day', $2, 'transactional', 'critical', 'otp', '', '', 'gmail.com',"
+        " 'bounced', 'invalid_recipient', 3)",
+        tenant_id,
+        day,
+    )
+    await pool.execute(
+        "INSERT INTO alerts (id, tenant_id, kind, severity, value, threshold, sample,"
+        " window_seconds, opened_at, last_value, last_sample, evaluated_at)"
+        " VALUES ($1, $2, 'bounce_rate', 'warning', 0.03, 0.02, 100, 3600, now(), 0.03, 100,"
+        " now())",
+        uuid.uuid4(),
+        tenant_id,
+    )
+    since = (day - timedelta(days=1)).isoformat()
+
+    shown = await sendarix(
+        settings, "analytics", "--tenant", str(tenant_id), "--since", since, "--granularity", "day"
+    )
+    refused = await sendarix(
+        settings,
+        "analytics",
+        "--tenant",
+        str(tenant_id),
+        "--since",
+        (day - timedelta(days=3)).isoformat(),
+        "--granularity",
+        "minute",
+        "--until",
+        (day - timedelta(days=2, hours=23)).isoformat(),
+    )
+    listed = await sendarix(settings, "alerts", "list", "--tenant", str(tenant_id))
+
+    report = json.loads(shown.output)
+    assert report["totals"]["counts"]["delivered"] == 97
+    assert report["totals"]["rates"]["bounce"] == 0.03
+    assert [datetime.fromisoformat(b["start"]) for b in report["buckets"]] == [day]
+    assert refused.exit_code == 2 and "minute" in refused.output
+    [alert] = json.loads(listed.output)
+    assert (alert["kind"], alert["severity"], alert["resolved_at"]) == (
+        "bounce_rate",
+        "warning",
+        None,
+    )

@@ -1,0 +1,1 @@
+"""analytics: aggregates of the event stream, and deliverability alerts."""
