@@ -114,7 +114,7 @@ async def json_body(request: Request) -> bytes:
 
 async def parsed_body(request: Request, model: type[ModelT]) -> ModelT:
     """The JSON body as ``model``, or a problem naming each bad field."""
-    parsed = parse_request(await json_body(request), model)
+    parsed = parse_request(await json_body(request), model, stored_as_is=True)
     if isinstance(parsed, list):
         raise ProblemError.of(parsed)
     return parsed

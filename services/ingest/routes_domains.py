@@ -78,7 +78,7 @@ async def list_domains(ingest: IngestDep, caller: ReadCaller) -> DomainList:
 async def create_domain(request: Request, ingest: IngestDep, caller: AdminCaller) -> DomainView:
     """Add a domain with a new DKIM key; 409 when the tenant has it already, or has as many
     domains as a tenant may (each costs a key made and a DNS check every day)."""
-    parsed = parse_request(await json_body(request), AddDomainRequest)
+    parsed = parse_request(await json_body(request), AddDomainRequest, stored_as_is=True)
     if isinstance(parsed, list):
         raise ProblemError.of(parsed)
     try:

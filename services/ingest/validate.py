@@ -14,7 +14,7 @@ import binascii
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -96,8 +96,14 @@ def as_problem(violations: Sequence[Violation]) -> Problem:
     )
 
 
-def parse_request(raw: bytes, model: type[ModelT]) -> ModelT | list[Violation]:
-    """The request in ``raw`` (UTF-8 JSON), or why it is not one; never raises."""
+def parse_request(
+    raw: bytes, model: type[ModelT], stored_as_is: bool = False
+) -> ModelT | list[Violation]:
+    """The request in ``raw`` (UTF-8 JSON), or why it is not one; never raises.
+
+    ``stored_as_is``: the body's strings go to the database unchanged (a resource, not a
+    message), so one PostgreSQL text cannot hold — NUL, a lone surrogate — is refused.
+    """
     if len(raw) > MAX_MESSAGE_BYTES:
         return [Violation("payload_too_large", "", f"at most {MAX_MESSAGE_BYTES} bytes")]
     try:
@@ -106,7 +112,31 @@ def parse_request(raw: bytes, model: type[ModelT]) -> ModelT | list[Violation]:
         return [_too_deep("")]
     except ValueError as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return [Violation("malformed_json", "", f"the body is not UTF-8 JSON: {error}")]
+    if stored_as_is and (unstorable := _unstorable_text(body, ())):
+        return unstorable
     return parse_body(body, model)
+
+
+def _unstorable_text(value: object, at: tuple[str | int, ...]) -> list[Violation]:
+    """A violation for each string (key or value) in decoded JSON that PostgreSQL cannot store."""
+    if isinstance(value, str):
+        if "\x00" in value or _LONE_SURROGATE.search(value):
+            return [
+                Violation("invalid_text", pointer(*at), "NUL and lone surrogates cannot be stored")
+            ]
+        return []
+    items: Iterable[tuple[str | int, object]]
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return []
+    found: list[Violation] = []
+    for key, item in items:
+        found += _unstorable_text(key, (*at, key)) if isinstance(key, str) else []
+        found += _unstorable_text(item, (*at, key))
+    return found
 
 
 def parse_body(body: object, model: type[ModelT], at: str = "") -> ModelT | list[Violation]:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import BaseModel, ConfigDict
 
 from libs.sendable import MAX_ATTACHMENT_BYTES, MAX_MESSAGE_BYTES, MAX_NESTING
 from libs.templates import Template
@@ -477,3 +478,31 @@ def test_a_request_inside_a_batch_is_pointed_at_below_its_place() -> None:
     ]
     assert codes(parse_body("nope", SendRequest, at)) == [("invalid_request", "/messages/3")]
     assert isinstance(parse_body(body(), SendRequest, at), SendRequest)
+
+
+class AnyFields(BaseModel):
+    """A resource body whose fields are whatever the test sends."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        (b'{"description": "a\\u0000b"}', "/description"),
+        (b'{"match": {"metadata": {"k": "\\ud800"}}}', "/match/metadata/k"),
+        (b'{"list": ["ok", "\\u0000"]}', "/list/1"),
+        (b'{"k\\u0000": "v"}', "/k\x00"),
+    ],
+)
+def test_a_resource_body_with_text_postgresql_cannot_store_is_refused(
+    body: bytes, where: str
+) -> None:
+    refused = parse_request(body, AnyFields, stored_as_is=True)
+    assert isinstance(refused, list)
+    assert [(v.code, v.pointer) for v in refused] == [("invalid_text", where)]
+
+
+def test_a_resource_body_of_ordinary_text_is_parsed() -> None:
+    parsed = parse_request(b'{"description": "caf\\u00e9"}', AnyFields, stored_as_is=True)
+    assert not isinstance(parsed, list)
