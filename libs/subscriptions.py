@@ -41,10 +41,11 @@ from libs.poison import (
 )
 from libs.priority import FEEDBACK_RANK, LANE_RANK, gate
 from libs.settings import Settings
-from libs.topics import EVENTS, EVENTS_DLQ, MAX_RECORD_BYTES, Stage, public_topic
+from libs.topics import EVENTS, EVENTS_DLQ, MAX_RECORD_BYTES, NOTICES, Stage, public_topic
 from libs.tracing import message_span
 from schemas.common import Lane
 from schemas.events import DeliveryEvent
+from schemas.notices import Notice
 from schemas.pipeline import MessageSpec, PipelineRecord
 
 log = logging.getLogger(__name__)
@@ -423,6 +424,24 @@ def subscribe_events(
         dead_letters=public_topic(EVENTS_DLQ, prefix),
         message_id=_event_message_id,
         wanted=wanted,
+        traced=False,
+    )
+    subscribe(broker, settings, subscription)
+
+
+def subscribe_notices(
+    broker: Broker, settings: Settings, service: str, role: str, handle: Handler[Notice]
+) -> None:
+    """Feed ``sendarix.notices`` to ``handle`` in batches (an undecodable notice is parked with
+    the event stream's: both are public CloudEvents streams)."""
+    prefix = settings.topic_prefix
+    subscription: Subscription[Notice] = Subscription(
+        service=service,
+        role=role,
+        topic=public_topic(NOTICES, prefix),
+        decode=Notice.model_validate_json,
+        handle=handle,
+        dead_letters=public_topic(EVENTS_DLQ, prefix),
         traced=False,
     )
     subscribe(broker, settings, subscription)
