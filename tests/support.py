@@ -130,6 +130,8 @@ class WebhookReceiver:
 
     def __init__(self) -> None:
         self.posts: dict[str, list[tuple[dict[str, str], bytes]]] = defaultdict(list)
+        self.answered: dict[str, list[int]] = defaultdict(list)
+        """The status each post of ``posts`` was answered."""
         self.answers: dict[str, list[int]] = {}
         self.base_url = ""
 
@@ -137,7 +139,14 @@ class WebhookReceiver:
         name = request.path_params["name"]
         self.posts[name].append((dict(request.headers), await request.body()))
         answers = self.answers.get(name) or [200]
-        return Response(status_code=answers.pop(0) if len(answers) > 1 else answers[0])
+        status = answers.pop(0) if len(answers) > 1 else answers[0]
+        self.answered[name].append(status)
+        return Response(status_code=status)
+
+    def delivered_ids(self, name: str) -> list[str]:
+        """The ``webhook-id`` of every post to ``name`` answered 2xx, in order."""
+        posts = zip(self.posts[name], self.answered[name], strict=True)
+        return [headers["webhook-id"] for (headers, _), status in posts if status < 300]
 
     def url(self, answers: list[int] | None = None) -> tuple[str, str]:
         """A fresh endpoint answering ``answers`` in turn (the last one from then on)."""
@@ -170,6 +179,26 @@ async def serving_webhooks() -> AsyncIterator[WebhookReceiver]:
         server.should_exit = True
         await serving
         sock.close()
+
+
+@asynccontextmanager
+async def black_hole() -> AsyncIterator[str]:
+    """An endpoint that takes connections and never answers; its URL."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        while await reader.read(65536):
+            pass
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/hole"
+    finally:
+        server.close()
+        for writer in held:
+            writer.close()
 
 
 async def jaeger_services(settings: Settings, trace_id: str) -> set[str] | None:
