@@ -188,9 +188,10 @@ async def create_endpoint(
     unknown event type, or a tenant with as many endpoints as it may have."""
     url = await _checked_url(guard, fields.url)
     async with pool.acquire() as connection, connection.transaction():
-        await connection.execute(
+        if not await connection.fetchval(
             "SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", uuid.UUID(tenant_id)
-        )
+        ):
+            raise EndpointRefused("not_found", f"no tenant {tenant_id}")
         count = await connection.fetchval(
             "SELECT count(*) FROM webhook_endpoints WHERE tenant_id = $1", uuid.UUID(tenant_id)
         )

@@ -11,7 +11,9 @@ import pytest
 from standardwebhooks import Webhook
 
 from libs.templates import put_template
-from libs.tenants import Tenant, set_webhook
+from libs.tenants import Tenant
+from libs.webhook_endpoints import EndpointFields, create_endpoint
+from libs.webhook_targets import TargetGuard
 from tests.e2e.conftest import Topology
 from tests.support import WebhookReceiver, eventually, jaeger_services, serving_webhooks
 
@@ -34,8 +36,9 @@ async def test_otp_is_delivered_traced_and_streamed_to_the_webhook(
 ) -> None:
     account, api_key = tenant
     hook, url = receiver.url()
-    configured = await set_webhook(pool, account.id, url)
-    assert configured is not None and configured.webhook_secret is not None
+    configured = await create_endpoint(
+        pool, TargetGuard(topology.settings), account.id, EndpointFields(url=url)
+    )
     await put_template(
         pool, account.id, "otp", "Your {{ app }} code is {{ code }}", None, "Code: {{ code }}"
     )
@@ -71,7 +74,7 @@ async def test_otp_is_delivered_traced_and_streamed_to_the_webhook(
     headers, body = next(
         (h, b) for h, b in receiver.posts[hook] if json.loads(b)["id"] == event["id"]
     )
-    Webhook(configured.webhook_secret).verify(body, headers)
+    Webhook(configured.secret).verify(body, headers)
     assert event["subject"] == message_id
 
     async def whole_trace() -> set[str] | None:

@@ -204,7 +204,9 @@ async def test_a_redelivered_event_is_posted_once(
     await eventually(lambda: queued(pool, endpoint, later.id))
     assert await queued(pool, endpoint, event.id) is not None
 
-    assert sorted(receiver.delivered_ids(name)) == sorted([event.id, later.id])  # order: best effort
+    assert sorted(receiver.delivered_ids(name)) == sorted(
+        [event.id, later.id]
+    )  # order: best effort
 
 
 async def test_a_failing_and_a_black_holed_endpoint_never_delay_another(
