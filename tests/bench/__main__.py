@@ -29,8 +29,19 @@ from tests.bench.policy import policy
 from tests.bench.scenarios import SCALABLE, critical, fairness, mixed, scale
 from tests.bench.sink import Sink
 from tests.bench.stack import bench_stack
+from tests.bench.webhooks import webhooks
 
-SCENARIOS = ("all", "baselines", "edge", "policy", "mixed", "scale", "fairness", "critical")
+SCENARIOS = (
+    "all",
+    "baselines",
+    "edge",
+    "policy",
+    "webhooks",
+    "mixed",
+    "scale",
+    "fairness",
+    "critical",
+)
 IDLE_SECONDS = 10.0
 """How long the idle stack's own CPU use and counters are sampled, before any load (long
 enough for PostgreSQL's statistics, which an idle backend reports within 10 s)."""
@@ -76,6 +87,8 @@ async def run(options: dict[str, Any]) -> dict[str, Any]:
                 results["policy"] = await policy(
                     stack, options["policy_suppressions"], options["policy_decisions"]
                 )
+            if chosen in ("all", "webhooks"):
+                results["webhooks"] = await webhooks(stack, options["webhook_events"])
             if chosen in ("all", "mixed"):
                 results["mixed"] = await mixed(
                     stack,
@@ -186,6 +199,13 @@ async def baselines(
     default=1_000_000,
     show_default=True,
     help="Suppressions the policy scenario imports (CSV, through the gateway) before deciding.",
+)
+@click.option(
+    "--webhook-events",
+    type=click.IntRange(min=1),
+    default=20_000,
+    show_default=True,
+    help="Events the webhooks scenario delivers to its healthy endpoint.",
 )
 @click.option(
     "--policy-decisions",
