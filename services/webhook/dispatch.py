@@ -53,6 +53,8 @@ from services.webhook.delivery import (
 from services.webhook.signing import signature_headers
 
 CONTENT_TYPE = "application/cloudevents+json"
+ENDPOINT_REREAD_SECONDS = 1.0
+"""How often a busy worker reads its endpoint again (a rotated secret, a disabled endpoint)."""
 SWEEP_EVERY_POLLS = 300
 """Settled posts past their keeping time are deleted every this many polls."""
 
@@ -184,52 +186,90 @@ class EndpointWorker:
             await self.wake.wait()
             self.wake.clear()
             try:
-                while await self._round():
-                    pass
+                await self._drain()
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # the database restarting: the poll wakes us again
                 log.warning("webhook worker of %s: %r", self.endpoint_id, error)
 
-    async def _round(self) -> bool:
-        """Claim, post and record one batch; False when there was nothing to post."""
-        settings = self.dispatcher.settings
+    async def _drain(self) -> None:
+        """Post the endpoint's due rows until none is left, pipelined: the next batch is claimed
+        and the finished posts' outcomes written while the last posts of a batch are in flight,
+        so the endpoint's connections never wait for the database."""
         pool = self.dispatcher.pool
         endpoint = await endpoint_by_id(pool, self.endpoint_id)
-        if endpoint is None or not endpoint.enabled:
-            return False
-        limit = self.concurrency if self.failing else settings.webhook_claim_batch
-        rounds = math.ceil(limit / self.concurrency)
-        lease = timedelta(seconds=settings.webhook_timeout_seconds * rounds + 30)
-        claimed = await claim(pool, self.endpoint_id, limit, lease)
-        if not claimed:
-            return False
+        read_at = time.monotonic()
+        gate = asyncio.Semaphore(self.concurrency)
+        finished: list[tuple[Attempted, Verdict]] = []
+        in_flight: set[asyncio.Task[None]] = set()
+        leased: set[uuid.UUID] = set()
         try:
-            gate = asyncio.Semaphore(self.concurrency)
-            outcomes = await asyncio.gather(*(self._post(gate, endpoint, c) for c in claimed))
+            while True:
+                if finished:
+                    outcomes, finished[:] = list(finished), []
+                    leased.difference_update(a.event_id for a, _ in outcomes)
+                    if await self._record(outcomes):
+                        endpoint = None
+                if time.monotonic() - read_at > ENDPOINT_REREAD_SECONDS and endpoint is not None:
+                    endpoint, read_at = (
+                        await endpoint_by_id(pool, self.endpoint_id),
+                        time.monotonic(),
+                    )
+                usable = endpoint if endpoint is not None and endpoint.enabled else None
+                claimed = await self._claim() if usable is not None else []
+                if not claimed and not in_flight:
+                    if not finished:
+                        return
+                    continue
+                leased.update(row.event_id for row in claimed)
+                for row in claimed:
+                    assert usable is not None
+                    await gate.acquire()
+                    task = asyncio.create_task(self._post(gate, usable, row, finished))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                if not claimed:
+                    await asyncio.wait(in_flight)
         except asyncio.CancelledError:
-            await asyncio.shield(release(pool, self.endpoint_id, [c.event_id for c in claimed]))
+            for task in in_flight:
+                task.cancel()
+            await asyncio.shield(release(pool, self.endpoint_id, list(leased)))
             raise
-        attempts = [attempted for attempted, _ in outcomes]
-        failures, since = await record(pool, self.endpoint_id, attempts)
+
+    async def _claim(self) -> list[Claimed]:
+        settings = self.dispatcher.settings
+        limit = self.concurrency if self.failing else settings.webhook_claim_batch
+        lease = timedelta(
+            seconds=settings.webhook_timeout_seconds * math.ceil(limit / self.concurrency) + 30
+        )
+        return await claim(self.dispatcher.pool, self.endpoint_id, limit, lease)
+
+    async def _record(self, outcomes: list[tuple[Attempted, Verdict]]) -> bool:
+        """Write the outcomes; True when they disable the endpoint."""
+        pool = self.dispatcher.pool
+        failures, since = await record(pool, self.endpoint_id, [a for a, _ in outcomes])
         self.failing = failures > 0
         now = datetime.now(UTC)
         reason = next((v.disable for _, v in outcomes if v.disable), None) or disable_reason(
             failures, since, now, self.dispatcher.policy
         )
-        if reason is not None:
-            disabled = await disable_endpoint(pool, self.endpoint_id, reason)
-            if disabled is not None:
-                log.warning("webhook endpoint %s disabled: %s", self.endpoint_id, reason)
-                await self.dispatcher.announce_disabled(disabled)
+        if reason is None:
             return False
+        disabled = await disable_endpoint(pool, self.endpoint_id, reason)
+        if disabled is not None:
+            log.warning("webhook endpoint %s disabled: %s", self.endpoint_id, reason)
+            await self.dispatcher.announce_disabled(disabled)
         return True
 
     async def _post(
-        self, gate: asyncio.Semaphore, endpoint: Endpoint, claimed: Claimed
-    ) -> tuple[Attempted, Verdict]:
-        """Post one event, as a span of its message's trace."""
-        async with gate:
+        self,
+        gate: asyncio.Semaphore,
+        endpoint: Endpoint,
+        claimed: Claimed,
+        finished: list[tuple[Attempted, Verdict]],
+    ) -> None:
+        """Post one event (``gate`` acquired for it), as a span of its message's trace."""
+        try:
             parent = record_span([("traceparent", (claimed.traceparent or "").encode())])
             attributes = {"sendarix.event": claimed.event_type, "sendarix.endpoint": endpoint.id}
             with tracer.start_as_current_span(
@@ -239,6 +279,8 @@ class EndpointWorker:
                 now = datetime.now(UTC)
                 answer, excerpt = await self._send(endpoint, claimed, now)
                 took = time.monotonic() - started
+        finally:
+            gate.release()
         POST_SECONDS.observe(took)
         first = claimed.first_attempt_at or now
         decided = verdict(
@@ -256,7 +298,7 @@ class EndpointWorker:
             response=excerpt,
             error=answer.error,
         )
-        return attempted, decided
+        finished.append((attempted, decided))
 
     async def _send(
         self, endpoint: Endpoint, claimed: Claimed, now: datetime
