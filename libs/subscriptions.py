@@ -414,37 +414,43 @@ def subscribe_events(
 
     ``wanted`` looks at a record's headers only; what it turns down is never decoded.
     """
-    prefix = settings.topic_prefix
-    subscription: Subscription[DeliveryEvent] = Subscription(
-        service=service,
-        role=role,
-        topic=public_topic(EVENTS, prefix),
-        decode=DeliveryEvent.model_validate_json,
-        handle=handle,
-        dead_letters=public_topic(EVENTS_DLQ, prefix),
-        message_id=_event_message_id,
-        wanted=wanted,
-        traced=False,
+    decode = DeliveryEvent.model_validate_json
+    reader = _public_reader(
+        settings, service, role, EVENTS, decode, handle, message_id=_event_message_id, wanted=wanted
     )
-    subscribe(broker, settings, subscription)
+    subscribe(broker, settings, reader)
 
 
 def subscribe_notices(
     broker: Broker, settings: Settings, service: str, role: str, handle: Handler[Notice]
 ) -> None:
-    """Feed ``sendarix.notices`` to ``handle`` in batches (an undecodable notice is parked with
-    the event stream's: both are public CloudEvents streams)."""
+    """Feed ``sendarix.notices`` to ``handle`` in batches, at the feedback rank of the gate."""
+    reader = _public_reader(settings, service, role, NOTICES, Notice.model_validate_json, handle)
+    subscribe(broker, settings, reader)
+
+
+def _public_reader(
+    settings: Settings,
+    service: str,
+    role: str,
+    topic: str,
+    decode: Callable[[bytes], T],
+    handle: Handler[T],
+    **options: Any,
+) -> Subscription[T]:
+    """A reader of a public CloudEvents topic (an undecodable record is parked with the event
+    stream's); it adds no span of its own."""
     prefix = settings.topic_prefix
-    subscription: Subscription[Notice] = Subscription(
+    return Subscription(
         service=service,
         role=role,
-        topic=public_topic(NOTICES, prefix),
-        decode=Notice.model_validate_json,
+        topic=public_topic(topic, prefix),
+        decode=decode,
         handle=handle,
         dead_letters=public_topic(EVENTS_DLQ, prefix),
         traced=False,
+        **options,
     )
-    subscribe(broker, settings, subscription)
 
 
 def _message_id(record: PipelineRecord) -> str:

@@ -145,6 +145,7 @@ async def record(
     """Write what a batch of posts to one endpoint did (its rows, its log, its health) in one
     transaction; the endpoint's failures in a row since its last success, and since when."""
     delivered = any(a.status == "delivered" for a in attempts)
+    column = {name: [getattr(a, name) for a in attempts] for name in Attempted.__annotations__}
     async with pool.acquire() as connection, connection.transaction():
         await connection.execute(
             "UPDATE webhook_queue q SET status = a.status, attempts = q.attempts + 1,"
@@ -155,25 +156,15 @@ async def record(
             " $6::int[], $7::text[]) AS a (event_id, status, attempted_at, due_at, code, error)"
             " WHERE q.endpoint_id = $1 AND q.event_id = a.event_id",
             endpoint_id,
-            [a.event_id for a in attempts],
-            [a.status for a in attempts],
-            [a.attempted_at for a in attempts],
-            [a.due_at for a in attempts],
-            [a.code for a in attempts],
-            [a.error for a in attempts],
+            *(column[n] for n in ("event_id", "status", "attempted_at", "due_at", "code", "error")),
         )
         await connection.execute(
             "INSERT INTO webhook_attempts (endpoint_id, event_id, event_type, attempted_at,"
             " status_code, latency_ms, response, error) SELECT $1, * FROM unnest($2::uuid[],"
             " $3::text[], $4::timestamptz[], $5::int[], $6::int[], $7::text[], $8::text[])",
             endpoint_id,
-            [a.event_id for a in attempts],
-            [a.event_type for a in attempts],
-            [a.attempted_at for a in attempts],
-            [a.code for a in attempts],
-            [a.latency_ms for a in attempts],
-            [a.response for a in attempts],
-            [a.error for a in attempts],
+            *(column[n] for n in ("event_id", "event_type", "attempted_at", "code")),
+            *(column[n] for n in ("latency_ms", "response", "error")),
         )
         health = await connection.fetchrow(
             "UPDATE webhook_endpoints SET"
