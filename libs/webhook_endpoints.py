@@ -27,6 +27,8 @@ from schemas.events import MessageState
 from schemas.notices import NoticeType
 
 WEBHOOK_SECRET_PREFIX = "whsec_"
+CHANGES_CHANNEL = "webhook_endpoints"
+"""Where PostgreSQL announces (a trigger, payload = tenant id) that a tenant's endpoints changed."""
 DEFAULT_OVERLAP = timedelta(hours=24)
 MAX_OVERLAP = timedelta(days=7)
 MAX_ENDPOINTS_PER_TENANT = 50

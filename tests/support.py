@@ -132,11 +132,14 @@ class WebhookReceiver:
         self.posts: dict[str, list[tuple[dict[str, str], bytes]]] = defaultdict(list)
         self.answered: dict[str, list[int]] = defaultdict(list)
         """The status each post of ``posts`` was answered."""
+        self.arrived: dict[str, list[float]] = defaultdict(list)
+        """When (``time.monotonic()``) each post of ``posts`` arrived."""
         self.answers: dict[str, list[int]] = {}
         self.base_url = ""
 
     async def _hook(self, request: Request) -> Response:
         name = request.path_params["name"]
+        self.arrived[name].append(time.monotonic())
         self.posts[name].append((dict(request.headers), await request.body()))
         answers = self.answers.get(name) or [200]
         status = answers.pop(0) if len(answers) > 1 else answers[0]

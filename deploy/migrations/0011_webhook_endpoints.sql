@@ -25,6 +25,22 @@ CREATE TABLE webhook_endpoints (
 );
 CREATE INDEX webhook_endpoints_tenant ON webhook_endpoints (tenant_id, created_at, id);
 
+-- A change of what decides where events go tells the webhook services at once (they also forget
+-- their copy within a few seconds without it). Not on `failures`: that changes with every post.
+CREATE FUNCTION webhook_endpoints_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        PERFORM pg_notify('webhook_endpoints', OLD.tenant_id::text);
+    ELSE
+        PERFORM pg_notify('webhook_endpoints', NEW.tenant_id::text);
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER webhook_endpoints_changed
+    AFTER INSERT OR DELETE OR UPDATE OF url, event_types, streams, enabled ON webhook_endpoints
+    FOR EACH ROW EXECUTE FUNCTION webhook_endpoints_changed();
+
 INSERT INTO webhook_endpoints (id, tenant_id, url, secret)
     SELECT gen_random_uuid(), id, webhook_url, webhook_secret FROM tenants
     WHERE webhook_url IS NOT NULL AND webhook_secret IS NOT NULL;

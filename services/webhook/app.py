@@ -14,13 +14,16 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
 from libs.batch import Consumed, Outbox
 from libs.cache import TtlCache
 from libs.events import TENANT_HEADER, header
 from libs.service import PipelineService
 from libs.settings import Settings
 from libs.subscriptions import RawRecord, subscribe_events, subscribe_notices
-from libs.webhook_endpoints import Endpoint, enabled_endpoints
+from libs.webhook_endpoints import CHANGES_CHANNEL, Endpoint, enabled_endpoints
 from libs.webhook_queue import QueuedEvent, enqueue, store_notices
 from schemas.events import DeliveryEvent
 from schemas.notices import Notice
@@ -29,7 +32,8 @@ from services.webhook.dispatch import Dispatcher
 SERVICE = "webhook"
 ENDPOINTS_TTL_SECONDS = 5.0
 """How long a tenant's endpoints are trusted from memory: a new, changed or disabled endpoint
-applies to events read this much later at most."""
+applies to events read this much later at most (at once while the change notices of
+``CHANGES_CHANNEL`` arrive)."""
 
 log = logging.getLogger(__name__)
 
@@ -43,19 +47,29 @@ class WebhookService(PipelineService):
         super().__init__(settings)
         self._endpoints: TtlCache[str, list[Endpoint]] = TtlCache(ENDPOINTS_TTL_SECONDS, 100_000)
         self._dispatcher: Dispatcher | None = None
+        self._listening: asyncpg.Connection | None = None
         subscribe_events(
             self.broker, settings, SERVICE, "events", self.queue_events, wanted=self._wanted
         )
         subscribe_notices(self.broker, settings, SERVICE, "notices", self.queue_notices)
 
     async def prepare(self) -> None:
+        self._listening = await asyncpg.connect(self.settings.database_url)
+        await self._listening.add_listener(CHANGES_CHANNEL, self._endpoints_changed)
         self._dispatcher = Dispatcher(self.settings, self.pool, self.broker)
         self._dispatcher.start()
 
     async def stop(self) -> None:
         if self._dispatcher is not None:
             await self._dispatcher.stop()
+        if self._listening is not None:
+            await self._listening.close()
         await super().stop()
+
+    def _endpoints_changed(
+        self, _: asyncpg.Connection | PoolConnectionProxy, __: int, ___: str, tenant_id: object
+    ) -> None:
+        self._endpoints.discard(str(tenant_id))
 
     def _wanted(self, record: RawRecord) -> bool:
         """False for an event of a tenant recently found without an endpoint (by its header)."""
