@@ -105,7 +105,7 @@ def parse_target(url: str, dev_mode: bool) -> httpx.URL:
         raise TargetRefused(f"the URL is longer than {MAX_URL_LENGTH} characters")
     try:
         parsed = httpx.URL(url)
-    except httpx.InvalidURL as error:
+    except (httpx.InvalidURL, ValueError) as error:
         raise TargetRefused(f"not a URL: {error}") from None
     schemes = ("https", "http") if dev_mode else ("https",)
     if parsed.scheme not in schemes:
@@ -114,6 +114,8 @@ def parse_target(url: str, dev_mode: bool) -> httpx.URL:
         raise TargetRefused("the URL may not carry a user name or password")
     if not parsed.host:
         raise TargetRefused("the URL has no host")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise TargetRefused(f"no such port: {parsed.port}")
     literal = address_literal(parsed.host)
     if literal is not None and (why := address_refusal(literal, dev_mode)):
         raise TargetRefused(f"the URL points at {why}")
@@ -135,8 +137,10 @@ async def resolve(resolver: dns.asyncresolver.Resolver, host: str) -> list[Addre
             answer = await resolver.resolve(host, kind, raise_on_no_answer=False)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             continue
-        except dns.exception.DNSException as error:
+        except (dns.exception.Timeout, dns.resolver.NoNameservers) as error:
             raise TargetRefused(f"{host} could not be resolved: {error}", UNRESOLVED) from None
+        except dns.exception.DNSException as error:
+            raise TargetRefused(f"{host} is not a host name: {error}") from None
         found += [ipaddress.ip_address(rdata.to_text()) for rdata in answer.rrset or ()]
     return found
 

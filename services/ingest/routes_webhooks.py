@@ -14,7 +14,7 @@ from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from libs import webhook_endpoints as endpoints
@@ -38,10 +38,12 @@ from services.ingest.http_deps import (
 )
 from services.ingest.problems import ProblemError
 from services.ingest.routes_keys import json_body_doc
+from services.ingest.search import bad_parameter, parse_limit
 from services.ingest.validate import Violation, pointer
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 MAX_ATTEMPTS_PAGE = 500
+DEFAULT_ATTEMPTS_PAGE = 50
 
 T = TypeVar("T")
 
@@ -197,14 +199,20 @@ async def webhook_attempts(
     ingest: IngestDep,
     caller: ReadCaller,
     cursor: str | None = None,
-    limit: int = Query(50, ge=1, le=MAX_ATTEMPTS_PAGE),
+    limit: str | None = None,
 ) -> AttemptPage:
-    before = int(cursor) if cursor and cursor.isdigit() else None
+    """``limit``: 1 to 500 (default 50); ``cursor``: ``next_cursor`` as it is."""
+    size = parse_limit(limit or str(DEFAULT_ATTEMPTS_PAGE), MAX_ATTEMPTS_PAGE)
+    if isinstance(size, Violation):
+        raise ProblemError.of([size])
+    digits = cursor is not None and len(cursor) <= 18 and cursor.isascii() and cursor.isdigit()
+    before = int(cursor) if cursor and digits else None
     if cursor and before is None:
-        raise ProblemError("invalid_parameter", "not a cursor this API gave (pass next_cursor)")
-    change = list_attempts(ingest.pool, caller.tenant.id, endpoint_id, before, limit)
+        bad = bad_parameter("cursor", "not a cursor this API gave (pass next_cursor as it is)")
+        raise ProblemError.of([bad])
+    change = list_attempts(ingest.pool, caller.tenant.id, endpoint_id, before, size)
     found = await _found(endpoint_id, change)
-    last = str(found[-1].id) if len(found) == limit else None
+    last = str(found[-1].id) if len(found) == size else None
     return AttemptPage(attempts=found, next_cursor=last)
 
 
