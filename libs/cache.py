@@ -54,6 +54,10 @@ class TtlCache(Generic[K, V]):
         """Drop the entries whose value is ``stale``: the next look-up loads them afresh."""
         self._entries = {k: e for k, e in self._entries.items() if not stale(e[1])}
 
+    def discard(self, key: K) -> None:
+        """Drop ``key``'s entry: its next look-up loads it afresh."""
+        self._entries.pop(key, None)
+
     async def _load(self, key: K, load: Callable[[], Awaitable[V | None]]) -> V | None:
         try:
             value = await load()

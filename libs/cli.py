@@ -63,7 +63,22 @@ from libs.suppressions import (
     stage_csv,
 )
 from libs.templates import DEFAULT_LOCALE, put_template
-from libs.tenants import create_tenant, set_limits, set_retention, set_webhook
+from libs.tenants import create_tenant, set_limits, set_retention
+from libs.webhook_endpoints import (
+    DEFAULT_OVERLAP,
+    Endpoint,
+    EndpointFields,
+    EndpointPatch,
+    EndpointRefused,
+    create_endpoint,
+    delete_endpoint,
+    get_endpoint,
+    list_endpoints,
+    rotate_secret,
+    update_endpoint,
+)
+from libs.webhook_queue import ReplayRefused, list_attempts, replay
+from libs.webhook_targets import TargetGuard, TargetRefused
 from schemas.common import Lane, Stream
 from schemas.events import EVENT_TYPE_PREFIX, DeliveryEvent
 from schemas.pipeline import Pool, RouteName
@@ -144,21 +159,27 @@ def tenant_create(
     """
     for domain in domains:
         _domain_name(domain)
-    created, api_key = _with_pool(
-        settings,
-        lambda pool: create_tenant(
-            pool, name, list(domains), webhook_url, dev_mode=settings.dev_mode
-        ),
-    )
-    output: dict[str, Any] = {
-        "tenant_id": created.id,
-        "name": created.name,
-        "domains": list(created.domains),
-        "api_key": api_key,
-    }
-    if created.webhook_url:
-        output |= {"webhook_url": created.webhook_url, "webhook_secret": created.webhook_secret}
-    click.echo(json.dumps(output))
+    guard = TargetGuard(settings)
+
+    async def create(pool: asyncpg.Pool) -> dict[str, Any]:
+        if webhook_url:
+            await _endpoint_checked(guard.check(webhook_url))
+        created, api_key = await create_tenant(
+            pool, name, list(domains), dev_mode=settings.dev_mode
+        )
+        output: dict[str, Any] = {
+            "tenant_id": created.id,
+            "name": created.name,
+            "domains": list(created.domains),
+            "api_key": api_key,
+        }
+        if webhook_url:
+            fields = EndpointFields(url=webhook_url)
+            endpoint = await _endpoint_checked(create_endpoint(pool, guard, created.id, fields))
+            output |= {"webhook_url": endpoint.url, "webhook_secret": endpoint.secret}
+        return output
+
+    click.echo(json.dumps(_with_pool(settings, create)))
 
 
 def _domain_name(text: str) -> str:
@@ -731,26 +752,219 @@ def suppression_import(settings: Settings, tenant_id: str, source: BinaryIO) -> 
 
 @main.group()
 def webhook() -> None:
-    """Where a tenant's delivery events are posted."""
+    """A tenant's webhook endpoints: where its events are posted, and how that went."""
 
 
-@webhook.command("set")
-@click.option("--tenant", "tenant_id", required=True, help="The tenant's id.")
+async def _endpoint_checked(change: Awaitable[T]) -> T:
+    """What an endpoint change returned; a refusal as the CLI's error."""
+    try:
+        return await change
+    except (EndpointRefused, TargetRefused) as refused:
+        raise click.ClickException(f"{refused.code}: {refused.detail}") from None
+
+
+def _print_endpoint(found: Endpoint | None, endpoint_id: str, with_secret: bool = False) -> None:
+    if found is None:
+        raise click.ClickException(f"no webhook endpoint {endpoint_id}")
+    shown = found.model_dump(mode="json")
+    _print_json(shown | {"secret": found.secret} if with_secret else shown)
+
+
+tenant_option = click.option("--tenant", "tenant_id", required=True, help="The tenant's id.")
+filter_options = [
+    click.option("--description", help="What the endpoint is for."),
+    click.option(
+        "--event-type",
+        "event_types",
+        multiple=True,
+        help="A CloudEvent type to post (all if none).",
+    ),
+    click.option(
+        "--stream",
+        "streams",
+        multiple=True,
+        type=click.Choice([s.value for s in Stream]),
+        help="A stream whose events are posted (all if none).",
+    ),
+]
+
+
+def with_filters(command: F) -> F:
+    for option in reversed(filter_options):
+        command = option(command)
+    return command
+
+
+@webhook.command("create")
+@tenant_option
 @click.argument("url")
+@with_filters
 @pass_settings
-def webhook_set(settings: Settings, tenant_id: str, url: str) -> None:
-    """Post a tenant's events to URL; print the signing secret."""
+def webhook_create(
+    settings: Settings,
+    tenant_id: str,
+    url: str,
+    description: str | None,
+    event_types: tuple[str, ...],
+    streams: tuple[str, ...],
+) -> None:
+    """Post a tenant's events to URL; print the endpoint and its signing secret (shown once)."""
     _uuid(tenant_id, "tenant")
-    updated = _with_pool(settings, lambda pool: set_webhook(pool, tenant_id, url))
-    if updated is None:
-        raise click.ClickException(f"no tenant {tenant_id}")
-    _print_json(
+    fields = EndpointFields.model_validate(
         {
-            "tenant_id": updated.id,
-            "webhook_url": updated.webhook_url,
-            "webhook_secret": updated.webhook_secret,
+            "url": url,
+            "description": description or "",
+            "event_types": event_types,
+            "streams": streams,
         }
     )
+    guard = TargetGuard(settings)
+    created = _with_pool(
+        settings,
+        lambda pool: _endpoint_checked(create_endpoint(pool, guard, tenant_id, fields)),
+    )
+    _print_endpoint(created, "", with_secret=True)
+
+
+webhook.add_command(webhook_create, "set")
+
+
+@webhook.command("list")
+@tenant_option
+@pass_settings
+def webhook_list(settings: Settings, tenant_id: str) -> None:
+    """Print the tenant's endpoints."""
+    _uuid(tenant_id, "tenant")
+    found = _with_pool(settings, lambda pool: list_endpoints(pool, tenant_id))
+    _print_json([endpoint.model_dump(mode="json") for endpoint in found])
+
+
+@webhook.command("show")
+@tenant_option
+@click.argument("endpoint_id")
+@pass_settings
+def webhook_show(settings: Settings, tenant_id: str, endpoint_id: str) -> None:
+    """Print one endpoint (why it was disabled, if it was)."""
+    found = _with_pool(settings, lambda pool: get_endpoint(pool, tenant_id, endpoint_id))
+    _print_endpoint(found, endpoint_id)
+
+
+@webhook.command("update")
+@tenant_option
+@click.argument("endpoint_id")
+@click.option("--url", help="Where to post.")
+@with_filters
+@click.option("--enable/--disable", "enabled", default=None, help="Re-enable or disable it.")
+@pass_settings
+def webhook_update(
+    settings: Settings,
+    tenant_id: str,
+    endpoint_id: str,
+    url: str | None,
+    description: str | None,
+    event_types: tuple[str, ...],
+    streams: tuple[str, ...],
+    enabled: bool | None,
+) -> None:
+    """Change an endpoint; ``--enable`` re-enables one the webhook service disabled."""
+    given = {
+        "url": url,
+        "description": description,
+        "event_types": list(event_types) or None,
+        "streams": list(streams) or None,
+        "enabled": enabled,
+    }
+    patch = EndpointPatch.model_validate({k: v for k, v in given.items() if v is not None})
+    guard = TargetGuard(settings)
+    found = _with_pool(
+        settings,
+        lambda pool: _endpoint_checked(update_endpoint(pool, guard, tenant_id, endpoint_id, patch)),
+    )
+    _print_endpoint(found, endpoint_id)
+
+
+@webhook.command("delete")
+@tenant_option
+@click.argument("endpoint_id")
+@pass_settings
+def webhook_delete(settings: Settings, tenant_id: str, endpoint_id: str) -> None:
+    """Remove an endpoint with its queue and attempt log."""
+    found = _with_pool(settings, lambda pool: delete_endpoint(pool, tenant_id, endpoint_id))
+    _print_endpoint(found, endpoint_id)
+
+
+@webhook.command("rotate")
+@tenant_option
+@click.argument("endpoint_id")
+@click.option(
+    "--overlap-seconds",
+    type=click.IntRange(min=0),
+    default=int(DEFAULT_OVERLAP.total_seconds()),
+    show_default=True,
+    help="How long the old secret keeps signing posts too.",
+)
+@pass_settings
+def webhook_rotate(
+    settings: Settings, tenant_id: str, endpoint_id: str, overlap_seconds: int
+) -> None:
+    """Give an endpoint a new secret (printed once); the old one signs too for the overlap."""
+    overlap = timedelta(seconds=overlap_seconds)
+    found = _with_pool(
+        settings,
+        lambda pool: _endpoint_checked(rotate_secret(pool, tenant_id, endpoint_id, overlap)),
+    )
+    _print_endpoint(found, endpoint_id, with_secret=True)
+
+
+@webhook.command("attempts")
+@tenant_option
+@click.argument("endpoint_id")
+@click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
+@click.option("--before", type=int, help="A cursor: attempts older than this one.")
+@pass_settings
+def webhook_attempts(
+    settings: Settings, tenant_id: str, endpoint_id: str, limit: int, before: int | None
+) -> None:
+    """Print the endpoint's latest posts, newest first."""
+    found = _with_pool(
+        settings, lambda pool: list_attempts(pool, tenant_id, endpoint_id, before, limit)
+    )
+    if found is None:
+        raise click.ClickException(f"no webhook endpoint {endpoint_id}")
+    _print_json([attempt.model_dump(mode="json") for attempt in found])
+
+
+@webhook.command("replay")
+@tenant_option
+@click.argument("endpoint_id")
+@click.option("--event-id", help="One event to post again.")
+@click.option("--since", type=click.DateTime(), help="Events from this time (UTC) …")
+@click.option("--until", type=click.DateTime(), help="… to this one (default: now).")
+@pass_settings
+def webhook_replay(
+    settings: Settings,
+    tenant_id: str,
+    endpoint_id: str,
+    event_id: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> None:
+    """Post the tenant's events again to an endpoint: one, or those of a time range."""
+    if (event_id is None) == (since is None):
+        raise click.UsageError("give --event-id or --since")
+
+    async def queue(pool: asyncpg.Pool) -> int:
+        found = await get_endpoint(pool, tenant_id, endpoint_id)
+        if found is None:
+            raise click.ClickException(f"no webhook endpoint {endpoint_id}")
+        start = since.replace(tzinfo=UTC) if since else None
+        end = (until.replace(tzinfo=UTC) if until else datetime.now(UTC)) if since else None
+        try:
+            return await replay(pool, found, event_id, start, end)
+        except ReplayRefused as refused:
+            raise click.ClickException(f"replay_too_large: {refused}") from None
+
+    _print_json({"queued": _with_pool(settings, queue)})
 
 
 @main.group()

@@ -88,8 +88,23 @@ class Settings(BaseSettings):
     """This many messages to an address that soft-bounced (full mailbox, address or domain not
     answering) within the window pause the address in that stream for this long."""
     webhook_timeout_seconds: float = 10.0
-    webhook_max_attempts: int = 5
-    webhook_retry_base_seconds: float = 1.0
+    """How long one webhook post may take, connection included."""
+    webhook_concurrency: int = 4
+    """Posts in flight at once to one endpoint (each endpoint has its own workers)."""
+    webhook_claim_batch: int = 100
+    """Queued posts of one endpoint claimed (and their outcomes written) together."""
+    webhook_poll_seconds: float = 1.0
+    """How often the queue is looked at for posts due (retries, other processes' rows); a new
+    event wakes its endpoint's worker at once."""
+    webhook_retry_base_seconds: float = 5.0
+    """The first pause after a failed post; the later ones follow the schedule of
+    ``services.webhook.delivery`` scaled from it (5 s gives 30 s, 2 min, 10 min … 8 h)."""
+    webhook_give_up_seconds: float = 72 * 3600.0
+    """A post still failing this long after its first attempt is given up (``failed``)."""
+    webhook_disable_failures: int = 20
+    webhook_disable_seconds: float = 24 * 3600.0
+    """An endpoint whose posts all failed — at least this many in a row, over at least this
+    long — is disabled (its tenant gets a ``sendarix.webhook.disabled`` notice)."""
 
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0

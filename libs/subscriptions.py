@@ -42,10 +42,11 @@ from libs.poison import (
 )
 from libs.priority import FEEDBACK_RANK, LANE_RANK, gate
 from libs.settings import Settings
-from libs.topics import EVENTS, EVENTS_DLQ, MAX_RECORD_BYTES, Stage, public_topic
+from libs.topics import EVENTS, EVENTS_DLQ, MAX_RECORD_BYTES, NOTICES, Stage, public_topic
 from libs.tracing import message_span
 from schemas.common import Lane
 from schemas.events import DeliveryEvent
+from schemas.notices import Notice
 from schemas.pipeline import MessageSpec, PipelineRecord
 
 log = logging.getLogger(__name__)
@@ -434,20 +435,51 @@ def subscribe_events(
 
     ``wanted`` looks at a record's headers only; what it turns down is never decoded.
     """
-    prefix = settings.topic_prefix
-    subscription: Subscription[DeliveryEvent] = Subscription(
-        service=service,
-        role=role,
-        topic=public_topic(EVENTS, prefix),
-        decode=DeliveryEvent.model_validate_json,
-        handle=handle,
-        dead_letters=public_topic(EVENTS_DLQ, prefix),
+    decode = DeliveryEvent.model_validate_json
+    reader = _public_reader(
+        settings,
+        service,
+        role,
+        EVENTS,
+        decode,
+        handle,
         message_id=_event_message_id,
         wanted=wanted,
         tuning=tuning,
-        traced=False,
     )
-    subscribe(broker, settings, subscription)
+    subscribe(broker, settings, reader)
+
+
+def subscribe_notices(
+    broker: Broker, settings: Settings, service: str, role: str, handle: Handler[Notice]
+) -> None:
+    """Feed ``sendarix.notices`` to ``handle`` in batches, at the feedback rank of the gate."""
+    reader = _public_reader(settings, service, role, NOTICES, Notice.model_validate_json, handle)
+    subscribe(broker, settings, reader)
+
+
+def _public_reader(
+    settings: Settings,
+    service: str,
+    role: str,
+    topic: str,
+    decode: Callable[[bytes], T],
+    handle: Handler[T],
+    **options: Any,
+) -> Subscription[T]:
+    """A reader of a public CloudEvents topic (an undecodable record is parked with the event
+    stream's); it adds no span of its own."""
+    prefix = settings.topic_prefix
+    return Subscription(
+        service=service,
+        role=role,
+        topic=public_topic(topic, prefix),
+        decode=decode,
+        handle=handle,
+        dead_letters=public_topic(EVENTS_DLQ, prefix),
+        traced=False,
+        **options,
+    )
 
 
 def _message_id(record: PipelineRecord) -> str:

@@ -1,12 +1,9 @@
-"""Tenants and webhook endpoints, and who calls with a key: read by ingest and webhook, written
-by the CLI."""
+"""Tenants and who calls with a key: read by ingest, written by the CLI."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
-import secrets
 import time
 import uuid
 from dataclasses import dataclass
@@ -28,8 +25,6 @@ from schemas.common import DEFAULT_PRIORITY_CEILING, Lane
 
 log = logging.getLogger(__name__)
 
-WEBHOOK_SECRET_PREFIX = "whsec_"
-
 
 @dataclass(frozen=True)
 class Tenant:
@@ -39,8 +34,6 @@ class Tenant:
     name: str
     domains: tuple[str, ...]
     """Every sending domain of the tenant, verified or not."""
-    webhook_url: str | None = None
-    webhook_secret: str | None = None
     priority_ceiling: Lane = DEFAULT_PRIORITY_CEILING
     """The most urgent lane the tenant may ask for with ``priority`` (never ``critical``)."""
     critical_per_second: float = 20.0
@@ -60,11 +53,6 @@ class Tenant:
         return (*self.verified_domains, *self.dev_domains) if dev_mode else self.verified_domains
 
 
-def new_webhook_secret() -> str:
-    """A Standard Webhooks signing secret: ``whsec_`` and 32 random bytes in base64."""
-    return WEBHOOK_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
-
-
 TENANT_COLUMNS = (
     "t.*, (SELECT coalesce(jsonb_agg(jsonb_build_object('domain', d.domain,"
     " 'verified', d.status = 'verified', 'dev', d.created_in_dev_mode) ORDER BY d.domain), '[]')"
@@ -81,8 +69,6 @@ def _tenant(row: asyncpg.Record) -> Tenant:
         domains=tuple(d["domain"] for d in domains),
         verified_domains=tuple(d["domain"] for d in domains if d["verified"]),
         dev_domains=tuple(d["domain"] for d in domains if d["dev"]),
-        webhook_url=row["webhook_url"],
-        webhook_secret=row["webhook_secret"],
         priority_ceiling=Lane(row["priority_ceiling"]),
         critical_per_second=row["critical_per_second"],
         critical_burst=row["critical_burst"],
@@ -95,7 +81,6 @@ async def create_tenant(
     pool: asyncpg.Pool,
     name: str,
     domains: list[str],
-    webhook_url: str | None = None,
     api_key: str | None = None,
     *,
     dev_mode: bool,
@@ -107,17 +92,13 @@ async def create_tenant(
     DNS records are verified (while dev mode is on). Raises ``InvalidDomain``.
     """
     tenant_id = str(uuid.uuid4())
-    secret = new_webhook_secret() if webhook_url else None
     normalised = sorted({normalise_domain(d) for d in domains if d.strip()})
     async with pool.acquire() as connection, connection.transaction():
         await connection.execute(
-            "INSERT INTO tenants (id, name, domains, webhook_url, webhook_secret)"
-            " VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO tenants (id, name, domains) VALUES ($1, $2, $3)",
             uuid.UUID(tenant_id),
             name,
             normalised,
-            webhook_url,
-            secret,
         )
         _, key = await insert_key(connection, tenant_id, KeySettings(), api_key)
         await insert_domains(connection, tenant_id, normalised, dev_mode)
@@ -125,24 +106,8 @@ async def create_tenant(
         tenant_id,
         name,
         tuple(normalised),
-        webhook_url,
-        secret,
         dev_domains=tuple(normalised) if dev_mode else (),
     ), key
-
-
-async def set_webhook(pool: asyncpg.Pool, tenant_id: str, url: str | None) -> Tenant | None:
-    """Point a tenant's webhook at ``url`` (None removes it), keeping or minting its secret."""
-    row = await pool.fetchrow(
-        "WITH t AS (UPDATE tenants SET webhook_url = $2,"
-        " webhook_secret = CASE WHEN $2::text IS NULL THEN NULL"
-        " ELSE coalesce(webhook_secret, $3) END"
-        f" WHERE id = $1 RETURNING *) SELECT {TENANT_COLUMNS} FROM t",
-        uuid.UUID(tenant_id),
-        url,
-        new_webhook_secret(),
-    )
-    return _tenant(row) if row else None
 
 
 async def set_limits(
@@ -208,8 +173,7 @@ async def tenant_by_id(pool: asyncpg.Pool, tenant_id: str) -> Tenant | None:
 
 
 TENANT_TTL_SECONDS = 30.0
-"""How long a tenant is trusted from memory: a new domain, limit or webhook endpoint applies
-this late."""
+"""How long a tenant is trusted from memory: a new domain or limit applies this late."""
 KEY_TTL_SECONDS = 2.0
 """How long a key is trusted from memory: a revoked or narrowed key is refused by every ingest
 process within this time (plus a look-up)."""

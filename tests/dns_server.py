@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import dns.rdatatype
 import dns.resolver
-from dnslib import CNAME, QTYPE, RCODE, RR, TXT, DNSLabel, DNSRecord
+from dnslib import AAAA, CNAME, QTYPE, RCODE, RR, TXT, A, DNSLabel, DNSRecord
 from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
 
 TTL = 60
@@ -40,6 +40,13 @@ class LoopbackDns(BaseResolver):  # type: ignore[misc]
 
     def add_cname(self, name: str, target: str) -> None:
         self._add(RR(name, QTYPE.CNAME, rdata=CNAME(target), ttl=TTL))
+
+    def add_address(self, name: str, address: str) -> None:
+        """An A (or, for an IPv6 address, AAAA) record."""
+        if ":" in address:
+            self._add(RR(name, QTYPE.AAAA, rdata=AAAA(address), ttl=TTL))
+        else:
+            self._add(RR(name, QTYPE.A, rdata=A(address), ttl=TTL))
 
     def fail(self, name: str) -> None:
         """Answer SERVFAIL for every question about ``name``."""

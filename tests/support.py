@@ -17,6 +17,7 @@ import asyncpg
 import httpx
 import uvicorn
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -130,14 +131,26 @@ class WebhookReceiver:
 
     def __init__(self) -> None:
         self.posts: dict[str, list[tuple[dict[str, str], bytes]]] = defaultdict(list)
+        self.answered: dict[str, list[int]] = defaultdict(list)
+        """The status each post of ``posts`` was answered."""
+        self.arrived: dict[str, list[float]] = defaultdict(list)
+        """When (``time.monotonic()``) each post of ``posts`` arrived."""
         self.answers: dict[str, list[int]] = {}
         self.base_url = ""
 
     async def _hook(self, request: Request) -> Response:
         name = request.path_params["name"]
+        self.arrived[name].append(time.monotonic())
         self.posts[name].append((dict(request.headers), await request.body()))
         answers = self.answers.get(name) or [200]
-        return Response(status_code=answers.pop(0) if len(answers) > 1 else answers[0])
+        status = answers.pop(0) if len(answers) > 1 else answers[0]
+        self.answered[name].append(status)
+        return Response(status_code=status)
+
+    def delivered_ids(self, name: str) -> list[str]:
+        """The ``webhook-id`` of every post to ``name`` answered 2xx, in order."""
+        posts = zip(self.posts[name], self.answered[name], strict=True)
+        return [headers["webhook-id"] for (headers, _), status in posts if status < 300]
 
     def url(self, answers: list[int] | None = None) -> tuple[str, str]:
         """A fresh endpoint answering ``answers`` in turn (the last one from then on)."""
@@ -170,6 +183,26 @@ async def serving_webhooks() -> AsyncIterator[WebhookReceiver]:
         server.should_exit = True
         await serving
         sock.close()
+
+
+@asynccontextmanager
+async def black_hole() -> AsyncIterator[str]:
+    """An endpoint that takes connections and never answers; its URL."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        while await reader.read(65536):
+            pass
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/hole"
+    finally:
+        server.close()
+        for writer in held:
+            writer.close()
 
 
 async def jaeger_services(settings: Settings, trace_id: str) -> set[str] | None:
@@ -264,3 +297,28 @@ async def mail_from_null_sender(port: int, recipient: str, content: bytes) -> An
     mail; the server's reply to DATA."""
     async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=10) as smtp:
         return await smtp.sendmail("", [recipient], content)
+
+
+Scrape = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+async def scrape(url: str) -> Scrape:
+    """Every sample a metrics endpoint shows: (name, labels) -> value."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        answer = await client.get(url)
+    assert answer.status_code == 200, answer.text
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(answer.text)
+        for sample in family.samples
+    }
+
+
+def moved(before: Scrape, after: Scrape, name: str, **labels: str) -> float:
+    """How much the samples of ``name`` that carry ``labels`` grew between two scrapes."""
+
+    def total(scraped: Scrape) -> float:
+        wanted = set(labels.items())
+        return sum(v for (n, ls), v in scraped.items() if n == name and wanted <= ls)
+
+    return total(after) - total(before)

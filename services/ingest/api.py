@@ -39,6 +39,7 @@ from services.ingest import (
     routes_rules,
     routes_suppressions,
     routes_unsubscribe,
+    routes_webhooks,
 )
 from services.ingest.accept import (
     Ingest,
@@ -352,6 +353,7 @@ def build_api(tracer_provider: TracerProvider) -> Gateway:
     app.include_router(routes_unsubscribe.router)
     app.include_router(routes_suppressions.router)
     app.include_router(routes_analytics.router)
+    app.include_router(routes_webhooks.router)
 
     @app.exception_handler(ProblemError)
     async def problem(request: Request, error: ProblemError) -> Response:

@@ -118,3 +118,11 @@ async def parsed_body(request: Request, model: type[ModelT]) -> ModelT:
     if isinstance(parsed, list):
         raise ProblemError.of(parsed)
     return parsed
+
+
+async def optional_body(request: Request, model: type[ModelT]) -> ModelT:
+    """The JSON body as ``model`` when there is one, else ``model``'s defaults."""
+    has_body = request.headers.get("content-length", "0") != "0" or "content-type" in (
+        request.headers
+    )
+    return await parsed_body(request, model) if has_body else model()

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from libs import keys
 from libs.keys import DEFAULT_ROTATION_OVERLAP, ApiKey, KeyConflict, KeySettings, Scope
 from schemas.common import Stream
-from services.ingest.http_deps import AdminCaller, IngestDep, parsed_body, problems
+from services.ingest.http_deps import AdminCaller, IngestDep, optional_body, parsed_body, problems
 from services.ingest.problems import ProblemError
 
 MAX_OVERLAP_SECONDS = 30 * 24 * 3600
@@ -234,10 +234,7 @@ async def rotate_key(
     key_id: str, request: Request, ingest: IngestDep, caller: AdminCaller
 ) -> RotatedKey:
     """A new key with the same settings; the body (optional) sets ``overlap_seconds``."""
-    has_body = request.headers.get("content-length", "0") != "0" or "content-type" in (
-        request.headers
-    )
-    body = await parsed_body(request, Rotation) if has_body else Rotation()
+    body = await optional_body(request, Rotation)
     overlap = timedelta(seconds=body.overlap_seconds)
     change = keys.rotate_key(ingest.pool, caller.tenant.id, key_id, overlap)
     new, secret, old = await _found(key_id, change)

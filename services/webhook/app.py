@@ -1,180 +1,161 @@
-"""webhook's wiring: a batch reader of ``sendarix.events`` posting each event to its tenant.
+"""webhook's wiring: readers of ``sendarix.events`` and ``sendarix.notices`` that queue each
+event for the endpoints of its tenant that want it, and the dispatcher that posts the queue.
 
-Events of tenants without an endpoint are skipped by their tenant header, never decoded. The
-events of one batch go to their endpoints concurrently, each endpoint's in order. Posts are
-retried inside the handler with exponential backoff, then the outcome is recorded: a dead
-endpoint costs its tenant's events, never the partition.
+The readers only match and queue (one statement per batch; a redelivered record is not queued
+twice), then commit: no endpoint, however slow, ever holds a partition. Events of tenants
+without an endpoint are skipped by their tenant header, never decoded. The dispatcher
+(``dispatch.py``) posts each endpoint's queue on its own, retrying over days.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 import uuid
-from collections import defaultdict
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from typing import Any
 
-import httpx
-from opentelemetry import trace
-from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from libs.batch import Consumed, Outbox
+from libs.cache import TtlCache
 from libs.events import TENANT_HEADER, header
 from libs.service import PipelineService
 from libs.settings import Settings
-from libs.subscriptions import RawRecord, subscribe_events
-from libs.tenants import Tenant, TenantDirectory
-from libs.tracing import setup_tracing
+from libs.subscriptions import RawRecord, subscribe_events, subscribe_notices
+from libs.webhook_endpoints import CHANGES_CHANNEL, Endpoint, enabled_endpoints
+from libs.webhook_queue import QueuedEvent, enqueue, store_notices
 from schemas.events import DeliveryEvent
-from services.webhook import store
-from services.webhook.delivery import (
-    DeliveryStatus,
-    WebhookDelivery,
-    backoff_seconds,
-    retryable,
-)
-from services.webhook.signing import signature_headers
+from schemas.notices import Notice
+from services.webhook.dispatch import Dispatcher
 
 SERVICE = "webhook"
-CONTENT_TYPE = "application/cloudevents+json"
-QUIET_TENANT_SECONDS = 5.0
-"""How long a tenant found without an endpoint has its events skipped unread: an endpoint
-added meanwhile gets its tenant's events this late at most."""
+ENDPOINTS_TTL_SECONDS = 5.0
+"""How long a tenant's endpoints are trusted from memory: a new, changed or disabled endpoint
+applies to events read this much later at most (at once while the change notices of
+``CHANGES_CHANNEL`` arrive)."""
 
 log = logging.getLogger(__name__)
-tracer = trace.get_tracer(__name__)
 
 
 class WebhookService(PipelineService):
-    """Delivers every delivery event to the webhook endpoint of the event's tenant."""
+    """Queues every event for its tenant's endpoints and posts the queue."""
 
     name = SERVICE
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self.client = httpx.AsyncClient(timeout=settings.webhook_timeout_seconds)
-        HTTPXClientInstrumentor.instrument_client(
-            self.client, tracer_provider=setup_tracing(SERVICE, settings)
-        )
-        self._tenants: TenantDirectory | None = None
-        self._quiet: dict[str, float] = {}
-        """Tenants without an endpoint, and until when (monotonic) that is trusted."""
+        self._endpoints: TtlCache[str, list[Endpoint]] = TtlCache(ENDPOINTS_TTL_SECONDS, 100_000)
+        self._dispatcher: Dispatcher | None = None
+        self._listening: asyncpg.Connection | None = None
         subscribe_events(
-            self.broker, settings, SERVICE, "events", self.deliver_batch, wanted=self._wanted
+            self.broker, settings, SERVICE, "events", self.queue_events, wanted=self._wanted
         )
+        subscribe_notices(self.broker, settings, SERVICE, "notices", self.queue_notices)
 
     async def prepare(self) -> None:
-        self._tenants = TenantDirectory(self.pool)
+        self._listening = await asyncpg.connect(self.settings.database_url)
+        await self._listening.add_listener(CHANGES_CHANNEL, self._endpoints_changed)
+        self._dispatcher = Dispatcher(self.settings, self.pool, self.broker)
+        self._dispatcher.start()
 
     async def stop(self) -> None:
+        if self._dispatcher is not None:
+            await self._dispatcher.stop()
+        if self._listening is not None:
+            await self._listening.close()
         await super().stop()
-        await self.client.aclose()
+
+    def _endpoints_changed(
+        self, _: asyncpg.Connection | PoolConnectionProxy, __: int, ___: str, tenant_id: object
+    ) -> None:
+        self._endpoints.discard(str(tenant_id))
 
     def _wanted(self, record: RawRecord) -> bool:
         """False for an event of a tenant recently found without an endpoint (by its header)."""
         tenant_id = header(record.headers, TENANT_HEADER)
-        until = self._quiet.get(tenant_id) if tenant_id is not None else None
-        return until is None or until < time.monotonic()
+        return tenant_id is None or self._endpoints.fresh(tenant_id) != []
 
-    async def deliver_batch(self, batch: list[Consumed[DeliveryEvent]]) -> Outbox:
-        """Post the batch's events, each endpoint's in order; each post a span of its trace."""
-        assert self._tenants is not None, "the webhook service is not started"
-        by_endpoint: defaultdict[tuple[str, str], list[Consumed[DeliveryEvent]]] = defaultdict(list)
-        tenants: dict[str, Tenant] = {}
-        for item in batch:
-            tenant = await self._tenants.by_id(item.value.data.tenant_id)
-            if tenant is None or not tenant.webhook_url or not tenant.webhook_secret:
-                quiet_until = time.monotonic() + QUIET_TENANT_SECONDS
-                self._quiet[item.value.data.tenant_id] = quiet_until
-                continue
-            if not _event_uuid(item.value):
-                log.error("skipping event with a non-UUID id %r", item.value.id)
-                continue
-            tenants[tenant.id] = tenant
-            by_endpoint[(tenant.id, tenant.webhook_url)].append(item)
-        delivered = await store.delivered_already(
-            self.pool,
-            [
-                (uuid.UUID(i.value.id), url)
-                for (_, url), items in by_endpoint.items()
-                for i in items
-            ],
-        )
-        outcomes = await asyncio.gather(
-            *(
-                self._post_in_order(tenants[tenant_id], url, items, delivered)
-                for (tenant_id, url), items in by_endpoint.items()
+    async def queue_events(self, batch: list[Consumed[DeliveryEvent]]) -> Outbox:
+        """Queue the batch's events for the endpoints that want them."""
+        wanted = [item for item in batch if _event_uuid(item.value.id)]
+        endpoints = await self._endpoints_of([item.value.data.tenant_id for item in wanted])
+        queued = [
+            QueuedEvent(
+                uuid.UUID(endpoint.id),
+                uuid.UUID(item.value.id),
+                uuid.UUID(endpoint.tenant_id),
+                item.value.type,
+                item.raw.value or b"",
+                _traceparent(item),
             )
-        )
-        await store.record_deliveries(self.pool, [row for rows in outcomes for row in rows])
+            for item in wanted
+            for endpoint in endpoints[item.value.data.tenant_id]
+            if endpoint.wants(item.value.type, item.value.data.stream)
+        ]
+        await self._queue(queued)
         return Outbox(self.settings.topic_prefix)
 
-    async def _post_in_order(
-        self,
-        tenant: Tenant,
-        url: str,
-        items: list[Consumed[DeliveryEvent]],
-        delivered: set[tuple[uuid.UUID, str]],
-    ) -> list[store.DeliveryRow]:
-        rows = []
-        assert tenant.webhook_secret is not None
-        for item in items:
-            event_id = uuid.UUID(item.value.id)
-            if (event_id, url) in delivered:  # before, or earlier in this very batch
-                continue
-            delivered.add((event_id, url))
-            attributes = {
-                "sendarix.message_id": item.value.subject,
-                "sendarix.event": item.value.type,
-            }
-            with tracer.start_as_current_span(
-                "webhook deliver", context=item.context, attributes=attributes
-            ):
-                delivery = await self._post(
-                    url, tenant.webhook_secret, item.value.id, item.raw.value or b""
+    async def queue_notices(self, batch: list[Consumed[Notice]]) -> Outbox:
+        """Keep the batch's notices (for replays) and queue them like events."""
+        notices = [item for item in batch if _event_uuid(item.value.id)]
+        await store_notices(
+            self.pool,
+            [
+                (n.id, n.data.tenant_id, n.type.value, n.time, item.raw.value or b"")
+                for item in notices
+                for n in [item.value]
+            ],
+        )
+        endpoints = await self._endpoints_of([item.value.data.tenant_id for item in notices])
+        await self._queue(
+            [
+                QueuedEvent(
+                    uuid.UUID(endpoint.id),
+                    uuid.UUID(item.value.id),
+                    uuid.UUID(endpoint.tenant_id),
+                    item.value.type.value,
+                    item.raw.value or b"",
+                    _traceparent(item),
                 )
-            if delivery.status is DeliveryStatus.FAILED:
-                log.warning(
-                    "webhook of tenant %s gave up on event %s: %s",
-                    tenant.id,
-                    item.value.id,
-                    delivery,
-                )
-            rows.append(store.DeliveryRow(event_id, tenant.id, url, delivery))
-        return rows
+                for item in notices
+                for endpoint in endpoints[item.value.data.tenant_id]
+                if endpoint.wants(item.value.type.value, None)
+            ]
+        )
+        return Outbox(self.settings.topic_prefix)
 
-    async def _post(self, url: str, secret: str, event_id: str, body: bytes) -> WebhookDelivery:
-        """Post ``body`` until the endpoint takes it, refuses it, or the attempts run out."""
-        attempts = self.settings.webhook_max_attempts
-        code: int | None = None
-        error: str | None = None
-        for attempt in range(1, attempts + 1):
-            headers = signature_headers(secret, event_id, datetime.now(UTC), body)
-            headers["content-type"] = CONTENT_TYPE
-            try:
-                response = await self.client.post(url, content=body, headers=headers)
-            except (httpx.InvalidURL, httpx.UnsupportedProtocol) as invalid:
-                return WebhookDelivery(DeliveryStatus.FAILED, attempt, None, repr(invalid))
-            except httpx.TransportError as failure:  # network errors and timeouts
-                code, error = None, repr(failure)
-            else:
-                code = response.status_code
-                if response.is_success:
-                    return WebhookDelivery(DeliveryStatus.DELIVERED, attempt, code)
-                error = f"HTTP {code} {response.reason_phrase}".rstrip()
-                if not retryable(code):
-                    return WebhookDelivery(DeliveryStatus.FAILED, attempt, code, error)
-            if attempt < attempts:
-                await asyncio.sleep(
-                    backoff_seconds(attempt, self.settings.webhook_retry_base_seconds)
-                )
-        return WebhookDelivery(DeliveryStatus.FAILED, attempts, code, error)
+    async def _queue(self, queued: Sequence[QueuedEvent]) -> None:
+        woken = await enqueue(self.pool, queued)
+        assert self._dispatcher is not None, "the webhook service is not started"
+        self._dispatcher.wake(woken)
+
+    async def _endpoints_of(self, tenant_ids: Sequence[str]) -> dict[str, list[Endpoint]]:
+        """The enabled endpoints of each tenant, from memory when recent (one query for the
+        rest)."""
+        found: dict[str, list[Endpoint]] = {}
+        for tenant_id in set(tenant_ids):
+            cached = self._endpoints.fresh(tenant_id)
+            if cached is not None:
+                found[tenant_id] = cached
+        missing = [t for t in set(tenant_ids) if t not in found]
+        if missing:
+            loaded = await enabled_endpoints(self.pool, missing)
+            for tenant_id, endpoints in loaded.items():
+                self._endpoints.put(tenant_id, endpoints)
+            found |= loaded
+        return found
 
 
-def _event_uuid(event: DeliveryEvent) -> bool:
+def _event_uuid(event_id: str) -> bool:
     try:
-        uuid.UUID(event.id)
+        uuid.UUID(event_id)
     except ValueError:
+        log.error("skipping an event with a non-UUID id %r", event_id)
         return False
     return True
+
+
+def _traceparent(item: Consumed[Any]) -> str | None:
+    """The W3C ``traceparent`` of the event's producer, so each post is a span of its trace."""
+    return next((value.decode() for name, value in item.raw.headers if name == "traceparent"), None)

@@ -30,6 +30,7 @@ from tests.bench.policy import policy
 from tests.bench.scenarios import SCALABLE, critical, fairness, mixed, scale
 from tests.bench.sink import Sink
 from tests.bench.stack import bench_stack
+from tests.bench.webhooks import webhooks
 
 SCENARIOS = (
     "all",
@@ -37,6 +38,7 @@ SCENARIOS = (
     "edge",
     "policy",
     "analytics",
+    "webhooks",
     "mixed",
     "scale",
     "fairness",
@@ -91,6 +93,8 @@ async def run(options: dict[str, Any]) -> dict[str, Any]:
                 results["analytics"] = await analytics(
                     stack.settings, stack.pool, options["analytics_events"]
                 )
+            if chosen in ("all", "webhooks"):
+                results["webhooks"] = await webhooks(stack, options["webhook_events"])
             if chosen in ("all", "mixed"):
                 results["mixed"] = await mixed(
                     stack,
@@ -208,6 +212,13 @@ async def baselines(
     default=1_000_000,
     show_default=True,
     help="Suppressions the policy scenario imports (CSV, through the gateway) before deciding.",
+)
+@click.option(
+    "--webhook-events",
+    type=click.IntRange(min=1),
+    default=20_000,
+    show_default=True,
+    help="Events the webhooks scenario delivers to its healthy endpoint.",
 )
 @click.option(
     "--policy-decisions",

@@ -20,6 +20,7 @@ from deploy.stack.tools import KAFKA_POM
 from tests.bench.analytics import analytics_goals, analytics_report
 from tests.bench.measure import BENCH_CLIENT
 from tests.bench.policy import policy_goals, policy_report
+from tests.bench.webhooks import webhooks_goals, webhooks_report
 
 LANE_COLOURS = {
     "critical": "tab:red",
@@ -208,6 +209,7 @@ def goals(results: dict[str, Any]) -> list[tuple[bool, str]]:
     found += edge_goals(results.get("edge"))
     found += policy_goals(results.get("policy"))
     found += analytics_goals(results.get("analytics"))
+    found += webhooks_goals(results.get("webhooks"))
     client = best.get("cpu_ms_per_message", {}).get(BENCH_CLIENT)
     if client is not None:
         found.append(
@@ -377,6 +379,8 @@ def text_report(results: dict[str, Any]) -> str:
         parts.append(policy_report(figures))
     if figures := results.get("analytics"):
         parts.append(analytics_report(figures))
+    if hooks := results.get("webhooks"):
+        parts.append(webhooks_report(hooks))
     if found_ratios := ratios(results):
         shares = ", ".join(f"{name} = {value:.1%}" for name, value in found_ratios.items())
         parts.append(f"ratios of '{best.get('name')}' to the baselines: {shares}")

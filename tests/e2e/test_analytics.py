@@ -1,6 +1,7 @@
 """Analytics and deliverability alerts through the whole topology: 200 messages to an address
 that bounces raise the tenant's bounce-rate alert once — in the API, as one notice on
-``sendarix.notices`` — and the analytics count 200 bounces."""
+``sendarix.notices``, as one signed post to the tenant's webhook and in the analytics service's
+``sendarix_alerts_open`` gauge — and the analytics count 200 bounces."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from standardwebhooks import Webhook
 
+from deploy.stack.pipeline import metrics_ports
+from deploy.stack.profiles import TEST
 from libs.tenants import Tenant
 from libs.topics import NOTICES, public_topic
 from tests.e2e.conftest import ALERT_EVALUATION_SECONDS, Topology
-from tests.support import TopicTap, eventually
+from tests.support import TopicTap, eventually, scrape, serving_webhooks
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +29,12 @@ async def test_bouncing_mail_raises_the_bounce_rate_alert_once(
     tenant_row, api_key = tenant
     auth = {"Authorization": f"Bearer {api_key}"}
     notices = public_topic(NOTICES, topology.settings.topic_prefix)
-    async with TopicTap(topology.settings, notices) as tap:
+    async with TopicTap(topology.settings, notices) as tap, serving_webhooks() as receiver:
+        name, url = receiver.url()
+        hook = {"url": url, "event_types": ["sendarix.alert.opened", "sendarix.alert.resolved"]}
+        created = await topology.http.post("/v1/webhooks", json=hook, headers=auth)
+        assert created.status_code == 201, created.text
+        secret = created.json()["secret"]
         batch = {
             "messages": [
                 {
@@ -68,6 +77,9 @@ async def test_bouncing_mail_raises_the_bounce_rate_alert_once(
 
         await eventually(evaluated_twice_more, timeout=30)
         await tap.wait_for(lambda v: v["subject"] == alert["id"], timeout=30)
+        await eventually(lambda: _posted(receiver.posts[name]), timeout=30)
+        metrics = f"http://127.0.0.1:{metrics_ports(TEST.metrics_base_port)['analytics']}/metrics"
+        gauge = await scrape(metrics)
 
     every = await topology.http.get("/v1/analytics/alerts?status=all", headers=auth)
     assert [a["kind"] for a in every.json()["alerts"]] == ["bounce_rate"]
@@ -81,3 +93,15 @@ async def test_bouncing_mail_raises_the_bounce_rate_alert_once(
     assert report["totals"]["counts"]["bounced"] == MESSAGES
     assert report["totals"]["counts"]["delivered"] == 0
     assert report["totals"]["rates"]["bounce"] == 1.0
+    [(headers, body)] = receiver.posts[name]
+    posted = Webhook(secret).verify(body, headers)
+    assert (posted["type"], posted["subject"]) == ("sendarix.alert.opened", alert["id"])
+    assert headers["webhook-id"] == opened[0]["id"]
+    labels = frozenset(
+        {"tenant": tenant_row.id, "kind": "bounce_rate", "severity": "critical"}.items()
+    )
+    assert gauge[("sendarix_alerts_open", labels)] == 1
+
+
+async def _posted(posts: list[tuple[dict[str, str], bytes]]) -> bool | None:
+    return True if posts else None

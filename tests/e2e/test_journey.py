@@ -7,17 +7,25 @@ import uuid
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks import Webhook
 
 from deploy.stack.pipeline import metrics_ports
 from deploy.stack.profiles import TEST
 from libs.templates import put_template
-from libs.tenants import Tenant, set_webhook
+from libs.tenants import Tenant
+from libs.webhook_endpoints import EndpointFields, create_endpoint
+from libs.webhook_targets import TargetGuard
 from tests.e2e.conftest import Topology
-from tests.support import WebhookReceiver, eventually, jaeger_services, serving_webhooks
+from tests.support import (
+    Scrape,
+    WebhookReceiver,
+    eventually,
+    jaeger_services,
+    moved,
+    scrape,
+    serving_webhooks,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -38,8 +46,9 @@ async def test_otp_is_delivered_traced_and_streamed_to_the_webhook(
 ) -> None:
     account, api_key = tenant
     hook, url = receiver.url()
-    configured = await set_webhook(pool, account.id, url)
-    assert configured is not None and configured.webhook_secret is not None
+    configured = await create_endpoint(
+        pool, TargetGuard(topology.settings), account.id, EndpointFields(url=url)
+    )
     await put_template(
         pool, account.id, "otp", "Your {{ app }} code is {{ code }}", None, "Code: {{ code }}"
     )
@@ -75,7 +84,7 @@ async def test_otp_is_delivered_traced_and_streamed_to_the_webhook(
     headers, body = next(
         (h, b) for h, b in receiver.posts[hook] if json.loads(b)["id"] == event["id"]
     )
-    Webhook(configured.webhook_secret).verify(body, headers)
+    Webhook(configured.secret).verify(body, headers)
     assert event["subject"] == message_id
 
     async def whole_trace() -> set[str] | None:
@@ -134,31 +143,6 @@ async def test_mail_for_other_domains_reaches_the_relay(
     message = await topology.in_mailpit(subject)
     assert message["To"][0]["Address"] == "new.user@example.com"
     assert accepted["id"] in message["MessageID"]
-
-
-Scrape = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-async def scrape(url: str) -> Scrape:
-    """Every sample a metrics endpoint shows: (name, labels) -> value."""
-    async with httpx.AsyncClient(timeout=5) as client:
-        answer = await client.get(url)
-    assert answer.status_code == 200, answer.text
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(answer.text)
-        for sample in family.samples
-    }
-
-
-def moved(before: Scrape, after: Scrape, name: str, **labels: str) -> float:
-    """How much the samples of ``name`` that carry ``labels`` grew between two scrapes."""
-
-    def total(scraped: Scrape) -> float:
-        wanted = set(labels.items())
-        return sum(v for (n, ls), v in scraped.items() if n == name and wanted <= ls)
-
-    return total(after) - total(before)
 
 
 async def test_a_delivery_shows_in_the_gateway_and_sender_metrics(

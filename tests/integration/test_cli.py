@@ -19,6 +19,7 @@ from libs.events import event_data
 from libs.settings import Settings
 from libs.tenants import Tenant, tenant_by_api_key, tenant_by_id
 from libs.tracing import setup_tracing
+from libs.webhook_endpoints import list_endpoints
 from schemas.common import Problem
 from schemas.events import DeliveryEvent, MessageState, delivery_event
 from schemas.pipeline import MessageSpec, SmtpReply
@@ -90,6 +91,8 @@ async def test_tenant_create_prints_one_json_object_with_a_working_key(
     with_hook = json.loads(hooked.output)
     assert with_hook["webhook_url"] == "https://h.test/in"
     assert with_hook["webhook_secret"].startswith("whsec_")
+    [endpoint] = await list_endpoints(pool, with_hook["tenant_id"])
+    assert endpoint.secret == with_hook["webhook_secret"]
 
 
 async def test_message_show_prints_the_status_and_timeline(
@@ -207,13 +210,10 @@ async def test_admin_commands(
     }
 
     hooked = await sendarix(settings, "webhook", "set", "--tenant", tenant_id, "https://x.test/h")
-    secret = json.loads(hooked.output)["webhook_secret"]
+    secret = json.loads(hooked.output)["secret"]
     assert secret.startswith("whsec_")
-    stored = await tenant_by_id(pool, tenant_id)
-    assert stored is not None and (stored.webhook_url, stored.webhook_secret) == (
-        "https://x.test/h",
-        secret,
-    )
+    [stored] = await list_endpoints(pool, tenant_id)
+    assert (stored.url, stored.secret) == ("https://x.test/h", secret)
     nobody = await sendarix(settings, "webhook", "set", "--tenant", str(uuid.uuid4()), "https://x")
     assert nobody.exit_code == 1
 
