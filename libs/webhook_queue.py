@@ -147,6 +147,18 @@ async def record(
     delivered = any(a.status == "delivered" for a in attempts)
     column = {name: [getattr(a, name) for a in attempts] for name in Attempted.__annotations__}
     async with pool.acquire() as connection, connection.transaction():
+        # The endpoint's row first, as deleting the endpoint locks it before its queue rows: the
+        # other order deadlocks with a delete.
+        health = await connection.fetchrow(
+            "UPDATE webhook_endpoints SET"
+            " failures = CASE WHEN $2 THEN 0 ELSE failures + $3 END,"
+            " failing_since = CASE WHEN $2 THEN NULL ELSE coalesce(failing_since, $4) END"
+            " WHERE id = $1 RETURNING failures, failing_since",
+            endpoint_id,
+            delivered,
+            len(attempts),
+            min(a.attempted_at for a in attempts),
+        )
         await connection.execute(
             "UPDATE webhook_queue q SET status = a.status, attempts = q.attempts + 1,"
             " first_attempt_at = coalesce(q.first_attempt_at, a.attempted_at),"
@@ -165,16 +177,6 @@ async def record(
             endpoint_id,
             *(column[n] for n in ("event_id", "event_type", "attempted_at", "code")),
             *(column[n] for n in ("latency_ms", "response", "error")),
-        )
-        health = await connection.fetchrow(
-            "UPDATE webhook_endpoints SET"
-            " failures = CASE WHEN $2 THEN 0 ELSE failures + $3 END,"
-            " failing_since = CASE WHEN $2 THEN NULL ELSE coalesce(failing_since, $4) END"
-            " WHERE id = $1 RETURNING failures, failing_since",
-            endpoint_id,
-            delivered,
-            len(attempts),
-            min(a.attempted_at for a in attempts),
         )
     return (health["failures"], health["failing_since"]) if health else (0, None)
 
@@ -243,6 +245,11 @@ async def store_notices(
     )
 
 
+LATE_EVENTS_WITHIN = timedelta(days=30)
+"""How long after its acceptance an event of a message is found by a replay of a time range
+(complaints and asynchronous bounces come back days later, rarely weeks)."""
+
+
 async def replay(
     pool: asyncpg.Pool,
     endpoint: Endpoint,
@@ -257,20 +264,27 @@ async def replay(
     key = key_of(event_id) if event_id is not None else None
     if event_id is not None and key is None:
         return 0
+    bounds: list[object]
+    if key is not None:
+        events_where, notices_where, bounds = "e.event_id = $2", "n.id = $2", [key]
+    else:
+        # The tenant's messages accepted in the range (or up to LATE_EVENTS_WITHIN before it, for
+        # a complaint that came back late) lead to their events by the indexes both tables have.
+        events_where = (
+            "m.accepted_at >= $2::timestamptz - $4::interval AND m.accepted_at < $3"
+            " AND e.occurred_at >= $2 AND e.occurred_at < $3"
+        )
+        notices_where = "n.occurred_at >= $2 AND n.occurred_at < $3"
+        bounds = [since, until, LATE_EVENTS_WITHIN]
     rows = await pool.fetch(
         "SELECT e.event_id AS id, e.type, e.event::text AS body,"
         " e.event->'data'->>'stream' AS stream"
         " FROM message_events e JOIN messages m ON m.id = e.message_id WHERE m.tenant_id = $1"
-        " AND (CASE WHEN $2::uuid IS NULL THEN e.occurred_at >= $3 AND e.occurred_at < $4"
-        " ELSE e.event_id = $2 END)"
+        f" AND {events_where}"
         " UNION ALL SELECT n.id, n.type, n.notice::text, NULL FROM tenant_notices n"
-        " WHERE n.tenant_id = $1 AND (CASE WHEN $2::uuid IS NULL"
-        " THEN n.occurred_at >= $3 AND n.occurred_at < $4 ELSE n.id = $2 END) LIMIT $5",
+        f" WHERE n.tenant_id = $1 AND {notices_where} LIMIT {MAX_REPLAY + 1}",
         tenant,
-        key,
-        since,
-        until,
-        MAX_REPLAY + 1,
+        *bounds,
     )
     if len(rows) > MAX_REPLAY:
         raise ReplayRefused(f"more than {MAX_REPLAY} events in that range: replay a shorter one")

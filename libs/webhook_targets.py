@@ -145,12 +145,18 @@ async def resolve(resolver: dns.asyncresolver.Resolver, host: str) -> list[Addre
     return found
 
 
+RESOLVED_HOSTS_CACHED = 4096
+
+
 class TargetGuard:
     """Checks endpoint URLs with the platform's settings and resolver."""
 
     def __init__(self, settings: Settings) -> None:
         self.dev_mode = settings.dev_mode
         self.resolver = resolver_of(settings)
+        # Answers kept for their TTL: a post needs no lookup of its own, and what is posted to
+        # is still the address just checked (the connection goes to that address itself).
+        self.resolver.cache = dns.resolver.LRUCache(RESOLVED_HOSTS_CACHED)
 
     async def check(self, url: str) -> str:
         """``url`` as saved when it may be posted to; raises ``TargetRefused``."""

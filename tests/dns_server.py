@@ -41,12 +41,12 @@ class LoopbackDns(BaseResolver):  # type: ignore[misc]
     def add_cname(self, name: str, target: str) -> None:
         self._add(RR(name, QTYPE.CNAME, rdata=CNAME(target), ttl=TTL))
 
-    def add_address(self, name: str, address: str) -> None:
+    def add_address(self, name: str, address: str, ttl: int = TTL) -> None:
         """An A (or, for an IPv6 address, AAAA) record."""
         if ":" in address:
-            self._add(RR(name, QTYPE.AAAA, rdata=AAAA(address), ttl=TTL))
+            self._add(RR(name, QTYPE.AAAA, rdata=AAAA(address), ttl=ttl))
         else:
-            self._add(RR(name, QTYPE.A, rdata=A(address), ttl=TTL))
+            self._add(RR(name, QTYPE.A, rdata=A(address), ttl=ttl))
 
     def fail(self, name: str) -> None:
         """Answer SERVFAIL for every question about ``name``."""

@@ -22,7 +22,7 @@ from libs.cache import TtlCache
 from libs.events import TENANT_HEADER, header
 from libs.service import PipelineService
 from libs.settings import Settings
-from libs.subscriptions import RawRecord, subscribe_events, subscribe_notices
+from libs.subscriptions import RawRecord, Tuning, subscribe_events, subscribe_notices
 from libs.webhook_endpoints import CHANGES_CHANNEL, Endpoint, enabled_endpoints
 from libs.webhook_queue import QueuedEvent, enqueue, store_notices
 from schemas.events import DeliveryEvent
@@ -37,6 +37,10 @@ applies to events read this much later at most (at once while the change notices
 
 log = logging.getLogger(__name__)
 
+EVENTS_TUNING = Tuning(max_records=1000, fetch_min_bytes=16 * 1024, fetch_max_wait_ms=50)
+"""Webhooks are the tenant's real-time feed: a batch waits at most 50 ms to fill (the message
+log and analytics wait longer for fuller batches)."""
+
 
 class WebhookService(PipelineService):
     """Queues every event for its tenant's endpoints and posts the queue."""
@@ -49,7 +53,13 @@ class WebhookService(PipelineService):
         self._dispatcher: Dispatcher | None = None
         self._listening: asyncpg.Connection | None = None
         subscribe_events(
-            self.broker, settings, SERVICE, "events", self.queue_events, wanted=self._wanted
+            self.broker,
+            settings,
+            SERVICE,
+            "events",
+            self.queue_events,
+            wanted=self._wanted,
+            tuning=EVENTS_TUNING,
         )
         subscribe_notices(self.broker, settings, SERVICE, "notices", self.queue_notices)
 

@@ -307,7 +307,7 @@ async def test_targets_are_checked_when_saved_and_again_when_posted(
         assert refused.value.code == "webhook_target_refused" and reason in refused.value.detail
 
     named = f"hooks-{uuid.uuid4().hex[:8]}.test"
-    dns_zone.add_address(named, "127.0.0.1")
+    dns_zone.add_address(named, "127.0.0.1", ttl=0)  # a rebinding attacker's name is never cached
     name, url = receiver.url([200])
     by_name = url.replace("127.0.0.1", named)
     endpoint = await subscribed(pool, hook_settings, tenant, by_name)
@@ -318,7 +318,7 @@ async def test_targets_are_checked_when_saved_and_again_when_posted(
     assert headers["host"] == by_name.split("/")[2]  # posted to the checked address, by name
 
     dns_zone.clear(named)
-    dns_zone.add_address(named, "10.0.0.1")  # rebinding: a private address at post time
+    dns_zone.add_address(named, "10.0.0.1", ttl=0)  # rebinding: a private address at post time
     rebound = event_for(tenant)
     await publish(service, hook_settings, rebound)
 
