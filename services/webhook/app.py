@@ -73,7 +73,7 @@ class WebhookService(PipelineService):
         if self._dispatcher is not None:
             await self._dispatcher.stop()
         if self._listening is not None:
-            await self._listening.close()
+            self._listening.terminate()  # only a listener, and maybe cut by a database restart
         await super().stop()
 
     def _endpoints_changed(
