@@ -4,11 +4,13 @@ Only ``https`` (and ``http`` in dev mode) URLs without userinfo; the host's EVER
 be public. Loopback, private, link-local, multicast, unspecified, reserved and shared (CGNAT)
 addresses are refused, also when wrapped in an IPv6 form (IPv4-mapped or -compatible, 6to4,
 NAT64, Teredo), and so are the cloud metadata addresses. Dev mode (every local profile) allows
-loopback only. The check runs when an endpoint is saved and again before every post, on the
-addresses resolved then: the post goes to the checked address itself (``Host`` header and TLS
-SNI carry the name), so a name that changes its answer after the check (DNS rebinding) cannot
-steer the post elsewhere. A name that does not resolve yet is accepted when saved (every post
-checks again).
+loopback only, and there only on unprivileged ports none of the platform's own servers listens
+on (the gateway, the broker, the database, …): a developer's receiver on ``localhost:3000`` is
+fine, Sendarix's own API is not. The check runs when an endpoint is saved and again before every
+post, on the addresses resolved then: the post goes to the checked address itself (``Host``
+header and TLS SNI carry the name), so a name that changes its answer after the check (DNS
+rebinding) cannot steer the post elsewhere. A name that does not resolve yet is accepted when
+saved (every post checks again).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ METADATA = frozenset(
 NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 SHARED = ipaddress.ip_network("100.64.0.0/10")
 MAX_URL_LENGTH = 2048
+FIRST_UNPRIVILEGED_PORT = 1024
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class TargetRefused(ValueError):
@@ -98,7 +102,39 @@ def address_refusal(address: Address, dev_mode: bool) -> str | None:
     return None
 
 
-def parse_target(url: str, dev_mode: bool) -> httpx.URL:
+def loopback_port_refusal(address: Address, port: int, own_ports: frozenset[int]) -> str | None:
+    """Why a loopback ``address`` (one dev mode allows) may still not take posts on ``port``."""
+    inner = embedded_ipv4(address) or address
+    if not inner.is_loopback:
+        return None
+    if port < FIRST_UNPRIVILEGED_PORT:
+        return f"port {port} of {address}, a privileged loopback port"
+    if port in own_ports:
+        return f"port {port} of {address}, where one of Sendarix's own servers listens"
+    return None
+
+
+def platform_ports(settings: Settings) -> frozenset[int]:
+    """The loopback ports the platform's own servers listen on, as ``settings`` has them."""
+    urls = (f"kafka://{settings.kafka_bootstrap}", settings.database_url, settings.otlp_endpoint)
+    found = {
+        settings.http_port,
+        settings.smtp_submission_port,
+        settings.feedback_port,
+        settings.simulator_port,
+        settings.relay_port,
+    }
+    for url in urls:
+        try:
+            port = httpx.URL(url.split(",")[0]).port
+        except (httpx.InvalidURL, ValueError):
+            continue
+        if port is not None:
+            found.add(port)
+    return frozenset(found)
+
+
+def parse_target(url: str, dev_mode: bool, own_ports: frozenset[int] = frozenset()) -> httpx.URL:
     """``url`` when its form may be posted to (scheme, no userinfo, a host); raises
     ``TargetRefused``. An address literal is checked here, a name once resolved."""
     if len(url) > MAX_URL_LENGTH:
@@ -119,7 +155,14 @@ def parse_target(url: str, dev_mode: bool) -> httpx.URL:
     literal = address_literal(parsed.host)
     if literal is not None and (why := address_refusal(literal, dev_mode)):
         raise TargetRefused(f"the URL points at {why}")
+    if literal is not None and (why := loopback_port_refusal(literal, port_of(parsed), own_ports)):
+        raise TargetRefused(f"the URL points at {why}")
     return parsed
+
+
+def port_of(url: httpx.URL) -> int:
+    """The port a post to ``url`` connects to."""
+    return url.port or DEFAULT_PORTS[url.scheme]
 
 
 def address_literal(host: str) -> Address | None:
@@ -153,6 +196,7 @@ class TargetGuard:
 
     def __init__(self, settings: Settings) -> None:
         self.dev_mode = settings.dev_mode
+        self.own_ports = platform_ports(settings)
         self.resolver = resolver_of(settings)
         # Answers kept for their TTL: a post needs no lookup of its own, and what is posted to
         # is still the address just checked (the connection goes to that address itself).
@@ -160,10 +204,10 @@ class TargetGuard:
 
     async def check(self, url: str) -> str:
         """``url`` as saved when it may be posted to; raises ``TargetRefused``."""
-        parsed = parse_target(url, self.dev_mode)
+        parsed = parse_target(url, self.dev_mode, self.own_ports)
         if address_literal(parsed.host) is None:
             try:
-                await self._addresses(parsed.host)
+                await self._addresses(parsed.host, port_of(parsed))
             except TargetRefused as refused:
                 if refused.code != UNRESOLVED:
                     raise
@@ -171,19 +215,24 @@ class TargetGuard:
 
     async def target(self, url: str) -> Target:
         """Where to post for ``url`` now: its host resolved and every address checked."""
-        parsed = parse_target(url, self.dev_mode)
-        address = address_literal(parsed.host) or (await self._addresses(parsed.host))[0]
+        parsed = parse_target(url, self.dev_mode, self.own_ports)
+        address = (
+            address_literal(parsed.host) or (await self._addresses(parsed.host, port_of(parsed)))[0]
+        )
         return Target(
             url=parsed.copy_with(host=str(address)),
             host_header=parsed.netloc.decode("ascii"),
             sni_hostname=parsed.host if address_literal(parsed.host) is None else None,
         )
 
-    async def _addresses(self, host: str) -> list[Address]:
+    async def _addresses(self, host: str, port: int) -> list[Address]:
         addresses = await resolve(self.resolver, host)
         if not addresses:
             raise TargetRefused(f"{host} does not resolve", UNRESOLVED)
         for address in addresses:
-            if why := address_refusal(address, self.dev_mode):
+            why = address_refusal(address, self.dev_mode) or loopback_port_refusal(
+                address, port, self.own_ports
+            )
+            if why:
                 raise TargetRefused(f"{host} resolves to {why}")
         return addresses

@@ -7,8 +7,15 @@ from datetime import UTC, datetime
 
 import pytest
 
+from libs.settings import Settings
 from libs.webhook_endpoints import Endpoint
-from libs.webhook_targets import TargetRefused, address_refusal, embedded_ipv4, parse_target
+from libs.webhook_targets import (
+    TargetRefused,
+    address_refusal,
+    embedded_ipv4,
+    parse_target,
+    platform_ports,
+)
 
 
 @pytest.mark.parametrize(
@@ -111,3 +118,32 @@ def test_endpoint_filters_match_types_and_streams() -> None:
     assert endpoint.wants("sendarix.alert.opened", None)  # a notice has no stream
     everything = endpoint.model_copy(update={"event_types": [], "streams": []})
     assert everything.wants("sendarix.message.bounced", "transactional")
+
+
+OWN_PORTS = platform_ports(Settings(http_port=8080, kafka_bootstrap="127.0.0.1:9092"))
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://127.0.0.1:8080/", "Sendarix's own servers"),  # the gateway itself
+        ("http://127.0.0.1:9092/", "Sendarix's own servers"),  # the broker
+        ("http://127.0.0.1:5433/", "Sendarix's own servers"),  # the database
+        ("http://[::1]/", "privileged loopback port"),
+        ("https://localhost.localdomain:22/", None),  # a name: checked once resolved
+        ("http://[::ffff:127.0.0.1]:25/", "privileged loopback port"),
+    ],
+)
+def test_dev_mode_keeps_loopback_posts_off_the_platform_and_privileged_ports(
+    url: str, why: str | None
+) -> None:
+    if why is None:
+        parse_target(url, dev_mode=True, own_ports=OWN_PORTS)
+        return
+    with pytest.raises(TargetRefused) as refused:
+        parse_target(url, dev_mode=True, own_ports=OWN_PORTS)
+    assert why in refused.value.detail
+
+
+def test_dev_mode_lets_a_developer_receive_on_a_loopback_port_of_their_own() -> None:
+    assert parse_target("http://127.0.0.1:3000/hook", dev_mode=True, own_ports=OWN_PORTS)
