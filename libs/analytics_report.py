@@ -25,6 +25,13 @@ MAX_BUCKETS = 2000
 """The most buckets one report spans (about 33 hours of minutes, 83 days of hours, 5 years of
 days): more is a question for a coarser granularity."""
 FILTERS = ("stream", "lane", "category", "template", "variant", "recipient_domain")
+MAX_ROWS = 200_000
+"""The most aggregate rows one report adds up: a grouping by recipient domain over thousands of
+buckets could otherwise ask the gateway to hold millions."""
+
+
+class ReportTooLarge(ValueError):
+    """The report would add up more than ``MAX_ROWS`` rows."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +124,7 @@ def _statement(table: str, measure: str, query: AnalyticsQuery) -> tuple[str, li
     sql = (
         f"SELECT bucket{groups}, {measure}, sum(count)::bigint AS count FROM {table}"
         f" WHERE {' AND '.join(conditions)} GROUP BY bucket{groups}, {measure}"
+        f" LIMIT {MAX_ROWS + 1}"
     )
     return sql, arguments
 
@@ -132,6 +140,11 @@ async def read_report(pool: asyncpg.Pool, tenant_id: str, query: AnalyticsQuery)
     counted, binned = await asyncio.gather(
         pool.fetch(counts_sql, tenant, *arguments), pool.fetch(latency_sql, tenant, *arguments)
     )
+    if max(len(counted), len(binned)) > MAX_ROWS:
+        raise ReportTooLarge(
+            f"more than {MAX_ROWS} figures: group by fewer dimensions, filter, or ask for a"
+            " coarser granularity or a shorter range"
+        )
     for row in counted:
         key = (row["bucket"], *(row[name] for name in query.group_by))
         buckets[key].counts[row["event_type"]] += row["count"]

@@ -21,6 +21,7 @@ from libs.analytics_report import (
     MAX_BUCKETS,
     AnalyticsQuery,
     AnalyticsReport,
+    ReportTooLarge,
     read_report,
     refusal,
 )
@@ -123,7 +124,10 @@ async def analytics(
     retention = timedelta(hours=ingest.settings.analytics_minute_retention_hours)
     if why := refusal(query, now, retention):
         raise ProblemError.of([bad_parameter("since", why)])
-    return await read_report(ingest.pool, caller.tenant.id, query)
+    try:
+        return await read_report(ingest.pool, caller.tenant.id, query)
+    except ReportTooLarge as error:
+        raise ProblemError("report_too_large", str(error)) from None
 
 
 class AlertList(BaseModel):

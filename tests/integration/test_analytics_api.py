@@ -10,6 +10,7 @@ import asyncpg
 import httpx
 import pytest
 
+from libs import analytics_report
 from libs.tenants import Tenant
 from tests.integration.test_api_keys import assert_problem, bearer, new_key
 from tests.integration.test_rules_api import other_tenant
@@ -131,3 +132,23 @@ async def test_alerts_are_listed_by_status_for_their_tenant_only(
     assert await kinds(tenant[1], "resolved") == ["complaint_rate"]
     assert sorted(await kinds(tenant[1], "all")) == ["bounce_rate", "complaint_rate"]
     assert await kinds(other_key, "all") == []
+
+
+async def test_a_report_of_more_figures_than_the_gateway_holds_is_refused(
+    client: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    tenant: tuple[Tenant, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tenant_id, key = tenant[0].id, tenant[1]
+    await counted(pool, tenant_id, [("bulk", f"d{n}.example", "delivered", 1) for n in range(4)])
+    monkeypatch.setattr(analytics_report, "MAX_ROWS", 3)
+
+    grouped = await client.get(
+        "/v1/analytics", params={"group_by": "recipient_domain"}, headers=bearer(key)
+    )
+    whole = await client.get("/v1/analytics", headers=bearer(key))
+
+    assert_problem(grouped, 422, "report_too_large")
+    assert whole.status_code == 200, whole.text
+    assert whole.json()["totals"]["counts"]["delivered"] == 4

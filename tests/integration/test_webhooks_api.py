@@ -22,8 +22,9 @@ from tests.support import logged_delivered
 
 pytestmark = pytest.mark.integration
 
-HOOK = "http://127.0.0.1:9/hook"
-"""Loopback (allowed in dev mode, which the test stack runs in); nothing is posted here."""
+HOOK = "http://127.0.0.1:9999/hook"
+"""Loopback on an unprivileged port none of the platform's servers uses (allowed in dev mode,
+which the test stack runs in); nothing is posted here."""
 
 
 async def test_endpoints_are_their_tenants_only_and_show_their_secret_once(
