@@ -136,6 +136,8 @@ class WebhookReceiver:
         self.arrived: dict[str, list[float]] = defaultdict(list)
         """When (``time.monotonic()``) each post of ``posts`` arrived."""
         self.answers: dict[str, list[int]] = {}
+        self.bodies: dict[str, bytes] = {}
+        """What each endpoint answers with (empty when not set)."""
         self.base_url = ""
 
     async def _hook(self, request: Request) -> Response:
@@ -145,7 +147,7 @@ class WebhookReceiver:
         answers = self.answers.get(name) or [200]
         status = answers.pop(0) if len(answers) > 1 else answers[0]
         self.answered[name].append(status)
-        return Response(status_code=status)
+        return Response(self.bodies.get(name, b""), status_code=status)
 
     def delivered_ids(self, name: str) -> list[str]:
         """The ``webhook-id`` of every post to ``name`` answered 2xx, in order."""

@@ -337,4 +337,5 @@ async def _excerpt(response: httpx.Response) -> str | None:
         read += chunk
         if len(read) >= RESPONSE_EXCERPT:
             break
-    return read[:RESPONSE_EXCERPT].decode("utf-8", "replace") or None
+    # PostgreSQL text holds no NUL: an endpoint answering one must not fail its own log.
+    return read[:RESPONSE_EXCERPT].decode("utf-8", "replace").replace("\x00", "\ufffd") or None

@@ -361,3 +361,27 @@ async def test_a_disabled_endpoint_is_queued_nothing_from_the_moment_it_is_disab
         "SELECT count(*) FROM webhook_queue WHERE endpoint_id = $1", uuid.UUID(endpoint.id)
     )
     assert rows == 1 and receiver.delivered_ids(name) == [first.id]
+
+
+async def test_an_answer_holding_nul_is_logged_without_failing_the_delivery(
+    service: WebhookService,
+    hook_settings: Settings,
+    pool: asyncpg.Pool,
+    receiver: WebhookReceiver,
+) -> None:
+    tenant = await new_tenant(pool)
+    name, url = receiver.url([200])
+    receiver.bodies[name] = b"ok\x00\xff then more"
+    endpoint = await subscribed(pool, hook_settings, tenant, url)
+    event = event_for(tenant)
+    await publish(service, hook_settings, event)
+
+    settled = await eventually(lambda: queued(pool, endpoint, event.id))
+
+    assert settled["status"] == "delivered"
+    logged = await pool.fetchval(
+        "SELECT response FROM webhook_attempts WHERE endpoint_id = $1 AND event_id = $2",
+        uuid.UUID(endpoint.id),
+        uuid.UUID(event.id),
+    )
+    assert logged == "ok\ufffd\ufffd then more"
