@@ -92,12 +92,14 @@ def retry_after(value: str | None, now: datetime) -> timedelta | None:
     if value is None or not value.strip():
         return None
     text = value.strip()
-    if text.isdigit():
-        pause = timedelta(seconds=int(text))
+    if text.isascii() and text.isdigit():
+        # More seconds than a timedelta holds only means "as long as allowed".
+        seconds = int(text) if len(text) <= 9 else MAX_RETRY_AFTER.total_seconds()
+        pause = timedelta(seconds=seconds)
     else:
         try:
             when = parsedate_to_datetime(text)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return None
         pause = (when if when.tzinfo else when.replace(tzinfo=UTC)) - now
     return max(timedelta(0), min(pause, MAX_RETRY_AFTER))

@@ -68,6 +68,8 @@ def test_verdicts() -> None:
 
 def test_retry_after_is_honoured_in_seconds_or_as_a_date_and_capped() -> None:
     assert retry_after("120", NOW) == timedelta(seconds=120)
+    assert retry_after("9" * 40, NOW) == MAX_RETRY_AFTER  # no overflow: as long as allowed
+    assert retry_after("\u00b2", NOW) is None  # a digit, but not a number of seconds
     assert retry_after("Fri, 01 May 2026 12:10:00 GMT", NOW) == timedelta(minutes=10)
     assert retry_after("Thu, 01 Jan 2026 00:00:00 GMT", NOW) == timedelta(0)
     assert retry_after("999999", NOW) == MAX_RETRY_AFTER
