@@ -33,6 +33,7 @@ from libs.templates import TemplateCatalogue
 from libs.tenants import Tenant, TenantDirectory
 from libs.topics import RENDER
 from libs.tracing import traceparent
+from libs.webhook_targets import TargetGuard
 from schemas.common import Lane
 from schemas.events import MessageState
 from schemas.pipeline import AcceptedMessage, MessageSpec
@@ -79,6 +80,8 @@ class Ingest:
     send_rates: SendRateLimits
     token_key: bytes
     """Checks the signed tokens of unsubscribe links (``libs.message_tokens``)."""
+    webhook_targets: TargetGuard
+    """Checks webhook URLs (one resolver, its answers cached for their TTL)."""
 
     @classmethod
     def on(cls, settings: Settings, broker: Broker, pool: asyncpg.Pool) -> Ingest:
@@ -92,6 +95,7 @@ class Ingest:
             CriticalRateCap(),
             SendRateLimits(),
             signing_key(settings),
+            TargetGuard(settings),
         )
 
 

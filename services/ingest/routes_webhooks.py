@@ -27,7 +27,6 @@ from libs.webhook_endpoints import (
     EndpointRefused,
 )
 from libs.webhook_queue import MAX_REPLAY, Attempt, ReplayRefused, list_attempts, replay
-from libs.webhook_targets import TargetGuard
 from services.ingest.http_deps import (
     AdminCaller,
     IngestDep,
@@ -96,10 +95,6 @@ class AttemptPage(BaseModel):
     next_cursor: str | None
 
 
-def _guard(ingest: IngestDep) -> TargetGuard:
-    return TargetGuard(ingest.settings)
-
-
 async def _found(endpoint_id: str, change: Awaitable[T | None]) -> T:
     """What a look-up or change of one endpoint returned: 404 when the tenant has none such."""
     try:
@@ -137,7 +132,7 @@ async def create_webhook(
     request: Request, ingest: IngestDep, caller: AdminCaller
 ) -> EndpointWithSecret:
     body = await parsed_body(request, EndpointFields)
-    change = endpoints.create_endpoint(ingest.pool, _guard(ingest), caller.tenant.id, body)
+    change = endpoints.create_endpoint(ingest.pool, ingest.webhook_targets, caller.tenant.id, body)
     return _with_secret(await _found("", change))
 
 
@@ -160,7 +155,7 @@ async def patch_webhook(
 ) -> Endpoint:
     body = await parsed_body(request, EndpointPatch)
     change = endpoints.update_endpoint(
-        ingest.pool, _guard(ingest), caller.tenant.id, endpoint_id, body
+        ingest.pool, ingest.webhook_targets, caller.tenant.id, endpoint_id, body
     )
     return await _found(endpoint_id, change)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -35,6 +35,7 @@ ENDPOINTS_TTL_SECONDS = 5.0
 applies to events read this much later at most (at once while the change notices of
 ``CHANGES_CHANNEL`` arrive)."""
 
+T = TypeVar("T", DeliveryEvent, Notice)
 log = logging.getLogger(__name__)
 
 EVENTS_TUNING = Tuning(max_records=1000, fetch_min_bytes=16 * 1024, fetch_max_wait_ms=50)
@@ -89,21 +90,7 @@ class WebhookService(PipelineService):
     async def queue_events(self, batch: list[Consumed[DeliveryEvent]]) -> Outbox:
         """Queue the batch's events for the endpoints that want them."""
         wanted = [item for item in batch if _event_uuid(item.value.id)]
-        endpoints = await self._endpoints_of([item.value.data.tenant_id for item in wanted])
-        queued = [
-            QueuedEvent(
-                uuid.UUID(endpoint.id),
-                uuid.UUID(item.value.id),
-                uuid.UUID(endpoint.tenant_id),
-                item.value.type,
-                item.raw.value or b"",
-                _traceparent(item),
-            )
-            for item in wanted
-            for endpoint in endpoints[item.value.data.tenant_id]
-            if endpoint.wants(item.value.type, item.value.data.stream)
-        ]
-        await self._queue(queued)
+        await self._queue(wanted, lambda e: (e.data.tenant_id, e.type, e.data.stream))
         return Outbox(self.settings.topic_prefix)
 
     async def queue_notices(self, batch: list[Consumed[Notice]]) -> Outbox:
@@ -117,25 +104,29 @@ class WebhookService(PipelineService):
                 for n in [item.value]
             ],
         )
-        endpoints = await self._endpoints_of([item.value.data.tenant_id for item in notices])
-        await self._queue(
-            [
-                QueuedEvent(
-                    uuid.UUID(endpoint.id),
-                    uuid.UUID(item.value.id),
-                    uuid.UUID(endpoint.tenant_id),
-                    item.value.type.value,
-                    item.raw.value or b"",
-                    _traceparent(item),
-                )
-                for item in notices
-                for endpoint in endpoints[item.value.data.tenant_id]
-                if endpoint.wants(item.value.type.value, None)
-            ]
-        )
+        await self._queue(notices, lambda n: (n.data.tenant_id, n.type.value, None))
         return Outbox(self.settings.topic_prefix)
 
-    async def _queue(self, queued: Sequence[QueuedEvent]) -> None:
+    async def _queue(
+        self, items: Sequence[Consumed[T]], about: Callable[[T], tuple[str, str, str | None]]
+    ) -> None:
+        """Queue each item for its tenant's endpoints that want it, and wake their workers;
+        ``about`` tells an item's tenant, CloudEvent type and stream (None: not a message's)."""
+        described = [(item, about(item.value)) for item in items]
+        endpoints = await self._endpoints_of([tenant for _, (tenant, _, _) in described])
+        queued = [
+            QueuedEvent(
+                uuid.UUID(endpoint.id),
+                uuid.UUID(item.value.id),
+                uuid.UUID(endpoint.tenant_id),
+                event_type,
+                item.raw.value or b"",
+                _traceparent(item),
+            )
+            for item, (tenant, event_type, stream) in described
+            for endpoint in endpoints[tenant]
+            if endpoint.wants(event_type, stream)
+        ]
         woken = await enqueue(self.pool, queued)
         assert self._dispatcher is not None, "the webhook service is not started"
         self._dispatcher.wake(woken)
