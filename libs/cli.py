@@ -530,9 +530,7 @@ def template_create(
     stored = _with_pool(
         settings, lambda pool: put_template(pool, tenant_id, name, subject, html, text, locale)
     )
-    _print_json(
-        {"tenant_id": tenant_id, "name": name, "locale": stored.locale, "version": stored.version}
-    )
+    _print_json({"tenant_id": tenant_id, "name": name, "locale": locale, "version": stored.version})
 
 
 @main.group()

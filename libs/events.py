@@ -19,23 +19,25 @@ TENANT_HEADER = "sendarix-tenant-id"
 
 
 def event_data(spec: MessageSpec, service: str, **details: Any) -> EventData:
-    """The event data of a message as its spec describes it, plus stage-specific details."""
-    return EventData(
-        message_id=spec.message_id,
-        tenant_id=spec.tenant_id,
-        recipient=spec.recipient.address,
-        sender=spec.sender.address,
-        stream=spec.stream,
-        lane=spec.lane,
-        category=spec.category,
-        tags=spec.tags,
-        metadata=spec.metadata,
-        template=spec.template,
-        trace_id=spec.trace_id,
-        service=service,
-        key_id=spec.key_id,
-        **details,
-    )
+    """The event data of a message as its spec describes it, plus stage-specific details
+    (which win: render names the version it really merged)."""
+    described: dict[str, Any] = {
+        "message_id": spec.message_id,
+        "tenant_id": spec.tenant_id,
+        "recipient": spec.recipient.address,
+        "sender": spec.sender.address,
+        "stream": spec.stream,
+        "lane": spec.lane,
+        "category": spec.category,
+        "tags": spec.tags,
+        "metadata": spec.metadata,
+        "template": spec.template,
+        "template_version": spec.template_version,
+        "trace_id": spec.trace_id,
+        "service": service,
+        "key_id": spec.key_id,
+    }
+    return EventData(**(described | details))
 
 
 def new_event(state: MessageState, data: EventData) -> DeliveryEvent:

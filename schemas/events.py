@@ -111,6 +111,9 @@ class EventData(Record):
     metadata: dict[str, str] = Field(default_factory=dict)
     template: str | None = None
     template_version: int | None = None
+    layout_version: int | None = None
+    locale: str | None = None
+    """The template locale rendered (``rendered``), after the fallback chain."""
     subject: str | None = None
     route: Route | None = None
     attempt: int | None = None

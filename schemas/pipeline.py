@@ -33,6 +33,9 @@ class MessageSpec(Record):
     html: str | None = None
     text: str | None = None
     template: str | None = None
+    template_version: int | None = None
+    """The version ingest chose (the active one, or an experiment's variant): render merges
+    exactly it. None: no template, or a record from before versions were pinned."""
     data: dict[str, Any] = Field(default_factory=dict)
     locale: str | None = None
     stream: Stream = Stream.TRANSACTIONAL
@@ -74,6 +77,9 @@ class RenderedContent(Record):
     html: str | None = None
     text: str | None = None
     template_version: int | None = None
+    layout_version: int | None = None
+    locale: str | None = None
+    """The locale of the template that was rendered (after the fallback chain)."""
 
 
 class Pool(StrEnum):

@@ -312,7 +312,7 @@ async def _check(
 ) -> Addresses | list[Violation]:
     """The request's parsed addresses, or everything wrong with it."""
     template = (
-        await ingest.templates.latest(tenant.id, request.template, request.locale)
+        await ingest.templates.active(tenant.id, request.template)
         if request.template is not None
         else None
     )

@@ -37,7 +37,7 @@ from libs.sendable import (
     header_fault,
     parse_mailbox,
 )
-from libs.templates import Template
+from libs.templates import TemplateVersion, best_locale
 from schemas.common import Mailbox, Problem
 from schemas.send import SendRequest
 
@@ -290,7 +290,7 @@ def _defined_by(test: nodes.Node) -> tuple[frozenset[str], frozenset[str]]:
 def check_request(
     request: SendRequest,
     tenant_domains: Sequence[str],
-    template: Template | None,
+    template: TemplateVersion | None,
     now: datetime,
     sendable_domains: Sequence[str] | None = None,
 ) -> Addresses | list[Violation]:
@@ -361,7 +361,7 @@ def _duplicates(recipients: Sequence[Mailbox | Violation]) -> Iterator[Violation
         seen.add(address)
 
 
-def _content(request: SendRequest, template: Template | None) -> Iterator[Violation]:
+def _content(request: SendRequest, template: TemplateVersion | None) -> Iterator[Violation]:
     if request.template is None:
         if not request.subject:
             yield Violation("missing_content", pointer("subject"), "a subject or a template")
@@ -373,20 +373,21 @@ def _content(request: SendRequest, template: Template | None) -> Iterator[Violat
             "unknown_template", pointer("template"), f"no template named {request.template!r}"
         )
         return
+    sources = template.contents[best_locale(template, request.locale)]
     try:
-        needed = required_variables(template.subject, template.html, template.text)
+        needed = required_variables(sources.subject, sources.html, sources.text)
     except TemplateSyntaxError as error:
         yield Violation(
             "invalid_template",
             pointer("template"),
-            f"template {template.name!r} v{template.version} does not parse: {error}",
+            f"template {template.alias!r} v{template.version} does not parse: {error}",
         )
         return
     for name in sorted(needed - request.data.keys()):
         yield Violation(
             "missing_template_data",
             pointer("data", name),
-            f"template {template.name!r} needs {name!r}",
+            f"template {template.alias!r} needs {name!r}",
         )
 
 

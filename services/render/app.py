@@ -7,7 +7,7 @@ from libs.events import event_data
 from libs.service import PipelineService
 from libs.settings import Settings
 from libs.subscriptions import subscribe_stage
-from libs.templates import Template, TemplateCatalogue
+from libs.templates import TemplateCatalogue, TemplateVersion
 from libs.topics import POLICY, RENDER
 from schemas.common import Problem
 from schemas.events import MessageState
@@ -30,11 +30,13 @@ class RenderService(PipelineService):
     async def prepare(self) -> None:
         self._templates = TemplateCatalogue(self.pool)
 
-    async def _template(self, spec: MessageSpec) -> Template | None:
+    async def _template(self, spec: MessageSpec) -> TemplateVersion | None:
         assert self._templates is not None, "render is not started"
         if spec.template is None:
             return None
-        return await self._templates.latest(spec.tenant_id, spec.template, spec.locale)
+        if spec.template_version is None:
+            return await self._templates.active(spec.tenant_id, spec.template)
+        return await self._templates.version(spec.tenant_id, spec.template, spec.template_version)
 
     async def render_batch(self, batch: list[Consumed[AcceptedMessage]]) -> Outbox:
         """Render every message of the batch: on to policy-check, or ``failed`` with the reason."""

@@ -16,7 +16,7 @@ from jinja2 import Template as JinjaTemplate
 from jinja2.sandbox import SandboxedEnvironment
 
 from libs.sendable import BODY, MAX_MESSAGE_BYTES, MAX_SUBJECT_CHARS, ONE_LINE
-from libs.templates import Template
+from libs.templates import TemplateVersion, best_locale
 from schemas.common import Problem
 from schemas.pipeline import MessageSpec, RenderedContent
 from services.render.html_text import html_to_text
@@ -71,9 +71,14 @@ def content(
     return RenderedContent(subject=subject, html=html, text=text, template_version=template_version)
 
 
-def merge(template: Template, data: dict[str, Any]) -> RenderedContent | Problem:
-    """``template`` merged with ``data``, or a ``render_failed`` problem saying what broke."""
-    parts = {"subject": template.subject, "html": template.html, "text": template.text}
+def merge(
+    template: TemplateVersion, data: dict[str, Any], locale: str | None
+) -> RenderedContent | Problem:
+    """``template`` in the locale that serves ``locale``, merged with ``data``, or a
+    ``render_failed`` problem saying what broke."""
+    spoken = best_locale(template, locale)
+    sources = template.contents[spoken]
+    parts = {"subject": sources.subject, "html": sources.html, "text": sources.text}
     merged: dict[str, str | None] = {}
     for part, source in parts.items():
         if source is None:
@@ -85,12 +90,15 @@ def merge(template: Template, data: dict[str, Any]) -> RenderedContent | Problem
             reason = str(error) if isinstance(error, TemplateError) else repr(error)
             return Problem(
                 code=RENDER_FAILED,
-                detail=f"template {template.name!r} v{template.version}, {part}: {reason}",
+                detail=f"template {template.alias!r} v{template.version}, {part}: {reason}",
             )
-    return content(merged["subject"] or "", merged["html"], merged["text"], template.version)
+    rendered = content(merged["subject"] or "", merged["html"], merged["text"], template.version)
+    if isinstance(rendered, Problem):
+        return rendered
+    return rendered.model_copy(update={"locale": spoken})
 
 
-def render(spec: MessageSpec, template: Template | None) -> RenderedContent | Problem:
+def render(spec: MessageSpec, template: TemplateVersion | None) -> RenderedContent | Problem:
     """The content of ``spec``: its template merged with its data, or its inline parts as given.
 
     ``template`` is the one the store returned for ``spec.template`` (None: it does not exist).
@@ -102,4 +110,4 @@ def render(spec: MessageSpec, template: Template | None) -> RenderedContent | Pr
         return Problem(
             code=RENDER_FAILED, detail=f"template {spec.template!r} not found for {locale}"
         )
-    return merge(template, spec.data)
+    return merge(template, spec.data, spec.locale)

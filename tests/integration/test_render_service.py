@@ -82,6 +82,8 @@ async def test_template_is_merged_and_handed_to_policy(
         "html": "<p>Hi &lt;Zoë&gt;</p>",
         "text": "Hi <Zoë>",
         "template_version": 2,
+        "layout_version": None,
+        "locale": "en",
     }
     [event] = await tap.wait_for(event_of(spec.message_id, "rendered"))
     assert event["data"]["template"] == name

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from deploy.stack.seed import OTP_SUBJECT, seed_dev_tenant, seed_otp_template
-from libs.templates import latest_template
+from libs.templates import active_version
 from libs.tenants import tenant_by_api_key
 
 pytestmark = pytest.mark.integration
@@ -48,8 +48,9 @@ async def test_the_otp_template_is_seeded_once(pool: asyncpg.Pool, tmp_path: Pat
     await seed_otp_template(pool, tenant.tenant_id)
     await seed_otp_template(pool, tenant.tenant_id)
 
-    template = await latest_template(pool, tenant.tenant_id, "otp", None)
+    template = await active_version(pool, tenant.tenant_id, "otp")
     assert template is not None
     assert template.version == 1
-    assert template.subject == OTP_SUBJECT
-    assert template.text is not None and "{{ code }}" in template.text
+    sources = template.contents["en"]
+    assert sources.subject == OTP_SUBJECT
+    assert sources.text is not None and "{{ code }}" in sources.text

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict
 
 from libs.sendable import MAX_ATTACHMENT_BYTES, MAX_MESSAGE_BYTES, MAX_NESTING
-from libs.templates import Template
+from libs.templates import LocaleContent, TemplateVersion
 from schemas.common import Mailbox
 from schemas.send import SendRequest, TopicSendRequest
 from services.ingest.validate import (
@@ -57,8 +57,11 @@ def file(**fields: str) -> dict[str, str]:
     return {"filename": "a.pdf", "content": "QQ=="} | fields
 
 
-def template(subject: str = "Code", html: str | None = None, text: str | None = None) -> Template:
-    return Template("t1", "otp", "en", 3, subject, html, text)
+def template(
+    subject: str = "Code", html: str | None = None, text: str | None = None
+) -> TemplateVersion:
+    content = LocaleContent(subject=subject, html=html, text=text if html or text else "")
+    return TemplateVersion(tenant_id="t1", alias="otp", version=3, contents={"en": content})
 
 
 def codes(checked: Addresses | SendRequest | list[Violation]) -> list[tuple[str, str]]:

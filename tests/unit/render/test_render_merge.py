@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from libs.sendable import MAX_MESSAGE_BYTES, MAX_SUBJECT_CHARS
-from libs.templates import Template
+from libs.templates import LocaleContent, TemplateVersion
 from schemas.common import Problem
 from schemas.pipeline import RenderedContent
 from services.render.render import content, one_line_subject, render
@@ -16,17 +16,20 @@ from tests.records import message_spec as spec
 
 def template(
     subject: str = "Hi", html: str | None = None, text: str | None = None, version: int = 3
-) -> Template:
-    return Template("t-1", "welcome", "en", version, subject, html, text)
+) -> TemplateVersion:
+    content = LocaleContent(subject=subject, html=html, text=text if html or text else "")
+    return TemplateVersion(
+        tenant_id="t-1", alias="welcome", version=version, contents={"en": content}
+    )
 
 
-def merged(tpl: Template, **data: Any) -> RenderedContent:
-    result = render(spec(template=tpl.name, data=data), tpl)
+def merged(tpl: TemplateVersion, **data: Any) -> RenderedContent:
+    result = render(spec(template=tpl.alias, data=data), tpl)
     assert isinstance(result, RenderedContent), result
     return result
 
 
-def failure(tpl: Template | None, **data: Any) -> Problem:
+def failure(tpl: TemplateVersion | None, **data: Any) -> Problem:
     result = render(spec(template="welcome", data=data), tpl)
     assert isinstance(result, Problem), result
     assert result.code == "render_failed"
@@ -141,7 +144,7 @@ def test_content_larger_than_a_message_is_a_problem_not_a_record() -> None:
 
 def test_a_template_that_renders_too_much_is_a_problem() -> None:
     tpl = template(text="{{ word * times }}")
-    result = render(spec(template=tpl.name, data={"word": "ab", "times": MAX_MESSAGE_BYTES}), tpl)
+    result = render(spec(template=tpl.alias, data={"word": "ab", "times": MAX_MESSAGE_BYTES}), tpl)
     assert isinstance(result, Problem) and result.code == "content_too_large"
 
 
