@@ -355,6 +355,10 @@ class TemplateCatalogue:
             (tenant_id, alias), lambda: active_version(self._pool, tenant_id, alias)
         )
 
+    def discard(self, tenant_id: str, alias: str) -> None:
+        """Forget which version of ``alias`` is active (this process just changed it)."""
+        self._active.discard((tenant_id, alias))
+
     async def version(self, tenant_id: str, alias: str, version: int) -> TemplateVersion | None:
         """Exactly ``version`` of ``alias``."""
         return await self._versions.get(
