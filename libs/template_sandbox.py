@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import lru_cache, wraps
+from string import Formatter
 from typing import Any
 
 from jinja2 import StrictUndefined, nodes, pass_context
@@ -49,8 +50,9 @@ WIDTH_FILTERS = (
 )  # fmt: skip
 """Built-in filters whose arguments size their output."""
 PADDING_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
-_FORMAT_NUMBER = re.compile(r"\d{6,}")
-"""A run of digits in a format string large enough to be a huge width or precision."""
+_PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d*)(?:\.(\*|\d*))?")
+"""A ``%`` conversion's width and precision (``%-10.3f``, ``%*s``)."""
+_SPEC_NUMBER = re.compile(r"\d+")
 
 
 class RenderLimitExceeded(Exception):
@@ -119,12 +121,30 @@ def _sized(value: Any) -> int | None:
     return len(value) if isinstance(value, str | list | tuple) else None
 
 
-def _check_format(template: Any, args: Iterable[Any], what: str) -> None:
-    """Refuse a ``%`` or ``str.format`` template whose widths or precisions are huge."""
+def _format_sizes(template: str, braces: bool) -> tuple[list[str], bool]:
+    """The widths and precisions a ``%`` (or, with ``braces``, ``str.format``) template asks
+    for, and whether its arguments give some (``%*s``, ``{:{width}}``); digits in its literal
+    text are not sizes."""
+    if not braces:
+        sizes = [size for found in _PERCENT_SPEC.findall(template) for size in found if size]
+        return [size for size in sizes if size != "*"], "*" in sizes
+    try:
+        specs = [spec for _, _, spec, _ in Formatter().parse(template) if spec]
+    except ValueError:  # malformed: str.format will say so itself
+        return [], False
+    return [n for spec in specs for n in _SPEC_NUMBER.findall(spec)], any("{" in s for s in specs)
+
+
+def _check_format(template: Any, args: Iterable[Any], what: str, braces: bool = False) -> None:
+    """Refuse a format template whose widths or precisions (given in it, or by its arguments)
+    are huge."""
+    if not isinstance(template, str):
+        return
     budget = current_budget()
-    if isinstance(template, str) and (found := _FORMAT_NUMBER.search(template)):
-        budget.width(int(found.group()), what)
-    for arg in args:
+    sizes, sized_by_arguments = _format_sizes(template, braces)
+    for size in sizes:
+        budget.width(int(size), what)
+    for arg in args if sized_by_arguments else ():
         budget.width(arg, what)
 
 
@@ -162,7 +182,7 @@ def _check_call(function: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any])
         new = args[1] if isinstance(args[1], str) else ""
         budget.allow(len(owner) + (owner.count(args[0]) * len(new)), "str.replace")
     elif name in {"format", "format_map"}:
-        _check_format(owner, (*args, *kwargs.values()), f"str.{name}")
+        _check_format(owner, (*args, *kwargs.values()), f"str.{name}", braces=True)
     elif name == "join" and isinstance(args[0] if args else None, list | tuple):
         budget.allow(len(owner) * len(args[0]), "str.join")
 
@@ -175,13 +195,14 @@ def _guarded_filter(name: str, function: Callable[..., Any]) -> Callable[..., An
     def guarded(*args: Any, **kwargs: Any) -> Any:
         budget = current_budget()
         budget.tick()
-        widths = [*args[skip:], *kwargs.values()]
-        for arg in widths:
-            budget.width(arg, f"the {name} filter")
+        arguments = [*args[skip:], *kwargs.values()]
+        if name == "format":  # its arguments are values: only those its template sizes by
+            _check_format(args[0] if args else None, arguments, "the format filter")
+        else:
+            for arg in arguments:
+                budget.width(arg, f"the {name} filter")
         if name == "indent":
             _check_indent(args, kwargs)
-        elif name == "format":
-            _check_format(args[0] if args else None, widths, "the format filter")
         elif name in ("join", "replace", "wordwrap") and len(args) >= skip:
             args = (*args[: skip - 1], *_check_growth(name, list(args[skip - 1 :]), kwargs))
         result = function(*args, **kwargs)

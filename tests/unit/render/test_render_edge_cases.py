@@ -183,6 +183,8 @@ def test_sandbox_escapes_fail_safely_with_the_reason(source: str, reason: str) -
         "{{ '%1000000000s' | format('x') }}",
         "{{ '{:>1000000000}'.format('x') }}",
         "{{ '%1000000000s' % 'x' }}",
+        "{{ '%*s' % (10**7, 'x') }}",
+        "{{ '{:{w}}'.format('x', w=10**7) }}",
         "{{ (range(100000) | list) | join('y' * 100000) }}",
         "{{ ('x' * 100000) | replace('', 'y' * 1000) }}",
         "{{ [1] | batch(1000000000, 'x') | list }}",
@@ -206,10 +208,14 @@ def test_limits_leave_ordinary_templates_alone() -> None:
         "{% set ns = namespace(total=0) %}{% for item in items %}{% set ns.total = ns.total"
         " + item.price %}{{ loop.index }}. {{ item.name | title | center(20) }}"
         " {{ '%8.2f' | format(item.price) }}\n{% endfor %}{{ ns.total }}"
-        " {{ range(3) | join(',') }} {{ 'a-b' | replace('-', '+') }}"
+        " {{ range(3) | join(',') }} {{ 'a-b' | replace('-', '+') }}\n"
+        "{{ 'Call 5551234567: %s %d' % ('x', 1234567) }} {{ 'Order 1234567 {}'.format(1234567) }}"
+        " {{ 'Order 1234567 %s' | format(12345678) }}"
     )
     tpl = version({"en": LocaleContent(subject="s", text=source)})
     items = [{"name": f"item {n}", "price": n} for n in range(1000)]
     result = render_version(tpl, None, {"items": items}, None)
     assert isinstance(result, RenderedContent), result
-    assert result.text is not None and result.text.endswith("499500 0,1,2 a+b")
+    assert result.text is not None and result.text.endswith(
+        "499500 0,1,2 a+b\nCall 5551234567: x 1234567 Order 1234567 1234567 Order 1234567 12345678"
+    )
