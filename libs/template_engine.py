@@ -563,9 +563,9 @@ def _warning(code: str, detail: str, part: str | None = None) -> TemplateIssue:
 def _missing_optional(version: TemplateVersion, data: Mapping[str, Any]) -> Iterator[TemplateIssue]:
     for variable in version.variables:
         if not variable.required and variable.name not in data:
+            used = "empty" if variable.default is None else f"with {variable.default!r}"
             yield _warning(
-                "missing_optional_data",
-                f"{variable.name!r} is not given: rendered with its default {variable.default!r}",
+                "missing_optional_data", f"{variable.name!r} is not given: rendered {used}"
             )
 
 
