@@ -101,6 +101,11 @@ class MessageView(MessageSummary):
 
     route: Route | None
     template_version: int | None
+    """The version of ``template`` rendered (pinned at acceptance)."""
+    layout_version: int | None = None
+    """The version of the layout the template version pins, when it has one."""
+    locale: str | None = None
+    """The template locale rendered, after the fallback chain (``pt-BR`` asked, ``pt`` had)."""
     events: list[TimelineEntry]
 
     @classmethod
@@ -109,5 +114,7 @@ class MessageView(MessageSummary):
             **cls.columns(row),
             route=Route.model_validate(row["route"]) if row["route"] else None,
             template_version=row["template_version"],
+            layout_version=row["layout_version"],
+            locale=row["locale"],
             events=[TimelineEntry.of(event) for event in events],
         )
