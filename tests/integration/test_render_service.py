@@ -91,6 +91,32 @@ async def test_template_is_merged_and_handed_to_policy(
     assert event["data"]["trace_id"] == spec.trace_id
 
 
+async def test_render_merges_the_version_ingest_pinned_not_the_active_one(
+    service: RenderService,
+    settings: Settings,
+    pool: asyncpg.Pool,
+    tenant: tuple[Tenant, str],
+    tap: TopicTap,
+) -> None:
+    tenant_id = tenant[0].id
+    name = f"pinned-{uuid.uuid4().hex[:8]}"
+    first = await put_template(pool, tenant_id, name, "First {{ name }}", None, "one")
+    spec = message_spec(
+        tenant_id=tenant_id,
+        lane=LANE,
+        template=name,
+        template_version=first.version,
+        data={"name": "Zoë"},
+    )
+    await put_template(pool, tenant_id, name, "Second {{ name }}", None, "two")  # active now
+    await send(service, settings, spec)
+
+    [rendered] = await tap.wait_for(rendered_of(spec.message_id))
+    assert (rendered["content"]["subject"], rendered["content"]["text"]) == ("First Zoë", "one")
+    [event] = await tap.wait_for(event_of(spec.message_id, "rendered"))
+    assert (event["data"]["template_version"], event["data"]["locale"]) == (1, "en")
+
+
 async def test_render_failure_is_reported_and_the_next_record_flows(
     service: RenderService,
     settings: Settings,
