@@ -100,12 +100,17 @@ class MessageView(MessageSummary):
     """A message as its sender sees it: where it is and everything that happened to it."""
 
     route: Route | None
-    template_version: int | None
-    """The version of ``template`` rendered (pinned at acceptance)."""
-    layout_version: int | None = None
-    """The version of the layout the template version pins, when it has one."""
-    locale: str | None = None
-    """The template locale rendered, after the fallback chain (``pt-BR`` asked, ``pt`` had)."""
+    template_version: int | None = Field(
+        description="The version of the template rendered: chosen once, at acceptance."
+    )
+    layout_version: int | None = Field(
+        default=None, description="The version of the layout that template version pins."
+    )
+    locale: str | None = Field(
+        default=None,
+        description="The template locale rendered, after the fallback chain"
+        " (pt-BR asked for, pt rendered when the template has no pt-BR).",
+    )
     events: list[TimelineEntry]
 
     @classmethod
