@@ -54,10 +54,15 @@ class RenderService(PipelineService):
         for item in batch:
             spec = item.value.message
             template = await self._template(spec)
-            content = render(spec, template)
+            content = render(spec, template, await self._layout(template))
             if isinstance(content, Problem):
-                version = template.version if template else None
-                failed = event_data(spec, SERVICE, problem=content, template_version=version)
+                failed = event_data(
+                    spec,
+                    SERVICE,
+                    problem=content,
+                    template_version=template.version if template else None,
+                    layout_version=template.layout_version if template else None,
+                )
                 outbox.emit(item, MessageState.FAILED, failed)
                 continue
             outbox.forward(item, POLICY, RenderedMessage(message=spec, content=content))

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from libs.settings import Settings
-from libs.templates import put_template
+from libs.templates import LocaleContent, add_version, put_template, upsert_template
 from libs.tenants import Tenant
 from libs.topics import EVENTS, lane_topic, public_topic
 from schemas.common import Lane
@@ -19,6 +19,7 @@ from schemas.pipeline import AcceptedMessage, MessageSpec
 from services.render.app import RenderService
 from tests.records import message_spec
 from tests.support import TopicTap, started
+from tests.template_rows import add_layout
 
 pytestmark = pytest.mark.integration
 
@@ -115,6 +116,39 @@ async def test_render_merges_the_version_ingest_pinned_not_the_active_one(
     assert (rendered["content"]["subject"], rendered["content"]["text"]) == ("First Zoë", "one")
     [event] = await tap.wait_for(event_of(spec.message_id, "rendered"))
     assert (event["data"]["template_version"], event["data"]["locale"]) == (1, "en")
+
+
+async def test_render_puts_the_body_in_the_layout_version_the_template_version_pins(
+    service: RenderService,
+    settings: Settings,
+    pool: asyncpg.Pool,
+    tenant: tuple[Tenant, str],
+    tap: TopicTap,
+) -> None:
+    tenant_id = tenant[0].id
+    name = f"framed-{uuid.uuid4().hex[:8]}"
+    first = await add_layout(pool, tenant_id, name, "<main>{{ content }}</main>", None)
+    await add_layout(pool, tenant_id, name, "<div>{{ content }}</div>", None)  # a later one
+    await upsert_template(pool, tenant_id, name)
+    contents = {"pt": LocaleContent(subject="Oi", html="<p>Olá {{ name }}</p>")}
+    pinned = await add_version(
+        pool, tenant_id, name, contents, default_locale="pt", layout=(name, first.version)
+    )
+    spec = message_spec(
+        tenant_id=tenant_id,
+        lane=LANE,
+        template=name,
+        template_version=pinned.version,
+        locale="pt-BR",
+        data={"name": "Zoë"},
+    )
+    await send(service, settings, spec)
+
+    [rendered] = await tap.wait_for(rendered_of(spec.message_id))
+    assert "<main><p>Olá Zoë</p></main>" in rendered["content"]["html"]
+    assert (rendered["content"]["layout_version"], rendered["content"]["locale"]) == (1, "pt")
+    [event] = await tap.wait_for(event_of(spec.message_id, "rendered"))
+    assert (event["data"]["layout_version"], event["data"]["locale"]) == (1, "pt")
 
 
 async def test_render_failure_is_reported_and_the_next_record_flows(
