@@ -92,7 +92,7 @@ async def test_template_is_merged_and_handed_to_policy(
     assert event["data"]["trace_id"] == spec.trace_id
 
 
-async def test_render_merges_the_version_ingest_pinned_not_the_active_one(
+async def test_render_merges_the_pinned_version_in_the_layout_version_it_pins(
     service: RenderService,
     settings: Settings,
     pool: asyncpg.Pool,
@@ -101,36 +101,10 @@ async def test_render_merges_the_version_ingest_pinned_not_the_active_one(
 ) -> None:
     tenant_id = tenant[0].id
     name = f"pinned-{uuid.uuid4().hex[:8]}"
-    first = await put_template(pool, tenant_id, name, "First {{ name }}", None, "one")
-    spec = message_spec(
-        tenant_id=tenant_id,
-        lane=LANE,
-        template=name,
-        template_version=first.version,
-        data={"name": "Zoë"},
-    )
-    await put_template(pool, tenant_id, name, "Second {{ name }}", None, "two")  # active now
-    await send(service, settings, spec)
-
-    [rendered] = await tap.wait_for(rendered_of(spec.message_id))
-    assert (rendered["content"]["subject"], rendered["content"]["text"]) == ("First Zoë", "one")
-    [event] = await tap.wait_for(event_of(spec.message_id, "rendered"))
-    assert (event["data"]["template_version"], event["data"]["locale"]) == (1, "en")
-
-
-async def test_render_puts_the_body_in_the_layout_version_the_template_version_pins(
-    service: RenderService,
-    settings: Settings,
-    pool: asyncpg.Pool,
-    tenant: tuple[Tenant, str],
-    tap: TopicTap,
-) -> None:
-    tenant_id = tenant[0].id
-    name = f"framed-{uuid.uuid4().hex[:8]}"
     first = await add_layout(pool, tenant_id, name, "<main>{{ content }}</main>", None)
-    await add_layout(pool, tenant_id, name, "<div>{{ content }}</div>", None)  # a later one
+    later = await add_layout(pool, tenant_id, name, "<div>{{ content }}</div>", None)
     await upsert_template(pool, tenant_id, name)
-    contents = {"pt": LocaleContent(subject="Oi", html="<p>Olá {{ name }}</p>")}
+    contents = {"pt": LocaleContent(subject="Oi {{ name }}", html="<p>Olá {{ name }}</p>")}
     pinned = await add_version(
         pool, tenant_id, name, contents, default_locale="pt", layout=(name, first.version)
     )
@@ -142,13 +116,21 @@ async def test_render_puts_the_body_in_the_layout_version_the_template_version_p
         locale="pt-BR",
         data={"name": "Zoë"},
     )
+    changed = {"pt": LocaleContent(subject="Changed", text="changed")}
+    await add_version(pool, tenant_id, name, changed, layout=(name, later.version), activate=True)
     await send(service, settings, spec)
 
     [rendered] = await tap.wait_for(rendered_of(spec.message_id))
-    assert "<main><p>Olá Zoë</p></main>" in rendered["content"]["html"]
-    assert (rendered["content"]["layout_version"], rendered["content"]["locale"]) == (1, "pt")
+    content = rendered["content"]
+    assert (content["subject"], content["html"]) == ("Oi Zoë", "<main><p>Olá Zoë</p></main>")
+    assert (content["template_version"], content["layout_version"], content["locale"]) == (
+        1,
+        1,
+        "pt",
+    )
     [event] = await tap.wait_for(event_of(spec.message_id, "rendered"))
-    assert (event["data"]["layout_version"], event["data"]["locale"]) == (1, "pt")
+    assert (event["data"]["template_version"], event["data"]["layout_version"]) == (1, 1)
+    assert event["data"]["locale"] == "pt"
 
 
 async def test_render_failure_is_reported_and_the_next_record_flows(
