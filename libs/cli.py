@@ -414,10 +414,20 @@ def message_show(settings: Settings, message_id: str, as_json: bool) -> None:
     click.echo(f"status   {row['status']}")
     click.echo(f"to       {row['recipient']}  (from {row['sender']})")
     click.echo(f"lane     {row['lane']}  stream {row['stream']}  category {row['category']}")
+    if row["template"] is not None:
+        click.echo(f"template {_rendered_from(row)}")
     click.echo(f"trace    {row['trace_id']}")
     click.echo("timeline")
     for event in events:
         click.echo("  " + timeline_line(event))
+
+
+def _rendered_from(row: asyncpg.Record) -> str:
+    """``welcome v3 (layout v2, pt-BR)``: what a message was rendered from, as far as known."""
+    version = f" v{row['template_version']}" if row["template_version"] is not None else ""
+    details = [f"layout v{row['layout_version']}"] if row["layout_version"] is not None else []
+    details += [row["locale"]] if row["locale"] is not None else []
+    return f"{row['template']}{version}" + (f" ({', '.join(details)})" if details else "")
 
 
 def trace_url(settings: Settings, trace_id: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import asyncpg
 from pydantic import Field, model_validator
@@ -331,33 +331,72 @@ async def active_version(pool: asyncpg.Pool, tenant_id: str, alias: str) -> Temp
     return version_of(row) if row else None
 
 
+async def fetch_open_experiment(
+    pool: asyncpg.Pool, tenant_id: str, alias: str
+) -> Experiment | None:
+    """The experiment of a template that is neither stopped nor over (at most one is: the API
+    refuses a second); it may not have started yet."""
+    row = await pool.fetchrow(
+        "SELECT * FROM template_experiments WHERE tenant_id = $1 AND alias = $2"
+        " AND stopped_at IS NULL AND ends_at > now() ORDER BY starts_at LIMIT 1",
+        uuid.UUID(tenant_id),
+        alias,
+    )
+    return experiment_of(row) if row else None
+
+
 TEMPLATE_TTL_SECONDS = 10.0
-"""How long which version is active is reused before the store is asked again."""
+"""How long a template's head (which version is active, archived or not) and its experiment
+are reused before the store is asked again."""
+
+
+class _Head(NamedTuple):
+    template: Template
+    experiment: Experiment | None
 
 
 class TemplateCatalogue:
-    """Template versions for every message, answered from memory.
+    """Templates, their versions and layouts for every message, answered from memory.
 
-    Which version is active is kept ``TEMPLATE_TTL_SECONDS``; a given version never changes,
-    so it is kept as long as there is room.
+    A template's head and its open experiment are kept ``TEMPLATE_TTL_SECONDS`` (together: a
+    template without an experiment costs no query per message either); a given version of a
+    template or a layout never changes, so it is kept as long as there is room.
     """
 
     def __init__(self, pool: asyncpg.Pool, ttl: float = TEMPLATE_TTL_SECONDS) -> None:
         self._pool = pool
-        self._active: TtlCache[tuple[str, str], TemplateVersion] = TtlCache(ttl)
+        self._heads: TtlCache[tuple[str, str], _Head] = TtlCache(ttl)
         self._versions: TtlCache[tuple[str, str, int], TemplateVersion] = TtlCache(
             IMMUTABLE_TTL_SECONDS
         )
-
-    async def active(self, tenant_id: str, alias: str) -> TemplateVersion | None:
-        """The active version of ``alias`` (see ``active_version``)."""
-        return await self._active.get(
-            (tenant_id, alias), lambda: active_version(self._pool, tenant_id, alias)
+        self._layouts: TtlCache[tuple[str, str, int], LayoutVersion] = TtlCache(
+            IMMUTABLE_TTL_SECONDS
         )
 
+    async def template(self, tenant_id: str, alias: str) -> Template | None:
+        """The head of ``alias`` (archived ones too; None: no such template)."""
+        head = await self._head(tenant_id, alias)
+        return head.template if head else None
+
+    async def experiment(self, tenant_id: str, alias: str) -> Experiment | None:
+        """The experiment of ``alias`` neither stopped nor over (``Experiment.running`` says
+        whether it splits traffic now)."""
+        head = await self._head(tenant_id, alias)
+        return head.experiment if head else None
+
+    async def active(self, tenant_id: str, alias: str) -> TemplateVersion | None:
+        """The active version of ``alias`` (None: no such template, it is archived, or none of
+        its versions is active yet)."""
+        template = await self.template(tenant_id, alias)
+        if template is None or template.archived_at is not None:
+            return None
+        if template.active_version is None:
+            return None
+        return await self.version(tenant_id, alias, template.active_version)
+
     def discard(self, tenant_id: str, alias: str) -> None:
-        """Forget which version of ``alias`` is active (this process just changed it)."""
-        self._active.discard((tenant_id, alias))
+        """Forget the head and experiment of ``alias`` (this process just changed them)."""
+        self._heads.discard((tenant_id, alias))
 
     async def version(self, tenant_id: str, alias: str, version: int) -> TemplateVersion | None:
         """Exactly ``version`` of ``alias``."""
@@ -365,6 +404,22 @@ class TemplateCatalogue:
             (tenant_id, alias, version),
             lambda: fetch_version(self._pool, tenant_id, alias, version),
         )
+
+    async def layout(self, tenant_id: str, alias: str, version: int) -> LayoutVersion | None:
+        """Exactly ``version`` of the layout ``alias``."""
+        return await self._layouts.get(
+            (tenant_id, alias, version),
+            lambda: fetch_layout_version(self._pool, tenant_id, alias, version),
+        )
+
+    async def _head(self, tenant_id: str, alias: str) -> _Head | None:
+        return await self._heads.get((tenant_id, alias), lambda: self._load(tenant_id, alias))
+
+    async def _load(self, tenant_id: str, alias: str) -> _Head | None:
+        template = await fetch_template(self._pool, tenant_id, alias)
+        if template is None:
+            return None
+        return _Head(template, await fetch_open_experiment(self._pool, tenant_id, alias))
 
 
 IMMUTABLE_TTL_SECONDS = 24 * 3600.0

@@ -29,12 +29,13 @@ from libs.events import event_data
 from libs.keys import ApiKey
 from libs.message_tokens import signing_key
 from libs.settings import Settings
-from libs.templates import TemplateCatalogue
+from libs.template_choice import TemplateChoices, choose_version, template_choices
+from libs.templates import Template, TemplateCatalogue
 from libs.tenants import Tenant, TenantDirectory
 from libs.topics import RENDER
 from libs.tracing import traceparent
 from libs.webhook_targets import TargetGuard
-from schemas.common import Lane
+from schemas.common import Lane, natural_lane
 from schemas.events import MessageState
 from schemas.pipeline import AcceptedMessage, MessageSpec
 from schemas.send import AcceptedRecipient, AcceptedResponse, SendRequest
@@ -43,7 +44,14 @@ from services.ingest.ids import keyed_message_ids
 from services.ingest.lanes import CriticalRateCap, choose_lane
 from services.ingest.limits import SendRateLimits
 from services.ingest.permission import key_refusal
-from services.ingest.validate import Addresses, Violation, check_request, request_fingerprint
+from services.ingest.validate import (
+    Addresses,
+    Violation,
+    check_request,
+    check_template_data,
+    pointer,
+    request_fingerprint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -201,9 +209,18 @@ async def _prepare(
     api_key: ApiKey | None,
     door: Door,
 ) -> Ready | Replayed | Refused:
-    checked = await _check(ingest, request, tenant)
+    choices = (
+        await template_choices(ingest.templates, tenant.id, request.template)
+        if request.template is not None
+        else None
+    )
+    checked = _check(ingest, request, tenant, choices)
     if not isinstance(checked, Addresses):
         return Refused(checked)
+    categorised = _with_template_category(request, choices)
+    versions = _versions(categorised, checked, choices)
+    if violations := _variant_data(request, choices, versions):
+        return Refused(violations)
     if refusal := key_refusal(api_key, checked.sender, request.stream):
         return Refused([refusal])
     ids = list(message_ids)
@@ -214,9 +231,9 @@ async def _prepare(
         if claimed.replay is not None:
             return Replayed(claimed.replay)
         ids = claimed.message_ids
-    choice = choose_lane(request, tenant, ingest.critical_cap)
+    choice = choose_lane(categorised, tenant, ingest.critical_cap)
     key_id = api_key.id if api_key else None
-    specs = _specs(tenant, request, checked, ids, choice.lane, trace, key_id)
+    specs = _specs(tenant, categorised, checked, ids, versions, choice.lane, trace, key_id)
     outbox = Outbox(ingest.settings.topic_prefix)
     for spec in specs:
         outbox.add(
@@ -262,11 +279,13 @@ def _specs(
     request: SendRequest,
     checked: Addresses,
     message_ids: list[str],
+    versions: list[int | None],
     lane: Lane,
     trace: Context,
     key_id: str | None,
 ) -> list[MessageSpec]:
-    """One message per recipient, as the rest of the pipeline will carry it."""
+    """One message per recipient, as the rest of the pipeline will carry it; ``versions``
+    are the template versions they render, in recipient order."""
     accepted_at = datetime.now(UTC)
     trace_id = format(get_current_span(trace).get_span_context().trace_id, "032x")
     return [
@@ -282,6 +301,7 @@ def _specs(
             html=request.html,
             text=request.text,
             template=request.template,
+            template_version=version,
             data=request.data,
             locale=request.locale,
             stream=request.stream,
@@ -294,7 +314,9 @@ def _specs(
             send_at=request.send_at,
             key_id=key_id,
         )
-        for message_id, recipient in zip(message_ids, checked.recipients, strict=True)
+        for message_id, recipient, version in zip(
+            message_ids, checked.recipients, versions, strict=True
+        )
     ]
 
 
@@ -307,17 +329,67 @@ def _traced(outbox: Outbox, trace: Context) -> list[Publication]:
     ]
 
 
-async def _check(
-    ingest: Ingest, request: SendRequest, tenant: Tenant
+def _check(
+    ingest: Ingest, request: SendRequest, tenant: Tenant, choices: TemplateChoices | None
 ) -> Addresses | list[Violation]:
-    """The request's parsed addresses, or everything wrong with it."""
-    template = (
-        await ingest.templates.active(tenant.id, request.template)
-        if request.template is not None
-        else None
-    )
+    """The request's parsed addresses, or everything wrong with it (its data checked against
+    the active version of its template)."""
+    active = choices.active if choices is not None else None
     sendable = tenant.sendable_domains(ingest.settings.dev_mode)
-    return check_request(request, tenant.domains, template, datetime.now(UTC), sendable)
+    checked = check_request(request, tenant.domains, active, datetime.now(UTC), sendable)
+    if isinstance(checked, list) and choices is not None and active is None:
+        unusable = _unusable(choices.template)
+        return [unusable if v.code == "unknown_template" else v for v in checked]
+    return checked
+
+
+def _unusable(template: Template) -> Violation:
+    """Why a template that exists cannot be sent: archived, or no version active yet."""
+    if template.archived_at is not None:
+        return Violation(
+            "template_archived",
+            pointer("template"),
+            f"template {template.alias!r} is archived: restore it to send with it",
+        )
+    return Violation(
+        "unknown_template",
+        pointer("template"),
+        f"template {template.alias!r} has no active version yet",
+    )
+
+
+def _with_template_category(request: SendRequest, choices: TemplateChoices | None) -> SendRequest:
+    """``request``, taking its template's category when it names none: a template says what
+    kind of mail it is (an OTP template's mail travels as OTP mail, in the lane that earns)."""
+    if request.category is not None or choices is None or choices.template.category is None:
+        return request
+    return request.model_copy(update={"category": choices.template.category})
+
+
+def _versions(
+    request: SendRequest, checked: Addresses, choices: TemplateChoices | None
+) -> list[int | None]:
+    """The template version each recipient renders, in recipient order (None: no template)."""
+    if choices is None or choices.active is None:
+        return [None] * len(checked.recipients)
+    lane = natural_lane(request.category, request.stream)
+    now = datetime.now(UTC)
+    active, experiment, variant = choices.active, choices.experiment, choices.variant
+    return [
+        choose_version(active, experiment, variant, recipient.address, lane, now)[0].version
+        for recipient in checked.recipients
+    ]
+
+
+def _variant_data(
+    request: SendRequest, choices: TemplateChoices | None, versions: list[int | None]
+) -> list[Violation]:
+    """What is wrong with ``data`` for the experiment's variant, when a recipient got it (the
+    active version's check is part of ``check_request``)."""
+    variant = choices.variant if choices is not None and choices.active is not None else None
+    if variant is None or variant.version not in versions:
+        return []
+    return check_template_data(request, variant)
 
 
 async def _claim(

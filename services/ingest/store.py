@@ -115,8 +115,8 @@ async def locked_statuses(connection: Connection, message_ids: Sequence[str]) ->
 
 FIRST_WINS = ("lane", "stream", "category", "sender", "recipient", "template", "key_id")
 """Columns the first event that knows them fills; later events never change them."""
-LATEST_WINS = ("subject", "template_version", "route")
-"""Columns that follow the message (rendered subject, template version, route taken)."""
+LATEST_WINS = ("subject", "template_version", "layout_version", "locale", "route")
+"""Columns that follow the message (rendered subject, what it was rendered from, route taken)."""
 
 
 def message_fields(event: DeliveryEvent) -> dict[str, Any]:
@@ -133,6 +133,8 @@ def message_fields(event: DeliveryEvent) -> dict[str, Any]:
         "subject": data.subject,
         "template": data.template,
         "template_version": data.template_version,
+        "layout_version": data.layout_version,
+        "locale": data.locale,
         "route": data.route.model_dump_json() if data.route else None,
         "tags": json.dumps(data.tags, ensure_ascii=False),
         "metadata": json.dumps(data.metadata, ensure_ascii=False),
@@ -182,18 +184,19 @@ async def upsert_messages(connection: Connection, rows: Sequence[MessageRow]) ->
             columns[name].append(values[name])
     await connection.execute(
         "INSERT INTO messages (id, tenant_id, trace_id, status, lane, stream, category, sender,"
-        " recipient, subject, template, template_version, route, tags, metadata, accepted_at,"
-        " updated_at, key_id)"
+        " recipient, subject, template, template_version, layout_version, locale, route, tags,"
+        " metadata, accepted_at, updated_at, key_id)"
         " SELECT m.id, m.tenant_id, m.trace_id, m.status, m.lane, m.stream, m.category,"
-        " m.sender, m.recipient, m.subject, m.template, m.template_version, m.route::jsonb,"
-        " ARRAY(SELECT jsonb_array_elements_text(m.tags::jsonb)), m.metadata::jsonb,"
-        " m.accepted_at, m.updated_at, m.key_id"
+        " m.sender, m.recipient, m.subject, m.template, m.template_version, m.layout_version,"
+        " m.locale, m.route::jsonb, ARRAY(SELECT jsonb_array_elements_text(m.tags::jsonb)),"
+        " m.metadata::jsonb, m.accepted_at, m.updated_at, m.key_id"
         " FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],"
-        " $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int[], $13::text[],"
-        " $14::text[], $15::text[], $16::timestamptz[], $17::timestamptz[], $18::uuid[])"
+        " $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int[], $13::int[],"
+        " $14::text[], $15::text[], $16::text[], $17::text[], $18::timestamptz[],"
+        " $19::timestamptz[], $20::uuid[])"
         " AS m (id, tenant_id, trace_id, status, lane, stream, category, sender, recipient,"
-        " subject, template, template_version, route, tags, metadata, accepted_at, updated_at,"
-        " key_id)"
+        " subject, template, template_version, layout_version, locale, route, tags, metadata,"
+        " accepted_at, updated_at, key_id)"
         " ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status,"
         " lane = coalesce(messages.lane, EXCLUDED.lane),"
         " stream = coalesce(messages.stream, EXCLUDED.stream),"
@@ -204,6 +207,8 @@ async def upsert_messages(connection: Connection, rows: Sequence[MessageRow]) ->
         " template = coalesce(messages.template, EXCLUDED.template),"
         " key_id = coalesce(messages.key_id, EXCLUDED.key_id),"
         " template_version = coalesce(EXCLUDED.template_version, messages.template_version),"
+        " layout_version = coalesce(EXCLUDED.layout_version, messages.layout_version),"
+        " locale = coalesce(EXCLUDED.locale, messages.locale),"
         " route = coalesce(EXCLUDED.route, messages.route),"
         " updated_at = greatest(messages.updated_at, EXCLUDED.updated_at)",
         *(columns[name] for name in MESSAGE_COLUMNS),
@@ -223,6 +228,8 @@ MESSAGE_COLUMNS = (
     "subject",
     "template",
     "template_version",
+    "layout_version",
+    "locale",
     "route",
     "tags",
     "metadata",

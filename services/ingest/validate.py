@@ -259,6 +259,12 @@ def check_request(
     return Addresses(sender, reply_to, mailboxes)
 
 
+def check_template_data(request: SendRequest, template: TemplateVersion) -> list[Violation]:
+    """What is wrong with ``request``'s data for another version of its template (the
+    experiment's variant some of its recipients get)."""
+    return list(_content(request, template))
+
+
 def _mailbox(value: str, where: str) -> Mailbox | Violation:
     try:
         return parse_mailbox(value)

@@ -100,7 +100,17 @@ class MessageView(MessageSummary):
     """A message as its sender sees it: where it is and everything that happened to it."""
 
     route: Route | None
-    template_version: int | None
+    template_version: int | None = Field(
+        description="The version of the template rendered: chosen once, at acceptance."
+    )
+    layout_version: int | None = Field(
+        default=None, description="The version of the layout that template version pins."
+    )
+    locale: str | None = Field(
+        default=None,
+        description="The template locale rendered, after the fallback chain"
+        " (pt-BR asked for, pt rendered when the template has no pt-BR).",
+    )
     events: list[TimelineEntry]
 
     @classmethod
@@ -109,5 +119,7 @@ class MessageView(MessageSummary):
             **cls.columns(row),
             route=Route.model_validate(row["route"]) if row["route"] else None,
             template_version=row["template_version"],
+            layout_version=row["layout_version"],
+            locale=row["locale"],
             events=[TimelineEntry.of(event) for event in events],
         )

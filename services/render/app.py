@@ -7,7 +7,7 @@ from libs.events import event_data
 from libs.service import PipelineService
 from libs.settings import Settings
 from libs.subscriptions import subscribe_stage
-from libs.templates import TemplateCatalogue, TemplateVersion
+from libs.templates import LayoutVersion, TemplateCatalogue, TemplateVersion
 from libs.topics import POLICY, RENDER
 from schemas.common import Problem
 from schemas.events import MessageState
@@ -31,6 +31,7 @@ class RenderService(PipelineService):
         self._templates = TemplateCatalogue(self.pool)
 
     async def _template(self, spec: MessageSpec) -> TemplateVersion | None:
+        """Exactly the version ingest pinned (records from before pinning: the active one)."""
         assert self._templates is not None, "render is not started"
         if spec.template is None:
             return None
@@ -38,21 +39,40 @@ class RenderService(PipelineService):
             return await self._templates.active(spec.tenant_id, spec.template)
         return await self._templates.version(spec.tenant_id, spec.template, spec.template_version)
 
+    async def _layout(self, template: TemplateVersion | None) -> LayoutVersion | None:
+        """The layout version ``template`` pins, if it pins one."""
+        assert self._templates is not None, "render is not started"
+        if template is None or template.layout_alias is None or template.layout_version is None:
+            return None
+        return await self._templates.layout(
+            template.tenant_id, template.layout_alias, template.layout_version
+        )
+
     async def render_batch(self, batch: list[Consumed[AcceptedMessage]]) -> Outbox:
         """Render every message of the batch: on to policy-check, or ``failed`` with the reason."""
         outbox = Outbox(self.settings.topic_prefix)
         for item in batch:
             spec = item.value.message
             template = await self._template(spec)
-            content = render(spec, template)
+            content = render(spec, template, await self._layout(template))
             if isinstance(content, Problem):
-                version = template.version if template else None
-                failed = event_data(spec, SERVICE, problem=content, template_version=version)
+                failed = event_data(
+                    spec,
+                    SERVICE,
+                    problem=content,
+                    template_version=template.version if template else None,
+                    layout_version=template.layout_version if template else None,
+                )
                 outbox.emit(item, MessageState.FAILED, failed)
                 continue
             outbox.forward(item, POLICY, RenderedMessage(message=spec, content=content))
             done = event_data(
-                spec, SERVICE, template_version=content.template_version, subject=content.subject
+                spec,
+                SERVICE,
+                template_version=content.template_version,
+                layout_version=content.layout_version,
+                locale=content.locale,
+                subject=content.subject,
             )
             outbox.emit(item, MessageState.RENDERED, done)
         return outbox

@@ -50,6 +50,14 @@ def message_id_header(message_id: str, sender: Mailbox) -> str:
     return f"<{message_id}@{domain_of(sender.address) or 'sendarix.invalid'}>"
 
 
+def feedback_id(spec: MessageSpec) -> str:
+    """The ``Feedback-ID`` value (Gmail's feedback loop, ``a:b:c:SenderId``): complaints are
+    counted per template (or category), tenant and stream. Every field is header-safe as it
+    is — aliases and categories are ``[a-z0-9_.-]``, a tenant a UUID — and none has a colon."""
+    campaign = spec.template or spec.category or "none"
+    return f"{campaign}:{spec.tenant_id}:{spec.stream.value}:sendarix"
+
+
 def refused_headers(headers: dict[str, str]) -> list[str]:
     """The custom headers that may not be sent: structural, malformed, or not one line."""
     return [name for name, value in headers.items() if header_fault(name, value)]
@@ -124,6 +132,8 @@ def _headers(spec: MessageSpec, subject: str) -> str:
         f"X-Sendarix-Message-ID: {spec.message_id}\r\n",
         "MIME-Version: 1.0\r\n",
     ]
+    if not any(name.lower() == "feedback-id" for name in spec.headers):
+        lines.append(f"Feedback-ID: {feedback_id(spec)}\r\n")
     lines += [header_field(name, text_words(value, name)) for name, value in spec.headers.items()]
     return "".join(lines)
 

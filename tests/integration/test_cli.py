@@ -127,6 +127,21 @@ async def test_message_show_prints_the_status_and_timeline(
     assert malformed.exit_code == 2
 
 
+async def test_message_show_names_what_the_message_was_rendered_from(
+    settings: Settings, pool: asyncpg.Pool, tenant: tuple[Tenant, str]
+) -> None:
+    spec = message_spec(tenant_id=tenant[0].id, template="welcome", template_version=3)
+    rendered = event_data(spec, "render", layout_version=2, locale="pt")
+    await record(pool, delivery_event(MessageState.RENDERED, rendered, datetime.now(UTC)))
+
+    shown = await sendarix(settings, "message", "show", spec.message_id)
+    assert "template welcome v3 (layout v2, pt)" in shown.output.splitlines()
+    as_json = json.loads(
+        (await sendarix(settings, "message", "show", spec.message_id, "--json")).output
+    )
+    assert (as_json["layout_version"], as_json["locale"]) == (2, "pt")
+
+
 async def test_message_show_includes_a_problem(
     settings: Settings, pool: asyncpg.Pool, tenant: tuple[Tenant, str]
 ) -> None:

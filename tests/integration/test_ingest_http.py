@@ -279,7 +279,10 @@ async def test_the_timeline_follows_the_events_recorded_once_each(
     route = Route(name="simulator", host="127.0.0.1", port=2525, pool="shared")
     retry_at = datetime.now(UTC) + timedelta(seconds=30)
     steps: list[tuple[MessageState, dict[str, Any]]] = [
-        (MessageState.RENDERED, {"template_version": 3, "subject": "Your code"}),
+        (
+            MessageState.RENDERED,
+            {"template_version": 3, "layout_version": 2, "locale": "pt", "subject": "Your code"},
+        ),
         (MessageState.ROUTED, {"route": route}),
         (
             MessageState.DEFERRED,
@@ -318,7 +321,7 @@ async def test_the_timeline_follows_the_events_recorded_once_each(
     assert datetime.fromisoformat(deferred["next_attempt_at"]) == retry_at
     assert (delivered["attempt"], delivered["smtp"]["code"]) == (2, 250)
     assert view["route"]["name"] == "simulator"
-    assert view["template_version"] == 3
+    assert (view["template_version"], view["layout_version"], view["locale"]) == (3, 2, "pt")
     assert view["tags"] == ["login"] and view["metadata"] == {"user": "42"}
     assert view["trace_id"] == sent.json()["trace_id"]
 

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from libs.settings import Settings
-from libs.templates import put_template
+from libs.templates import LocaleContent, add_version, put_template, upsert_template
 from libs.tenants import Tenant
 from libs.topics import EVENTS, lane_topic, public_topic
 from schemas.common import Lane
@@ -19,6 +19,7 @@ from schemas.pipeline import AcceptedMessage, MessageSpec
 from services.render.app import RenderService
 from tests.records import message_spec
 from tests.support import TopicTap, started
+from tests.template_rows import add_layout
 
 pytestmark = pytest.mark.integration
 
@@ -89,6 +90,47 @@ async def test_template_is_merged_and_handed_to_policy(
     assert event["data"]["template"] == name
     assert event["data"]["template_version"] == 2
     assert event["data"]["trace_id"] == spec.trace_id
+
+
+async def test_render_merges_the_pinned_version_in_the_layout_version_it_pins(
+    service: RenderService,
+    settings: Settings,
+    pool: asyncpg.Pool,
+    tenant: tuple[Tenant, str],
+    tap: TopicTap,
+) -> None:
+    tenant_id = tenant[0].id
+    name = f"pinned-{uuid.uuid4().hex[:8]}"
+    first = await add_layout(pool, tenant_id, name, "<main>{{ content }}</main>", None)
+    later = await add_layout(pool, tenant_id, name, "<div>{{ content }}</div>", None)
+    await upsert_template(pool, tenant_id, name)
+    contents = {"pt": LocaleContent(subject="Oi {{ name }}", html="<p>Olá {{ name }}</p>")}
+    pinned = await add_version(
+        pool, tenant_id, name, contents, default_locale="pt", layout=(name, first.version)
+    )
+    spec = message_spec(
+        tenant_id=tenant_id,
+        lane=LANE,
+        template=name,
+        template_version=pinned.version,
+        locale="pt-BR",
+        data={"name": "Zoë"},
+    )
+    changed = {"pt": LocaleContent(subject="Changed", text="changed")}
+    await add_version(pool, tenant_id, name, changed, layout=(name, later.version), activate=True)
+    await send(service, settings, spec)
+
+    [rendered] = await tap.wait_for(rendered_of(spec.message_id))
+    content = rendered["content"]
+    assert (content["subject"], content["html"]) == ("Oi Zoë", "<main><p>Olá Zoë</p></main>")
+    assert (content["template_version"], content["layout_version"], content["locale"]) == (
+        1,
+        1,
+        "pt",
+    )
+    [event] = await tap.wait_for(event_of(spec.message_id, "rendered"))
+    assert (event["data"]["template_version"], event["data"]["layout_version"]) == (1, 1)
+    assert event["data"]["locale"] == "pt"
 
 
 async def test_render_failure_is_reported_and_the_next_record_flows(

@@ -51,7 +51,14 @@ def test_a_batch_folds_into_one_row_per_message_in_event_order() -> None:
     events = [
         event(MessageState.ACCEPTED, 0, subject="{{ raw }}"),
         event(MessageState.ROUTED, 2, route=route),
-        event(MessageState.RENDERED, 1, subject="Rendered", template_version=3),
+        event(
+            MessageState.RENDERED,
+            1,
+            subject="Rendered",
+            template_version=3,
+            layout_version=2,
+            locale="pt",
+        ),
         event(MessageState.DELIVERED, 3),
     ]
     [(message_id, move)] = _moves(events).items()
@@ -65,6 +72,7 @@ def test_a_batch_folds_into_one_row_per_message_in_event_order() -> None:
     assert _fold(None, move.states) == "delivered"
     assert _fold("delivered", [MessageState.ROUTED]) == "delivered"  # never moves back
     assert move.fields["subject"] == "Rendered"  # the latest known subject wins
-    assert move.fields["template_version"] == 3
+    assert (move.fields["template_version"], move.fields["layout_version"]) == (3, 2)
+    assert move.fields["locale"] == "pt"
     assert json.loads(move.fields["route"])["name"] == "relay"
     assert move.fields["updated_at"] == START + timedelta(seconds=3)

@@ -89,6 +89,22 @@ def test_headers() -> None:
     assert message["Date"].datetime == spec.accepted_at.replace(microsecond=0)
 
 
+def test_feedback_id_names_template_or_category_tenant_and_stream() -> None:
+    templated = delivery_job(template="welcome", category="onboarding", attempt=1)
+    message = wire(build_message(templated))
+    spec = templated.message
+    assert message["Feedback-ID"] == f"welcome:{spec.tenant_id}:transactional:sendarix"
+    retried = templated.model_copy(update={"attempt": 2})
+    assert build_message(retried) == build_message(templated)
+    untemplated = wire(build_message(delivery_job()))
+    assert untemplated["Feedback-ID"].startswith("otp:")
+
+
+def test_a_requests_own_feedback_id_replaces_ours() -> None:
+    message = wire(build_message(delivery_job(headers={"feedback-id": "c1:acme:fbl"})))
+    assert message.get_all("Feedback-ID") == ["c1:acme:fbl"]
+
+
 @pytest.mark.parametrize(
     "moment",
     [
