@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
@@ -255,15 +256,32 @@ async def create_template(
     return template_of(row) if row else None
 
 
+@dataclass(frozen=True)
+class CheckedVersion:
+    """A new version's fields, checked, with the layout version it pins."""
+
+    fields: VersionFields
+    layout: LayoutVersion | None
+
+
+async def check_new_version(
+    pool: asyncpg.Pool, tenant_id: str, fields: VersionFields, where: str = ""
+) -> CheckedVersion:
+    """``fields`` checked as the next version of a template (``where``: the JSON pointer of
+    the version in the body, for refusals)."""
+    layout = await resolve_layout(pool, tenant_id, fields.layout, where)
+    return CheckedVersion(fields, layout)
+
+
 async def save_version(
     pool: asyncpg.Pool,
     tenant_id: str,
     alias: str,
-    fields: VersionFields,
-    layout: LayoutVersion | None,
+    checked: CheckedVersion,
     created_by: str | None = None,
 ) -> TemplateVersion | None:
-    """The next version of ``alias`` pinning ``layout`` (None: no such template)."""
+    """The next version of ``alias`` (None: no such template)."""
+    fields, layout = checked.fields, checked.layout
     try:
         return await add_version(
             pool,

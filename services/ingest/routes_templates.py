@@ -16,9 +16,14 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from libs import template_store
-from libs.template_store import HeadPatch, TemplateFields, TemplateRefused, VersionFields
+from libs.template_store import (
+    CheckedVersion,
+    HeadPatch,
+    TemplateFields,
+    TemplateRefused,
+    VersionFields,
+)
 from libs.templates import (
-    LayoutVersion,
     Template,
     TemplateVersion,
     fetch_template,
@@ -107,27 +112,22 @@ async def _detail(ingest: Ingest, head: Template) -> TemplateDetail:
     return TemplateDetail(**head.model_dump(), active=active)
 
 
-async def _layout(
+async def _checked(
     ingest: Ingest, tenant_id: str, fields: VersionFields, where: str
-) -> LayoutVersion | None:
-    """The layout version a new version pins, or 422 ``unknown_layout``."""
+) -> CheckedVersion:
+    """A new version checked, or the problem that refuses it."""
     try:
-        return await template_store.resolve_layout(ingest.pool, tenant_id, fields.layout, where)
+        return await template_store.check_new_version(ingest.pool, tenant_id, fields, where)
     except TemplateRefused as error:
         raise refused(error) from error
 
 
 async def _saved_version(
-    ingest: Ingest,
-    tenant_id: str,
-    alias: str,
-    fields: VersionFields,
-    layout: LayoutVersion | None,
-    by: str,
+    ingest: Ingest, tenant_id: str, alias: str, checked: CheckedVersion, by: str
 ) -> TemplateVersion | None:
-    """A new version of ``alias`` as the body gave it."""
-    saved = await template_store.save_version(ingest.pool, tenant_id, alias, fields, layout, by)
-    if saved is not None and fields.activate:
+    """A new version of ``alias``, applied here at once when it is activated."""
+    saved = await template_store.save_version(ingest.pool, tenant_id, alias, checked, by)
+    if saved is not None and checked.fields.activate:
         ingest.templates.discard(tenant_id, alias)
     return saved
 
@@ -163,14 +163,13 @@ async def create_template(
     active one at once)."""
     body = await parsed_body(request, TemplateFields)
     tenant_id = caller.tenant.id
-    first = body.version
-    layout = await _layout(ingest, tenant_id, first, "/version") if first else None
+    first = await _checked(ingest, tenant_id, body.version, "/version") if body.version else None
     head = await template_store.create_template(ingest.pool, tenant_id, body)
     if head is None:
         raise ProblemError("template_exists", f"template {body.alias!r} exists already")
     version = None
     if first is not None:
-        version = await _saved_version(ingest, tenant_id, body.alias, first, layout, caller.key.id)
+        version = await _saved_version(ingest, tenant_id, body.alias, first, caller.key.id)
         head = await found(
             f"template {body.alias!r}", fetch_template(ingest.pool, tenant_id, body.alias)
         )
@@ -252,8 +251,8 @@ async def add_version(
     layout's latest version)."""
     body = await parsed_body(request, VersionFields)
     tenant_id = caller.tenant.id
-    layout = await _layout(ingest, tenant_id, body, "")
-    saved = _saved_version(ingest, tenant_id, alias, body, layout, caller.key.id)
+    checked = await _checked(ingest, tenant_id, body, "")
+    saved = _saved_version(ingest, tenant_id, alias, checked, caller.key.id)
     return await found(f"template {alias!r}", saved)
 
 

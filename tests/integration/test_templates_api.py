@@ -4,14 +4,17 @@ security mail, and their outcomes read back from what the analytics service aggr
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
+from libs.settings import Settings
 from libs.tenants import Tenant
 from schemas.common import Lane, Stream
 from schemas.events import EventData, MessageState, delivery_event
@@ -19,6 +22,7 @@ from services.analytics import store as analytics_store
 from services.analytics.aggregate import Tally
 from services.ingest.app import IngestService
 from tests.integration.test_api_keys import assert_problem, bearer, new_key
+from tests.integration.test_cli import sendarix
 from tests.integration.test_rules_api import other_tenant
 
 pytestmark = pytest.mark.integration
@@ -384,3 +388,55 @@ async def test_one_experiment_at_a_time_with_its_outcomes_per_version(
     await created(client, admin, path, trial | {"percent": 5})
     listed = (await client.get(path, headers=admin)).json()["experiments"]
     assert len(listed) == 2
+
+
+async def test_the_cli_manages_templates_layouts_and_experiments(
+    settings: Settings, tenant: tuple[Tenant, str], tmp_path: Path
+) -> None:
+    tenant_id, name, brand = tenant[0].id, alias(), f"brand-{uuid.uuid4().hex[:6]}"
+
+    async def cli(*args: str) -> Any:
+        result = await sendarix(settings, *args[:2], "--tenant", tenant_id, *args[2:])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)
+
+    wrapper = tmp_path / "layout.html"
+    wrapper.write_text(LAYOUT["html"], encoding="utf-8")
+    layout = await cli("layout", "create", brand, "--html-file", str(wrapper))
+    assert (layout["alias"], layout["version"]) == (brand, 1)
+    assert (await cli("layout", "version", brand, "--html-file", str(wrapper)))["version"] == 2
+    assert [v["version"] for v in (await cli("layout", "show", brand))["versions"]] == [2, 1]
+    assert [x["alias"] for x in await cli("layout", "list")] == [brand]
+
+    head = await cli("template", "create", "--name", name, "--category", "otp")
+    assert (head["category"], head["latest_version"]) == ("otp", 0)
+    first = tmp_path / "v1.json"
+    first.write_text(json.dumps(version(layout={"alias": brand, "version": 1})), encoding="utf-8")
+    saved = await cli("template", "version", name, str(first), "--activate")
+    assert (saved["version"], saved["layout_version"]) == (1, 1)
+    second = tmp_path / "v2.json"
+    second.write_text(json.dumps(version("Variant")), encoding="utf-8")
+    assert (await cli("template", "version", name, str(second)))["version"] == 2
+    assert (await cli("template", "activate", name, "2"))["active_version"] == 2
+    assert (await cli("template", "activate", name, "1"))["active_version"] == 1
+    shown = await cli("template", "show", name)
+    assert (shown["active_version"], [v["version"] for v in shown["versions"]]) == (1, [2, 1])
+    one = await cli("template", "show", name, "--version", "2")
+    assert one["contents"]["en"]["subject"] == "Variant"
+    assert [t["alias"] for t in await cli("template", "list")] == [name]
+
+    trial = ["--variant", "2", "--percent", "10", "--ends-at", ends_in(3)]
+    refused = await sendarix(settings, "experiment", "start", "--tenant", tenant_id, name, *trial)
+    assert refused.exit_code == 1 and "experiment_not_allowed" in refused.output
+    started = await cli("experiment", "start", name, *trial, "--override-critical")
+    assert started["override_critical"] is True
+    assert [e["id"] for e in await cli("experiment", "list", name)] == [started["id"]]
+    report = await cli("experiment", "show", name, started["id"])
+    assert [o["role"] for o in report["outcomes"]] == ["control", "variant"]
+    assert (await cli("experiment", "stop", name, started["id"]))["stopped_at"] is not None
+
+    assert (await cli("template", "archive", name))["archived_at"] is not None
+    assert await cli("template", "list") == []
+    assert (await cli("template", "archive", name, "--restore"))["archived_at"] is None
+    missing = await sendarix(settings, "template", "activate", "--tenant", tenant_id, name, "9")
+    assert missing.exit_code == 1 and "no version 9" in missing.output
