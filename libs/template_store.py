@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from libs.analytics import Granularity
 from libs.analytics_report import MAX_BUCKETS, AnalyticsQuery, read_report
@@ -54,6 +54,7 @@ OUTCOME_STATES = (
 )
 Connection = asyncpg.Connection | PoolConnectionProxy
 Note = Annotated[str, Field(max_length=500)]
+VersionNumber = Annotated[int, Field(ge=1, le=2**31 - 1)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 
 
@@ -76,7 +77,7 @@ class LayoutRef(Fields):
     """The layout a version is wrapped in: a version number, or the layout's latest one."""
 
     alias: Alias
-    version: int | None = Field(None, ge=1)
+    version: VersionNumber | None = None
 
 
 class VersionFields(Fields):
@@ -161,11 +162,12 @@ class Layout(BaseModel):
 class ExperimentFields(Fields):
     """A new experiment: ``percent`` of recipients get ``variant_version`` until ``ends_at``."""
 
-    variant_version: int = Field(ge=1)
-    percent: float = Field(gt=0, le=MAX_EXPERIMENT_PERCENT)
-    starts_at: datetime | None = None
-    """Default: now."""
-    ends_at: datetime
+    variant_version: VersionNumber
+    percent: float = Field(ge=0.01, le=MAX_EXPERIMENT_PERCENT)
+    """Kept to two decimals."""
+    starts_at: AwareDatetime | None = None
+    """Default: now; at most 90 days ahead."""
+    ends_at: AwareDatetime
     override_critical: bool = False
     """Run it on a critical-lane template (OTP, password reset, ...) all the same."""
 
@@ -498,6 +500,12 @@ def _experiment_refusal(
             "invalid_experiment",
             f"template {template.alias!r} has no version {fields.variant_version}",
             "/variant_version",
+        )
+    if starts_at > now + MAX_EXPERIMENT:
+        return TemplateRefused(
+            "invalid_experiment",
+            f"an experiment starts within {MAX_EXPERIMENT.days} days",
+            "/starts_at",
         )
     if fields.ends_at <= max(starts_at, now):
         return TemplateRefused("invalid_experiment", "ends_at must be ahead", "/ends_at")

@@ -17,7 +17,7 @@ from libs.template_store import ExperimentFields, ExperimentReport
 from libs.templates import Experiment
 from services.ingest.http_deps import AdminCaller, IngestDep, ReadCaller, parsed_body, problems
 from services.ingest.routes_keys import json_body_doc
-from services.ingest.routes_templates import found
+from services.ingest.routes_templates import PathAlias, found
 
 router = APIRouter(prefix="/v1/templates/{alias}/experiments", tags=["templates"])
 
@@ -31,7 +31,9 @@ class ExperimentList(BaseModel):
 @router.get(
     "", response_model=ExperimentList, responses=problems(401, 403, 404), summary="Experiments"
 )
-async def list_experiments(alias: str, ingest: IngestDep, caller: ReadCaller) -> ExperimentList:
+async def list_experiments(
+    alias: PathAlias, ingest: IngestDep, caller: ReadCaller
+) -> ExperimentList:
     listed = template_store.list_experiments(ingest.pool, caller.tenant.id, alias)
     return ExperimentList(experiments=await found(f"template {alias!r}", listed))
 
@@ -45,7 +47,7 @@ async def list_experiments(alias: str, ingest: IngestDep, caller: ReadCaller) ->
     openapi_extra=json_body_doc(ExperimentFields),
 )
 async def start_experiment(
-    alias: str, request: Request, ingest: IngestDep, caller: AdminCaller
+    alias: PathAlias, request: Request, ingest: IngestDep, caller: AdminCaller
 ) -> Experiment:
     """``percent`` of the recipients (the same ones throughout) get ``variant_version`` from
     ``starts_at`` (default now) until ``ends_at``; the others the active version."""
@@ -65,7 +67,7 @@ async def start_experiment(
     summary="An experiment and its outcomes per version",
 )
 async def get_experiment(
-    alias: str, experiment_id: str, ingest: IngestDep, caller: ReadCaller
+    alias: PathAlias, experiment_id: str, ingest: IngestDep, caller: ReadCaller
 ) -> ExperimentReport:
     """Counts (accepted, delivered, bounced, complained, deferred, failed) and accept->delivered
     p50/p99 of the control (the active version) and the variant over the experiment's window."""
@@ -80,7 +82,7 @@ async def get_experiment(
     summary="Stop an experiment (everyone gets the active version again)",
 )
 async def stop_experiment(
-    alias: str, experiment_id: str, ingest: IngestDep, caller: AdminCaller
+    alias: PathAlias, experiment_id: str, ingest: IngestDep, caller: AdminCaller
 ) -> Experiment:
     stopped = template_store.stop_experiment(ingest.pool, caller.tenant.id, alias, experiment_id)
     experiment = await found(f"experiment {experiment_id!r} of template {alias!r}", stopped)

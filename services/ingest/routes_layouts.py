@@ -17,7 +17,7 @@ from libs.templates import LayoutVersion, fetch_layout_version
 from services.ingest.http_deps import AdminCaller, IngestDep, ReadCaller, parsed_body, problems
 from services.ingest.problems import ProblemError
 from services.ingest.routes_keys import json_body_doc
-from services.ingest.routes_templates import archived_parameter, found, version_number
+from services.ingest.routes_templates import PathAlias, archived_parameter, found, version_number
 
 router = APIRouter(prefix="/v1/layouts", tags=["layouts"])
 
@@ -82,7 +82,7 @@ async def create_layout(request: Request, ingest: IngestDep, caller: AdminCaller
     responses=problems(401, 403, 404),
     summary="A layout and its latest version",
 )
-async def get_layout(alias: str, ingest: IngestDep, caller: ReadCaller) -> LayoutDetail:
+async def get_layout(alias: PathAlias, ingest: IngestDep, caller: ReadCaller) -> LayoutDetail:
     head = template_store.fetch_layout(ingest.pool, caller.tenant.id, alias)
     return await _detail(ingest, await found(f"layout {alias!r}", head))
 
@@ -95,7 +95,7 @@ async def get_layout(alias: str, ingest: IngestDep, caller: ReadCaller) -> Layou
     openapi_extra=json_body_doc(HeadPatch),
 )
 async def patch_layout(
-    alias: str, request: Request, ingest: IngestDep, caller: AdminCaller
+    alias: PathAlias, request: Request, ingest: IngestDep, caller: AdminCaller
 ) -> LayoutDetail:
     body = await parsed_body(request, HeadPatch)
     head = template_store.patch_layout(ingest.pool, caller.tenant.id, alias, body)
@@ -108,7 +108,7 @@ async def patch_layout(
     responses=problems(401, 403, 404),
     summary="Archive a layout (no new template version may pin it)",
 )
-async def archive_layout(alias: str, ingest: IngestDep, caller: AdminCaller) -> LayoutDetail:
+async def archive_layout(alias: PathAlias, ingest: IngestDep, caller: AdminCaller) -> LayoutDetail:
     archive = HeadPatch(archived=True)
     head = template_store.patch_layout(ingest.pool, caller.tenant.id, alias, archive)
     return await _detail(ingest, await found(f"layout {alias!r}", head))
@@ -121,7 +121,7 @@ async def archive_layout(alias: str, ingest: IngestDep, caller: AdminCaller) -> 
     summary="A layout's versions, newest first",
 )
 async def list_layout_versions(
-    alias: str, ingest: IngestDep, caller: ReadCaller
+    alias: PathAlias, ingest: IngestDep, caller: ReadCaller
 ) -> LayoutVersionList:
     listed = template_store.list_layout_versions(ingest.pool, caller.tenant.id, alias)
     return LayoutVersionList(versions=await found(f"layout {alias!r}", listed))
@@ -136,7 +136,7 @@ async def list_layout_versions(
     openapi_extra=json_body_doc(LayoutVersionFields),
 )
 async def add_layout_version(
-    alias: str, request: Request, ingest: IngestDep, caller: AdminCaller
+    alias: PathAlias, request: Request, ingest: IngestDep, caller: AdminCaller
 ) -> LayoutVersion:
     body = await parsed_body(request, LayoutVersionFields)
     added = template_store.add_layout_version(
@@ -152,7 +152,7 @@ async def add_layout_version(
     summary="One version of a layout",
 )
 async def get_layout_version(
-    alias: str, version: str, ingest: IngestDep, caller: ReadCaller
+    alias: PathAlias, version: str, ingest: IngestDep, caller: ReadCaller
 ) -> LayoutVersion:
     number = version_number(version)
     return await found(

@@ -9,10 +9,11 @@ older one: a roll back) applies to this process at once and to the others within
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
 from libs import template_store
@@ -24,6 +25,7 @@ from libs.template_store import (
     VersionFields,
 )
 from libs.templates import (
+    ALIAS,
     Template,
     TemplateVersion,
     fetch_template,
@@ -85,6 +87,16 @@ async def found(what: str, lookup: Awaitable[T | None]) -> T:
     if result is None:
         raise ProblemError("not_found", f"no {what}")
     return result
+
+
+def known_alias(alias: str) -> str:
+    """An alias in a path; one no template or layout can have is not found (never a query)."""
+    if not re.fullmatch(ALIAS, alias):
+        raise ProblemError("not_found", f"no template or layout {alias!r}")
+    return alias
+
+
+PathAlias = Annotated[str, Depends(known_alias)]
 
 
 def archived_parameter(text: str | None) -> bool:
@@ -183,7 +195,7 @@ async def create_template(
     responses=problems(401, 403, 404),
     summary="A template and its active version",
 )
-async def get_template(alias: str, ingest: IngestDep, caller: ReadCaller) -> TemplateDetail:
+async def get_template(alias: PathAlias, ingest: IngestDep, caller: ReadCaller) -> TemplateDetail:
     head = await found(f"template {alias!r}", fetch_template(ingest.pool, caller.tenant.id, alias))
     return await _detail(ingest, head)
 
@@ -196,7 +208,7 @@ async def get_template(alias: str, ingest: IngestDep, caller: ReadCaller) -> Tem
     openapi_extra=json_body_doc(HeadPatch),
 )
 async def patch_template(
-    alias: str, request: Request, ingest: IngestDep, caller: AdminCaller
+    alias: PathAlias, request: Request, ingest: IngestDep, caller: AdminCaller
 ) -> TemplateDetail:
     body = await parsed_body(request, HeadPatch)
     head = await found(
@@ -213,7 +225,9 @@ async def patch_template(
     responses=problems(401, 403, 404),
     summary="Archive a template (sends refused, versions kept)",
 )
-async def archive_template(alias: str, ingest: IngestDep, caller: AdminCaller) -> TemplateDetail:
+async def archive_template(
+    alias: PathAlias, ingest: IngestDep, caller: AdminCaller
+) -> TemplateDetail:
     archive = HeadPatch(archived=True)
     head = await found(
         f"template {alias!r}",
@@ -229,7 +243,7 @@ async def archive_template(alias: str, ingest: IngestDep, caller: AdminCaller) -
     responses=problems(401, 403, 404),
     summary="A template's versions, newest first",
 )
-async def list_versions(alias: str, ingest: IngestDep, caller: ReadCaller) -> VersionList:
+async def list_versions(alias: PathAlias, ingest: IngestDep, caller: ReadCaller) -> VersionList:
     versions = await found(
         f"template {alias!r}", template_store.list_versions(ingest.pool, caller.tenant.id, alias)
     )
@@ -245,7 +259,7 @@ async def list_versions(alias: str, ingest: IngestDep, caller: ReadCaller) -> Ve
     openapi_extra=json_body_doc(VersionFields),
 )
 async def add_version(
-    alias: str, request: Request, ingest: IngestDep, caller: AdminCaller
+    alias: PathAlias, request: Request, ingest: IngestDep, caller: AdminCaller
 ) -> TemplateVersion:
     """The next version of the template. ``layout`` pins ``{alias, version}`` (default: the
     layout's latest version)."""
@@ -263,7 +277,7 @@ async def add_version(
     summary="One version of a template",
 )
 async def get_version(
-    alias: str, version: str, ingest: IngestDep, caller: ReadCaller
+    alias: PathAlias, version: str, ingest: IngestDep, caller: ReadCaller
 ) -> TemplateVersion:
     number = version_number(version)
     return await found(
@@ -279,7 +293,7 @@ async def get_version(
     summary="Make a version the active one (or roll back to an older one)",
 )
 async def activate_version(
-    alias: str, version: str, ingest: IngestDep, caller: AdminCaller
+    alias: PathAlias, version: str, ingest: IngestDep, caller: AdminCaller
 ) -> TemplateDetail:
     """New sends get this version; mail accepted before keeps the version it was given."""
     number = version_number(version)

@@ -108,6 +108,9 @@ async def test_versions_are_added_activated_and_rolled_back_by_their_tenant_only
         )
         assert_problem(response, 404, "not_found")
     assert (await client.get("/v1/templates", headers=stranger)).json() == {"templates": []}
+    for unusable in ("Bad%00Alias", "x" * 200):
+        path = f"/v1/templates/{unusable}/versions/1"
+        assert_problem(await client.get(path, headers=admin), 404, "not_found")
     assert [
         t["alias"] for t in (await client.get("/v1/templates", headers=admin)).json()["templates"]
     ] == [name]
@@ -278,6 +281,8 @@ async def test_an_experiment_on_security_mail_is_refused_unless_overridden(
         ({"percent": 0}, "invalid_request", "/percent"),
         ({"ends_at": ends_in(91)}, "invalid_experiment", "/ends_at"),
         ({"ends_at": ends_in(-1)}, "invalid_experiment", "/ends_at"),
+        ({"ends_at": "2030-01-01T00:00:00"}, "invalid_request", "/ends_at"),
+        ({"starts_at": ends_in(100), "ends_at": ends_in(120)}, "invalid_experiment", "/starts_at"),
         (
             {"starts_at": ends_in(5), "ends_at": ends_in(2)},
             "invalid_experiment",
