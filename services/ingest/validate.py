@@ -17,10 +17,8 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import lru_cache
 from typing import Any, TypeVar
 
-from jinja2 import TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ValidationError
 
@@ -37,7 +35,8 @@ from libs.sendable import (
     header_fault,
     parse_mailbox,
 )
-from libs.templates import TemplateVersion, best_locale
+from libs.template_engine import check_data
+from libs.templates import TemplateVersion
 from schemas.common import Mailbox, Problem
 from schemas.send import SendRequest
 
@@ -228,65 +227,6 @@ def sender_allowed(domain: str, tenant_domains: Sequence[str]) -> bool:
     return any(domain == d or domain.endswith("." + d) for d in tenant_domains)
 
 
-@lru_cache(maxsize=512)
-def required_variables(subject: str, html: str | None, text: str | None) -> frozenset[str]:
-    """The variables a template reads without a default; raises TemplateSyntaxError."""
-    required: set[str] = set()
-    for source in (subject, html, text):
-        if source is None:
-            continue
-        tree = _JINJA.parse(source)
-        undeclared = meta.find_undeclared_variables(tree) - set(_JINJA.globals)
-        required |= undeclared & set(_unguarded_names(tree))
-    return frozenset(required)
-
-
-def _unguarded_names(node: nodes.Node, shielded: frozenset[str] = frozenset()) -> Iterator[str]:
-    """Names read where a missing value fails the render.
-
-    ``x | default(...)``, ``x is defined`` and the branch of ``{% if x is defined %}`` that runs
-    only when ``x`` exists all tolerate a missing ``x``.
-    """
-    if isinstance(node, nodes.Name) and node.ctx == "load" and node.name not in shielded:
-        yield node.name
-    if isinstance(node, nodes.If):
-        when_true, when_false = _defined_by(node.test)
-        yield from _unguarded_names(node.test, shielded)
-        for child in node.body:
-            yield from _unguarded_names(child, shielded | when_true)
-        for child in (*node.elif_, *node.else_):
-            yield from _unguarded_names(child, shielded | when_false)
-        return
-    for child in node.iter_child_nodes():
-        if not _tolerates_absence(node, child):
-            yield from _unguarded_names(child, shielded)
-
-
-def _tolerates_absence(parent: nodes.Node, child: nodes.Node) -> bool:
-    return (
-        isinstance(child, nodes.Name)
-        and child is getattr(parent, "node", None)
-        and (
-            (isinstance(parent, nodes.Filter) and parent.name in _DEFAULT_FILTERS)
-            or (isinstance(parent, nodes.Test) and parent.name in _DEFINED_TESTS)
-        )
-    )
-
-
-def _defined_by(test: nodes.Node) -> tuple[frozenset[str], frozenset[str]]:
-    """The names an ``if`` test proves defined when it is true, and when it is false."""
-    if isinstance(test, nodes.Not):
-        when_true, when_false = _defined_by(test.node)
-        return when_false, when_true
-    if isinstance(test, nodes.Test) and isinstance(test.node, nodes.Name):
-        name = frozenset({test.node.name})
-        if test.name == "defined":
-            return name, frozenset()
-        if test.name == "undefined":
-            return frozenset(), name
-    return frozenset(), frozenset()
-
-
 def check_request(
     request: SendRequest,
     tenant_domains: Sequence[str],
@@ -373,22 +313,9 @@ def _content(request: SendRequest, template: TemplateVersion | None) -> Iterator
             "unknown_template", pointer("template"), f"no template named {request.template!r}"
         )
         return
-    sources = template.contents[best_locale(template, request.locale)]
-    try:
-        needed = required_variables(sources.subject, sources.html, sources.text)
-    except TemplateSyntaxError as error:
-        yield Violation(
-            "invalid_template",
-            pointer("template"),
-            f"template {template.alias!r} v{template.version} does not parse: {error}",
-        )
-        return
-    for name in sorted(needed - request.data.keys()):
-        yield Violation(
-            "missing_template_data",
-            pointer("data", name),
-            f"template {template.alias!r} needs {name!r}",
-        )
+    for issue in check_data(template, request.data, request.locale):
+        where = pointer("template") if issue.name is None else pointer("data", issue.name)
+        yield Violation(issue.code, where, issue.detail)
 
 
 def _schedule(request: SendRequest, now: datetime) -> Iterator[Violation]:

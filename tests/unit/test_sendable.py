@@ -21,11 +21,11 @@ from libs.sendable import (
     max_header_value_chars,
     parse_mailbox,
 )
+from libs.template_engine import render_inline
 from schemas.common import Lane, Mailbox
 from schemas.pipeline import DeliveryJob, MessageSpec, RenderedContent, Route
 from schemas.send import SendRequest
 from services.ingest.validate import Addresses, check_request, parse_request
-from services.render.render import content
 from services.sender.mime import build_message
 
 NEVER_ON_ONE_LINE = ["\x00", "\x01", "\n", "\r", "\x1b", "\x7f", "\x80", "\x85", "\x9f"]
@@ -202,7 +202,7 @@ def test_what_passes_the_edge_and_render_is_sent(
     if isinstance(request, list):
         return
     addresses = check_request(request, ("example.test",), None, NOW)
-    rendered = content(request.subject or "", request.html, request.text)
+    rendered = render_inline(request.subject, request.html, request.text)
     if not isinstance(addresses, Addresses) or not isinstance(rendered, RenderedContent):
         return
     spec = MessageSpec(

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict
 
 from libs.sendable import MAX_ATTACHMENT_BYTES, MAX_MESSAGE_BYTES, MAX_NESTING
+from libs.template_engine import required_variables
 from libs.templates import LocaleContent, TemplateVersion
 from schemas.common import Mailbox
 from schemas.send import SendRequest, TopicSendRequest
@@ -26,7 +27,6 @@ from services.ingest.validate import (
     parse_request,
     pointer,
     request_fingerprint,
-    required_variables,
 )
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)

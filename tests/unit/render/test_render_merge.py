@@ -7,10 +7,12 @@ from typing import Any
 import pytest
 
 from libs.sendable import MAX_MESSAGE_BYTES, MAX_SUBJECT_CHARS
+from libs.template_engine import one_line_subject
+from libs.template_engine import render_inline as content
 from libs.templates import LocaleContent, TemplateVersion
 from schemas.common import Problem
 from schemas.pipeline import RenderedContent
-from services.render.render import content, one_line_subject, render
+from services.render.render import render
 from tests.records import message_spec as spec
 
 
@@ -143,9 +145,13 @@ def test_content_larger_than_a_message_is_a_problem_not_a_record() -> None:
 
 
 def test_a_template_that_renders_too_much_is_a_problem() -> None:
-    tpl = template(text="{{ word * times }}")
-    result = render(spec(template=tpl.alias, data={"word": "ab", "times": MAX_MESSAGE_BYTES}), tpl)
+    tpl = template(html="{{ word * times }}")
+    html_and_its_text = {"word": "ab", "times": MAX_MESSAGE_BYTES // 4 + 1}  # within the budget
+    result = render(spec(template=tpl.alias, data=html_and_its_text), tpl)
     assert isinstance(result, Problem) and result.code == "content_too_large"
+    beyond_the_budget = {"word": "ab", "times": MAX_MESSAGE_BYTES}
+    result = render(spec(template=tpl.alias, data=beyond_the_budget), tpl)
+    assert isinstance(result, Problem) and result.code == "render_limit_exceeded"
 
 
 def test_text_part_is_derived_when_template_has_html_only() -> None:
@@ -166,4 +172,4 @@ def test_inline_content_is_used_literally_never_evaluated() -> None:
 def test_inline_html_only_gets_a_text_part() -> None:
     result = render(spec(subject="s", html="<h1>Hello</h1><p>world &amp; co</p>"), None)
     assert isinstance(result, RenderedContent)
-    assert result.text == "Hello\n\nworld & co"
+    assert result.text == "Hello\n=====\n\nworld & co"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.render.html_text import html_to_text
+from libs.html_text import html_to_text
 
 
 def test_blocks_become_lines_and_entities_are_decoded() -> None:
