@@ -62,14 +62,17 @@ from libs.suppressions import (
     remove_suppressions,
     stage_csv,
 )
+from libs.template_engine import Preview
 from libs.template_store import (
     ExperimentFields,
     HeadPatch,
     LayoutFields,
     LayoutVersionFields,
+    PreviewFields,
     TemplateFields,
     TemplateRefused,
     VersionFields,
+    located,
 )
 from libs.templates import (
     DEFAULT_LOCALE,
@@ -95,7 +98,7 @@ from libs.webhook_endpoints import (
 )
 from libs.webhook_queue import ReplayRefused, list_attempts, replay
 from libs.webhook_targets import TargetGuard, TargetRefused
-from schemas.common import Lane, Stream
+from schemas.common import Lane, Problem, Stream
 from schemas.events import EVENT_TYPE_PREFIX, DeliveryEvent
 from schemas.pipeline import Pool, RouteName
 
@@ -553,7 +556,9 @@ async def _stored(what: str, change: Awaitable[T | None]) -> T:
     try:
         result = await change
     except TemplateRefused as refused:
-        raise click.ClickException(f"{refused.code}: {refused.detail}") from None
+        lines = [f"{refused.code}: {refused.detail}"]
+        lines += [f"  {pointer}: {located(issue)}" for pointer, issue in refused.issues]
+        raise click.ClickException("\n".join(lines)) from None
     if result is None:
         raise click.ClickException(f"no {what}")
     return result
@@ -716,6 +721,45 @@ def template_archive(settings: Settings, tenant_id: str, alias: str, restore: bo
                 f"template {alias!r}", template_store.patch_template(pool, tenant_id, alias, patch)
             ),
         )
+    )
+
+
+@template.command("render")
+@tenant_option
+@click.argument("alias")
+@click.option("--version", type=click.IntRange(min=1), help="Default: the active one.")
+@click.option("--locale", help="The reader's locale (the fallback chain applies).")
+@click.option("--data-file", type=json_file, help="JSON data (default: the examples).")
+@pass_settings
+def template_render(
+    settings: Settings,
+    tenant_id: str,
+    alias: str,
+    version: int | None,
+    locale: str | None,
+    data_file: Path | None,
+) -> None:
+    """Preview a version (as POST /v1/templates/{alias}/render): print subject, html, text,
+    the locale rendered and the warnings as JSON."""
+    _uuid(tenant_id, "tenant")
+    given: dict[str, object] = {"version": version, "locale": locale}
+    if data_file is not None:
+        given["data"] = _json_file(data_file)
+    fields = _fields(PreviewFields, {k: v for k, v in given.items() if v is not None})
+
+    async def render(pool: asyncpg.Pool) -> Preview | Problem:
+        what = f"version of {alias!r} to render"
+        found: Preview | Problem = await _stored(
+            what, template_store.preview_template(pool, tenant_id, alias, fields)
+        )
+        return found
+
+    rendered = _with_pool(settings, render)
+    if isinstance(rendered, Problem):
+        raise click.ClickException(f"{rendered.code}: {rendered.detail}")
+    _print_json(
+        rendered.content.model_dump(mode="json")
+        | {"warnings": [warning.model_dump(mode="json") for warning in rendered.warnings]}
     )
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -21,6 +22,13 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 from libs.analytics import Granularity
 from libs.analytics_report import MAX_BUCKETS, AnalyticsQuery, read_report
+from libs.template_engine import (
+    Preview,
+    TemplateIssue,
+    check_layout,
+    check_version,
+    preview,
+)
 from libs.templates import (
     DEFAULT_LOCALE,
     Alias,
@@ -33,12 +41,14 @@ from libs.templates import (
     TemplateVersion,
     add_version,
     experiment_of,
+    fetch_layout_version,
     fetch_template,
+    fetch_version,
     layout_version_of,
     template_of,
     version_of,
 )
-from schemas.common import Category, Lane, Stream, natural_lane
+from schemas.common import Category, Lane, Problem, Stream, natural_lane
 from schemas.events import MessageState
 
 MAX_EXPERIMENT = timedelta(days=90)
@@ -60,13 +70,55 @@ Name = Annotated[str, Field(min_length=1, max_length=200)]
 
 class TemplateRefused(ValueError):
     """A write the platform will not make; ``code`` says why, ``field`` the JSON pointer of the
-    part of the body at fault ('' for the whole)."""
+    part of the body at fault ('' for the whole), ``issues`` what the engine found wrong in
+    the sources (``invalid_template`` / ``invalid_layout``)."""
 
-    def __init__(self, code: str, detail: str, field: str = "") -> None:
+    def __init__(
+        self,
+        code: str,
+        detail: str,
+        field: str = "",
+        issues: Sequence[tuple[str, TemplateIssue]] = (),
+    ) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
         self.field = field
+        self.issues = tuple(issues)
+        """Each issue with the JSON pointer of the sources it is in."""
+
+
+def located(issue: TemplateIssue) -> str:
+    """An issue as one sentence that says where it is: ``pt-BR html, line 3, column 7: ...``."""
+    where = " ".join(part for part in (issue.locale, issue.part) if part)
+    if issue.line is not None:
+        where += f", line {issue.line}" + (f", column {issue.column}" if issue.column else "")
+    return f"{where}: {issue.detail}" if where else issue.detail
+
+
+def _version_pointer(issue: TemplateIssue) -> str:
+    """Where in a version's body the sources of ``issue`` are."""
+    if issue.part and issue.part.startswith("layout."):
+        return "/layout"
+    if issue.locale is None:
+        return ""
+    return f"/contents/{issue.locale}" + (f"/{issue.part}" if issue.part else "")
+
+
+def _layout_pointer(issue: TemplateIssue) -> str:
+    """Where in a layout version's body the sources of ``issue`` are."""
+    return "/" + issue.part.removeprefix("layout.") if issue.part else ""
+
+
+def _refuse_errors(
+    code: str, issues: list[TemplateIssue], where: str, pointer: Callable[[TemplateIssue], str]
+) -> None:
+    """Refuse sources the engine found errors in (``where``: the pointer of the sources)."""
+    errors = [issue for issue in issues if issue.severity == "error"]
+    if errors:
+        located = [(where + pointer(issue), issue) for issue in errors]
+        plural = "s" if len(errors) > 1 else ""
+        raise TemplateRefused(code, f"{len(errors)} error{plural} in the sources", where, located)
 
 
 class Fields(BaseModel):
@@ -114,6 +166,15 @@ class TemplateFields(Fields):
     name: Name | None = None
     category: Category | None = None
     version: VersionFields | None = None
+
+
+class PreviewFields(Fields):
+    """What to preview: a version (default: the active one, else the latest), a locale, and
+    data (default: the declared variables' examples; given data wins)."""
+
+    version: VersionNumber | None = None
+    locale: Locale | None = None
+    data: dict[str, Any] | None = None
 
 
 class HeadPatch(Fields):
@@ -264,15 +325,25 @@ class CheckedVersion:
 
     fields: VersionFields
     layout: LayoutVersion | None
+    warnings: list[TemplateIssue]
+
+
+class SavedVersion(TemplateVersion):
+    """A version just saved, with what the checks found doubtful in it."""
+
+    warnings: list[TemplateIssue]
 
 
 async def check_new_version(
     pool: asyncpg.Pool, tenant_id: str, fields: VersionFields, where: str = ""
 ) -> CheckedVersion:
     """``fields`` checked as the next version of a template (``where``: the JSON pointer of
-    the version in the body, for refusals)."""
+    the version in the body, for refusals): refused as ``invalid_template`` with the engine's
+    errors (syntax with line and column, undeclared variables, a layout without a slot)."""
     layout = await resolve_layout(pool, tenant_id, fields.layout, where)
-    return CheckedVersion(fields, layout)
+    issues = check_version(fields.contents, fields.variables, layout)
+    _refuse_errors("invalid_template", issues, where, _version_pointer)
+    return CheckedVersion(fields, layout, issues)
 
 
 async def save_version(
@@ -281,11 +352,11 @@ async def save_version(
     alias: str,
     checked: CheckedVersion,
     created_by: str | None = None,
-) -> TemplateVersion | None:
+) -> SavedVersion | None:
     """The next version of ``alias`` (None: no such template)."""
     fields, layout = checked.fields, checked.layout
     try:
-        return await add_version(
+        saved = await add_version(
             pool,
             tenant_id,
             alias,
@@ -299,6 +370,7 @@ async def save_version(
         )
     except LookupError:
         return None
+    return SavedVersion(**saved.model_dump(), warnings=checked.warnings)
 
 
 async def list_versions(
@@ -313,6 +385,26 @@ async def list_versions(
         alias,
     )
     return [version_of(row) for row in rows]
+
+
+async def preview_template(
+    pool: asyncpg.Pool, tenant_id: str, alias: str, fields: PreviewFields
+) -> Preview | Problem | None:
+    """A version of ``alias`` rendered as the preview asks, inside its pinned layout (None:
+    no such template or version)."""
+    head = await fetch_template(pool, tenant_id, alias)
+    number = fields.version or (head and (head.active_version or head.latest_version))
+    if not number:
+        return None
+    version = await fetch_version(pool, tenant_id, alias, number)
+    if version is None:
+        return None
+    layout = (
+        await fetch_layout_version(pool, tenant_id, version.layout_alias, version.layout_version)
+        if version.layout_alias and version.layout_version
+        else None
+    )
+    return preview(version, layout, fields.data, fields.locale)
 
 
 async def activate_version(
@@ -393,7 +485,7 @@ async def create_layout(
         if not created:
             return None
         return await _next_layout_version(
-            connection, tenant_id, fields.alias, fields.version, created_by
+            connection, tenant_id, fields.alias, fields.version, created_by, "/version"
         )
 
 
@@ -416,8 +508,11 @@ async def _next_layout_version(
     alias: str,
     fields: LayoutVersionFields,
     created_by: str | None,
+    where: str = "",
 ) -> LayoutVersion | None:
-    """Write the next version of a layout, numbered under the head's row lock."""
+    """Write the next version of a layout, numbered under the head's row lock; refused as
+    ``invalid_layout`` when its sources do not parse or lack ``{{ content }}``."""
+    _refuse_errors("invalid_layout", check_layout(fields.html, fields.text), where, _layout_pointer)
     number = await connection.fetchval(
         "UPDATE layouts SET latest_version = latest_version + 1, updated_at = now()"
         " WHERE tenant_id = $1 AND alias = $2 RETURNING latest_version",

@@ -12,12 +12,24 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from libs import template_store
-from libs.template_store import HeadPatch, Layout, LayoutFields, LayoutVersionFields
+from libs.template_store import (
+    HeadPatch,
+    Layout,
+    LayoutFields,
+    LayoutVersionFields,
+    TemplateRefused,
+)
 from libs.templates import LayoutVersion, fetch_layout_version
 from services.ingest.http_deps import AdminCaller, IngestDep, ReadCaller, parsed_body, problems
 from services.ingest.problems import ProblemError
 from services.ingest.routes_keys import json_body_doc
-from services.ingest.routes_templates import PathAlias, archived_parameter, found, version_number
+from services.ingest.routes_templates import (
+    PathAlias,
+    archived_parameter,
+    found,
+    refused,
+    version_number,
+)
 
 router = APIRouter(prefix="/v1/layouts", tags=["layouts"])
 
@@ -61,13 +73,18 @@ async def list_layouts(
     status_code=201,
     response_model=LayoutDetail,
     responses=problems(400, 401, 403, 409, 415, 422),
-    summary="Create a layout with its first version",
+    summary="Create a layout with its first version (checked)",
     openapi_extra=json_body_doc(LayoutFields),
 )
 async def create_layout(request: Request, ingest: IngestDep, caller: AdminCaller) -> LayoutDetail:
+    """A new layout; its html and text must parse and hold ``{{ content }}`` (422
+    ``invalid_layout`` with each issue otherwise)."""
     body = await parsed_body(request, LayoutFields)
     tenant_id = caller.tenant.id
-    created = await template_store.create_layout(ingest.pool, tenant_id, body, caller.key.id)
+    try:
+        created = await template_store.create_layout(ingest.pool, tenant_id, body, caller.key.id)
+    except TemplateRefused as error:
+        raise refused(error) from error
     if created is None:
         raise ProblemError("layout_exists", f"layout {body.alias!r} exists already")
     head = await found(

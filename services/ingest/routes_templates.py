@@ -17,12 +17,16 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
 from libs import template_store
+from libs.template_engine import Preview, TemplateIssue
 from libs.template_store import (
     CheckedVersion,
     HeadPatch,
+    PreviewFields,
+    SavedVersion,
     TemplateFields,
     TemplateRefused,
     VersionFields,
+    located,
 )
 from libs.templates import (
     ALIAS,
@@ -31,11 +35,14 @@ from libs.templates import (
     fetch_template,
     fetch_version,
 )
+from schemas.common import Problem
+from schemas.pipeline import RenderedContent
 from services.ingest.accept import Ingest
 from services.ingest.http_deps import (
     AdminCaller,
     IngestDep,
     ReadCaller,
+    optional_body,
     parsed_body,
     problems,
 )
@@ -57,7 +64,14 @@ class TemplateDetail(Template):
 class CreatedTemplate(TemplateDetail):
     """A new template, and its first version when the body gave one."""
 
-    version: TemplateVersion | None = None
+    version: SavedVersion | None = None
+
+
+class PreviewView(RenderedContent):
+    """A version rendered for its author (``locale``: the one rendered, after the fallback
+    chain), with what a reader might trip over."""
+
+    warnings: list[TemplateIssue]
 
 
 class TemplateList(BaseModel):
@@ -70,11 +84,24 @@ class VersionList(BaseModel):
     versions: list[TemplateVersion]
 
 
-def refused(error: TemplateRefused, where: str = "") -> ProblemError:
-    """The problem that answers a refused write (``where``: the pointer of the part of the
-    body the refusal's field is relative to)."""
-    pointer = where + error.field
-    return ProblemError(error.code, error.detail, [Violation(error.code, pointer, error.detail)])
+def refused(error: TemplateRefused) -> ProblemError:
+    """The problem that answers a refused write; sources the engine refused list each issue
+    (``errors``: pointer and sentence; ``issues``: code, locale, part, line, column)."""
+    if not error.issues:
+        return ProblemError(
+            error.code, error.detail, [Violation(error.code, error.field, error.detail)]
+        )
+    return ProblemError(
+        error.code,
+        error.detail,
+        [Violation(error.code, pointer, located(issue)) for pointer, issue in error.issues],
+        extensions={
+            "issues": [
+                issue.model_dump(mode="json") | {"pointer": pointer}
+                for pointer, issue in error.issues
+            ]
+        },
+    )
 
 
 async def found(what: str, lookup: Awaitable[T | None]) -> T:
@@ -136,7 +163,7 @@ async def _checked(
 
 async def _saved_version(
     ingest: Ingest, tenant_id: str, alias: str, checked: CheckedVersion, by: str
-) -> TemplateVersion | None:
+) -> SavedVersion | None:
     """A new version of ``alias``, applied here at once when it is activated."""
     saved = await template_store.save_version(ingest.pool, tenant_id, alias, checked, by)
     if saved is not None and checked.fields.activate:
@@ -253,16 +280,18 @@ async def list_versions(alias: PathAlias, ingest: IngestDep, caller: ReadCaller)
 @router.post(
     "/{alias}/versions",
     status_code=201,
-    response_model=TemplateVersion,
+    response_model=SavedVersion,
     responses=problems(400, 401, 403, 404, 415, 422),
     summary="Add a version (checked; activated at once with activate)",
     openapi_extra=json_body_doc(VersionFields),
 )
 async def add_version(
     alias: PathAlias, request: Request, ingest: IngestDep, caller: AdminCaller
-) -> TemplateVersion:
+) -> SavedVersion:
     """The next version of the template. ``layout`` pins ``{alias, version}`` (default: the
-    layout's latest version)."""
+    layout's latest version). Checked first: sources that do not parse (with line and column),
+    variables read but not declared, a layout without ``{{ content }}`` are 422
+    ``invalid_template`` with each issue; what is only doubtful comes back as ``warnings``."""
     body = await parsed_body(request, VersionFields)
     tenant_id = caller.tenant.id
     checked = await _checked(ingest, tenant_id, body, "")
@@ -303,3 +332,28 @@ async def activate_version(
     )
     ingest.templates.discard(caller.tenant.id, alias)
     return await _detail(ingest, head)
+
+
+@router.post(
+    "/{alias}/render",
+    response_model=PreviewView,
+    responses=problems(400, 401, 403, 404, 415, 422),
+    summary="Preview a version with sample data",
+    openapi_extra=json_body_doc(PreviewFields, required=False),
+)
+async def preview_template(
+    alias: PathAlias, request: Request, ingest: IngestDep, caller: ReadCaller
+) -> PreviewView:
+    """The subject, html and text a version renders (default: the active one, else the
+    latest) in ``locale``, inside its layout, with ``data`` (default: the declared variables'
+    examples). Warnings: optional data missing, very long values or subject, images without
+    alt text, links that are not https, a locale fallback. A render that fails is 422 with
+    the reason (``render_failed``, ``render_limit_exceeded``, ``content_too_large``)."""
+    body = await optional_body(request, PreviewFields)
+    rendered: Preview | Problem = await found(
+        f"version to preview of template {alias!r}",
+        template_store.preview_template(ingest.pool, caller.tenant.id, alias, body),
+    )
+    if isinstance(rendered, Problem):
+        raise ProblemError(rendered.code, rendered.detail)
+    return PreviewView(**rendered.content.model_dump(), warnings=rendered.warnings)

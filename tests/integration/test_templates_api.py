@@ -426,6 +426,18 @@ async def test_the_cli_manages_templates_layouts_and_experiments(
     assert (await cli("template", "activate", name, "1"))["active_version"] == 1
     shown = await cli("template", "show", name)
     assert (shown["active_version"], [v["version"] for v in shown["versions"]]) == (1, [2, 1])
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps({"name": "Zé"}), encoding="utf-8")
+    rendered = await cli("template", "render", name, "--locale", "pt-BR", "--data-file", str(data))
+    assert (rendered["subject"], rendered["layout_version"]) == ("Olá Zé", 1)
+    assert "<footer>Acme</footer>" in rendered["html"] and rendered["warnings"] == []
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps(version("Hi {{ name")), encoding="utf-8")
+    refused = await sendarix(
+        settings, "template", "version", "--tenant", tenant_id, name, str(broken)
+    )
+    assert refused.exit_code == 1
+    assert "/contents/en/subject: en subject, line 1" in refused.output
     one = await cli("template", "show", name, "--version", "2")
     assert one["contents"]["en"]["subject"] == "Variant"
     assert [t["alias"] for t in await cli("template", "list")] == [name]
@@ -445,3 +457,122 @@ async def test_the_cli_manages_templates_layouts_and_experiments(
     assert (await cli("template", "archive", name, "--restore"))["archived_at"] is None
     missing = await sendarix(settings, "template", "activate", "--tenant", tenant_id, name, "9")
     assert missing.exit_code == 1 and "no version 9" in missing.output
+
+
+async def test_a_version_that_does_not_check_is_422_with_each_issue_located(
+    client: httpx.AsyncClient, tenant: tuple[Tenant, str]
+) -> None:
+    admin, name = bearer(tenant[1]), alias()
+    await created(client, admin, "/v1/templates", {"alias": name})
+    broken = version()
+    broken["contents"]["en"]["html"] = "<p>Hello</p>\n<p>{{ name }</p>"
+    broken["contents"]["pt-BR"]["subject"] = "Olá {{ nome }}"
+    response = await client.post(f"/v1/templates/{name}/versions", json=broken, headers=admin)
+    problem = assert_problem(response, 422, "invalid_template")
+    syntax, undeclared = problem["issues"]
+    assert (syntax["code"], syntax["locale"], syntax["part"]) == ("syntax_error", "en", "html")
+    assert (syntax["line"], syntax["column"], syntax["pointer"]) == (2, 7, "/contents/en/html")
+    assert (undeclared["code"], undeclared["pointer"]) == (
+        "undeclared_variable",
+        "/contents/pt-BR/subject",
+    )
+    assert problem["errors"][0] == {
+        "pointer": "/contents/en/html",
+        "detail": "en html, line 2, column 7: unexpected '}'",
+    }
+    versions = (await client.get(f"/v1/templates/{name}/versions", headers=admin)).json()
+    assert versions["versions"] == [], "nothing saved"
+
+    first = await client.post(
+        "/v1/templates", json={"alias": alias(), "version": broken}, headers=admin
+    )
+    problem = assert_problem(first, 422, "invalid_template")
+    assert problem["errors"][0]["pointer"] == "/version/contents/en/html"
+
+    doubtful = version(variables=[{"name": "name"}, {"name": "spare", "required": False}])
+    saved = await created(client, admin, f"/v1/templates/{name}/versions", doubtful)
+    assert [(w["code"], w["severity"]) for w in saved["warnings"]] == [
+        ("unused_variable", "warning")
+    ]
+
+
+async def test_a_layout_without_a_slot_or_that_does_not_parse_is_422(
+    client: httpx.AsyncClient, tenant: tuple[Tenant, str]
+) -> None:
+    admin, brand = bearer(tenant[1]), f"brand-{uuid.uuid4().hex[:6]}"
+    bad = {"html": "<div>{% if %}</div>", "text": "no slot"}
+    response = await client.post(
+        "/v1/layouts", json={"alias": brand, "version": bad}, headers=admin
+    )
+    problem = assert_problem(response, 422, "invalid_layout")
+    assert [(i["code"], i["pointer"], i["line"]) for i in problem["issues"]] == [
+        ("syntax_error", "/version/html", 1),
+        ("missing_layout_slot", "/version/text", None),
+    ]
+    assert (await client.get("/v1/layouts", headers=admin)).json() == {"layouts": []}
+    await created(client, admin, "/v1/layouts", {"alias": brand, "version": LAYOUT})
+    again = await client.post(f"/v1/layouts/{brand}/versions", json=bad, headers=admin)
+    assert assert_problem(again, 422, "invalid_layout")["errors"][0]["pointer"] == "/html"
+
+
+async def test_the_preview_renders_a_version_in_its_layout_and_locale_with_warnings(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, tenant: tuple[Tenant, str]
+) -> None:
+    admin, name, brand = bearer(tenant[1]), alias(), f"brand-{uuid.uuid4().hex[:6]}"
+    await created(client, admin, "/v1/layouts", {"alias": brand, "version": LAYOUT})
+    first = version(
+        layout={"alias": brand},
+        variables=[
+            {"name": "name", "example": "Jane"},
+            {"name": "nick", "required": False, "default": "pal"},
+        ],
+    )
+    first["contents"]["en"]["html"] = (
+        '<p>Hello {{ name }} ({{ nick }})</p><img src="http://cdn.example/logo.png">'
+    )
+    await created(client, admin, "/v1/templates", {"alias": name, "version": first})
+    path = f"/v1/templates/{name}/render"
+
+    latest = await client.post(path, headers=bearer(tenant[1]))
+    assert latest.status_code == 200, latest.text
+    shown = latest.json()
+    assert shown["subject"] == "Hi Jane" and shown["locale"] == "en"
+    assert shown["html"].startswith("<html><body><p>Hello Jane (pal)</p>")
+    assert "<footer>Acme</footer>" in shown["html"] and "Hello Jane" in shown["text"]
+    assert (shown["template_version"], shown["layout_version"]) == (1, 1)
+    assert {w["code"] for w in shown["warnings"]} == {
+        "missing_optional_data",
+        "image_without_alt",
+        "insecure_link",
+    }
+
+    portuguese = await client.post(
+        path, json={"locale": "pt-br", "data": {"name": "<b>Zé</b>", "nick": "z"}}, headers=admin
+    )
+    assert portuguese.status_code == 200, portuguese.text
+    assert portuguese.json()["subject"] == "Olá <b>Zé</b>"
+    assert "<p>Olá &lt;b&gt;Zé&lt;/b&gt;</p>" in portuguese.json()["html"]
+    assert (portuguese.json()["locale"], portuguese.json()["warnings"]) == ("pt-BR", [])
+    french = await client.post(path, json={"locale": "fr-CA"}, headers=admin)
+    assert french.json()["locale"] == "en"
+    assert [w["code"] for w in french.json()["warnings"]] == [
+        "missing_optional_data",
+        "image_without_alt",
+        "insecure_link",
+        "locale_fallback",
+    ]
+
+    escape = version("{{ name.__class__.__mro__ }}")
+    await created(client, admin, f"/v1/templates/{name}/versions", escape)
+    failed = await client.post(path, json={"version": 2}, headers=admin)
+    problem = assert_problem(failed, 422, "render_failed")
+    assert "SecurityError" in problem["detail"] and "unsafe" in problem["detail"]
+    assert_problem(await client.post(path, json={"version": 9}, headers=admin), 404, "not_found")
+    bad = await client.post(path, json={"locale": "not a locale"}, headers=admin)
+    assert assert_problem(bad, 422, "invalid_request")["errors"][0]["pointer"] == "/locale"
+    stranger = bearer((await other_tenant(pool))[1])
+    assert_problem(await client.post(path, headers=stranger), 404, "not_found")
+    empty = alias()
+    await created(client, admin, "/v1/templates", {"alias": empty})
+    nothing = await client.post(f"/v1/templates/{empty}/render", headers=admin)
+    assert_problem(nothing, 404, "not_found")
