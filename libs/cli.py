@@ -76,6 +76,7 @@ from libs.template_store import (
 )
 from libs.templates import (
     DEFAULT_LOCALE,
+    LocaleContent,
     TemplateVersion,
     fetch_template,
     fetch_version,
@@ -596,7 +597,8 @@ def template_create(
     locale: str,
 ) -> None:
     """Create a template; with --subject, store a new active version of it whose LOCALE has
-    these sources (its other locales those of the active version) and print it as JSON."""
+    these sources (checked; its other locales those of the active version) and print it as
+    JSON."""
     _uuid(tenant_id, "tenant")
     html, text = _read(html_file), _read(text_file)
     if subject is None:
@@ -612,10 +614,11 @@ def template_create(
         )
         _print_model(head)
         return
-    if html is None and text is None:
-        raise click.UsageError("give --html-file, --text-file or both")
+    sources = _fields(LocaleContent, {"subject": subject, "html": html, "text": text})
+    checked = _fields(VersionFields, {"contents": {locale: sources}})
 
     async def put(pool: asyncpg.Pool) -> TemplateVersion:
+        await _stored("layout", template_store.check_new_version(pool, tenant_id, checked))
         await upsert_template(pool, tenant_id, name, category=category)
         return await put_template(pool, tenant_id, name, subject, html, text, locale)
 

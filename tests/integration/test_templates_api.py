@@ -413,6 +413,11 @@ async def test_the_cli_manages_templates_layouts_and_experiments(
     assert [v["version"] for v in (await cli("layout", "show", brand))["versions"]] == [2, 1]
     assert [x["alias"] for x in await cli("layout", "list")] == [brand]
 
+    unparsable = await sendarix(
+        settings, "template", "create", "--tenant", tenant_id, "--name", name,
+        "--subject", "Code {{ code", "--text-file", str(wrapper),
+    )  # fmt: skip
+    assert unparsable.exit_code == 1 and "invalid_template" in unparsable.output
     head = await cli("template", "create", "--name", name, "--category", "otp")
     assert (head["category"], head["latest_version"]) == ("otp", 0)
     first = tmp_path / "v1.json"
