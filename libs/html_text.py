@@ -84,7 +84,8 @@ class _TextCollector(HTMLParser):
             self._hidden = max(0, self._hidden - 1)
         elif tag in BLOCK_TAGS:
             self._close_block(tag)
-            self.parts.append("\n")
+            if tag != "tr":  # a row ends where the next one starts its line
+                self.parts.append("\n")
         elif tag == "a" and self._links:
             href, start = self._links.pop()
             label = "".join(self.parts[start:])

@@ -25,7 +25,7 @@ from jinja2 import StrictUndefined, nodes, pass_context
 from jinja2 import Template as JinjaTemplate
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
+from jinja2.sandbox import MAX_RANGE, ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
 
 from libs.sendable import MAX_MESSAGE_BYTES
@@ -35,13 +35,18 @@ RENDER_SECONDS = 0.25
 """Time one message's render may take (every part and the layout together)."""
 MAX_VALUE_CHARS = MAX_MESSAGE_BYTES
 """Largest string or sequence a template may build: none larger could be sent."""
+MAX_BUILT_CHARS = 8 * MAX_VALUE_CHARS
+"""Characters one render's growing operations may build in all (what a loop that keeps building
+large values would otherwise hold in memory until the deadline)."""
 MAX_WIDTH = 100_000
 """Largest width, length or count a filter or string method may be given."""
 MAX_INT_BITS = 4096
 """Largest integer arithmetic may produce (``2 ** 10 ** 9`` would take minutes)."""
 LOOP_FILTER = "budgeted_loop"
 """The filter every ``{% for %}`` iterates through (inserted by the compiler)."""
-WIDTH_FILTERS = ("center", "indent", "wordwrap", "truncate", "format", "batch", "slice")
+WIDTH_FILTERS = (
+    "center", "indent", "wordwrap", "truncate", "format", "batch", "slice", "join", "replace",
+)  # fmt: skip
 """Built-in filters whose arguments size their output."""
 PADDING_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
 _FORMAT_NUMBER = re.compile(r"\d{6,}")
@@ -58,16 +63,25 @@ class RenderBudget:
 
     deadline: float = field(default_factory=lambda: time.perf_counter() + RENDER_SECONDS)
     output_left: int = MAX_MESSAGE_BYTES
+    built: int = 0
 
     def tick(self) -> None:
         """Stop the render once its time is up."""
         if time.perf_counter() > self.deadline:
             raise RenderLimitExceeded(f"the render took longer than {RENDER_SECONDS * 1000:.0f} ms")
 
-    def allow(self, size: int, what: str) -> None:
-        """Refuse to build a value of ``size`` characters or items."""
+    def fits(self, size: int, what: str) -> None:
+        """Refuse a value of ``size`` characters or items."""
         if size > MAX_VALUE_CHARS:
             raise RenderLimitExceeded(f"{what} would hold {size} items, at most {MAX_VALUE_CHARS}")
+
+    def allow(self, size: int, what: str) -> None:
+        """Refuse to build a value of ``size`` characters or items, or one more than the render
+        may build in all."""
+        self.fits(size, what)
+        self.built += size
+        if self.built > MAX_BUILT_CHARS:
+            raise RenderLimitExceeded(f"the render built over {MAX_BUILT_CHARS} characters")
 
     def width(self, value: Any, what: str) -> None:
         """Refuse an integer argument too large to be a sensible width or count."""
@@ -136,7 +150,8 @@ def _check_binop(operator: str, left: Any, right: Any) -> None:
 def _check_call(function: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
     budget = current_budget()
     budget.tick()
-    owner = getattr(function, "__self__", None)
+    # the sandbox hands str.format out wrapped: the string is the wrapped method's
+    owner = getattr(getattr(function, "__wrapped__", function), "__self__", None)
     if not isinstance(owner, str):
         return
     name = getattr(function, "__name__", "")
@@ -167,12 +182,32 @@ def _guarded_filter(name: str, function: Callable[..., Any]) -> Callable[..., An
             _check_indent(args, kwargs)
         elif name == "format":
             _check_format(args[0] if args else None, widths, "the format filter")
+        elif name in ("join", "replace", "wordwrap") and len(args) >= skip:
+            args = (*args[: skip - 1], *_check_growth(name, list(args[skip - 1 :]), kwargs))
         result = function(*args, **kwargs)
         if (size := _sized(result)) is not None:
             budget.allow(size, f"the {name} filter")
         return result
 
     return guarded
+
+
+def _check_growth(name: str, args: list[Any], kwargs: Mapping[str, Any]) -> list[Any]:
+    """Refuse a ``join``, ``replace`` or ``wordwrap`` whose separator is repeated into a huge
+    result; ``args`` starts with the filtered value (a join's iterable comes back as a list)."""
+    budget = current_budget()
+    if name == "join":
+        args[0] = items = list(args[0])
+        separator = kwargs.get("d", args[1] if len(args) > 1 else "")
+        budget.allow(len(str(separator)) * len(items), "the join filter")
+    elif name == "replace" and len(args) >= 3:
+        value, old, new = (str(arg) for arg in args[:3])
+        budget.allow(len(value) + value.count(old) * len(new), "the replace filter")
+    elif name == "wordwrap":
+        value = str(args[0])
+        separator = kwargs.get("wrapstring", args[3] if len(args) > 3 else None)
+        budget.allow(len(value) * (1 + len(str(separator or ""))), "the wordwrap filter")
+    return args
 
 
 def _check_indent(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
@@ -193,9 +228,16 @@ def budgeted_loop(context: Context, iterable: Iterable[Any]) -> Iterator[Any]:
 
 
 def budgeted_range(*args: int) -> range:
-    """``range`` as the sandbox allows it (at most ``MAX_RANGE`` items), on the clock."""
+    """``range`` of at most the sandbox's ``MAX_RANGE`` numbers, on the clock."""
     current_budget().tick()
-    return safe_range(*args)
+    numbers = range(*args)
+    try:
+        size = len(numbers)
+    except OverflowError:  # more numbers than an index can count
+        size = MAX_RANGE + 1
+    if size > MAX_RANGE:
+        raise RenderLimitExceeded(f"range() may give at most {MAX_RANGE} numbers")
+    return numbers
 
 
 class BudgetedNamespace(Namespace):
@@ -204,7 +246,7 @@ class BudgetedNamespace(Namespace):
 
     def __setitem__(self, name: str, value: Any) -> None:
         if (size := _sized(value)) is not None:
-            current_budget().allow(size, f"namespace attribute {name!r}")
+            current_budget().fits(size, f"namespace attribute {name!r}")
         super().__setitem__(name, value)
 
 
@@ -236,6 +278,7 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
         self.filters[LOOP_FILTER] = budgeted_loop
         self.globals["range"] = budgeted_range
         self.globals["namespace"] = BudgetedNamespace
+        del self.globals["lipsum"]  # placeholder text, megabytes of it: no mail needs it
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         _check_binop(operator, left, right)

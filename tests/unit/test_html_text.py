@@ -32,3 +32,27 @@ def test_lists_and_source_whitespace() -> None:
 
 def test_broken_markup_still_gives_text() -> None:
     assert html_to_text("<p>open <b>bold <i>x") == "open bold x"
+
+
+def test_tables_read_as_rows_of_cells() -> None:
+    html = (
+        "<table><tr><th>Item</th><th>Qty</th><th>Price</th></tr>"
+        "<tr><td>Tea</td><td>2</td><td>R$ 10,00</td></tr>"
+        "<tr><td></td><td>Total</td><td><b>R$ 20,00</b></td></tr></table>"
+    )
+    assert html_to_text(html) == "Item | Qty | Price\nTea | 2 | R$ 10,00\nTotal | R$ 20,00"
+
+
+def test_layout_tables_do_not_scatter_separators() -> None:
+    html = "<table><tr><td><p>Hello</p><p>World</p></td><td></td></tr></table>"
+    assert html_to_text(html) == "Hello\n\nWorld"
+
+
+def test_ordered_lists_are_numbered_and_nested_lists_keep_their_own_count() -> None:
+    html = "<ol><li>first</li><li>second<ul><li>detail</li></ul></li><li>third</li></ol>"
+    assert html_to_text(html) == "1. first\n\n2. second\n\n- detail\n\n3. third"
+
+
+def test_headings_are_underlined_and_images_speak_their_alt_text() -> None:
+    html = '<h1>Your order</h1><h2>Items</h2><h3>Tea</h3><p><img src="x.png" alt="ACME logo"></p>'
+    assert html_to_text(html) == "Your order\n==========\n\nItems\n-----\n\nTea\n\nACME logo"
