@@ -13,7 +13,7 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO, TypeVar
@@ -626,19 +626,6 @@ def template_create(
     _print_json({"tenant_id": tenant_id, "name": name, "locale": locale, "version": stored.version})
 
 
-@template.command("list")
-@tenant_option
-@archived_option
-@pass_settings
-def template_list(settings: Settings, tenant_id: str, archived: bool) -> None:
-    """Print the tenant's templates as JSON."""
-    _uuid(tenant_id, "tenant")
-    found = _with_pool(
-        settings, lambda pool: template_store.list_templates(pool, tenant_id, archived)
-    )
-    _print_model(list(found))
-
-
 @template.command("show")
 @tenant_option
 @click.argument("alias")
@@ -841,17 +828,24 @@ def layout_version(
     _print_model(added)
 
 
-@layout.command("list")
-@tenant_option
-@archived_option
-@pass_settings
-def layout_list(settings: Settings, tenant_id: str, archived: bool) -> None:
-    """Print the tenant's layouts as JSON."""
-    _uuid(tenant_id, "tenant")
-    found = _with_pool(
-        settings, lambda pool: template_store.list_layouts(pool, tenant_id, archived)
-    )
-    _print_model(list(found))
+def _add_list_command(
+    group: click.Group,
+    what: str,
+    lister: Callable[[asyncpg.Pool, str, bool], Awaitable[Sequence[BaseModel]]],
+) -> None:
+    """``GROUP list --tenant T [--archived]``: print the tenant's WHAT as JSON."""
+
+    @group.command("list", help=f"Print the tenant's {what} as JSON.")
+    @tenant_option
+    @archived_option
+    @pass_settings
+    def listing(settings: Settings, tenant_id: str, archived: bool) -> None:
+        _uuid(tenant_id, "tenant")
+        _print_model(list(_with_pool(settings, lambda pool: lister(pool, tenant_id, archived))))
+
+
+_add_list_command(template, "templates", template_store.list_templates)
+_add_list_command(layout, "layouts", template_store.list_layouts)
 
 
 @layout.command("show")
@@ -920,40 +914,39 @@ def experiment_list(settings: Settings, tenant_id: str, alias: str) -> None:
     _print_model(list(found))
 
 
-@experiment.command("show")
-@tenant_option
-@click.argument("alias")
-@click.argument("experiment_id")
-@pass_settings
-def experiment_show(settings: Settings, tenant_id: str, alias: str, experiment_id: str) -> None:
-    """Print an experiment with the outcomes of its control and its variant."""
-    _uuid(tenant_id, "tenant")
-    report = _with_pool(
-        settings,
-        lambda pool: _stored(
-            f"experiment {experiment_id}",
-            template_store.experiment_report(pool, tenant_id, alias, experiment_id),
-        ),
-    )
-    _print_model(report)
+def _add_experiment_command(
+    name: str,
+    what: str,
+    action: Callable[[asyncpg.Pool, str, str, str], Awaitable[BaseModel | None]],
+) -> None:
+    """``experiment NAME --tenant T ALIAS ID``: WHAT, printed as JSON."""
+
+    @experiment.command(name, help=what)
+    @tenant_option
+    @click.argument("alias")
+    @click.argument("experiment_id")
+    @pass_settings
+    def command(settings: Settings, tenant_id: str, alias: str, experiment_id: str) -> None:
+        _uuid(tenant_id, "tenant")
+        found = _with_pool(
+            settings,
+            lambda pool: _stored(
+                f"experiment {experiment_id}", action(pool, tenant_id, alias, experiment_id)
+            ),
+        )
+        _print_model(found)
 
 
-@experiment.command("stop")
-@tenant_option
-@click.argument("alias")
-@click.argument("experiment_id")
-@pass_settings
-def experiment_stop(settings: Settings, tenant_id: str, alias: str, experiment_id: str) -> None:
-    """Stop an experiment: everyone gets the active version again."""
-    _uuid(tenant_id, "tenant")
-    stopped = _with_pool(
-        settings,
-        lambda pool: _stored(
-            f"experiment {experiment_id}",
-            template_store.stop_experiment(pool, tenant_id, alias, experiment_id),
-        ),
-    )
-    _print_model(stopped)
+_add_experiment_command(
+    "show",
+    "Print an experiment with the outcomes of its control and its variant.",
+    template_store.experiment_report,
+)
+_add_experiment_command(
+    "stop",
+    "Stop an experiment: everyone gets the active version again.",
+    template_store.stop_experiment,
+)
 
 
 @main.group()

@@ -265,20 +265,42 @@ def _layout_of(row: asyncpg.Record) -> Layout:
     return Layout.model_validate(dict(row) | {"tenant_id": str(row["tenant_id"])})
 
 
-def _archived_clause(archived: bool) -> str:
-    return "archived_at IS NOT NULL" if archived else "archived_at IS NULL"
+HeadTable = Literal["templates", "layouts"]
+
+
+async def _heads(
+    pool: asyncpg.Pool, table: HeadTable, tenant_id: str, archived: bool
+) -> list[asyncpg.Record]:
+    """The tenant's heads in ``table`` (archived ones, or the others), by alias."""
+    archive = "archived_at IS NOT NULL" if archived else "archived_at IS NULL"
+    return await pool.fetch(
+        f"SELECT * FROM {table} WHERE tenant_id = $1 AND {archive} ORDER BY alias",
+        _tenant(tenant_id),
+    )
+
+
+async def _versions(
+    pool: asyncpg.Pool, table: HeadTable, tenant_id: str, alias: str
+) -> list[asyncpg.Record] | None:
+    """Every version of the head ``alias`` in ``table``, newest first (None: no such head)."""
+    head = await pool.fetchval(
+        f"SELECT true FROM {table} WHERE tenant_id = $1 AND alias = $2", _tenant(tenant_id), alias
+    )
+    if head is None:
+        return None
+    return await pool.fetch(
+        f"SELECT * FROM {table.removesuffix('s')}_versions WHERE tenant_id = $1 AND alias = $2"
+        " ORDER BY version DESC",
+        _tenant(tenant_id),
+        alias,
+    )
 
 
 async def list_templates(
     pool: asyncpg.Pool, tenant_id: str, archived: bool = False
 ) -> list[Template]:
     """The tenant's templates (archived ones, or the others), by alias."""
-    rows = await pool.fetch(
-        f"SELECT * FROM templates WHERE tenant_id = $1 AND {_archived_clause(archived)}"
-        " ORDER BY alias",
-        _tenant(tenant_id),
-    )
-    return [template_of(row) for row in rows]
+    return [template_of(row) for row in await _heads(pool, "templates", tenant_id, archived)]
 
 
 async def resolve_layout(
@@ -377,14 +399,8 @@ async def list_versions(
     pool: asyncpg.Pool, tenant_id: str, alias: str
 ) -> list[TemplateVersion] | None:
     """Every version of a template, newest first (None: no such template)."""
-    if await fetch_template(pool, tenant_id, alias) is None:
-        return None
-    rows = await pool.fetch(
-        "SELECT * FROM template_versions WHERE tenant_id = $1 AND alias = $2 ORDER BY version DESC",
-        _tenant(tenant_id),
-        alias,
-    )
-    return [version_of(row) for row in rows]
+    rows = await _versions(pool, "templates", tenant_id, alias)
+    return None if rows is None else [version_of(row) for row in rows]
 
 
 async def preview_template(
@@ -425,7 +441,7 @@ async def activate_version(
 
 
 async def _patch_head(
-    pool: asyncpg.Pool, table: str, tenant_id: str, alias: str, patch: HeadPatch
+    pool: asyncpg.Pool, table: HeadTable, tenant_id: str, alias: str, patch: HeadPatch
 ) -> asyncpg.Record | None:
     """Apply ``patch`` to the head row of a template or layout (``table``)."""
     arguments: list[object] = [_tenant(tenant_id), alias]
@@ -455,12 +471,7 @@ async def patch_template(
 
 async def list_layouts(pool: asyncpg.Pool, tenant_id: str, archived: bool = False) -> list[Layout]:
     """The tenant's layouts (archived ones, or the others), by alias."""
-    rows = await pool.fetch(
-        f"SELECT * FROM layouts WHERE tenant_id = $1 AND {_archived_clause(archived)}"
-        " ORDER BY alias",
-        _tenant(tenant_id),
-    )
-    return [_layout_of(row) for row in rows]
+    return [_layout_of(row) for row in await _heads(pool, "layouts", tenant_id, archived)]
 
 
 async def fetch_layout(pool: asyncpg.Pool, tenant_id: str, alias: str) -> Layout | None:
@@ -540,14 +551,8 @@ async def list_layout_versions(
     pool: asyncpg.Pool, tenant_id: str, alias: str
 ) -> list[LayoutVersion] | None:
     """Every version of a layout, newest first (None: no such layout)."""
-    if await fetch_layout(pool, tenant_id, alias) is None:
-        return None
-    rows = await pool.fetch(
-        "SELECT * FROM layout_versions WHERE tenant_id = $1 AND alias = $2 ORDER BY version DESC",
-        _tenant(tenant_id),
-        alias,
-    )
-    return [layout_version_of(row) for row in rows]
+    rows = await _versions(pool, "layouts", tenant_id, alias)
+    return None if rows is None else [layout_version_of(row) for row in rows]
 
 
 async def patch_layout(

@@ -20,6 +20,8 @@ from libs.template_store import (
     TemplateRefused,
 )
 from libs.templates import LayoutVersion, fetch_layout_version
+from libs.tenants import Caller
+from services.ingest.accept import Ingest
 from services.ingest.http_deps import AdminCaller, IngestDep, ReadCaller, parsed_body, problems
 from services.ingest.problems import ProblemError
 from services.ingest.routes_keys import json_body_doc
@@ -50,7 +52,7 @@ class LayoutVersionList(BaseModel):
     versions: list[LayoutVersion]
 
 
-async def _detail(ingest: IngestDep, head: Layout) -> LayoutDetail:
+async def _detail(ingest: Ingest, head: Layout) -> LayoutDetail:
     latest = await fetch_layout_version(
         ingest.pool, head.tenant_id, head.alias, head.latest_version
     )
@@ -104,6 +106,11 @@ async def get_layout(alias: PathAlias, ingest: IngestDep, caller: ReadCaller) ->
     return await _detail(ingest, await found(f"layout {alias!r}", head))
 
 
+async def _patched(ingest: Ingest, caller: Caller, alias: str, patch: HeadPatch) -> LayoutDetail:
+    head = template_store.patch_layout(ingest.pool, caller.tenant.id, alias, patch)
+    return await _detail(ingest, await found(f"layout {alias!r}", head))
+
+
 @router.patch(
     "/{alias}",
     response_model=LayoutDetail,
@@ -114,9 +121,7 @@ async def get_layout(alias: PathAlias, ingest: IngestDep, caller: ReadCaller) ->
 async def patch_layout(
     alias: PathAlias, request: Request, ingest: IngestDep, caller: AdminCaller
 ) -> LayoutDetail:
-    body = await parsed_body(request, HeadPatch)
-    head = template_store.patch_layout(ingest.pool, caller.tenant.id, alias, body)
-    return await _detail(ingest, await found(f"layout {alias!r}", head))
+    return await _patched(ingest, caller, alias, await parsed_body(request, HeadPatch))
 
 
 @router.delete(
@@ -126,9 +131,7 @@ async def patch_layout(
     summary="Archive a layout (no new template version may pin it)",
 )
 async def archive_layout(alias: PathAlias, ingest: IngestDep, caller: AdminCaller) -> LayoutDetail:
-    archive = HeadPatch(archived=True)
-    head = template_store.patch_layout(ingest.pool, caller.tenant.id, alias, archive)
-    return await _detail(ingest, await found(f"layout {alias!r}", head))
+    return await _patched(ingest, caller, alias, HeadPatch(archived=True))
 
 
 @router.get(

@@ -35,6 +35,7 @@ from libs.templates import (
     fetch_template,
     fetch_version,
 )
+from libs.tenants import Caller
 from schemas.common import Problem
 from schemas.pipeline import RenderedContent
 from services.ingest.accept import Ingest
@@ -227,6 +228,16 @@ async def get_template(alias: PathAlias, ingest: IngestDep, caller: ReadCaller) 
     return await _detail(ingest, head)
 
 
+async def _patched(ingest: Ingest, caller: Caller, alias: str, patch: HeadPatch) -> TemplateDetail:
+    """The template after ``patch``, applied here at once (an archived one is not sent)."""
+    head = await found(
+        f"template {alias!r}",
+        template_store.patch_template(ingest.pool, caller.tenant.id, alias, patch),
+    )
+    ingest.templates.discard(caller.tenant.id, alias)
+    return await _detail(ingest, head)
+
+
 @router.patch(
     "/{alias}",
     response_model=TemplateDetail,
@@ -237,13 +248,7 @@ async def get_template(alias: PathAlias, ingest: IngestDep, caller: ReadCaller) 
 async def patch_template(
     alias: PathAlias, request: Request, ingest: IngestDep, caller: AdminCaller
 ) -> TemplateDetail:
-    body = await parsed_body(request, HeadPatch)
-    head = await found(
-        f"template {alias!r}",
-        template_store.patch_template(ingest.pool, caller.tenant.id, alias, body),
-    )
-    ingest.templates.discard(caller.tenant.id, alias)
-    return await _detail(ingest, head)
+    return await _patched(ingest, caller, alias, await parsed_body(request, HeadPatch))
 
 
 @router.delete(
@@ -255,13 +260,7 @@ async def patch_template(
 async def archive_template(
     alias: PathAlias, ingest: IngestDep, caller: AdminCaller
 ) -> TemplateDetail:
-    archive = HeadPatch(archived=True)
-    head = await found(
-        f"template {alias!r}",
-        template_store.patch_template(ingest.pool, caller.tenant.id, alias, archive),
-    )
-    ingest.templates.discard(caller.tenant.id, alias)
-    return await _detail(ingest, head)
+    return await _patched(ingest, caller, alias, HeadPatch(archived=True))
 
 
 @router.get(
