@@ -27,6 +27,7 @@ from tests.bench.load import Load
 from tests.bench.measure import ProcessSampler, listener_pids
 from tests.bench.plans import Kind
 from tests.bench.policy import policy
+from tests.bench.render import render_bench
 from tests.bench.scenarios import SCALABLE, critical, fairness, mixed, scale
 from tests.bench.sink import Sink
 from tests.bench.stack import bench_stack
@@ -43,6 +44,7 @@ SCENARIOS = (
     "scale",
     "fairness",
     "critical",
+    "render",
 )
 IDLE_SECONDS = 10.0
 """How long the idle stack's own CPU use and counters are sampled, before any load (long
@@ -228,6 +230,13 @@ async def baselines(
     help="Suppression decisions the policy scenario times.",
 )
 @click.option(
+    "--render-messages",
+    type=click.IntRange(min=1),
+    default=20_000,
+    show_default=True,
+    help="OTPs the render scenario renders and writes as MIME, in this process.",
+)
+@click.option(
     "--rate",
     type=float,
     default=100.0,
@@ -290,7 +299,10 @@ def main(**options: Any) -> None:
         },
         "machine": report.machine(),
     }
-    results |= asyncio.run(run(options))
+    if options["scenario"] in ("all", "render"):  # in this process: no stack needed
+        results["render"] = render_bench(options["render_messages"])
+    if options["scenario"] != "render":
+        results |= asyncio.run(run(options))
     results["machine"]["load_average_at_end"] = [round(value, 2) for value in os.getloadavg()]
     results["ratios"] = report.ratios(results)
     results["goals"] = [{"met": met, "goal": line} for met, line in report.goals(results)]

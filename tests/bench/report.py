@@ -20,6 +20,7 @@ from deploy.stack.tools import KAFKA_POM
 from tests.bench.analytics import analytics_goals, analytics_report
 from tests.bench.measure import BENCH_CLIENT
 from tests.bench.policy import policy_goals, policy_report
+from tests.bench.render import render_goals, render_report
 from tests.bench.webhooks import webhooks_goals, webhooks_report
 
 LANE_COLOURS = {
@@ -208,6 +209,7 @@ def goals(results: dict[str, Any]) -> list[tuple[bool, str]]:
         ]
     found += edge_goals(results.get("edge"))
     found += policy_goals(results.get("policy"))
+    found += render_goals(results.get("render"))
     found += analytics_goals(results.get("analytics"))
     found += webhooks_goals(results.get("webhooks"))
     client = best.get("cpu_ms_per_message", {}).get(BENCH_CLIENT)
@@ -377,6 +379,8 @@ def text_report(results: dict[str, Any]) -> str:
         parts.append(_edge(edge))
     if figures := results.get("policy"):
         parts.append(policy_report(figures))
+    if figures := results.get("render"):
+        parts.append(render_report(figures))
     if figures := results.get("analytics"):
         parts.append(analytics_report(figures))
     if hooks := results.get("webhooks"):

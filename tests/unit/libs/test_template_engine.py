@@ -3,7 +3,10 @@ and a locale, and the preview."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
+
+import pytest
 
 from libs.template_engine import (
     DataIssue,
@@ -24,6 +27,8 @@ from libs.templates import (
 )
 from schemas.common import Problem
 from schemas.pipeline import RenderedContent
+from schemas.send import SendRequest
+from services.ingest.validate import check_request
 
 LAYOUT = LayoutVersion(
     tenant_id="t-1",
@@ -180,3 +185,39 @@ def test_preview_renders_the_examples_and_warns() -> None:
     examples = preview(version(), LAYOUT, None, "pt-BR")
     assert isinstance(examples, Preview) and examples.warnings == []
     assert examples.content.subject == "Seu código 123456"
+
+
+@pytest.mark.parametrize(
+    ("kind", "good", "bad"),
+    [
+        (VariableType.STRING, "x", 1),
+        (VariableType.NUMBER, 1.5, "1.5"),
+        (VariableType.INTEGER, 2, 2.5),
+        (VariableType.BOOLEAN, False, 0),
+        (VariableType.DATE, "2026-11-29", "29/11/2026"),
+        (VariableType.DATETIME, "2026-11-29T20:00:00Z", "tomorrow"),
+        (VariableType.LIST, [], {}),
+        (VariableType.OBJECT, {}, []),
+    ],
+)
+def test_check_data_checks_each_declared_type(kind: VariableType, good: Any, bad: Any) -> None:
+    typed = version(en=LocaleContent(subject="{{ v }}", text="t")).model_copy(
+        update={"variables": [TemplateVariable(name="v", type=kind)]}
+    )
+    assert check_data(typed, {"v": good}, None) == []
+    assert [(i.code, i.name) for i in check_data(typed, {"v": bad}, None)] == [
+        ("invalid_template_data", "v")
+    ]
+
+
+def test_ingest_refuses_data_that_does_not_fit_with_pointers() -> None:
+    request = SendRequest.model_validate(
+        {"from": "app@example.test", "to": ["a@example.org"], "template": "otp",
+         "data": {"total": "many"}}
+    )  # fmt: skip
+    found = check_request(request, ["example.test"], version(), datetime.now(UTC))
+    assert isinstance(found, list)
+    assert [(v.code, v.pointer) for v in found] == [
+        ("missing_template_data", "/data/code"),
+        ("invalid_template_data", "/data/total"),
+    ]
