@@ -24,7 +24,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from libs import held as held_store
-from libs import keys, rules, template_store
+from libs import keys, rules, template_experiments, template_store
 from libs.alerts import AlertStatus, list_alerts
 from libs.analytics import DIMENSIONS, Granularity
 from libs.analytics_report import AnalyticsQuery, read_report, refusal
@@ -63,8 +63,8 @@ from libs.suppressions import (
     stage_csv,
 )
 from libs.template_engine import Preview
+from libs.template_experiments import ExperimentFields
 from libs.template_store import (
-    ExperimentFields,
     HeadPatch,
     LayoutFields,
     LayoutVersionFields,
@@ -892,7 +892,8 @@ def experiment_start(settings: Settings, /, tenant_id: str, alias: str, **given:
     started = _with_pool(
         settings,
         lambda pool: _stored(
-            f"template {alias!r}", template_store.start_experiment(pool, tenant_id, alias, fields)
+            f"template {alias!r}",
+            template_experiments.start_experiment(pool, tenant_id, alias, fields),
         ),
     )
     _print_model(started)
@@ -908,7 +909,7 @@ def experiment_list(settings: Settings, tenant_id: str, alias: str) -> None:
     found = _with_pool(
         settings,
         lambda pool: _stored(
-            f"template {alias!r}", template_store.list_experiments(pool, tenant_id, alias)
+            f"template {alias!r}", template_experiments.list_experiments(pool, tenant_id, alias)
         ),
     )
     _print_model(list(found))
@@ -940,12 +941,12 @@ def _add_experiment_command(
 _add_experiment_command(
     "show",
     "Print an experiment with the outcomes of its control and its variant.",
-    template_store.experiment_report,
+    template_experiments.experiment_report,
 )
 _add_experiment_command(
     "stop",
     "Stop an experiment: everyone gets the active version again.",
-    template_store.stop_experiment,
+    template_experiments.stop_experiment,
 )
 
 

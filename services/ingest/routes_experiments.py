@@ -12,8 +12,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from libs import template_store
-from libs.template_store import ExperimentFields, ExperimentReport
+from libs import template_experiments
+from libs.template_experiments import ExperimentFields, ExperimentReport
 from libs.templates import Experiment
 from services.ingest.http_deps import AdminCaller, IngestDep, ReadCaller, parsed_body, problems
 from services.ingest.routes_keys import json_body_doc
@@ -34,7 +34,7 @@ class ExperimentList(BaseModel):
 async def list_experiments(
     alias: PathAlias, ingest: IngestDep, caller: ReadCaller
 ) -> ExperimentList:
-    listed = template_store.list_experiments(ingest.pool, caller.tenant.id, alias)
+    listed = template_experiments.list_experiments(ingest.pool, caller.tenant.id, alias)
     return ExperimentList(experiments=await found(f"template {alias!r}", listed))
 
 
@@ -52,7 +52,7 @@ async def start_experiment(
     """``percent`` of the recipients (the same ones throughout) get ``variant_version`` from
     ``starts_at`` (default now) until ``ends_at``; the others the active version."""
     body = await parsed_body(request, ExperimentFields)
-    started = template_store.start_experiment(
+    started = template_experiments.start_experiment(
         ingest.pool, caller.tenant.id, alias, body, caller.key.id
     )
     experiment = await found(f"template {alias!r}", started)
@@ -71,7 +71,9 @@ async def get_experiment(
 ) -> ExperimentReport:
     """Counts (accepted, delivered, bounced, complained, deferred, failed) and accept->delivered
     p50/p99 of the control (the active version) and the variant over the experiment's window."""
-    report = template_store.experiment_report(ingest.pool, caller.tenant.id, alias, experiment_id)
+    report = template_experiments.experiment_report(
+        ingest.pool, caller.tenant.id, alias, experiment_id
+    )
     return await found(f"experiment {experiment_id!r} of template {alias!r}", report)
 
 
@@ -84,7 +86,9 @@ async def get_experiment(
 async def stop_experiment(
     alias: PathAlias, experiment_id: str, ingest: IngestDep, caller: AdminCaller
 ) -> Experiment:
-    stopped = template_store.stop_experiment(ingest.pool, caller.tenant.id, alias, experiment_id)
+    stopped = template_experiments.stop_experiment(
+        ingest.pool, caller.tenant.id, alias, experiment_id
+    )
     experiment = await found(f"experiment {experiment_id!r} of template {alias!r}", stopped)
     ingest.templates.discard(caller.tenant.id, alias)
     return experiment
