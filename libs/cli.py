@@ -13,7 +13,7 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO, TypeVar
@@ -21,10 +21,10 @@ from typing import Any, BinaryIO, TextIO, TypeVar
 import asyncpg
 import click
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from libs import held as held_store
-from libs import keys, rules
+from libs import keys, rules, template_experiments, template_store
 from libs.alerts import AlertStatus, list_alerts
 from libs.analytics import DIMENSIONS, Granularity
 from libs.analytics_report import AnalyticsQuery, read_report, refusal
@@ -62,7 +62,27 @@ from libs.suppressions import (
     remove_suppressions,
     stage_csv,
 )
-from libs.templates import DEFAULT_LOCALE, put_template
+from libs.template_engine import Preview
+from libs.template_experiments import ExperimentFields
+from libs.template_store import (
+    HeadPatch,
+    LayoutFields,
+    LayoutVersionFields,
+    PreviewFields,
+    TemplateFields,
+    TemplateRefused,
+    VersionFields,
+    located,
+)
+from libs.templates import (
+    DEFAULT_LOCALE,
+    LocaleContent,
+    TemplateVersion,
+    fetch_template,
+    fetch_version,
+    put_template,
+    upsert_template,
+)
 from libs.tenants import create_tenant, set_limits, set_retention
 from libs.webhook_endpoints import (
     DEFAULT_OVERLAP,
@@ -79,12 +99,13 @@ from libs.webhook_endpoints import (
 )
 from libs.webhook_queue import ReplayRefused, list_attempts, replay
 from libs.webhook_targets import TargetGuard, TargetRefused
-from schemas.common import Lane, Stream
+from schemas.common import Lane, Problem, Stream
 from schemas.events import EVENT_TYPE_PREFIX, DeliveryEvent
 from schemas.pipeline import Pool, RouteName
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
+FieldsT = TypeVar("FieldsT", bound=BaseModel)
 HeldFilterT = TypeVar("HeldFilterT", bound=held_store.HeldFilter)
 JAEGER_TIMEOUT_SECONDS = 3.0
 CLI_SERVICE = "cli"
@@ -275,6 +296,17 @@ def key() -> None:
 
 
 tenant_option = click.option("--tenant", "tenant_id", required=True, help="The tenant's id.")
+
+
+def with_options(options: list[Callable[[F], F]]) -> Callable[[F], F]:
+    """A decorator that adds ``options`` to a command, in order."""
+
+    def decorate(command: F) -> F:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
 
 
 @key.command("create")
@@ -508,39 +540,424 @@ def topics_create(settings: Settings) -> None:
 
 @main.group()
 def template() -> None:
-    """Templates (Jinja2), versioned per locale."""
+    """Templates (the same operations as /v1/templates): immutable versions, one active."""
 
 
 def _read(path: Path | None) -> str | None:
     return path.read_text(encoding="utf-8") if path is not None else None
 
 
+def _fields(model: type[FieldsT], given: object) -> FieldsT:
+    """``given`` (a parsed JSON file or options) as ``model``, or a usage error."""
+    try:
+        return model.model_validate(given)
+    except ValidationError as error:
+        raise click.UsageError(str(error)) from None
+
+
+def _json_file(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise click.BadParameter(f"{path}: not JSON ({error})") from None
+
+
+async def _stored(what: str, change: Awaitable[T | None]) -> T:
+    """What a store call returned: a refusal or nothing found as the CLI's error."""
+    try:
+        result = await change
+    except TemplateRefused as refused:
+        lines = [f"{refused.code}: {refused.detail}"]
+        lines += [f"  {pointer}: {located(issue)}" for pointer, issue in refused.issues]
+        raise click.ClickException("\n".join(lines)) from None
+    if result is None:
+        raise click.ClickException(f"no {what}")
+    return result
+
+
+def _print_model(value: BaseModel | list[BaseModel]) -> None:
+    if isinstance(value, list):
+        _print_json([item.model_dump(mode="json") for item in value])
+    else:
+        _print_json(value.model_dump(mode="json"))
+
+
+json_file = click.Path(exists=True, dir_okay=False, path_type=Path)
+text_file = click.Path(exists=True, dir_okay=False, path_type=Path)
+archived_option = click.option("--archived", is_flag=True, help="List the archived ones.")
+
+
 @template.command("create")
-@click.option("--tenant", "tenant_id", required=True, help="The tenant's id.")
-@click.option("--name", required=True, help="The template's name, as requests give it.")
-@click.option("--subject", required=True, help="The subject (a Jinja2 template).")
-@click.option("--html-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--text-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@tenant_option
+@click.option("--name", required=True, help="The template's alias, as requests give it.")
+@click.option("--category", help="The kind of mail (otp: no experiments).")
+@click.option("--subject", help="The subject (Jinja2): store a new active version with it.")
+@click.option("--html-file", type=text_file)
+@click.option("--text-file", type=text_file)
 @click.option("--locale", default=DEFAULT_LOCALE, show_default=True)
 @pass_settings
 def template_create(
     settings: Settings,
     tenant_id: str,
     name: str,
-    subject: str,
+    category: str | None,
+    subject: str | None,
     html_file: Path | None,
     text_file: Path | None,
     locale: str,
 ) -> None:
-    """Store a new version of a template and print it as JSON."""
+    """Create a template; with --subject, store a new active version of it whose LOCALE has
+    these sources (checked; its other locales those of the active version) and print it as
+    JSON."""
     _uuid(tenant_id, "tenant")
     html, text = _read(html_file), _read(text_file)
-    if html is None and text is None:
-        raise click.UsageError("give --html-file, --text-file or both")
-    stored = _with_pool(
-        settings, lambda pool: put_template(pool, tenant_id, name, subject, html, text, locale)
-    )
+    if subject is None:
+        if html is not None or text is not None:
+            raise click.UsageError("give --subject with --html-file or --text-file")
+        fields = _fields(TemplateFields, {"alias": name, "category": category})
+        head = _with_pool(
+            settings,
+            lambda pool: _stored(
+                f"new template {name!r}: it exists",
+                template_store.create_template(pool, tenant_id, fields),
+            ),
+        )
+        _print_model(head)
+        return
+    sources = _fields(LocaleContent, {"subject": subject, "html": html, "text": text})
+    checked = _fields(VersionFields, {"contents": {locale: sources}})
+
+    async def put(pool: asyncpg.Pool) -> TemplateVersion:
+        await _stored("layout", template_store.check_new_version(pool, tenant_id, checked))
+        await upsert_template(pool, tenant_id, name, category=category)
+        return await put_template(pool, tenant_id, name, subject, html, text, locale)
+
+    stored = _with_pool(settings, put)
     _print_json({"tenant_id": tenant_id, "name": name, "locale": locale, "version": stored.version})
+
+
+@template.command("show")
+@tenant_option
+@click.argument("alias")
+@click.option("--version", type=click.IntRange(min=1), help="One version (default: the head).")
+@pass_settings
+def template_show(settings: Settings, tenant_id: str, alias: str, version: int | None) -> None:
+    """Print a template's head and its versions, or one version, as JSON."""
+    _uuid(tenant_id, "tenant")
+
+    async def show(pool: asyncpg.Pool) -> dict[str, Any]:
+        if version is not None:
+            one = await _stored(
+                f"version {version} of {alias!r}", fetch_version(pool, tenant_id, alias, version)
+            )
+            return one.model_dump(mode="json")
+        head = await _stored(f"template {alias!r}", fetch_template(pool, tenant_id, alias))
+        versions = await template_store.list_versions(pool, tenant_id, alias) or []
+        return head.model_dump(mode="json") | {
+            "versions": [v.model_dump(mode="json") for v in versions]
+        }
+
+    _print_json(_with_pool(settings, show))
+
+
+@template.command("version")
+@tenant_option
+@click.argument("alias")
+@click.argument("file", type=json_file)
+@click.option("--activate", is_flag=True, help="Make it the active version at once.")
+@pass_settings
+def template_version(
+    settings: Settings, tenant_id: str, alias: str, file: Path, activate: bool
+) -> None:
+    """Add a version from FILE (JSON as POST /v1/templates/{alias}/versions: contents,
+    variables, layout, ...) and print it."""
+    _uuid(tenant_id, "tenant")
+    given = _json_file(file)
+    fields = _fields(
+        VersionFields, given | {"activate": True} if activate and isinstance(given, dict) else given
+    )
+
+    async def add(pool: asyncpg.Pool) -> TemplateVersion:
+        checked = await _stored("layout", template_store.check_new_version(pool, tenant_id, fields))
+        return await _stored(
+            f"template {alias!r}", template_store.save_version(pool, tenant_id, alias, checked)
+        )
+
+    _print_model(_with_pool(settings, add))
+
+
+@template.command("activate")
+@tenant_option
+@click.argument("alias")
+@click.argument("version", type=click.IntRange(min=1))
+@pass_settings
+def template_activate(settings: Settings, tenant_id: str, alias: str, version: int) -> None:
+    """Make VERSION the active one (an older one: a roll back); services apply it within
+    their template cache time."""
+    _uuid(tenant_id, "tenant")
+    activated = _with_pool(
+        settings,
+        lambda pool: _stored(
+            f"version {version} of {alias!r}",
+            template_store.activate_version(pool, tenant_id, alias, version),
+        ),
+    )
+    _print_model(activated)
+
+
+@template.command("archive")
+@tenant_option
+@click.argument("alias")
+@click.option("--restore", is_flag=True, help="Restore an archived template instead.")
+@pass_settings
+def template_archive(settings: Settings, tenant_id: str, alias: str, restore: bool) -> None:
+    """Archive a template (sends naming it are refused; versions kept), or restore it."""
+    _uuid(tenant_id, "tenant")
+    patch = HeadPatch(archived=not restore)
+    _print_model(
+        _with_pool(
+            settings,
+            lambda pool: _stored(
+                f"template {alias!r}", template_store.patch_template(pool, tenant_id, alias, patch)
+            ),
+        )
+    )
+
+
+@template.command("render")
+@tenant_option
+@click.argument("alias")
+@click.option("--version", type=click.IntRange(min=1), help="Default: the active one.")
+@click.option("--locale", help="The reader's locale (the fallback chain applies).")
+@click.option("--data-file", type=json_file, help="JSON data (default: the examples).")
+@pass_settings
+def template_render(
+    settings: Settings,
+    tenant_id: str,
+    alias: str,
+    version: int | None,
+    locale: str | None,
+    data_file: Path | None,
+) -> None:
+    """Preview a version (as POST /v1/templates/{alias}/render): print subject, html, text,
+    the locale rendered and the warnings as JSON."""
+    _uuid(tenant_id, "tenant")
+    given: dict[str, object] = {"version": version, "locale": locale}
+    if data_file is not None:
+        given["data"] = _json_file(data_file)
+    fields = _fields(PreviewFields, {k: v for k, v in given.items() if v is not None})
+
+    async def render(pool: asyncpg.Pool) -> Preview | Problem:
+        what = f"version of {alias!r} to render"
+        found: Preview | Problem = await _stored(
+            what, template_store.preview_template(pool, tenant_id, alias, fields)
+        )
+        return found
+
+    rendered = _with_pool(settings, render)
+    if isinstance(rendered, Problem):
+        raise click.ClickException(f"{rendered.code}: {rendered.detail}")
+    _print_json(
+        rendered.content.model_dump(mode="json")
+        | {"warnings": [warning.model_dump(mode="json") for warning in rendered.warnings]}
+    )
+
+
+@main.group()
+def layout() -> None:
+    """Layouts (as /v1/layouts): a tenant's shared wrappers, versioned; a template version
+    pins one."""
+
+
+def _layout_version_fields(
+    html_file: Path | None, text_file: Path | None, note: str | None
+) -> LayoutVersionFields:
+    return _fields(
+        LayoutVersionFields, {"html": _read(html_file), "text": _read(text_file), "note": note}
+    )
+
+
+layout_version_options = [
+    click.option("--html-file", type=text_file, help="The html wrapper, with {{ content }}."),
+    click.option("--text-file", type=text_file, help="The text wrapper, with {{ content }}."),
+    click.option("--note", help="What changed."),
+]
+
+
+@layout.command("create")
+@tenant_option
+@click.argument("alias")
+@click.option("--name", help="Its name (default: the alias).")
+@with_options(layout_version_options)
+@pass_settings
+def layout_create(
+    settings: Settings,
+    tenant_id: str,
+    alias: str,
+    name: str | None,
+    html_file: Path | None,
+    text_file: Path | None,
+    note: str | None,
+) -> None:
+    """Create a layout with its first version and print that version."""
+    _uuid(tenant_id, "tenant")
+    version = _layout_version_fields(html_file, text_file, note)
+    fields = _fields(LayoutFields, {"alias": alias, "name": name, "version": version})
+    created = _with_pool(
+        settings,
+        lambda pool: _stored(
+            f"new layout {alias!r}: it exists",
+            template_store.create_layout(pool, tenant_id, fields),
+        ),
+    )
+    _print_model(created)
+
+
+@layout.command("version")
+@tenant_option
+@click.argument("alias")
+@with_options(layout_version_options)
+@pass_settings
+def layout_version(
+    settings: Settings,
+    tenant_id: str,
+    alias: str,
+    html_file: Path | None,
+    text_file: Path | None,
+    note: str | None,
+) -> None:
+    """Add a version to a layout and print it."""
+    _uuid(tenant_id, "tenant")
+    fields = _layout_version_fields(html_file, text_file, note)
+    added = _with_pool(
+        settings,
+        lambda pool: _stored(
+            f"layout {alias!r}", template_store.add_layout_version(pool, tenant_id, alias, fields)
+        ),
+    )
+    _print_model(added)
+
+
+def _add_list_command(
+    group: click.Group,
+    what: str,
+    lister: Callable[[asyncpg.Pool, str, bool], Awaitable[Sequence[BaseModel]]],
+) -> None:
+    """``GROUP list --tenant T [--archived]``: print the tenant's WHAT as JSON."""
+
+    @group.command("list", help=f"Print the tenant's {what} as JSON.")
+    @tenant_option
+    @archived_option
+    @pass_settings
+    def listing(settings: Settings, tenant_id: str, archived: bool) -> None:
+        _uuid(tenant_id, "tenant")
+        _print_model(list(_with_pool(settings, lambda pool: lister(pool, tenant_id, archived))))
+
+
+_add_list_command(template, "templates", template_store.list_templates)
+_add_list_command(layout, "layouts", template_store.list_layouts)
+
+
+@layout.command("show")
+@tenant_option
+@click.argument("alias")
+@pass_settings
+def layout_show(settings: Settings, tenant_id: str, alias: str) -> None:
+    """Print a layout's head and its versions as JSON."""
+    _uuid(tenant_id, "tenant")
+
+    async def show(pool: asyncpg.Pool) -> dict[str, Any]:
+        head = await _stored(
+            f"layout {alias!r}", template_store.fetch_layout(pool, tenant_id, alias)
+        )
+        versions = await template_store.list_layout_versions(pool, tenant_id, alias) or []
+        return head.model_dump(mode="json") | {
+            "versions": [v.model_dump(mode="json") for v in versions]
+        }
+
+    _print_json(_with_pool(settings, show))
+
+
+@main.group()
+def experiment() -> None:
+    """Experiments (as /v1/templates/{alias}/experiments): a small cohort of a template's
+    recipients gets another version for a while."""
+
+
+@experiment.command("start")
+@tenant_option
+@click.argument("alias")
+@click.option("--variant", "variant_version", type=int, required=True, help="The version tried.")
+@click.option("--percent", type=float, required=True, help="Of recipients (0 < p <= 50).")
+@click.option("--starts-at", help="RFC 3339 (default: now).")
+@click.option("--ends-at", required=True, help="RFC 3339 (at most 90 days after the start).")
+@click.option(
+    "--override-critical", is_flag=True, help="Run it on a security (critical-lane) template."
+)
+@pass_settings
+def experiment_start(settings: Settings, /, tenant_id: str, alias: str, **given: Any) -> None:
+    """Start an experiment on ALIAS and print it."""
+    _uuid(tenant_id, "tenant")
+    fields = _fields(ExperimentFields, {k: v for k, v in given.items() if v is not None})
+    started = _with_pool(
+        settings,
+        lambda pool: _stored(
+            f"template {alias!r}",
+            template_experiments.start_experiment(pool, tenant_id, alias, fields),
+        ),
+    )
+    _print_model(started)
+
+
+@experiment.command("list")
+@tenant_option
+@click.argument("alias")
+@pass_settings
+def experiment_list(settings: Settings, tenant_id: str, alias: str) -> None:
+    """Print a template's experiments, latest start first."""
+    _uuid(tenant_id, "tenant")
+    found = _with_pool(
+        settings,
+        lambda pool: _stored(
+            f"template {alias!r}", template_experiments.list_experiments(pool, tenant_id, alias)
+        ),
+    )
+    _print_model(list(found))
+
+
+def _add_experiment_command(
+    name: str,
+    what: str,
+    action: Callable[[asyncpg.Pool, str, str, str], Awaitable[BaseModel | None]],
+) -> None:
+    """``experiment NAME --tenant T ALIAS ID``: WHAT, printed as JSON."""
+
+    @experiment.command(name, help=what)
+    @tenant_option
+    @click.argument("alias")
+    @click.argument("experiment_id")
+    @pass_settings
+    def command(settings: Settings, tenant_id: str, alias: str, experiment_id: str) -> None:
+        _uuid(tenant_id, "tenant")
+        found = _with_pool(
+            settings,
+            lambda pool: _stored(
+                f"experiment {experiment_id}", action(pool, tenant_id, alias, experiment_id)
+            ),
+        )
+        _print_model(found)
+
+
+_add_experiment_command(
+    "show",
+    "Print an experiment with the outcomes of its control and its variant.",
+    template_experiments.experiment_report,
+)
+_add_experiment_command(
+    "stop",
+    "Stop an experiment: everyone gets the active version again.",
+    template_experiments.stop_experiment,
+)
 
 
 @main.group()
@@ -797,10 +1214,7 @@ filter_options = [
 ]
 
 
-def with_filters(command: F) -> F:
-    for option in reversed(filter_options):
-        command = option(command)
-    return command
+with_filters = with_options(filter_options)
 
 
 @webhook.command("create")

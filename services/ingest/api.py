@@ -34,10 +34,13 @@ from schemas.send import AcceptedResponse, SendRequest
 from services.ingest import (
     routes_analytics,
     routes_domains,
+    routes_experiments,
     routes_held,
+    routes_layouts,
     routes_messages,
     routes_rules,
     routes_suppressions,
+    routes_templates,
     routes_unsubscribe,
     routes_webhooks,
 )
@@ -354,6 +357,9 @@ def build_api(tracer_provider: TracerProvider) -> Gateway:
     app.include_router(routes_suppressions.router)
     app.include_router(routes_analytics.router)
     app.include_router(routes_webhooks.router)
+    app.include_router(routes_templates.router)
+    app.include_router(routes_experiments.router)
+    app.include_router(routes_layouts.router)
 
     @app.exception_handler(ProblemError)
     async def problem(request: Request, error: ProblemError) -> Response:

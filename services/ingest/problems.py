@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
+from typing import Any
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from services.ingest.validate import Violation
 
@@ -33,6 +34,9 @@ CODE_STATUS: dict[str, int] = {
     "domain_limit_reached": 409,
     "not_cancellable": 409,
     "rule_limit_reached": 409,
+    "template_exists": 409,
+    "layout_exists": 409,
+    "experiment_running": 409,
     "payload_too_large": 413,
     "line_too_long": 413,
     "unsupported_media_type": 415,
@@ -52,7 +56,11 @@ class FieldError(BaseModel):
 
 
 class ProblemDocument(BaseModel):
-    """An ``application/problem+json`` body; ``code`` is the machine-readable reason."""
+    """An ``application/problem+json`` body; ``code`` is the machine-readable reason. Some
+    problems carry extension members of their own (RFC 9457 §3.2), e.g. a template's
+    ``issues``."""
+
+    model_config = ConfigDict(extra="allow")
 
     type: str
     title: str
@@ -72,6 +80,7 @@ class ProblemError(Exception):
         violations: Sequence[Violation] = (),
         headers: Mapping[str, str] | None = None,
         status: int | None = None,
+        extensions: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(detail)
         self.code = code
@@ -79,6 +88,7 @@ class ProblemError(Exception):
         self.violations = tuple(violations)
         self.headers = dict(headers or {})
         self.status = status or CODE_STATUS.get(code, 422)
+        self.extensions = dict(extensions or {})
         if self.status == HTTPStatus.SERVICE_UNAVAILABLE:
             self.headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
 
@@ -104,6 +114,7 @@ class ProblemError(Exception):
             detail=self.detail,
             code=self.code,
             errors=[FieldError(pointer=v.pointer, detail=v.detail) for v in self.violations],
+            **self.extensions,
         )
 
     def response(self) -> JSONResponse:
