@@ -615,7 +615,7 @@ def template_create(
         if html is not None or text is not None:
             raise click.UsageError("give --subject with --html-file or --text-file")
         fields = _fields(TemplateFields, {"alias": name, "category": category})
-        head = _with_pool(
+        head, _ = _with_pool(
             settings,
             lambda pool: _stored(
                 f"new template {name!r}: it exists",

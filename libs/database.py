@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from libs.sending_domains import fill_missing_dkim_keys
 from libs.settings import REPO_ROOT, Settings
@@ -24,6 +27,21 @@ DATABASE_DOWN: tuple[type[Exception], ...] = (
 )
 """What the driver raises while the database cannot be reached, restarts or just restarted:
 worth a retry, never a 500."""
+
+Connection = asyncpg.Connection | PoolConnectionProxy
+
+
+@asynccontextmanager
+async def in_transaction(executor: asyncpg.Pool | Connection) -> AsyncIterator[Connection]:
+    """A connection in a transaction: a pooled one of its own, or a savepoint of the caller's
+    transaction — so one write can stand alone or be part of a larger one."""
+    if isinstance(executor, asyncpg.Pool):
+        async with executor.acquire() as connection, connection.transaction():
+            yield connection
+    else:
+        async with executor.transaction():
+            yield executor
+
 
 MIGRATIONS_DIR = REPO_ROOT / "deploy" / "migrations"
 MIGRATION_LOCK = 7_201_511  # advisory lock id: one migrator at a time

@@ -16,9 +16,9 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from libs.database import Connection
 from libs.template_engine import (
     Preview,
     TemplateIssue,
@@ -45,7 +45,6 @@ from libs.templates import (
 )
 from schemas.common import Category, Problem
 
-Connection = asyncpg.Connection | PoolConnectionProxy
 Note = Annotated[str, Field(max_length=500)]
 VersionNumber = Annotated[int, Field(ge=1, le=2**31 - 1)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
@@ -273,18 +272,31 @@ async def resolve_layout(
 
 
 async def create_template(
-    pool: asyncpg.Pool, tenant_id: str, fields: TemplateFields
-) -> Template | None:
-    """A new template's head (None: the tenant has a template of that alias already)."""
-    row = await pool.fetchrow(
-        "INSERT INTO templates (tenant_id, alias, name, category) VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT DO NOTHING RETURNING *",
-        _tenant(tenant_id),
-        fields.alias,
-        fields.name or fields.alias,
-        fields.category,
-    )
-    return template_of(row) if row else None
+    pool: asyncpg.Pool,
+    tenant_id: str,
+    fields: TemplateFields,
+    first: CheckedVersion | None = None,
+    created_by: str | None = None,
+) -> tuple[Template, SavedVersion | None] | None:
+    """A new template's head and, given ``first``, its first version, written together (None:
+    the tenant has a template of that alias already)."""
+    async with pool.acquire() as connection, connection.transaction():
+        row = await connection.fetchrow(
+            "INSERT INTO templates (tenant_id, alias, name, category) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT DO NOTHING RETURNING *",
+            _tenant(tenant_id),
+            fields.alias,
+            fields.name or fields.alias,
+            fields.category,
+        )
+        if row is None:
+            return None
+        if first is None:
+            return template_of(row), None
+        saved = await save_version(connection, tenant_id, fields.alias, first, created_by)
+        head = await fetch_template(connection, tenant_id, fields.alias)
+    assert saved is not None and head is not None
+    return head, saved
 
 
 @dataclass(frozen=True)
@@ -315,7 +327,7 @@ async def check_new_version(
 
 
 async def save_version(
-    pool: asyncpg.Pool,
+    executor: asyncpg.Pool | Connection,
     tenant_id: str,
     alias: str,
     checked: CheckedVersion,
@@ -325,7 +337,7 @@ async def save_version(
     fields, layout = checked.fields, checked.layout
     try:
         saved = await add_version(
-            pool,
+            executor,
             tenant_id,
             alias,
             fields.contents,

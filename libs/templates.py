@@ -18,6 +18,7 @@ import asyncpg
 from pydantic import Field, model_validator
 
 from libs.cache import TtlCache
+from libs.database import Connection, in_transaction
 from schemas.common import Record
 
 DEFAULT_LOCALE = "en"
@@ -185,9 +186,11 @@ def best_locale(version: TemplateVersion, locale: str | None) -> str:
     return version.default_locale
 
 
-async def fetch_template(pool: asyncpg.Pool, tenant_id: str, alias: str) -> Template | None:
+async def fetch_template(
+    executor: asyncpg.Pool | Connection, tenant_id: str, alias: str
+) -> Template | None:
     """The head of a template (archived ones too)."""
-    row = await pool.fetchrow(
+    row = await executor.fetchrow(
         "SELECT * FROM templates WHERE tenant_id = $1 AND alias = $2", uuid.UUID(tenant_id), alias
     )
     return template_of(row) if row else None
@@ -240,7 +243,7 @@ async def upsert_template(
 
 
 async def add_version(
-    pool: asyncpg.Pool,
+    executor: asyncpg.Pool | Connection,
     tenant_id: str,
     alias: str,
     contents: dict[str, LocaleContent],
@@ -254,8 +257,9 @@ async def add_version(
 ) -> TemplateVersion:
     """Write the next version of an existing template (numbers never reused, never skipped),
     and make it the active one when ``activate``. The head's row lock orders concurrent writers.
+    ``executor`` may be a connection in a transaction the version is part of.
     """
-    async with pool.acquire() as connection, connection.transaction():
+    async with in_transaction(executor) as connection:
         head = await connection.fetchrow(
             "UPDATE templates SET latest_version = latest_version + 1, updated_at = now(),"
             " active_version = CASE WHEN $3 THEN latest_version + 1 ELSE active_version END"

@@ -1,39 +1,36 @@
-"""Layouts and experiments written straight into the store, for tests of the pipeline that
-reads them (the API that writes them is tested on its own)."""
+"""Layouts, experiments and archiving for tests of the pipeline that reads them, written
+through the store the API and the CLI use (``libs.template_store``,
+``libs.template_experiments``; the API itself is tested in test_templates_api.py)."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from libs.templates import Experiment, LayoutVersion, experiment_of, layout_version_of
+from libs.template_experiments import ExperimentFields
+from libs.template_experiments import start_experiment as start
+from libs.template_store import (
+    HeadPatch,
+    LayoutFields,
+    LayoutVersionFields,
+    add_layout_version,
+    create_layout,
+    patch_template,
+)
+from libs.templates import Experiment, LayoutVersion
 
 
 async def add_layout(
     pool: asyncpg.Pool, tenant_id: str, alias: str, html: str | None, text: str | None
 ) -> LayoutVersion:
     """A layout (created when missing) with a new version holding ``html`` and ``text``."""
-    async with pool.acquire() as connection, connection.transaction():
-        version = await connection.fetchval(
-            "INSERT INTO layouts (tenant_id, alias, name, latest_version) VALUES ($1, $2, $2, 1)"
-            " ON CONFLICT (tenant_id, alias) DO UPDATE"
-            " SET latest_version = layouts.latest_version + 1 RETURNING latest_version",
-            uuid.UUID(tenant_id),
-            alias,
-        )
-        row = await connection.fetchrow(
-            "INSERT INTO layout_versions (tenant_id, alias, version, html, text)"
-            " VALUES ($1, $2, $3, $4, $5) RETURNING *",
-            uuid.UUID(tenant_id),
-            alias,
-            version,
-            html,
-            text,
-        )
-    assert row is not None
-    return layout_version_of(row)
+    fields = LayoutVersionFields(html=html, text=text)
+    layout = await add_layout_version(pool, tenant_id, alias, fields)
+    if layout is None:
+        layout = await create_layout(pool, tenant_id, LayoutFields(alias=alias, version=fields))
+    assert layout is not None
+    return layout
 
 
 async def start_experiment(
@@ -46,38 +43,17 @@ async def start_experiment(
     override_critical: bool = False,
 ) -> Experiment:
     """An experiment on ``alias`` running from now for a week."""
-    now = datetime.now(UTC)
-    row = await pool.fetchrow(
-        "INSERT INTO template_experiments (id, tenant_id, alias, variant_version, percent,"
-        " starts_at, ends_at, override_critical) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-        " RETURNING *",
-        uuid.uuid4(),
-        uuid.UUID(tenant_id),
-        alias,
-        variant_version,
-        percent,
-        now - timedelta(seconds=1),
-        now + timedelta(days=7),
-        override_critical,
+    fields = ExperimentFields(
+        variant_version=variant_version,
+        percent=percent,
+        ends_at=datetime.now(UTC) + timedelta(days=7),
+        override_critical=override_critical,
     )
-    assert row is not None
-    return experiment_of(row)
-
-
-async def activate(pool: asyncpg.Pool, tenant_id: str, alias: str, version: int) -> None:
-    """Make ``version`` the active one of ``alias``."""
-    await pool.execute(
-        "UPDATE templates SET active_version = $3 WHERE tenant_id = $1 AND alias = $2",
-        uuid.UUID(tenant_id),
-        alias,
-        version,
-    )
+    experiment = await start(pool, tenant_id, alias, fields)
+    assert experiment is not None
+    return experiment
 
 
 async def archive(pool: asyncpg.Pool, tenant_id: str, alias: str) -> None:
     """Archive ``alias``: sends with it are refused."""
-    await pool.execute(
-        "UPDATE templates SET archived_at = now() WHERE tenant_id = $1 AND alias = $2",
-        uuid.UUID(tenant_id),
-        alias,
-    )
+    assert await patch_template(pool, tenant_id, alias, HeadPatch(archived=True)) is not None

@@ -204,15 +204,14 @@ async def create_template(
     body = await parsed_body(request, TemplateFields)
     tenant_id = caller.tenant.id
     first = await _checked(ingest, tenant_id, body.version, "/version") if body.version else None
-    head = await template_store.create_template(ingest.pool, tenant_id, body)
-    if head is None:
+    created = await template_store.create_template(
+        ingest.pool, tenant_id, body, first, caller.key.id
+    )
+    if created is None:
         raise ProblemError("template_exists", f"template {body.alias!r} exists already")
-    version = None
-    if first is not None:
-        version = await _saved_version(ingest, tenant_id, body.alias, first, caller.key.id)
-        head = await found(
-            f"template {body.alias!r}", fetch_template(ingest.pool, tenant_id, body.alias)
-        )
+    head, version = created
+    if version is not None and body.version is not None and body.version.activate:
+        ingest.templates.discard(tenant_id, body.alias)
     detail = await _detail(ingest, head)
     return CreatedTemplate(**detail.model_dump(), version=version)
 

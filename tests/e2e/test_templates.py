@@ -1,6 +1,7 @@
-"""A template with a layout and two locales, through the whole pipeline: the reader gets the
-locale asked for (through the fallback chain) inside the layout, the message log names what
-was rendered, and a version activated after acceptance changes nothing for mail accepted."""
+"""A template with a layout and two locales, created and previewed over HTTP, through the whole
+pipeline: the reader gets the locale asked for (through the fallback chain) inside the layout,
+the message log names what was rendered, and a version activated after acceptance changes
+nothing for mail accepted."""
 
 from __future__ import annotations
 
@@ -8,14 +9,11 @@ import signal
 import uuid
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
-from libs.templates import LocaleContent, TemplateVariable, add_version, upsert_template
 from libs.tenants import Tenant
 from tests.e2e.conftest import Topology
-from tests.template_rows import add_layout
 
 pytestmark = pytest.mark.e2e
 
@@ -36,31 +34,50 @@ async def mailpit_message(topology: Topology, subject: str) -> dict[str, Any]:
     return message
 
 
+async def api(topology: Topology, api_key: str, path: str, body: dict[str, Any]) -> Any:
+    """``POST`` to the gateway's API, which must succeed; the JSON answer."""
+    answer = await topology.http.post(
+        path, json=body, headers={"Authorization": f"Bearer {api_key}"}
+    )
+    assert answer.status_code in (200, 201), answer.text
+    return answer.json()
+
+
 async def test_a_localised_template_in_its_layout_renders_the_version_accepted(
-    topology: Topology, pool: asyncpg.Pool, tenant: tuple[Tenant, str]
+    topology: Topology, tenant: tuple[Tenant, str]
 ) -> None:
     account, api_key = tenant
     run = uuid.uuid4().hex[:8]
-    layout = await add_layout(pool, account.id, f"brand-{run}", LAYOUT_HTML, LAYOUT_TEXT)
-    alias = f"welcome-{run}"
-    await upsert_template(pool, account.id, alias, category="onboarding")
-    contents = {
-        "en": LocaleContent(
-            subject=f"Welcome {{{{ name }}}} {run}", html="<p>Hello {{ name }}</p>"
-        ),
-        "pt": LocaleContent(
-            subject=f"Bem-vinda {{{{ name }}}} {run}", html="<p>Olá {{ name }}</p>"
-        ),
-    }
-    first = await add_version(
-        pool,
-        account.id,
-        alias,
-        contents,
-        variables=[TemplateVariable(name="name", example="Ana")],
-        layout=(layout.alias, layout.version),
-        activate=True,
+    layout = await api(
+        topology,
+        api_key,
+        "/v1/layouts",
+        {"alias": f"brand-{run}", "version": {"html": LAYOUT_HTML, "text": LAYOUT_TEXT}},
     )
+    alias = f"welcome-{run}"
+    contents = {
+        "en": {"subject": f"Welcome {{{{ name }}}} {run}", "html": "<p>Hello {{ name }}</p>"},
+        "pt": {"subject": f"Bem-vinda {{{{ name }}}} {run}", "html": "<p>Olá {{ name }}</p>"},
+    }
+    version = {
+        "contents": contents,
+        "variables": [{"name": "name", "example": "Ana"}],
+        "layout": {"alias": layout["alias"]},
+    }
+    created = await api(
+        topology,
+        api_key,
+        "/v1/templates",
+        {"alias": alias, "category": "onboarding", "version": version},
+    )
+    first = created["version"]["version"]
+    assert created["active_version"] is None  # saved, not yet active
+
+    preview = await api(topology, api_key, f"/v1/templates/{alias}/render", {"locale": "pt-BR"})
+    assert preview["subject"] == f"Bem-vinda Ana {run}"
+    assert "<header>ACME</header><p>Olá Ana</p><footer>" in preview["html"]
+    assert (preview["locale"], preview["layout_version"]) == ("pt", layout["latest_version"])
+    await api(topology, api_key, f"/v1/templates/{alias}/versions/{first}/activate", {})
     body = {
         "from": "hello@example.test",
         "to": f"new.user+{run}@example.com",
@@ -69,22 +86,20 @@ async def test_a_localised_template_in_its_layout_renders_the_version_accepted(
         "locale": "pt-BR",
     }
 
-    # render paused: the message waits, accepted with v1, while v2 becomes the active version
+    # render paused: the message waits, accepted with the first version, while a second one
+    # becomes the active version
     topology.supervisor.kill("render", signal.SIGSTOP)
     try:
         accepted = await topology.send(api_key, body)
-        changed = {
-            tag: part.model_copy(update={"subject": "Changed"}) for tag, part in contents.items()
-        }
-        await add_version(
-            pool, account.id, alias, changed, layout=(layout.alias, layout.version), activate=True
-        )
+        changed = {tag: part | {"subject": "Changed"} for tag, part in contents.items()}
+        second = version | {"contents": changed, "activate": True}
+        await api(topology, api_key, f"/v1/templates/{alias}/versions", second)
     finally:
         topology.supervisor.kill("render", signal.SIGCONT)
 
     shown = await topology.settled(api_key, accepted["id"], "delivered")
-    assert (shown["template"], shown["template_version"]) == (alias, first.version)
-    assert (shown["layout_version"], shown["locale"]) == (layout.version, "pt")
+    assert (shown["template"], shown["template_version"]) == (alias, first)
+    assert (shown["layout_version"], shown["locale"]) == (layout["latest_version"], "pt")
 
     delivered = await mailpit_message(topology, f"Bem-vinda Zoë {run}")
     assert "<header>ACME</header><p>Olá Zoë</p><footer>" in delivered["HTML"]

@@ -13,6 +13,7 @@ import pytest
 from opentelemetry.context import Context
 
 from libs.template_choice import in_cohort
+from libs.template_store import HeadPatch, patch_template
 from libs.templates import LocaleContent, TemplateVariable, add_version, upsert_template
 from libs.tenants import Tenant
 from schemas.common import Lane
@@ -90,8 +91,11 @@ async def test_an_experiment_at_ten_percent_sends_a_tenth_the_variant_always_the
 async def test_security_mail_keeps_the_active_version_unless_the_experiment_overrides_it(
     service: IngestService, pool: asyncpg.Pool, tenant: tuple[Tenant, str]
 ) -> None:
-    otp = await template(pool, tenant[0].id, "otp")
+    # started on an onboarding template that then became an OTP one (the API refuses to start
+    # one on an OTP template): ingest still keeps security mail on the active version
+    otp = await template(pool, tenant[0].id, "onboarding")
     await start_experiment(pool, tenant[0].id, otp, 2, 50)
+    await patch_template(pool, tenant[0].id, otp, HeadPatch(category="otp"))
     assert set((await versions_of(service, tenant[0], otp)).values()) == {1}
 
     onboarding = await template(pool, tenant[0].id, "onboarding")
