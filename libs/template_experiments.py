@@ -64,8 +64,8 @@ class VersionOutcome(BaseModel):
 
 
 class ExperimentReport(BaseModel):
-    """An experiment with the outcomes of its control (the template's active version) and
-    its variant."""
+    """An experiment with the outcomes of its control (the version active when it started)
+    and its variant."""
 
     experiment: Experiment
     running: bool
@@ -166,8 +166,8 @@ async def start_experiment(
             )
         row = await connection.fetchrow(
             "INSERT INTO template_experiments (id, tenant_id, alias, variant_version, percent,"
-            " starts_at, ends_at, override_critical, created_by)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
+            " starts_at, ends_at, override_critical, created_by, control_version)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
             uuid.uuid4(),
             _tenant(tenant_id),
             alias,
@@ -177,6 +177,7 @@ async def start_experiment(
             fields.ends_at,
             fields.override_critical,
             created_by,
+            head["active_version"],
         )
     assert row is not None
     return experiment_of(row)
@@ -286,17 +287,16 @@ async def experiment_report(
     now: datetime | None = None,
 ) -> ExperimentReport | None:
     """The experiment with the counts and accept->delivered latency of its control (the
-    template's active version) and its variant over its window, from the analytics aggregates
-    (whole hours: mail of the hour the experiment started in counts too)."""
+    version active when it started) and its variant over its window, from the analytics
+    aggregates (whole hours: mail of the hour the experiment started in counts too)."""
     now = now or datetime.now(UTC)
     experiment = await fetch_experiment(pool, tenant_id, alias, experiment_id)
-    template = await fetch_template(pool, tenant_id, alias)
-    if experiment is None or template is None:
+    if experiment is None:
         return None
     window = _window(experiment, now)
     arms: list[tuple[int, Role]] = [(experiment.variant_version, "variant")]
-    if template.active_version is not None:
-        arms.insert(0, (template.active_version, "control"))
+    if experiment.control_version is not None:
+        arms.insert(0, (experiment.control_version, "control"))
     outcomes = await asyncio.gather(
         *(_outcome(pool, tenant_id, alias, version, role, window) for version, role in arms)
     )

@@ -122,6 +122,8 @@ class Experiment(Record):
     tenant_id: str
     alias: str
     variant_version: int
+    control_version: int | None = None
+    """The active version when the experiment started: what the variant is compared with."""
     percent: float
     starts_at: datetime
     ends_at: datetime
