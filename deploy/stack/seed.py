@@ -12,7 +12,7 @@ from pathlib import Path
 
 import asyncpg
 
-from libs.templates import fetch_template, put_template
+from libs.templates import fetch_template, put_template, upsert_template
 from libs.tenants import create_tenant, tenant_by_api_key
 
 DEV_TENANT_NAME = "dev"
@@ -60,4 +60,5 @@ async def seed_dev_tenant(pool: asyncpg.Pool, state_file: Path) -> DevTenant:
 async def seed_otp_template(pool: asyncpg.Pool, tenant_id: str) -> None:
     """Give the tenant an ``otp`` template unless it has one (a developer's edits stay)."""
     if await fetch_template(pool, tenant_id, "otp") is None:
+        await upsert_template(pool, tenant_id, "otp", "One-time code", category="otp")
         await put_template(pool, tenant_id, "otp", OTP_SUBJECT, OTP_HTML, OTP_TEXT)

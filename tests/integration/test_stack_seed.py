@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from deploy.stack.seed import OTP_SUBJECT, seed_dev_tenant, seed_otp_template
-from libs.templates import active_version
+from libs.templates import active_version, fetch_template
 from libs.tenants import tenant_by_api_key
 
 pytestmark = pytest.mark.integration
@@ -53,4 +53,6 @@ async def test_the_otp_template_is_seeded_once(pool: asyncpg.Pool, tmp_path: Pat
     assert template.version == 1
     sources = template.contents["en"]
     assert sources.subject == OTP_SUBJECT
+    head = await fetch_template(pool, tenant.tenant_id, "otp")
+    assert head is not None and head.category == "otp"  # its mail is security mail
     assert sources.text is not None and "{{ code }}" in sources.text
