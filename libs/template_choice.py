@@ -30,15 +30,25 @@ class TemplateChoices:
     active: TemplateVersion | None
     experiment: Experiment | None
     variant: TemplateVersion | None
+    pinned: int | None = None
+    """The version the request asked for (``active`` is then that version, when it exists)."""
 
 
 async def template_choices(
-    catalogue: TemplateCatalogue, tenant_id: str, alias: str
+    catalogue: TemplateCatalogue, tenant_id: str, alias: str, pinned: int | None = None
 ) -> TemplateChoices | None:
-    """The choices ``alias`` offers (None: no such template)."""
+    """The choices ``alias`` offers (None: no such template). A request that pins a version
+    gets exactly it, and no experiment (an archived template offers nothing either way)."""
     template = await catalogue.template(tenant_id, alias)
     if template is None:
         return None
+    if pinned is not None:
+        version = (
+            await catalogue.version(tenant_id, alias, pinned)
+            if template.archived_at is None
+            else None
+        )
+        return TemplateChoices(template, version, None, None, pinned)
     experiment = await catalogue.experiment(tenant_id, alias)
     variant = (
         await catalogue.version(tenant_id, alias, experiment.variant_version)

@@ -63,6 +63,8 @@ class SendRequest(Record):
     html: str | None = None
     text: str | None = None
     template: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,127}$")] | None = None
+    template_version: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
+    """Pin a version of ``template`` (default: the active one, or an experiment's variant)."""
     data: dict[str, Any] = Field(default_factory=dict)
     locale: Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")] | None = None
     stream: Stream = Stream.TRANSACTIONAL

@@ -30,7 +30,7 @@ from libs.keys import ApiKey
 from libs.message_tokens import signing_key
 from libs.settings import Settings
 from libs.template_choice import TemplateChoices, choose_version, template_choices
-from libs.templates import Template, TemplateCatalogue
+from libs.templates import TemplateCatalogue
 from libs.tenants import Tenant, TenantDirectory
 from libs.topics import RENDER
 from libs.tracing import traceparent
@@ -210,7 +210,9 @@ async def _prepare(
     door: Door,
 ) -> Ready | Replayed | Refused:
     choices = (
-        await template_choices(ingest.templates, tenant.id, request.template)
+        await template_choices(
+            ingest.templates, tenant.id, request.template, request.template_version
+        )
         if request.template is not None
         else None
     )
@@ -338,18 +340,26 @@ def _check(
     sendable = tenant.sendable_domains(ingest.settings.dev_mode)
     checked = check_request(request, tenant.domains, active, datetime.now(UTC), sendable)
     if isinstance(checked, list) and choices is not None and active is None:
-        unusable = _unusable(choices.template)
+        unusable = _unusable(choices)
         return [unusable if v.code == "unknown_template" else v for v in checked]
     return checked
 
 
-def _unusable(template: Template) -> Violation:
-    """Why a template that exists cannot be sent: archived, or no version active yet."""
+def _unusable(choices: TemplateChoices) -> Violation:
+    """Why a template that exists cannot be sent: archived, no such version as the request
+    pins, or no version active yet."""
+    template = choices.template
     if template.archived_at is not None:
         return Violation(
             "template_archived",
             pointer("template"),
             f"template {template.alias!r} is archived: restore it to send with it",
+        )
+    if choices.pinned is not None:
+        return Violation(
+            "unknown_template_version",
+            pointer("template_version"),
+            f"template {template.alias!r} has no version {choices.pinned}",
         )
     return Violation(
         "unknown_template",

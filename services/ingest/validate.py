@@ -313,6 +313,10 @@ def _content(request: SendRequest, template: TemplateVersion | None) -> Iterator
             yield Violation("missing_content", pointer("subject"), "a subject or a template")
         if not request.html and not request.text:
             yield Violation("missing_content", pointer("html"), "html or text, or a template")
+        if request.template_version is not None:
+            yield Violation(
+                "template_required", pointer("template_version"), "a version of which template?"
+            )
         return
     if template is None:
         yield Violation(

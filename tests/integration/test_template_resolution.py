@@ -152,3 +152,37 @@ async def test_an_archived_template_is_refused_and_an_unknown_one_too(
     assert archived.json()["code"] == "template_archived"
     unknown = await client.post("/v1/messages", json=body | {"template": "nope"}, headers=headers)
     assert (unknown.status_code, unknown.json()["code"]) == (422, "unknown_template")
+
+
+async def test_a_request_may_pin_a_version_and_no_experiment_applies_to_it(
+    client: httpx.AsyncClient,
+    service: IngestService,
+    pool: asyncpg.Pool,
+    tenant: tuple[Tenant, str],
+) -> None:
+    alias = await template(pool, tenant[0].id, "onboarding")
+    await start_experiment(pool, tenant[0].id, alias, 2, 50)
+
+    pinned = await versions_of(service, tenant[0], alias, template_version=1)
+    assert set(pinned.values()) == {1}  # nobody diverted to the variant
+    inactive = await versions_of(service, tenant[0], alias, template_version=2)
+    assert set(inactive.values()) == {2}  # any version that exists, active or not
+
+    headers = {"Authorization": f"Bearer {tenant[1]}"}
+    body = request(alias, ["jane@example.org"]).model_dump(mode="json", by_alias=True)
+    missing = await client.post(
+        "/v1/messages", json=body | {"template_version": 3}, headers=headers
+    )
+    assert missing.status_code == 422, missing.text
+    assert missing.json()["code"] == "unknown_template_version"
+    inline = {"from": "hello@example.test", "to": "jane@example.org", "subject": "Hi"}
+    lone = await client.post(
+        "/v1/messages", json=inline | {"text": "Hi", "template_version": 1}, headers=headers
+    )
+    assert (lone.status_code, lone.json()["code"]) == (422, "template_required")
+    await archive(pool, tenant[0].id, alias)
+    service.ingest.templates.discard(tenant[0].id, alias)  # as the API's archive does
+    archived = await client.post(
+        "/v1/messages", json=body | {"template_version": 1}, headers=headers
+    )
+    assert (archived.status_code, archived.json()["code"]) == (422, "template_archived")
