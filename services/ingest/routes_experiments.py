@@ -70,7 +70,8 @@ async def get_experiment(
     alias: PathAlias, experiment_id: str, ingest: IngestDep, caller: ReadCaller
 ) -> ExperimentReport:
     """Counts (accepted, delivered, bounced, complained, deferred, failed) and accept->delivered
-    p50/p99 of the control (the active version) and the variant over the experiment's window."""
+    p50/p99 of the control (the version active when it started) and the variant over the
+    experiment's window."""
     report = template_experiments.experiment_report(
         ingest.pool, caller.tenant.id, alias, experiment_id
     )
