@@ -20,7 +20,6 @@ from functools import cached_property, reduce
 from typing import Annotated, Any, Self
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -31,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from libs.database import Connection
 from libs.sendable import domain_of
 from libs.sending_domains import InvalidDomain, normalise_domain
 from schemas.common import (
@@ -326,9 +326,6 @@ def _values(fields: RuleFields) -> list[Any]:
         fields.pool.value if fields.pool else None,
         fields.hold_seconds,
     ]
-
-
-Connection = asyncpg.Connection | PoolConnectionProxy
 
 
 async def _ceiling(connection: Connection, tenant: uuid.UUID) -> Lane:

@@ -21,12 +21,11 @@ from email.utils import parseaddr
 from enum import StrEnum
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
+from libs.database import Connection
 from schemas.common import Lane, Problem, Stream
 from schemas.pipeline import MessageSpec
 
-Connection = asyncpg.Connection | PoolConnectionProxy
 Executor = asyncpg.Pool | Connection
 Key = tuple[str, str]
 """(tenant id, normalised address): what the in-process view and a look-up are keyed by."""

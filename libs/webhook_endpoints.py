@@ -18,9 +18,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from libs.database import Connection
 from libs.webhook_targets import TargetGuard, TargetRefused
 from schemas.common import Stream
 from schemas.events import MessageState
@@ -41,7 +41,6 @@ Description = Annotated[
     str, StringConstraints(strip_whitespace=True, max_length=500, pattern=r"^[^\x00-\x1f\x7f]*$")
 ]
 Url = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2048)]
-Connection = asyncpg.Connection | PoolConnectionProxy
 
 
 class EndpointRefused(ValueError):

@@ -22,11 +22,11 @@ from prometheus_client import Gauge
 from libs.alerts import AlertKind
 from libs.analytics import Granularity, percentile
 from libs.batch import Publication
+from libs.database import Connection
 from libs.topics import NOTICES, public_topic
 from schemas.events import BounceCategory, MessageState
 from schemas.notices import AlertSeverity, Notice, NoticeData, NoticeType, notice_id
 from services.analytics.alerts import Change, Measure, Threshold, decide
-from services.analytics.store import Connection
 
 EVALUATION_LOCK = 7_201_512
 """Advisory lock id: one evaluation at a time, whatever the number of analytics processes."""

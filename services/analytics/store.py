@@ -16,10 +16,10 @@ import asyncpg
 
 from libs.analytics import DIMENSIONS, Granularity
 from libs.batch import Consumed
+from libs.database import Connection
 from services.analytics.aggregate import Tally
 
 T = TypeVar("T")
-Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 _DIMENSION_COLUMNS = ", ".join(DIMENSIONS)
 _DIMENSION_ARRAYS = ", ".join(f"${n}::text[]" for n in range(4, 4 + len(DIMENSIONS)))
 _REST = f"granularity, bucket, {_DIMENSION_COLUMNS}, event_type, reason, count"

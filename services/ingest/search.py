@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from libs.database import Connection
 from schemas.common import Stream
 from schemas.events import MessageState
-from services.ingest.store import Connection
 from services.ingest.validate import Violation
 
 DEFAULT_LIMIT = 50

@@ -10,13 +10,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
+from libs.database import Connection
 from schemas.events import DeliveryEvent
 
 KEY_LIFETIME = timedelta(hours=24)
 
-Connection = asyncpg.Connection | PoolConnectionProxy
 """A connection of its own or one borrowed from the pool (to share a transaction)."""
 
 

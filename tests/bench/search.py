@@ -20,12 +20,11 @@ from typing import Any
 import asyncpg
 import click
 
-from libs.database import open_pool
+from libs.database import Connection, open_pool
 from libs.settings import Settings
 from schemas.common import Stream
 from schemas.events import MessageState
 from services.ingest.search import Cursor, MessageQuery, search_messages
-from services.ingest.store import Connection
 from tests.bench.measure import latency_summary
 
 SCHEMA = "bench_search"
