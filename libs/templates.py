@@ -71,33 +71,32 @@ class LocaleContent(Record):
         return self
 
 
-class TemplateVersion(Record):
-    """One immutable version of a template."""
+class _Version(Record):
+    """What every immutable version has: whose, of what, which number, and who wrote it."""
 
     tenant_id: str
     alias: str
     version: int
+    note: str | None = None
+    created_by: str | None = None
+    created_at: datetime | None = None
+
+
+class TemplateVersion(_Version):
+    """One immutable version of a template."""
+
     default_locale: str = DEFAULT_LOCALE
     contents: dict[str, LocaleContent]
     variables: list[TemplateVariable] = Field(default_factory=list)
     layout_alias: str | None = None
     layout_version: int | None = None
-    note: str | None = None
-    created_by: str | None = None
-    created_at: datetime | None = None
 
 
-class LayoutVersion(Record):
+class LayoutVersion(_Version):
     """One immutable version of a layout: the wrapper whose ``{{ content }}`` a body fills."""
 
-    tenant_id: str
-    alias: str
-    version: int
     html: str | None = None
     text: str | None = None
-    note: str | None = None
-    created_by: str | None = None
-    created_at: datetime | None = None
 
 
 class Template(Record):
