@@ -20,8 +20,12 @@ def render(
     if spec.template is None:
         return render_inline(spec.subject, spec.html, spec.text)
     if template is None:
-        locale = spec.locale or "the default locale"
+        missing = (
+            "no active version"
+            if spec.template_version is None
+            else f"no version {spec.template_version}"
+        )
         return Problem(
-            code=RENDER_FAILED, detail=f"template {spec.template!r} not found for {locale}"
+            code=RENDER_FAILED, detail=f"template {spec.template!r} not found: {missing}"
         )
     return render_version(template, layout, spec.data, spec.locale)
