@@ -374,9 +374,7 @@ async def preview_template(
     if version is None:
         return None
     layout = (
-        await fetch_layout_version(pool, tenant_id, version.layout_alias, version.layout_version)
-        if version.layout_alias and version.layout_version
-        else None
+        await fetch_layout_version(pool, tenant_id, *version.layout) if version.layout else None
     )
     return preview(version, layout, fields.data, fields.locale)
 

@@ -91,6 +91,13 @@ class TemplateVersion(_Version):
     layout_alias: str | None = None
     layout_version: int | None = None
 
+    @property
+    def layout(self) -> tuple[str, int] | None:
+        """The layout version this version is wrapped in (alias, number), if any."""
+        if self.layout_alias is None or self.layout_version is None:
+            return None
+        return self.layout_alias, self.layout_version
+
 
 class LayoutVersion(_Version):
     """One immutable version of a layout: the wrapper whose ``{{ content }}`` a body fills."""
@@ -316,9 +323,7 @@ async def put_template(
         contents,
         default_locale=current.default_locale if current else locale,
         variables=list(current.variables) if current else None,
-        layout=(current.layout_alias, current.layout_version)
-        if current and current.layout_alias and current.layout_version
-        else None,
+        layout=current.layout if current else None,
         activate=True,
     )
 

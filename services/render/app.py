@@ -42,11 +42,9 @@ class RenderService(PipelineService):
     async def _layout(self, template: TemplateVersion | None) -> LayoutVersion | None:
         """The layout version ``template`` pins, if it pins one."""
         assert self._templates is not None, "render is not started"
-        if template is None or template.layout_alias is None or template.layout_version is None:
+        if template is None or template.layout is None:
             return None
-        return await self._templates.layout(
-            template.tenant_id, template.layout_alias, template.layout_version
-        )
+        return await self._templates.layout(template.tenant_id, *template.layout)
 
     async def render_batch(self, batch: list[Consumed[AcceptedMessage]]) -> Outbox:
         """Render every message of the batch: on to policy-check, or ``failed`` with the reason."""
