@@ -328,19 +328,6 @@ async def put_template(
     )
 
 
-async def active_version(pool: asyncpg.Pool, tenant_id: str, alias: str) -> TemplateVersion | None:
-    """The active version of a template that is not archived (None: no such template, it is
-    archived, or none of its versions is active yet)."""
-    row = await pool.fetchrow(
-        "SELECT v.* FROM templates t JOIN template_versions v USING (tenant_id, alias)"
-        " WHERE t.tenant_id = $1 AND t.alias = $2 AND t.archived_at IS NULL"
-        " AND v.version = t.active_version",
-        uuid.UUID(tenant_id),
-        alias,
-    )
-    return version_of(row) if row else None
-
-
 async def fetch_open_experiment(
     pool: asyncpg.Pool, tenant_id: str, alias: str
 ) -> Experiment | None:

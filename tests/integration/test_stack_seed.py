@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from deploy.stack.seed import OTP_SUBJECT, seed_dev_tenant, seed_otp_template
-from libs.templates import active_version, fetch_template
+from libs.templates import TemplateCatalogue, fetch_template
 from libs.tenants import tenant_by_api_key
 
 pytestmark = pytest.mark.integration
@@ -48,7 +48,7 @@ async def test_the_otp_template_is_seeded_once(pool: asyncpg.Pool, tmp_path: Pat
     await seed_otp_template(pool, tenant.tenant_id)
     await seed_otp_template(pool, tenant.tenant_id)
 
-    template = await active_version(pool, tenant.tenant_id, "otp")
+    template = await TemplateCatalogue(pool).active(tenant.tenant_id, "otp")
     assert template is not None
     assert template.version == 1
     sources = template.contents["en"]
