@@ -76,6 +76,29 @@ class Settings(BaseSettings):
     smtp_helo_name: str = "sendarix.local"
     smtp_connections_per_route: int = 8
     """Concurrent SMTP connections the sender keeps to one route, per lane."""
+    mx_port: int = 25
+    """The port of MX hosts (25 on the internet; tests point it at a loopback server)."""
+    slow_site_budget_seconds: float = 2.0
+    """An attempt not at DATA within this long is abandoned (nothing was sent) and its site is
+    marked slow: its mail goes to ``deliver-slow`` until it answers quickly again."""
+    slow_site_cooldown_seconds: float = 60.0
+    """How long a site stays marked slow before its mail is tried in the lane again."""
+    ip_pools: str = ""
+    """The built-in pools' source addresses, JSON: ``{"security": [{"address": "127.0.0.2",
+    "ehlo": "otp.example.com", "weight": 1}], ...}``; a pool without addresses lets the system
+    pick."""
+    critical_return_path_domain: str = ""
+    """The return-path domain of the ``security`` pool's mail (critical and high), so OTP
+    bounces never share a domain's reputation with bulk; empty: the bounce address's own."""
+    credentials_key: str = ""
+    """The key relay passwords are encrypted with at rest (``libs.route_secrets``). Required in
+    production, the same in every process; every local profile sets one of its own."""
+    operator_tenant: str = "operator"
+    """Admin keys of this tenant are operators: they see every tenant's queues and may pause a
+    lane or a site for everyone."""
+    queue_control_poll_seconds: float = 0.25
+    """How often the sender reads the operator controls (pause, drain): a pause takes effect
+    within this, plus the batch in hand."""
     retry_base_seconds: float = 30.0
     retry_max_seconds: float = 3600.0
     retry_poll_seconds: float = 0.5

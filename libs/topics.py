@@ -74,10 +74,15 @@ POLICY = Stage(
 )
 ROUTE = Stage("route", RenderedMessage, "cleared messages waiting for a route")
 DELIVER = Stage("deliver", DeliveryJob, "delivery attempts waiting for the sender")
+DELIVER_SLOW = Stage(
+    "deliver-slow",
+    DeliveryJob,
+    "delivery attempts to a site that answers slowly, kept apart so it never holds the others",
+)
 RETRY = Stage("retry", RetryRequest, "deferred attempts waiting for their backoff to pass")
 STAGES: dict[str, Stage[PipelineRecord]] = {
     stage.name: stage  # type: ignore[misc]
-    for stage in (RENDER, POLICY, ROUTE, DELIVER, RETRY)
+    for stage in (RENDER, POLICY, ROUTE, DELIVER, DELIVER_SLOW, RETRY)
 }
 """Every pipeline stage, by name, in pipeline order."""
 

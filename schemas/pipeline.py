@@ -9,7 +9,7 @@ retry-scheduler).
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -83,7 +83,8 @@ class RenderedContent(Record):
 
 
 class Pool(StrEnum):
-    """The IP pools: reputations kept apart, so bulk complaints never slow down security mail."""
+    """The built-in IP pools: reputations kept apart, so bulk complaints never slow down security
+    mail (a tenant may add pools of its own, ``libs.ip_pools``)."""
 
     SECURITY = "security"
     TRANSACTIONAL = "transactional"
@@ -91,7 +92,8 @@ class Pool(StrEnum):
 
 
 class RouteName(StrEnum):
-    """The routes the router knows by name (their hosts and ports come from its settings)."""
+    """The built-in routes every tenant has (their hosts and ports come from the settings; a
+    tenant may add routes of its own, ``libs.routes``)."""
 
     SIMULATOR = "simulator"
     DEFAULT_RELAY = "default-relay"
@@ -101,8 +103,10 @@ class RoutingDirective(Record):
     """What a customer rule asks of the router for one message, and which rule asked."""
 
     rule: AppliedRule
-    route: RouteName | None = None
-    pool: Pool | None = None
+    route: str | None = None
+    """A route of the message's tenant, or a built-in one (``RouteName``)."""
+    pool: str | None = None
+    """An IP pool of the message's tenant, or a built-in one (``Pool``)."""
 
 
 class RenderedMessage(PipelineRecord):
@@ -122,22 +126,63 @@ class RenderedMessage(PipelineRecord):
         return self.message
 
 
+class RouteKind(StrEnum):
+    """How a route reaches the recipient's server."""
+
+    MX = "mx"
+    """Direct delivery: the recipient domain's MX hosts, in preference order."""
+    RELAY = "relay"
+    """A smarthost (a provider's submission server, the company's own relay)."""
+    SANDBOX = "sandbox"
+    """The mailbox simulator: nothing leaves the platform."""
+
+
 class TlsMode(StrEnum):
     """How the sender secures its SMTP connection to a route."""
 
     NONE = "none"
+    OPPORTUNISTIC = "opportunistic"
+    """STARTTLS when the server offers it, plain text otherwise (direct-to-MX mail)."""
     STARTTLS = "starttls"
+    """STARTTLS required: a server that does not offer it is not sent to."""
     IMPLICIT = "implicit"
+    """TLS from the first byte (port 465)."""
+
+
+class AuthMethod(StrEnum):
+    """The SMTP AUTH mechanism a relay route logs in with."""
+
+    PLAIN = "plain"
+    LOGIN = "login"
+
+
+class SourceAddress(Record):
+    """One address of an IP pool: the local address connections are bound to, and the name
+    the sender gives in EHLO from it (its reverse DNS)."""
+
+    address: str
+    ehlo: str
 
 
 class Route(Record):
     """Where and how a message is handed over: the SMTP destination and the IP pool."""
 
     name: str
+    kind: RouteKind = RouteKind.RELAY
     host: str
+    """The server (relay, sandbox); empty for ``mx``: the recipient domain's MX hosts."""
     port: int
     pool: str
     tls: TlsMode = TlsMode.NONE
+    auth: AuthMethod | None = None
+    credentials: str | None = None
+    """``<tenant>/<route>``: where the sender finds the AUTH login (``libs.route_secrets``); the
+    password never travels on a topic."""
+    username: str | None = None
+    source: SourceAddress | None = None
+    """The pool address the router chose for this message (None: the system picks)."""
+    return_path_domain: str | None = None
+    """The domain of the message's return path when its pool has one of its own."""
     timeout_seconds: float = 30.0
 
 
@@ -148,6 +193,9 @@ class DeliveryJob(PipelineRecord):
     message: MessageSpec
     content: RenderedContent
     route: Route
+    fallbacks: list[Route] = Field(default_factory=list)
+    """Where the message goes when its route cannot take it (route down, drained): the route's
+    fallback chain, resolved by the router."""
     attempt: int = Field(ge=1)
     retry_until: datetime
 
@@ -164,6 +212,27 @@ class SmtpReply(Record):
     text: str
 
 
+class HoldReason(StrEnum):
+    """Why an attempt waits in the retry-scheduler."""
+
+    DEFERRED = "deferred"
+    """The server deferred it (an attempt was made)."""
+    SHAPED = "shaped"
+    """Its site's rate limit: not an attempt, it goes when the site has room."""
+    PAUSED = "paused"
+    """An operator paused its tenant, lane, route or site: released when resumed."""
+
+
+DEFAULT_RETRY_WINDOWS: dict[Lane, timedelta] = {
+    Lane.CRITICAL: timedelta(minutes=15),
+    Lane.HIGH: timedelta(hours=24),
+    Lane.NORMAL: timedelta(hours=48),
+    Lane.BULK: timedelta(hours=72),
+}
+"""How long after its sending began a message of each lane is still worth another attempt (a
+tenant may set its own, ``libs.retry_windows``): a one-time code is useless after minutes."""
+
+
 class RetryRequest(PipelineRecord):
     """A deferred attempt to repeat at ``due_at`` (``sendarix.retry.<lane>``)."""
 
@@ -171,6 +240,9 @@ class RetryRequest(PipelineRecord):
     job: DeliveryJob
     due_at: datetime
     reply: SmtpReply
+    hold: HoldReason = HoldReason.DEFERRED
+    site: str | None = None
+    """The destination site it waits for, when the sender knew it."""
 
     @property
     def spec(self) -> MessageSpec:

@@ -64,6 +64,7 @@ class Profile:
             "smtp_submission_tls_dir": self.state_dir / "tls",
             "feedback_port": self.feedback_port,
             "token_secret": f"sendarix-{self.name}-only-token-secret",  # never a production one
+            "credentials_key": f"sendarix-{self.name}-only-credentials-key",  # nor this
             "dev_mode": True,  # every local stack: tenant domains send before DNS verification
             "metrics_public": True,  # a local gateway answers GET /metrics too
         }

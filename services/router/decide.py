@@ -58,7 +58,8 @@ def route_for(
 ) -> Route:
     """The SMTP destination of ``spec``: the route a customer rule forces, else the mailbox
     simulator for its domain, else the relay; from the pool a rule forces, else its lane's."""
-    name = directive.route if directive is not None else None
+    forced = directive.route if directive is not None else None
+    name = RouteName(forced) if forced is not None else None
     if name is None:
         simulated = recipient_domain(spec.recipient.address) == settings.simulator_domain.lower()
         name = RouteName.SIMULATOR if simulated else RouteName.DEFAULT_RELAY
@@ -71,7 +72,7 @@ def route_for(
         name=name.value,
         host=host,
         port=port,
-        pool=(pool or ip_pool(spec.lane, spec.stream)).value,
+        pool=pool or ip_pool(spec.lane, spec.stream).value,
         timeout_seconds=settings.smtp_timeout_seconds,
     )
 

@@ -148,9 +148,9 @@ def test_hold_lasts_its_rule_s_time_or_72_hours() -> None:
 
 def test_force_route_and_pool_travel_in_the_directive() -> None:
     routed = decide(spec(), book(rule(RuleAction.FORCE_ROUTE, route=RouteName.SIMULATOR)), NOW)
-    assert isinstance(routed, Forward) and routed.directive.route is RouteName.SIMULATOR
+    assert isinstance(routed, Forward) and routed.directive.route == RouteName.SIMULATOR
     pooled = decide(spec(), book(rule(RuleAction.FORCE_POOL, pool=Pool.BULK)), NOW)
-    assert isinstance(pooled, Forward) and pooled.directive.pool is Pool.BULK
+    assert isinstance(pooled, Forward) and pooled.directive.pool == Pool.BULK
 
 
 @pytest.mark.parametrize(
