@@ -20,6 +20,7 @@ from libs.settings import REPO_ROOT, Settings
 from tests.bench import report
 from tests.bench.analytics import analytics
 from tests.bench.baselines import kafka_awaited, smtp_blast
+from tests.bench.delivery import delivery
 from tests.bench.edge import edge
 from tests.bench.kafka_tools import kafka_tools
 from tests.bench.ledger import per_second, read_counters
@@ -40,6 +41,7 @@ SCENARIOS = (
     "policy",
     "analytics",
     "webhooks",
+    "delivery",
     "mixed",
     "scale",
     "fairness",
@@ -97,6 +99,14 @@ async def run(options: dict[str, Any]) -> dict[str, Any]:
                 )
             if chosen in ("all", "webhooks"):
                 results["webhooks"] = await webhooks(stack, options["webhook_events"])
+            if chosen in ("all", "delivery"):
+                results["delivery"] = await delivery(
+                    stack,
+                    sampler,
+                    options["delivery_jobs"],
+                    options["delivery_rate"],
+                    options["delivery_seconds"],
+                )
             if chosen in ("all", "mixed"):
                 results["mixed"] = await mixed(
                     stack,
@@ -221,6 +231,27 @@ async def baselines(
     default=20_000,
     show_default=True,
     help="Events the webhooks scenario delivers to its healthy endpoint.",
+)
+@click.option(
+    "--delivery-jobs",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Delivery jobs the delivery scenario hands one sender at once.",
+)
+@click.option(
+    "--delivery-rate",
+    type=click.IntRange(min=10),
+    default=100,
+    show_default=True,
+    help="Jobs/s of the delivery scenario's steady flow (head-of-line phases).",
+)
+@click.option(
+    "--delivery-seconds",
+    type=click.IntRange(min=5),
+    default=40,
+    show_default=True,
+    help="Seconds of each head-of-line phase of the delivery scenario.",
 )
 @click.option(
     "--policy-decisions",

@@ -18,6 +18,7 @@ import psutil
 
 from deploy.stack.tools import KAFKA_POM
 from tests.bench.analytics import analytics_goals, analytics_report
+from tests.bench.delivery import delivery_goals, delivery_report
 from tests.bench.measure import BENCH_CLIENT
 from tests.bench.policy import policy_goals, policy_report
 from tests.bench.render import render_goals, render_report
@@ -212,6 +213,7 @@ def goals(results: dict[str, Any]) -> list[tuple[bool, str]]:
     found += render_goals(results.get("render"))
     found += analytics_goals(results.get("analytics"))
     found += webhooks_goals(results.get("webhooks"))
+    found += delivery_goals(results.get("delivery"))
     client = best.get("cpu_ms_per_message", {}).get(BENCH_CLIENT)
     if client is not None:
         found.append(
@@ -385,6 +387,8 @@ def text_report(results: dict[str, Any]) -> str:
         parts.append(analytics_report(figures))
     if hooks := results.get("webhooks"):
         parts.append(webhooks_report(hooks))
+    if figures := results.get("delivery"):
+        parts.append(delivery_report(figures))
     if found_ratios := ratios(results):
         shares = ", ".join(f"{name} = {value:.1%}" for name, value in found_ratios.items())
         parts.append(f"ratios of '{best.get('name')}' to the baselines: {shares}")

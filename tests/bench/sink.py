@@ -39,9 +39,14 @@ def message_id_of(header: str) -> str:
 class Sink:
     """A running sink: where it listens, and every message it received so far."""
 
-    def __init__(self, smtp_port: int, http_port: int) -> None:
+    def __init__(
+        self, smtp_port: int, http_port: int, answer_after: float = 0.0, name: str = SINK
+    ) -> None:
         self.smtp_port = smtp_port
         self.http_port = http_port
+        self.answer_after = answer_after
+        """Seconds RCPT TO waits for its reply (a destination that answers slowly)."""
+        self.name = name
         self.received: dict[str, int] = {}
         """Message id -> when its first copy arrived (ns since the epoch)."""
         self.copies: Counter[str] = Counter()
@@ -51,13 +56,15 @@ class Sink:
     def start(self, supervisor: Supervisor) -> None:
         """Start the sink as a child of ``supervisor``."""
         supervisor.start(
-            SINK,
+            self.name,
             [
                 sink_binary(),
                 "-smtp",
                 f"127.0.0.1:{self.smtp_port}",
                 "-http",
                 f"127.0.0.1:{self.http_port}",
+                "-answer-after",
+                f"{self.answer_after}s",
             ],
         )
 

@@ -1,7 +1,8 @@
 // Command smtpsink is the benchmark's SMTP server: it answers 250 to everything and records,
 // for each message, its Message-ID and when its final dot arrived (ns since the epoch).
 //
-// It costs as little CPU as possible, so that the pipeline under test keeps the machine. The
+// It costs as little CPU as possible, so that the pipeline under test keeps the machine; with
+// -answer-after it plays a destination that answers RCPT TO only after that long. The
 // records are read over HTTP: GET /records?from=N returns those from index N on, one
 // "<receive ns> <message id>" line each; GET /count returns how many there are.
 package main
@@ -52,7 +53,7 @@ func (j *journal) count() int {
 }
 
 // session speaks just enough ESMTP (with PIPELINING) for a client to hand over messages.
-func session(conn net.Conn, received *journal) {
+func session(conn net.Conn, received *journal, answerAfter time.Duration) {
 	defer conn.Close()
 	in := bufio.NewReaderSize(conn, 64*1024)
 	out := bufio.NewWriterSize(conn, 16*1024)
@@ -89,11 +90,14 @@ func session(conn net.Conn, received *journal) {
 			}
 			received.add(id, time.Now().UnixNano())
 			ok = reply("250 2.0.0 queued")
+		case "RCPT":
+			time.Sleep(answerAfter)
+			ok = reply("250 ok")
 		case "QUIT":
 			reply("221 bye")
 			out.Flush()
 			return
-		default: // HELO, MAIL, RCPT, RSET, NOOP: all fine
+		default: // HELO, MAIL, RSET, NOOP: all fine
 			ok = reply("250 ok")
 		}
 		if !ok {
@@ -145,6 +149,7 @@ func readData(in *bufio.Reader) (string, bool) {
 func main() {
 	smtpAddr := flag.String("smtp", "127.0.0.1:2526", "where to accept SMTP")
 	httpAddr := flag.String("http", "127.0.0.1:2527", "where to serve the records")
+	answerAfter := flag.Duration("answer-after", 0, "how long RCPT TO waits for its reply")
 	flag.Parse()
 	received := &journal{}
 	listener, err := net.Listen("tcp", *smtpAddr)
@@ -169,6 +174,6 @@ func main() {
 		if err != nil {
 			log.Fatal(err)
 		}
-		go session(conn, received)
+		go session(conn, received, *answerAfter)
 	}
 }
