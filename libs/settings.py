@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     smtp_helo_name: str = "sendarix.local"
     smtp_connections_per_route: int = 8
     """Concurrent SMTP connections the sender keeps to one route, per lane."""
+    smtp_tls_ca_file: Path | None = None
+    """A CA the sender trusts besides the system's when it verifies a server's certificate
+    (``starttls`` and ``implicit`` routes): a company relay's own CA, the tests' self-signed one."""
     mx_port: int = 25
     """The port of MX hosts (25 on the internet; tests point it at a loopback server)."""
     slow_site_budget_seconds: float = 2.0

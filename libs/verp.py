@@ -10,6 +10,8 @@ one-click unsubscribe.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from libs.message_tokens import MAX_LOCAL_PART, MessageToken, Purpose, sign
 
 UNSUBSCRIBE_LOCAL = "unsub"
@@ -38,13 +40,24 @@ def read_token_address(address: str, base: str, domain: str) -> MessageToken | N
     return MessageToken.parse(token)
 
 
-def return_path(key: bytes, tenant_id: str, message_id: str, bounce_address: str) -> str:
-    """The envelope sender (``MAIL FROM``) of one message: its signed VERP address."""
-    base, _, domain = bounce_address.rpartition("@")
-    return token_address(base, domain, sign(key, Purpose.RETURN_PATH, tenant_id, message_id))
+def return_path(
+    key: bytes, tenant_id: str, message_id: str, bounce_address: str, domain: str | None = None
+) -> str:
+    """The envelope sender (``MAIL FROM``) of one message: its signed VERP address, at the
+    bounce domain or at ``domain`` (its IP pool's return-path domain, which the feedback
+    listener answers too)."""
+    base, _, bounce = bounce_address.rpartition("@")
+    token = sign(key, Purpose.RETURN_PATH, tenant_id, message_id)
+    return token_address(base, domain or bounce, token)
 
 
-def read_return_path(address: str, bounce_address: str) -> MessageToken | None:
-    """The token of a VERP address at the bounce domain, if ``address`` is one."""
+def read_return_path(
+    address: str, bounce_address: str, other_domains: Iterable[str] = ()
+) -> MessageToken | None:
+    """The token of a VERP address at the bounce domain or one of ``other_domains`` (return-path
+    domains of IP pools; empty ones are skipped), if ``address`` is one."""
     base, _, domain = bounce_address.rpartition("@")
-    return read_token_address(address, base, domain)
+    for candidate in (domain, *other_domains):
+        if candidate and (token := read_token_address(address, base, candidate)) is not None:
+            return token
+    return None

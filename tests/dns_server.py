@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import dns.rdatatype
 import dns.resolver
-from dnslib import AAAA, CNAME, QTYPE, RCODE, RR, TXT, A, DNSLabel, DNSRecord
+from dnslib import AAAA, CNAME, MX, QTYPE, RCODE, RR, TXT, A, DNSLabel, DNSRecord
 from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
 
 TTL = 60
@@ -40,6 +40,10 @@ class LoopbackDns(BaseResolver):  # type: ignore[misc]
 
     def add_cname(self, name: str, target: str) -> None:
         self._add(RR(name, QTYPE.CNAME, rdata=CNAME(target), ttl=TTL))
+
+    def add_mx(self, name: str, exchange: str, preference: int = 10, ttl: int = TTL) -> None:
+        """An MX record (``exchange`` ``"."`` with preference 0: a null MX, RFC 7505)."""
+        self._add(RR(name, QTYPE.MX, rdata=MX(exchange, preference), ttl=ttl))
 
     def add_address(self, name: str, address: str, ttl: int = TTL) -> None:
         """An A (or, for an IPv6 address, AAAA) record."""

@@ -61,6 +61,7 @@ def install(profile_name: str) -> None:
     """
     profile = PROFILES[profile_name]
     tools.swaks()  # a client, not infrastructure: the SMTP door's tests use it too
+    tools.postfix()  # the relay tests' real MTA, run by the tests themselves
     if docker_answers():
         say("a Docker engine answers: the infrastructure will run in containers")
         return

@@ -193,6 +193,26 @@ def swaks() -> Path | None:
     return Path(found) if found else None
 
 
+POSTFIX_PACKAGES = ("postfix", "libsasl2-modules", "sasl2-bin")
+"""A real MTA for the relay tests (STARTTLS and SASL AUTH through cyrus sasldb)."""
+
+
+def postfix() -> Path | None:
+    """postfix and the cyrus SASL tools, for the tests of relay routes that require STARTTLS
+    and AUTH: installed with apt-get when missing and we can, else None (those tests skip).
+
+    Debconf is told "No configuration", so the package neither writes a main.cf nor starts a
+    system mail server; the tests run instances of their own (``postfix -c``).
+    """
+    found = shutil.which("postfix") or shutil.which("postfix", path="/usr/sbin")
+    if _can_apt() and (found is None or shutil.which("saslpasswd2") is None):
+        preseed = b"postfix postfix/main_mailer_type select No configuration\n"
+        subprocess.run(["debconf-set-selections"], input=preseed, check=True)
+        _apt_install(*POSTFIX_PACKAGES)
+        found = shutil.which("postfix") or shutil.which("postfix", path="/usr/sbin")
+    return Path(found) if found else None
+
+
 def _swaks_has_tls() -> bool:
     probe = ["perl", "-MNet::SSLeay", "-e1"]
     return subprocess.run(probe, capture_output=True, check=False).returncode == 0

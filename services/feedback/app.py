@@ -75,6 +75,8 @@ class FeedbackService(PipelineService):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.token_key = signing_key(settings)
+        self.return_path_domains = (settings.critical_return_path_domain,)
+        """Where return paths point besides the bounce domain: the ``security`` pool's domain."""
         self.sessions = SessionLimits()
         self._listener = SmtpListener()
 
@@ -114,7 +116,7 @@ class FeedbackService(PipelineService):
         """Only token addresses of the bounce domain exist here."""
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return f"452 4.5.3 Too many recipients: at most {MAX_RECIPIENTS}"
-        reply = rcpt_reply(address, self.settings.bounce_address)
+        reply = rcpt_reply(address, self.settings.bounce_address, self.return_path_domains)
         if reply == ACCEPTED_RCPT:
             envelope.rcpt_tos.append(address)
         return reply
@@ -125,7 +127,8 @@ class FeedbackService(PipelineService):
         outcomes: list[str] = []
         try:
             for address in envelope.rcpt_tos:
-                if (target := addressed(address, self.settings.bounce_address)) is not None:
+                target = addressed(address, self.settings.bounce_address, self.return_path_domains)
+                if target is not None:
                     outcomes.append(await self.take(target, content))
         except (KafkaError, TimeoutError, *DATABASE_DOWN) as error:
             log.warning("could not take feedback now: %r", error)

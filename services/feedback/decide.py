@@ -9,6 +9,7 @@ that message and its recipient, or a genuine token could carry a report about an
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -68,9 +69,12 @@ class LoggedMessage:
     recipient: str
 
 
-def addressed(address: str, bounce_address: str) -> Addressed | None:
-    """The token address ``address`` is (any case), if it is one of the bounce domain."""
-    if (token := read_return_path(address, bounce_address)) is not None:
+def addressed(
+    address: str, bounce_address: str, return_path_domains: Iterable[str] = ()
+) -> Addressed | None:
+    """The token address ``address`` is (any case), if it is one of the bounce domain (or, for
+    a return path, of one of ``return_path_domains``: the return-path domains of IP pools)."""
+    if (token := read_return_path(address, bounce_address, return_path_domains)) is not None:
         return Addressed(Purpose.RETURN_PATH, token)
     domain = bounce_domain(bounce_address)
     if (token := read_token_address(address, UNSUBSCRIBE_LOCAL, domain)) is not None:
@@ -78,10 +82,11 @@ def addressed(address: str, bounce_address: str) -> Addressed | None:
     return None
 
 
-def rcpt_reply(address: str, bounce_address: str) -> str:
+def rcpt_reply(address: str, bounce_address: str, return_path_domains: Iterable[str] = ()) -> str:
     """The answer to ``RCPT TO``: only token addresses exist here (checked at DATA: a token is
     verified against the logged message, and a guesser learns nothing from the answer)."""
-    return ACCEPTED_RCPT if addressed(address, bounce_address) is not None else NO_SUCH_ADDRESS
+    found = addressed(address, bounce_address, return_path_domains)
+    return ACCEPTED_RCPT if found is not None else NO_SUCH_ADDRESS
 
 
 def judge_report(report: FeedbackReport, message: LoggedMessage) -> Feedback | Ignored:

@@ -19,6 +19,7 @@ from libs.broker import retry_forever
 from libs.events import event_data
 from libs.group_commit import GroupCommit
 from libs.message_tokens import signing_key
+from libs.sendable import domain_of
 from libs.sending_domains import DkimKeyring
 from libs.service import PipelineService
 from libs.settings import Settings
@@ -29,6 +30,7 @@ from schemas.common import Problem
 from schemas.events import MessageState
 from schemas.pipeline import DeliveryJob
 from services.sender.classify import Verdict, judge, outcome_unknown
+from services.sender.destinations import resolve
 from services.sender.dkim_signing import MessageSigner
 from services.sender.handover import (
     Handover,
@@ -52,6 +54,7 @@ from services.sender.store import (
     recorded_attempts,
     release_unsent,
 )
+from services.sender.tls_auth import RoutePasswords
 
 SERVICE = "sender"
 IN_FLIGHT_POLL_SECONDS = 0.1
@@ -74,9 +77,7 @@ class SenderService(PipelineService):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self.connections = RouteConnections(
-            settings.smtp_helo_name, settings.smtp_connections_per_route
-        )
+        self.connections = RouteConnections(settings, RoutePasswords(settings, lambda: self.pool))
         self._claimer = uuid.uuid4().hex
         """This process, as the claims it writes name it."""
         self._unsent: set[AttemptKey] = set()
@@ -218,10 +219,15 @@ class SenderService(PipelineService):
         started = time.monotonic()
         handover = await hand_over(
             self.connections,
+            await resolve(route, domain_of(spec.recipient.address), self.settings),
             route,
             spec.lane,
             return_path(
-                self._token_key, spec.tenant_id, spec.message_id, self.settings.bounce_address
+                self._token_key,
+                spec.tenant_id,
+                spec.message_id,
+                self.settings.bounce_address,
+                route.return_path_domain,
             ),
             spec.recipient.address,
             content,

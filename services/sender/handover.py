@@ -1,5 +1,9 @@
 """The SMTP exchange with a route: reused connections, and DATA only for a claimed attempt.
 
+The destination's hosts are tried in order until one takes the connection (connects, greets,
+secures it and accepts the login as the route asks, ``tls_auth``); connections are kept per
+host, source address, TLS mode, login and lane.
+
 Per message: ``MAIL FROM``, ``RCPT TO`` (a refusal there is final: no DATA), then the claim of
 the attempt, then ``DATA``. An attempt claimed before is never handed over again. Whether DATA
 reached the server cannot be told from a timeout or a dropped connection (aiosmtplib does not
@@ -19,9 +23,12 @@ from enum import StrEnum
 
 import aiosmtplib
 
+from libs.settings import Settings
 from schemas.common import Lane
-from schemas.pipeline import Route, SmtpReply, TlsMode
+from schemas.pipeline import AuthMethod, Route, SmtpReply, SourceAddress, TlsMode
 from services.sender.classify import smtp_reply
+from services.sender.destinations import Destination
+from services.sender.tls_auth import RoutePasswords, TlsContexts, log_in, secure
 
 NETWORK_ERRORS = (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError)
 """What a lost, refused or timed-out connection raises (server replies are caught first)."""
@@ -77,62 +84,117 @@ class _Idle:
     since: float
 
 
-Destination = tuple[Route, Lane]
-"""Connections are kept per route and lane: a bulk backlog never holds the critical lane's."""
+@dataclass(frozen=True)
+class ConnectionKey:
+    """What a connection is kept for: one server as reached from one source address with one
+    TLS mode and login, per lane (a bulk backlog never holds the critical lane's)."""
+
+    host: str
+    port: int
+    source: SourceAddress | None
+    tls: TlsMode
+    auth: AuthMethod | None
+    username: str | None
+    credentials: str | None
+    timeout_seconds: float
+    lane: Lane
+
+    @classmethod
+    def of(cls, host: str, port: int, route: Route, lane: Lane) -> ConnectionKey:
+        return cls(
+            host,
+            port,
+            route.source,
+            route.tls,
+            route.auth,
+            route.username,
+            route.credentials,
+            route.timeout_seconds,
+            lane,
+        )
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A connection lent by ``RouteConnections.acquire``; give it back with ``release``."""
+
+    key: ConnectionKey
+    client: aiosmtplib.SMTP
 
 
 class RouteConnections:
-    """Open SMTP connections per route and lane, kept between messages so each one skips the
-    handshake, at most ``per_destination`` of them at a time."""
+    """Open SMTP connections per server, source, TLS mode, login and lane, kept between
+    messages so each one skips the handshake, at most ``per_destination`` of them at a time."""
 
-    def __init__(self, helo_name: str, per_destination: int) -> None:
-        self.helo_name = helo_name
-        self.per_destination = per_destination
-        self._idle: defaultdict[Destination, list[_Idle]] = defaultdict(list)
-        self._slots: dict[Destination, asyncio.Semaphore] = {}
+    def __init__(self, settings: Settings, passwords: RoutePasswords) -> None:
+        self.helo_name = settings.smtp_helo_name
+        self.per_destination = settings.smtp_connections_per_route
+        self.contexts = TlsContexts(settings.smtp_tls_ca_file)
+        self.passwords = passwords
+        self._idle: defaultdict[ConnectionKey, list[_Idle]] = defaultdict(list)
+        self._slots: dict[ConnectionKey, asyncio.Semaphore] = {}
 
-    def _slot(self, destination: Destination) -> asyncio.Semaphore:
-        slot = self._slots.get(destination)
+    def _slot(self, key: ConnectionKey) -> asyncio.Semaphore:
+        slot = self._slots.get(key)
         if slot is None:
-            slot = self._slots[destination] = asyncio.Semaphore(self.per_destination)
+            slot = self._slots[key] = asyncio.Semaphore(self.per_destination)
         return slot
 
-    async def acquire(self, route: Route, lane: Lane) -> aiosmtplib.SMTP:
-        """An idle live connection to ``route`` for ``lane``, or a new one once a slot is free
-        (EHLO follows with MAIL FROM); give it back with ``release``."""
-        destination = (route, lane)
-        await self._slot(destination).acquire()
+    async def acquire(self, destination: Destination, route: Route, lane: Lane) -> Connection:
+        """A connection to the first host of ``destination`` that answers (an idle live one,
+        or a new one once a slot is free, secured and logged in); raises the last host's
+        failure when none does."""
+        failure: Exception = aiosmtplib.SMTPException(f"route {route.name} has no host")
+        for host, port in destination.hosts:
+            key = ConnectionKey.of(host, port, route, lane)
+            try:
+                client = await self._connect(key, route, destination.tls_names.get(host, host))
+            except NETWORK_ERRORS as error:
+                failure = error
+                continue
+            return Connection(key, client)
+        raise failure
+
+    async def _connect(self, key: ConnectionKey, route: Route, server_name: str) -> aiosmtplib.SMTP:
+        await self._slot(key).acquire()
         try:
-            idle = self._idle[destination]
+            idle = self._idle[key]
             while idle:
                 entry = idle.pop()
                 if entry.client.is_connected and time.monotonic() - entry.since < MAX_IDLE_SECONDS:
                     return entry.client
                 entry.client.close()
+            source = route.source
             client = aiosmtplib.SMTP(
-                hostname=route.host,
-                port=route.port,
-                local_hostname=self.helo_name,
+                hostname=key.host,
+                port=key.port,
+                local_hostname=source.ehlo if source else self.helo_name,
+                source_address=(source.address, 0) if source else None,
                 timeout=route.timeout_seconds,
                 use_tls=route.tls is TlsMode.IMPLICIT,
-                start_tls=route.tls is TlsMode.STARTTLS,
+                start_tls=False,
+                tls_context=self.contexts.implicit(route),
             )
             await client.connect()
-            if client.is_ehlo_or_helo_needed:
-                await client.ehlo()
+            try:
+                await secure(client, route, self.contexts, server_name)
+                await log_in(client, route, self.passwords)
+            except BaseException:
+                client.close()
+                raise
             return client
         except BaseException:
-            self._slot(destination).release()
+            self._slot(key).release()
             raise
 
-    def release(self, route: Route, lane: Lane, client: aiosmtplib.SMTP, reusable: bool) -> None:
-        """Keep ``client`` for the next message, or close it after an error or a 421."""
-        destination = (route, lane)
+    def release(self, connection: Connection, reusable: bool) -> None:
+        """Keep the connection for the next message, or close it after an error or a 421."""
+        client = connection.client
         if reusable and client.is_connected:
-            self._idle[destination].append(_Idle(client, time.monotonic()))
+            self._idle[connection.key].append(_Idle(client, time.monotonic()))
         else:
             client.close()
-        self._slot(destination).release()
+        self._slot(connection.key).release()
 
     async def close(self) -> None:
         """Say QUIT on every idle connection."""
@@ -167,6 +229,7 @@ async def _envelope(client: aiosmtplib.SMTP, mail_from: str, rcpt: str) -> None:
 
 async def hand_over(
     connections: RouteConnections,
+    destination: Destination,
     route: Route,
     lane: Lane,
     mail_from: str,
@@ -174,11 +237,19 @@ async def hand_over(
     content: bytes,
     claim: Callable[[], Awaitable[bool]],
 ) -> Handover:
-    """Offer one message to ``route``; ``claim`` is asked right before DATA whether to send."""
+    """Offer one message to ``destination`` over ``route``; ``claim`` is asked right before
+    DATA whether to send.
+
+    The hosts are tried in order until one takes the connection; once a host has the envelope
+    the attempt stays with it (after the claim no other host is ever offered the message).
+    """
+    if destination.refusal is not None:
+        return Handover(HandoverKind.REFUSED, destination.refusal)
     try:
-        client = await connections.acquire(route, lane)
+        connection = await connections.acquire(destination, route, lane)
     except NETWORK_ERRORS as error:
         return Handover(HandoverKind.REFUSED, failure_reply(error))
+    client = connection.client
     reusable = False
     try:
         try:
@@ -199,4 +270,4 @@ async def hand_over(
         reusable = True
         return Handover(HandoverKind.ANSWERED, smtp_reply(response.code, response.message))
     finally:
-        connections.release(route, lane, client, reusable)
+        connections.release(connection, reusable)

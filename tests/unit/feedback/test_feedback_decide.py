@@ -122,3 +122,16 @@ def test_only_token_addresses_of_the_bounce_domain_exist() -> None:
     assert target is not None and target.purpose is Purpose.RETURN_PATH
     target = addressed(unsub, BOUNCES)
     assert target is not None and target.purpose is Purpose.UNSUBSCRIBE
+
+
+def test_return_paths_may_point_at_the_security_pools_domain_too() -> None:
+    tenant = str(uuid.uuid4())
+    verp = return_path(KEY, tenant, MESSAGE.message_id, BOUNCES, "otp-bounces.sendarix.test")
+    assert verp.endswith("@otp-bounces.sendarix.test")
+    assert rcpt_reply(verp, BOUNCES) == NO_SUCH_ADDRESS
+    assert rcpt_reply(verp, BOUNCES, ("", "otp-bounces.sendarix.test")).startswith("250")
+    target = addressed(verp, BOUNCES, ("otp-bounces.sendarix.test",))
+    assert target is not None and target.purpose is Purpose.RETURN_PATH
+    unsub_token = sign(KEY, Purpose.UNSUBSCRIBE, tenant, MESSAGE.message_id, "broadcast")
+    unsub = f"unsub+{unsub_token}@otp-bounces.sendarix.test"
+    assert addressed(unsub, BOUNCES, ("otp-bounces.sendarix.test",)) is None
