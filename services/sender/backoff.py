@@ -12,8 +12,8 @@ JITTER = 0.2
 """Spread of the delay (±20 %), so deferrals of one burst do not come back as one burst."""
 
 CRITICAL_BACKOFF = (5.0, 120.0)
-"""Base and cap of a critical message's backoff: a one-time code is retried within seconds
-(its window is minutes long), not after the half minute every other lane waits first."""
+"""Base and cap (at most) of a critical message's backoff: a one-time code is retried within
+seconds (its window is minutes long), not after the half minute every other lane waits first."""
 
 _MAX_EXPONENT = 62  # beyond this every delay is the cap anyway; keeps the float finite
 
@@ -41,6 +41,7 @@ def next_attempt_at(
 
 def lane_backoff(lane: Lane, settings: Settings) -> tuple[float, float]:
     """The base and cap of the backoff of ``lane``'s deferrals."""
+    base, cap = settings.retry_base_seconds, settings.retry_max_seconds
     if lane is Lane.CRITICAL:
-        return CRITICAL_BACKOFF
-    return settings.retry_base_seconds, settings.retry_max_seconds
+        return min(base, CRITICAL_BACKOFF[0]), min(cap, CRITICAL_BACKOFF[1])
+    return base, cap

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import asyncpg
@@ -36,9 +37,9 @@ async def write_sites(
             await connection.execute(
                 "INSERT INTO delivery_sites (sender_id, site, lane, state, in_flight, limits,"
                 " rate_per_minute, last_replies, updated_at)"
-                " SELECT $1, site, lane, state, in_flight, limits, rate, replies, now()"
+                " SELECT $1, site, lane, state, in_flight, limits, rate, replies::jsonb, now()"
                 " FROM unnest($2::text[], $3::text[], $4::text[], $5::int[], $6::jsonb[],"
-                " $7::float8[], $8::jsonb[]) AS s (site, lane, state, in_flight, limits, rate,"
+                " $7::float8[], $8::text[]) AS s (site, lane, state, in_flight, limits, rate,"
                 " replies)"
                 " ON CONFLICT (sender_id, site, lane) DO UPDATE SET state = EXCLUDED.state,"
                 " in_flight = EXCLUDED.in_flight, limits = EXCLUDED.limits,"
@@ -51,8 +52,13 @@ async def write_sites(
                 [site.in_flight for site in sites],
                 [site.limits.as_json() for site in sites],
                 [site.rate_per_minute for site in sites],
-                [[reply.model_dump(mode="json") for reply in site.last_replies] for site in sites],
+                # as text: a list per site would read as a second dimension of the array
+                [_replies(site) for site in sites],
             )
+
+
+def _replies(site: Site) -> str:
+    return json.dumps([reply.model_dump(mode="json") for reply in site.last_replies])
 
 
 def _detail(change: SiteTransition) -> dict[str, object]:

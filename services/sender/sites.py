@@ -97,10 +97,11 @@ _GREYLISTING = re.compile(r"gr[ae]y ?list", re.IGNORECASE)
 
 def speaks_of_rate(reply: SmtpReply) -> bool:
     """Whether a reply's status or wording says we send too fast: a 4.7.x or a provider's known
-    text (greylisting is about the recipient's first sight of us, not our rate)."""
-    if _GREYLISTING.search(reply.text):
-        return False
+    text. A status of the recipient's address or mailbox (4.1.x, 4.2.x: "mailbox full, try again
+    later") and greylisting (the recipient's first sight of us) are not about our rate."""
     status = reply.enhanced_status or ""
+    if status.startswith(("4.1.", "4.2.")) or _GREYLISTING.search(reply.text):
+        return False
     return status.startswith("4.7.") or bool(_THROTTLE_TEXT.search(f"{status} {reply.text}"))
 
 
@@ -141,6 +142,9 @@ class TokenBucket:
 
 
 MIN_RATE_PER_MINUTE = 1.0
+UNLIMITED_CUT_FROM = 120.0
+"""What a throttle cuts a site without a limit from, at least (its rate of the last minute when
+higher): a site we barely sent to is slowed to one a second, not to one a minute."""
 CUT = 0.5
 """A throttle halves the site's rate (not below one a minute)."""
 RELEASE_STEP = 1.25
@@ -248,7 +252,7 @@ class Site:
             return
         current = self.rate_per_minute
         if current is None:
-            current = max(float(self.sent_last_minute()), MIN_RATE_PER_MINUTE)
+            current = max(float(self.sent_last_minute()), UNLIMITED_CUT_FROM)
             self._target = current
         else:
             self._target = self.limits.messages_per_minute or self._target or current

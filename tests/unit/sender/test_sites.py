@@ -46,6 +46,7 @@ def test_providers_have_limits_of_their_own_and_others_the_defaults() -> None:
         (SmtpReply(code=452, text="Too many recipients, try again later"), True),
         (SmtpReply(code=450, text="Message throttled"), True),
         (SmtpReply(code=452, enhanced_status="4.2.2", text="Mailbox full"), False),
+        (SmtpReply(code=452, enhanced_status="4.2.2", text="Mailbox full, try again later"), False),
         (SmtpReply(code=450, enhanced_status="4.7.1", text="Greylisted, try again later"), False),
         (SmtpReply(code=550, enhanced_status="5.7.1", text="too many complaints"), False),
         (OK, False),
@@ -80,23 +81,30 @@ def _sent(site: Site, count: int, now: float) -> None:
         site.finished(OK, now)
 
 
+def test_a_site_barely_sent_to_is_slowed_to_one_a_second() -> None:
+    site = Site.new("mx.example.test", Lane.NORMAL, DEFAULT_LIMITS, 0.0)
+    _sent(site, 3, 1.0)
+    site.throttled(THROTTLE, 2.0)
+    assert site.rate_per_minute == 60.0
+
+
 def test_a_throttle_halves_the_rate_and_quiet_gives_it_back_gradually() -> None:
     site = Site.new("mx.example.test", Lane.NORMAL, DEFAULT_LIMITS, 0.0)
-    _sent(site, 119, 1.0)
+    _sent(site, 239, 1.0)
     assert (site.state, site.rate_per_minute) == (SiteState.NORMAL, None)
 
     site.started(2.0)
     site.finished(THROTTLE, 2.0)
-    assert (site.state, site.rate_per_minute) == (SiteState.THROTTLED, 60.0)
+    assert (site.state, site.rate_per_minute) == (SiteState.THROTTLED, 120.0)
     assert site.admit(2.0) > 0  # the cut starts from an empty bucket
     site.started(3.0)
     site.finished(THROTTLE, 3.0)  # the same burst: cut once
-    assert site.rate_per_minute == 60.0
+    assert site.rate_per_minute == 120.0
 
     site.release(3.0 + QUIET_SECONDS)
-    assert (site.state, site.rate_per_minute) == (SiteState.RECOVERING, 75.0)
+    assert (site.state, site.rate_per_minute) == (SiteState.RECOVERING, 150.0)
     site.release(3.0 + 2 * QUIET_SECONDS)
-    assert site.rate_per_minute == pytest.approx(93.75)
+    assert site.rate_per_minute == pytest.approx(187.5)
     site.release(3.0 + 10 * QUIET_SECONDS)
     assert (site.state, site.rate_per_minute, site.bucket) == (SiteState.NORMAL, None, None)
     assert [t.change for t in site.transitions] == [
