@@ -16,9 +16,7 @@ TENANT = "t-1"
 PRIMARY = Route(name="primary", host="10.0.0.1", port=25, pool="default")
 BACKUP = Route(name="backup", host="10.0.0.2", port=25, pool="default")
 LAST = Route(name="last", host="10.0.0.3", port=25, pool="default")
-JOB = delivery_job(route=PRIMARY, tenant_id=TENANT).model_copy(
-    update={"fallbacks": [BACKUP, LAST]}
-)
+JOB = delivery_job(route=PRIMARY, tenant_id=TENANT).model_copy(update={"fallbacks": [BACKUP, LAST]})
 NOW = JOB.message.accepted_at + timedelta(seconds=10)
 
 
