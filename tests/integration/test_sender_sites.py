@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +20,8 @@ from schemas.common import Lane
 from schemas.pipeline import DeliveryJob, Route
 from services.retry_scheduler.app import RetrySchedulerService
 from services.sender.app import SenderService
+from services.sender.destinations import server_site
+from tests.integration.test_sender_delivery import deliver, event
 from tests.support import TopicTap, eventually, started
 from tests.unit.sender.jobs import delivery_job
 
@@ -104,21 +106,19 @@ def our_job(recipient: str, route: Route) -> DeliveryJob:
     return delivery_job(recipient, route=route, retry_for=timedelta(minutes=5), tenant_id=TENANT)
 
 
-async def deliver(sender: SenderService, settings: Settings, job: DeliveryJob) -> None:
-    await sender.broker.publish(
-        job.model_dump_json().encode(),
-        lane_topic("deliver", job.message.lane, settings.topic_prefix),
-        key=job.message.message_id.encode(),
+async def queue_event(pool: asyncpg.Pool, kind: str, site: str) -> asyncpg.Record:
+    """The first ``kind`` change of ``site`` in ``queue_events``, once written."""
+    return await eventually(
+        lambda: pool.fetchrow(
+            "SELECT * FROM queue_events WHERE kind = $1 AND scope->>'site' = $2 ORDER BY id",
+            kind,
+            site,
+        )
     )
 
 
-def event(job: DeliveryJob, state: str) -> Callable[[Any], bool]:
-    message_id = job.message.message_id
-    return lambda v: v.get("subject") == message_id and v.get("type") == f"sendarix.message.{state}"
-
-
 def site_of(route: Route) -> str:
-    return f"{route.host}:{route.port}"
+    return server_site(route.host, route.port)
 
 
 async def test_a_slow_site_holds_no_other_mail_of_its_lane(
@@ -148,12 +148,7 @@ async def test_a_slow_site_holds_no_other_mail_of_its_lane(
     [delivered] = await tap.wait_for(event(slow, "delivered"), timeout=20)
     assert delivered["data"]["attempt"] == 1
     assert "slow@example.test" in handler.received
-    row = await eventually(
-        lambda: pool.fetchrow(
-            "SELECT * FROM queue_events WHERE kind = 'site_slow' AND scope->>'site' = $1",
-            site_of(slow_route),
-        )
-    )
+    row = await queue_event(pool, "site_slow", site_of(slow_route))
     assert row["actor"] == "sender" and row["scope"]["lane"] == LANE.value
 
 
@@ -181,12 +176,7 @@ async def test_a_throttling_site_is_slowed_and_says_so(
     )
     assert row["rate_per_minute"] is not None
     assert row["last_replies"][-1]["code"] == 421
-    change = await eventually(
-        lambda: pool.fetchrow(
-            "SELECT * FROM queue_events WHERE kind = 'site_throttled' AND scope->>'site' = $1",
-            site,
-        )
-    )
+    change = await queue_event(pool, "site_throttled", site)
     assert change["detail"]["reply"]["enhanced_status"] == "4.7.0"
 
 
@@ -202,7 +192,8 @@ async def test_a_paused_tenant_waits_until_resumed(
     job = our_job("paused@example.test", route)
     control = uuid.uuid4()
     await pool.execute(
-        "INSERT INTO queue_controls (id, kind, tenant_id, created_by) VALUES ($1, 'pause', $2, 't')",
+        "INSERT INTO queue_controls (id, kind, tenant_id, created_by)"
+        " VALUES ($1, 'pause', $2, 'test')",
         control,
         TENANT,
     )
