@@ -396,8 +396,10 @@ def subscribe_stage(
     stage: Stage[RecordT],
     handle: Handler[RecordT],
     gated: bool = True,
+    role_prefix: str = "",
 ) -> None:
-    """Feed every lane of ``stage`` to ``handle``, each lane with a consumer group of its own.
+    """Feed every lane of ``stage`` to ``handle``, each lane with a consumer group of its own
+    (role ``<role_prefix><lane>``: a service reading two stages keeps their groups apart).
 
     Separate consumers per lane keep a bulk backlog or a bulk rebalance from ever standing in
     front of a critical message; the priority gate keeps bulk chunks from starting while
@@ -408,7 +410,7 @@ def subscribe_stage(
     for lane in Lane:
         subscription: Subscription[RecordT] = Subscription(
             service=service,
-            role=lane.value,
+            role=f"{role_prefix}{lane.value}",
             topic=stage.topic(lane, prefix),
             decode=stage.record.model_validate_json,
             handle=handle,

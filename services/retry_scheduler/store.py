@@ -1,7 +1,10 @@
 """``retry_schedule``: deferred attempts, durable until released to ``deliver.<lane>``.
 
 Several scheduler instances may release at once: each locks the rows it releases
-(``FOR UPDATE SKIP LOCKED``) and deletes them in the same transaction.
+(``FOR UPDATE SKIP LOCKED``) and deletes them in the same transaction. An attempt a pause covers
+(``queue_controls``, matched on the row's tenant, lane, route and site) stays until the pause is
+lifted, unless its retry window closed meanwhile: then it goes, for the sender to fail it
+``expired``. One held because its route and every fallback were drained waits for the undrain.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from typing import Any
 import asyncpg
 
 from libs.cancellation import CANCELLED_STATE
+from libs.sendable import domain_of
 from schemas.common import Lane
-from schemas.pipeline import RetryRequest
+from schemas.pipeline import HoldReason, RetryRequest
 
 LANE_ORDER = [lane.value for lane in Lane]
 """Release order when more attempts are due than one batch holds: critical first."""
@@ -42,9 +46,11 @@ async def schedule_attempts(
     if not requests:
         return
     await pool.execute(
-        "INSERT INTO retry_schedule (message_id, attempt, lane, topic, due_at, job, headers)"
+        "INSERT INTO retry_schedule (message_id, attempt, lane, topic, due_at, job, headers,"
+        " tenant_id, domain, site, route, reason)"
         " SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[],"
-        " $5::timestamptz[], $6::jsonb[], $7::jsonb[])"
+        " $5::timestamptz[], $6::jsonb[], $7::jsonb[], $8::text[], $9::text[], $10::text[],"
+        " $11::text[], $12::text[])"
         " ON CONFLICT DO NOTHING",
         [request.job.message.message_id for request, _, _ in requests],
         [request.job.attempt for request, _, _ in requests],
@@ -53,6 +59,23 @@ async def schedule_attempts(
         [request.due_at for request, _, _ in requests],
         [request.job.model_dump(mode="json") for request, _, _ in requests],
         [headers for _, _, headers in requests],
+        [request.spec.tenant_id for request, _, _ in requests],
+        [domain_of(request.spec.recipient.address) for request, _, _ in requests],
+        [request.site for request, _, _ in requests],
+        [request.job.route.name for request, _, _ in requests],
+        [request.hold.value for request, _, _ in requests],
+    )
+
+
+def _covered(kind: str) -> str:
+    """SQL: whether an active control of ``kind`` covers row ``r`` (a NULL field: any)."""
+    return (
+        "EXISTS (SELECT 1 FROM queue_controls c"
+        f" WHERE c.kind = '{kind}'"
+        " AND (c.tenant_id IS NULL OR c.tenant_id = r.tenant_id)"
+        " AND (c.lane IS NULL OR c.lane = r.lane)"
+        " AND (c.route IS NULL OR c.route = r.route)"
+        " AND (c.site IS NULL OR c.site = r.site))"
     )
 
 
@@ -73,6 +96,8 @@ async def releasing_due_attempts(
             " WHERE a.message_id = r.message_id AND a.state = $5) AS cancelled"
             " FROM retry_schedule r"
             " WHERE r.due_at <= $1 AND r.topic = ANY($4::text[])"
+            " AND ((r.job->>'retry_until')::timestamptz <= $1"
+            f" OR NOT ({_covered('pause')} OR (r.reason = $6 AND {_covered('drain')})))"
             " ORDER BY array_position($2::text[], r.lane), r.due_at"
             " LIMIT $3 FOR UPDATE OF r SKIP LOCKED",
             now,
@@ -80,6 +105,7 @@ async def releasing_due_attempts(
             limit,
             topics,
             CANCELLED_STATE,
+            HoldReason.PAUSED.value,
         )
         yield [
             DueAttempt(

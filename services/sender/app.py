@@ -1,17 +1,27 @@
-"""sender's wiring: a batch handler per lane of ``deliver.<lane>``; retries go to ``retry.<lane>``.
+"""sender's wiring: a batch handler per lane of ``deliver.<lane>`` and of ``deliver-slow.<lane>``;
+retries and holds go to ``retry.<lane>``.
 
 The attempts of a batch run concurrently over the route's connections of their lane; each one is
 claimed right before its DATA and its reply recorded right after (claims and replies of
 concurrent attempts share their statements), so the guarantee is the one of a single attempt.
 An attempt of a message cancelled through the API is dropped: nothing is sent or reported.
+
+Before its exchange an attempt is admitted (``admission``): a pause or a drain without fallback
+holds it, a drained route hands it to its fallback, its site's rate may hold it (shaped), and a
+slow site sends it to ``deliver-slow``. On ``deliver.<lane>`` an attempt that has not reached
+its claim within ``slow_site_budget_seconds`` is abandoned (nothing was sent) and goes to
+``deliver-slow`` too, so one slow destination never holds the other mail of its batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from libs.batch import URGENT_LANES, Consumed, Outbox
@@ -19,18 +29,20 @@ from libs.broker import retry_forever
 from libs.events import event_data
 from libs.group_commit import GroupCommit
 from libs.message_tokens import signing_key
+from libs.queue_controls import ControlView, QueueControl
 from libs.sendable import domain_of
 from libs.sending_domains import DkimKeyring
 from libs.service import PipelineService
 from libs.settings import Settings
 from libs.subscriptions import subscribe_stage
-from libs.topics import DELIVER, RETRY
+from libs.topics import DELIVER, DELIVER_SLOW, RETRY
 from libs.verp import return_path
-from schemas.common import Problem
+from schemas.common import Lane, Problem
 from schemas.events import MessageState
-from schemas.pipeline import DeliveryJob
-from services.sender.classify import Verdict, judge, outcome_unknown
-from services.sender.destinations import resolve
+from schemas.pipeline import DeliveryJob, RetryRequest
+from services.sender.admission import Admit, admit, hold_request, undrained
+from services.sender.classify import Verdict, expired, judge, outcome_unknown
+from services.sender.destinations import Destination, resolve
 from services.sender.dkim_signing import MessageSigner
 from services.sender.handover import (
     Handover,
@@ -42,6 +54,8 @@ from services.sender.handover import (
 from services.sender.list_unsubscribe import OneClick, offers_unsubscribe, one_click
 from services.sender.metrics import count_exchange, count_verdict
 from services.sender.mime import build_message
+from services.sender.site_store import forget_sites, write_sites
+from services.sender.sites import Site, Sites, SiteTransition
 from services.sender.store import (
     AttemptClaim,
     AttemptKey,
@@ -58,6 +72,10 @@ from services.sender.tls_auth import RoutePasswords
 
 SERVICE = "sender"
 IN_FLIGHT_POLL_SECONDS = 0.1
+SNAPSHOT_SECONDS = 1.0
+"""How often the sites' snapshot and state changes are written for the queue view."""
+RECENT_SITE_SECONDS = 60.0
+"""A site the sender has not talked to for this long leaves its snapshot."""
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +86,19 @@ def _is_uuid(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one attempt of a batch: a verdict to report, a hold for the
+    retry-scheduler (not an attempt: no event), or a trip to ``deliver-slow`` (``slow``); none of
+    them when the message was cancelled. ``job`` is the attempt as made (a drain may have moved
+    it to a fallback route)."""
+
+    job: DeliveryJob
+    verdict: Verdict | None = None
+    hold: RetryRequest | None = None
+    slow: bool = False
 
 
 class SenderService(PipelineService):
@@ -89,9 +120,24 @@ class SenderService(PipelineService):
         self._signer: MessageSigner | None = None
         self._token_key = signing_key(settings)
         """Signs return paths and unsubscribe links (``libs.message_tokens``)."""
+        self.sites = Sites()
+        self._site_slots: dict[tuple[str, Lane], asyncio.Semaphore] = {}
+        """At most ``max_connections`` exchanges per site and lane at a time."""
+        self._controls: ControlView | None = None
+        self._unwritten: list[SiteTransition] = []
+        self._snapshots: asyncio.Task[None] | None = None
         # The SMTP exchanges wait on the network, not the CPU: no lane holds the gate for them,
         # and each lane has connections of its own.
         subscribe_stage(self.broker, settings, SERVICE, DELIVER, self.deliver_batch, gated=False)
+        subscribe_stage(
+            self.broker,
+            settings,
+            SERVICE,
+            DELIVER_SLOW,
+            self.deliver_slow_batch,
+            gated=False,
+            role_prefix="slow-",
+        )
 
     async def prepare(self) -> None:
         pool = self.pool
@@ -100,12 +146,47 @@ class SenderService(PipelineService):
         for urgent in (True, False):
             self._claims[urgent] = GroupCommit(lambda claims: claim_attempts(pool, claims, claimer))
             self._finishes[urgent] = GroupCommit(lambda rows: finish_attempts(pool, rows))
+        self._controls = ControlView(pool, self.settings.queue_control_poll_seconds)
+
+    async def start(self) -> None:
+        await super().start()
+        self._snapshots = asyncio.create_task(self._write_sites_forever())
 
     async def stop(self) -> None:
+        if self._snapshots is not None:
+            self._snapshots.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._snapshots
+            with contextlib.suppress(Exception):
+                await forget_sites(self.pool, self._claimer)
         await super().stop()
         await self.connections.close()
 
+    async def _write_sites_forever(self) -> None:
+        """Every second, this sender's sites and their state changes for the queue view; a
+        failure keeps the changes for the next write."""
+        while True:
+            await asyncio.sleep(SNAPSHOT_SECONDS)
+            now = time.monotonic()
+            self._unwritten.extend(self.sites.transitions(now))
+            try:
+                recent = self.sites.recent(now, RECENT_SITE_SECONDS)
+                await write_sites(self.pool, self._claimer, recent, self._unwritten)
+            except Exception:
+                log.exception("writing the sites' snapshot failed; trying again")
+            else:
+                self._unwritten.clear()
+
     async def deliver_batch(self, batch: list[Consumed[DeliveryJob]]) -> Outbox:
+        """A batch of ``deliver.<lane>``: an attempt slower than the budget goes to
+        ``deliver-slow``."""
+        return await self._deliver(batch, self.settings.slow_site_budget_seconds)
+
+    async def deliver_slow_batch(self, batch: list[Consumed[DeliveryJob]]) -> Outbox:
+        """A batch of ``deliver-slow.<lane>``: attempts get the route's whole timeout."""
+        return await self._deliver(batch, None)
+
+    async def _deliver(self, batch: list[Consumed[DeliveryJob]], budget: float | None) -> Outbox:
         """Make every attempt of the batch (concurrently) and report each outcome.
 
         A record that repeats an attempt already in the batch (a stage upstream published it
@@ -120,19 +201,23 @@ class SenderService(PipelineService):
             await release_unsent(self.pool, unsent, self._claimer)
             self._unsent.difference_update(unsent)
         recorded = await recorded_attempts(self.pool, keys)
-        verdicts = dict(
+        assert self._controls is not None, "the sender is started"
+        controls = await self._controls.current()
+        outcomes = dict(
             zip(
                 attempts,
                 await asyncio.gather(
-                    *(self._attempt(item, recorded.get(key)) for key, item in attempts.items())
+                    *(
+                        self._attempt(item, recorded.get(key), controls, budget)
+                        for key, item in attempts.items()
+                    )
                 ),
                 strict=True,
             )
         )
         outbox = Outbox(self.settings.topic_prefix)
         for item in batch:
-            if (verdict := verdicts[self._key(item.value)]) is not None:
-                self._report(outbox, item, verdict)
+            self._report(outbox, item, outcomes[self._key(item.value)])
         return outbox
 
     @staticmethod
@@ -140,21 +225,45 @@ class SenderService(PipelineService):
         return (job.message.message_id, job.attempt)
 
     async def _attempt(
-        self, item: Consumed[DeliveryJob], recorded: RecordedAttempt | None
-    ) -> Verdict | None:
-        """Make the attempt unless it was made before; either way, the verdict on it (None:
-        the message was cancelled, there is nothing to report)."""
+        self,
+        item: Consumed[DeliveryJob],
+        recorded: RecordedAttempt | None,
+        controls: list[QueueControl],
+        budget: float | None,
+    ) -> Outcome:
+        """Make the attempt unless it was made before or is not admitted now; what became of
+        it."""
         job = item.value
         if not _is_uuid(job.message.message_id):
             problem = Problem(code="invalid_record", detail="the message id is not a UUID")
-            return Verdict(MessageState.FAILED, None, problem)
+            return Outcome(job, Verdict(MessageState.FAILED, None, problem))
         if recorded is not None:
-            return await self._made_before(job, recorded)
+            return Outcome(job, await self._made_before(job, recorded))
+        job, drain = undrained(job, controls)
+        destination = await resolve(
+            job.route, domain_of(job.message.recipient.address), self.settings
+        )
+        site = self.sites.get(destination.site, job.message.lane, time.monotonic())
+        now = datetime.now(UTC)
+        admission = admit(job, site, controls, drain, now, time.monotonic(), budget is None)
+        if admission.decision is Admit.EXPIRED:
+            return Outcome(job, expired(job, None))
+        if admission.decision is Admit.SLOW:
+            return Outcome(job, slow=True)
+        if admission.decision is not Admit.SEND:
+            return Outcome(job, hold=hold_request(job, admission, site.name, now))
         built = build_message(job, self._unsubscribe(job))
         if isinstance(built, Problem):
-            return Verdict(MessageState.FAILED, None, built)
+            return Outcome(job, Verdict(MessageState.FAILED, None, built))
         assert self._signer is not None, "the sender is started"
-        handover = await self._send(item, await self._signer.signed(job, built))
+        content = await self._signer.signed(job, built)
+        handover = await self._send(item, job, destination, site, content, budget)
+        if handover is None:
+            return Outcome(job, slow=True)
+        return Outcome(job, await self._verdict(job, handover))
+
+    async def _verdict(self, job: DeliveryJob, handover: Handover) -> Verdict | None:
+        """The verdict on an exchange (None: the message was cancelled meanwhile)."""
         now = datetime.now(UTC)
         if handover.kind is HandoverKind.CLAIMED_BEFORE:
             again = (await recorded_attempts(self.pool, [self._key(job)])).get(self._key(job))
@@ -208,37 +317,72 @@ class SenderService(PipelineService):
         settings = self.settings
         return one_click(self._token_key, job.message, settings.public_url, settings.bounce_address)
 
-    async def _send(self, item: Consumed[DeliveryJob], content: bytes) -> Handover:
-        """The SMTP exchange; the message's span in the sender records how it went and the reply
-        (one span per message: the exchange is an event of it, with its duration)."""
-        job = item.value
-        spec, route = job.message, job.route
+    def _site_slot(self, site: Site) -> asyncio.Semaphore:
+        slot = self._site_slots.get((site.name, site.lane))
+        if slot is None:
+            slot = asyncio.Semaphore(site.limits.max_connections)
+            self._site_slots[(site.name, site.lane)] = slot
+        return slot
+
+    async def _send(
+        self,
+        item: Consumed[DeliveryJob],
+        job: DeliveryJob,
+        destination: Destination,
+        site: Site,
+        content: bytes,
+        budget: float | None,
+    ) -> Handover | None:
+        """The SMTP exchange, or None when it was abandoned: it had not reached its claim within
+        ``budget`` seconds (nothing was sent; once the claim began, it is never abandoned).
+
+        An exchange that took longer than the budget after its claim marks the site slow too
+        (the batch waited for it; the next ones go to ``deliver-slow``); one on ``deliver-slow``
+        (no budget) that took less marks it fast again.
+        """
+        spec = job.message
         assert self._claims, "the sender is started"
         claims = self._claims[spec.lane in URGENT_LANES]
         key = self._key(job)
         started = time.monotonic()
-        handover = await hand_over(
-            self.connections,
-            await resolve(route, domain_of(spec.recipient.address), self.settings),
-            route,
-            spec.lane,
-            return_path(
-                self._token_key,
-                spec.tenant_id,
-                spec.message_id,
-                self.settings.bounce_address,
-                route.return_path_domain,
-            ),
-            spec.recipient.address,
-            content,
-            claim=lambda: self._claim(claims, key, spec.tenant_id, content),
-        )
-        seconds = time.monotonic() - started
+        claimed_at: list[float] = []
+        abandoned = False
+
+        def claim() -> Awaitable[bool]:
+            if abandoned:  # cancelled meanwhile: never claim an attempt given up on
+                raise asyncio.CancelledError
+            claimed_at.append(time.monotonic())
+            return self._claim(claims, key, spec.tenant_id, content)
+
+        talk = asyncio.ensure_future(self._exchange(job, destination, site, content, claim))
+        try:
+            await asyncio.wait([talk], timeout=budget)
+        except asyncio.CancelledError:
+            if not claimed_at:
+                talk.cancel()
+            raise
+        if not talk.done() and not claimed_at:
+            abandoned = True
+            talk.cancel()
+            await asyncio.wait([talk])
+            if talk.cancelled():
+                site.mark_slow(time.monotonic(), self.settings.slow_site_cooldown_seconds)
+                item.span.add_event("abandoned for deliver-slow", {"sendarix.site": site.name})
+                return None
+        handover = await talk
+        finished = time.monotonic()
+        seconds = finished - started
+        if budget is not None and claimed_at and finished - claimed_at[0] > budget:
+            site.mark_slow(finished, self.settings.slow_site_cooldown_seconds)
+        elif budget is None and seconds <= self.settings.slow_site_budget_seconds:
+            site.answered_quickly(finished)
         if handover.kind is not HandoverKind.CLAIMED_BEFORE:
             count_exchange(job, handover.reply, seconds)
+        route = job.route
         exchange: dict[str, str | int | float] = {
             "sendarix.attempt": job.attempt,
             "sendarix.route": route.name,
+            "sendarix.site": site.name,
             "server.address": route.host,
             "server.port": route.port,
             "smtp.handover": handover.kind.value,
@@ -250,6 +394,41 @@ class SenderService(PipelineService):
         item.span.set_attributes(exchange)
         item.span.add_event("smtp exchange", exchange)
         return handover
+
+    async def _exchange(
+        self,
+        job: DeliveryJob,
+        destination: Destination,
+        site: Site,
+        content: bytes,
+        claim: Callable[[], Awaitable[bool]],
+    ) -> Handover:
+        """``hand_over`` within the site's connection limit, its reply observed by the site."""
+        spec = job.message
+        async with self._site_slot(site):
+            site.started(time.monotonic())
+            reply = None
+            try:
+                handover = await hand_over(
+                    self.connections,
+                    destination,
+                    job.route,
+                    spec.lane,
+                    return_path(
+                        self._token_key,
+                        spec.tenant_id,
+                        spec.message_id,
+                        self.settings.bounce_address,
+                        job.route.return_path_domain,
+                    ),
+                    spec.recipient.address,
+                    content,
+                    claim=claim,
+                )
+                reply = handover.reply
+                return handover
+            finally:
+                site.finished(reply, time.monotonic())
 
     async def _claim(
         self,
@@ -278,9 +457,16 @@ class SenderService(PipelineService):
             return judge(job, recorded.reply, recorded.finished_at, self.settings)
         return outcome_unknown(recorded.reply)
 
-    def _report(self, outbox: Outbox, item: Consumed[DeliveryJob], verdict: Verdict) -> None:
-        """Hand a deferral to the retry-scheduler, and report the verdict."""
-        job = item.value
+    def _report(self, outbox: Outbox, item: Consumed[DeliveryJob], outcome: Outcome) -> None:
+        """Hand a hold or a deferral to the retry-scheduler, a slow site's attempt to
+        ``deliver-slow``, and report the verdict."""
+        job = outcome.job
+        if outcome.hold is not None:
+            outbox.forward(item, RETRY, outcome.hold)
+        if outcome.slow:
+            outbox.forward(item, DELIVER_SLOW, job)
+        if (verdict := outcome.verdict) is None:
+            return
         spec = job.message
         if verdict.retry is not None:
             outbox.forward(item, RETRY, verdict.retry)

@@ -5,8 +5,15 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timedelta
 
+from libs.settings import Settings
+from schemas.common import Lane
+
 JITTER = 0.2
 """Spread of the delay (±20 %), so deferrals of one burst do not come back as one burst."""
+
+CRITICAL_BACKOFF = (5.0, 120.0)
+"""Base and cap (at most) of a critical message's backoff: a one-time code is retried within
+seconds (its window is minutes long), not after the half minute every other lane waits first."""
 
 _MAX_EXPONENT = 62  # beyond this every delay is the cap anyway; keeps the float finite
 
@@ -30,3 +37,11 @@ def next_attempt_at(
     """When to make the next attempt: after the backoff, but never past the retry window."""
     delay = timedelta(seconds=backoff_seconds(message_id, attempt, base, cap))
     return min(now + delay, retry_until)
+
+
+def lane_backoff(lane: Lane, settings: Settings) -> tuple[float, float]:
+    """The base and cap of the backoff of ``lane``'s deferrals."""
+    base, cap = settings.retry_base_seconds, settings.retry_max_seconds
+    if lane is Lane.CRITICAL:
+        return min(base, CRITICAL_BACKOFF[0]), min(cap, CRITICAL_BACKOFF[1])
+    return base, cap

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -13,7 +14,7 @@ from opentelemetry import trace
 from libs.settings import Settings
 from libs.topics import lane_topic
 from schemas.common import Lane
-from schemas.pipeline import DeliveryJob, RetryRequest, SmtpReply
+from schemas.pipeline import DeliveryJob, HoldReason, RetryRequest, SmtpReply
 from services.retry_scheduler.app import RetrySchedulerService
 from tests.support import TopicTap, eventually, started
 from tests.unit.sender.jobs import delivery_job
@@ -120,3 +121,37 @@ async def test_held_attempts_survive_a_restart(
         assert await eventually(lambda: _gone(pool, request)) is True
     finally:
         await second.stop()
+
+
+async def test_a_paused_hold_is_kept_until_its_window_closes(
+    scheduler: RetrySchedulerService, settings: Settings, delivered: TopicTap, pool: asyncpg.Pool
+) -> None:
+    """A pause keeps a held attempt; once its window has closed it goes anyway, for the sender
+    to fail it ``expired``. Another tenant's attempt is not held by the pause."""
+    reply = SmtpReply(code=0, text="held (paused)")
+    paused = delivery_job(attempt=1, lane=LANE, retry_for=timedelta(seconds=3))
+    window = paused.retry_until - datetime.now(UTC)
+    other = delivery_job(attempt=1, lane=LANE)
+    control = uuid.uuid4()
+    await pool.execute(
+        "INSERT INTO queue_controls (id, kind, tenant_id, created_by)"
+        " VALUES ($1, 'pause', $2, 'test')",
+        control,
+        paused.message.tenant_id,
+    )
+    try:
+        now = datetime.now(UTC)
+        for job in (paused, other):
+            request = RetryRequest(job=job, due_at=now, reply=reply, hold=HoldReason.PAUSED)
+            await defer(scheduler, settings, request)
+        await released(delivered, other)
+        row = await scheduled(pool, RetryRequest(job=paused, due_at=now, reply=reply))
+        assert row is not None and (row["reason"], row["tenant_id"]) == (
+            "paused",
+            paused.message.tenant_id,
+        )
+        record = await released(delivered, paused)
+        assert record.timestamp >= paused.retry_until.timestamp() * 1000
+        assert window.total_seconds() > 1  # it did wait for the window
+    finally:
+        await pool.execute("DELETE FROM queue_controls WHERE id = $1", control)

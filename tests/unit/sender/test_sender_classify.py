@@ -7,12 +7,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from deploy.stack.profiles import TEST
+from schemas.common import Lane
 from schemas.events import Bounce, BounceCategory, MessageState
-from schemas.pipeline import SmtpReply
+from schemas.pipeline import Route, SmtpReply
 from services.sender.classify import (
     DELIVERY_OUTCOME_UNKNOWN,
     RETRY_WINDOW_EXHAUSTED,
     classify_reply,
+    is_route_fault,
     judge,
     outcome_unknown,
     smtp_reply,
@@ -32,6 +34,8 @@ SETTINGS = TEST.settings(retry_base_seconds=10.0, retry_max_seconds=600.0)
         (0, MessageState.DEFERRED),
         (550, MessageState.BOUNCED),
         (554, MessageState.BOUNCED),
+        (535, MessageState.DEFERRED),  # AUTH refused: the route's login, not the recipient
+        (530, MessageState.DEFERRED),
     ],
 )
 def test_reply_classes(code: int, state: MessageState) -> None:
@@ -73,7 +77,7 @@ def test_delivered_and_bounced_are_final() -> None:
 
 
 def test_deferral_inside_the_window_asks_for_the_next_attempt() -> None:
-    job = delivery_job(attempt=2)
+    job = delivery_job(attempt=2, lane=Lane.NORMAL)
     reply = SmtpReply(code=452, enhanced_status="4.2.2", text="Mailbox full")
     now = datetime.now(UTC)
     verdict = judge(job, reply, now, SETTINGS)
@@ -98,6 +102,60 @@ def test_deferral_after_the_window_fails() -> None:
     assert verdict.state is MessageState.FAILED
     assert verdict.retry is None
     assert verdict.problem is not None and verdict.problem.code == RETRY_WINDOW_EXHAUSTED
+    assert RETRY_WINDOW_EXHAUSTED == "expired"
+
+
+def test_a_critical_deferral_is_retried_within_seconds() -> None:
+    reply = SmtpReply(code=452, enhanced_status="4.2.2", text="Mailbox full")
+    now = datetime.now(UTC)
+    first = judge(delivery_job(attempt=1), reply, now, SETTINGS)
+    late = judge(delivery_job(attempt=12, retry_for=timedelta(hours=2)), reply, now, SETTINGS)
+    assert first.retry is not None and first.retry.due_at <= now + timedelta(seconds=6)
+    assert late.retry is not None and late.retry.due_at <= now + timedelta(seconds=120)
+
+
+FALLBACK = Route(name="backup", host="10.0.0.2", port=25, pool="default")
+LAST = Route(name="last", host="10.0.0.3", port=25, pool="default")
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        SmtpReply(code=0, text="ConnectionRefusedError: [Errno 111] Connect call failed"),
+        SmtpReply(code=0, text="SMTPConnectTimeoutError: Timed out connecting"),
+        SmtpReply(code=421, text="Service not available, closing transmission channel"),
+        SmtpReply(code=535, enhanced_status="5.7.8", text="Authentication credentials invalid"),
+    ],
+)
+def test_a_deferral_of_the_route_retries_over_its_fallback(reply: SmtpReply) -> None:
+    job = delivery_job(attempt=1).model_copy(update={"fallbacks": [FALLBACK, LAST]})
+    assert is_route_fault(reply)
+    verdict = judge(job, reply, datetime.now(UTC), SETTINGS)
+    assert verdict.state is MessageState.DEFERRED and verdict.retry is not None
+    assert (verdict.retry.job.route, verdict.retry.job.fallbacks) == (FALLBACK, [LAST])
+    assert verdict.retry.job.attempt == 2
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        SmtpReply(code=452, enhanced_status="4.2.2", text="Mailbox full"),
+        SmtpReply(code=450, enhanced_status="4.7.1", text="Greylisted, try again later"),
+        SmtpReply(code=421, enhanced_status="4.7.0", text="Too many messages, slow down"),
+    ],
+)
+def test_a_deferral_of_the_recipient_or_the_rate_stays_on_its_route(reply: SmtpReply) -> None:
+    job = delivery_job(attempt=1).model_copy(update={"fallbacks": [FALLBACK]})
+    assert not is_route_fault(reply)
+    verdict = judge(job, reply, datetime.now(UTC), SETTINGS)
+    assert verdict.retry is not None
+    assert (verdict.retry.job.route, verdict.retry.job.fallbacks) == (job.route, [FALLBACK])
+
+
+def test_a_route_fault_without_fallback_stays_on_its_route() -> None:
+    job = delivery_job(attempt=1)
+    verdict = judge(job, SmtpReply(code=0, text="refused"), datetime.now(UTC), SETTINGS)
+    assert verdict.retry is not None and verdict.retry.job.route == job.route
 
 
 def test_an_interrupted_attempt_fails_without_a_retry() -> None:
