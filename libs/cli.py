@@ -101,7 +101,6 @@ from libs.webhook_queue import ReplayRefused, list_attempts, replay
 from libs.webhook_targets import TargetGuard, TargetRefused
 from schemas.common import Lane, Problem, Stream
 from schemas.events import EVENT_TYPE_PREFIX, DeliveryEvent
-from schemas.pipeline import Pool, RouteName
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -1478,8 +1477,10 @@ def rule_list(settings: Settings, tenant_id: str) -> None:
 @click.option("--tag", help="Match a tag.")
 @click.option("--metadata", "metadata", multiple=True, help="Match KEY=VALUE (repeat).")
 @click.option("--lane", type=click.Choice([x.value for x in Lane]), help="force_lane: the lane.")
-@click.option("--route", type=click.Choice([r.value for r in RouteName]), help="force_route.")
-@click.option("--pool", "pool_name", type=click.Choice([p.value for p in Pool]), help="force_pool.")
+@click.option("--route", help="force_route: a route of the tenant, or simulator, default-relay.")
+@click.option(
+    "--pool", "pool_name", help="force_pool: a pool of the tenant, or transactional, bulk."
+)
 @click.option("--hold-seconds", type=int, help="hold: how long (default 72 h).")
 @pass_settings
 def rule_add(settings: Settings, /, tenant_id: str, **options: Any) -> None:

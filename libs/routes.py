@@ -338,6 +338,8 @@ def built_in_routes(settings: Settings) -> dict[str, TenantRoute]:
 
 
 BUILT_IN_NAMES = frozenset(RouteName)
+RESERVED_NAMES = BUILT_IN_NAMES | {"presets"}
+"""Names a tenant's route may not take (``/v1/routes/presets`` lists the presets)."""
 
 
 def fallback_chain(start: str, routes: Mapping[str, TenantRoute | RouteFields]) -> list[str]:
@@ -366,8 +368,8 @@ def reference_refusal(
     fallback or pool it lacks, a fallback that leads back to the route, the security pool."""
     if (refused := shape_refusal(fields)) is not None:
         return refused
-    if name in BUILT_IN_NAMES:
-        return RoutingRefused("reserved_name", f"{name!r} is a built-in route", "/name")
+    if name in RESERVED_NAMES:
+        return RoutingRefused("reserved_name", f"{name!r} is reserved for the platform", "/name")
     if (fallback := fields.fallback) is not None:
         if fallback not in routes or fallback == name:
             detail = f"no route {fallback!r} to fall back to"
