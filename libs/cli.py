@@ -36,8 +36,9 @@ from libs.domain_views import DomainView
 from libs.feedback_report import parse_feedback, report_json
 from libs.ip_pools import NewPool, RoutingRefused
 from libs.message_log import LoggedMessage, read_message
+from libs.relay_presets import PRESETS
 from libs.retry_windows import RetryWindowFields, RetryWindows
-from libs.routes import PRESETS, NewRoute
+from libs.routes import NewRoute
 from libs.sending_domains import (
     InvalidDomain,
     SendingDomain,

@@ -17,7 +17,7 @@ import hashlib
 import ipaddress
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Self, TypeVar
 
@@ -224,6 +224,21 @@ def choose_source(pool: IpPool, message_id: str, now: datetime) -> SourceAddress
     return SourceAddress(address=chosen.address, ehlo=chosen.ehlo)
 
 
+async def refuse_if_used(
+    connection: Connection, users: str, tenant_id: str, name: str, code: str
+) -> None:
+    """Refuse (409 ``code``) to remove ``name`` while the statement ``users`` (given the
+    tenant $1 and the name $2) finds a route or rule that names it."""
+    found = await connection.fetch(users, tenant_id, name)
+    if found:
+        named = ", ".join(row["user"] for row in found)
+        raise RoutingRefused(code, f"{name!r} is in use by {named}", status=409)
+
+
+POOL_USERS = (
+    "SELECT 'route ' || name AS user FROM routes WHERE tenant_id = $1 AND pool = $2"
+    " UNION ALL SELECT 'rule ' || id::text FROM rules WHERE tenant_id::text = $1 AND pool = $2"
+)
 COLUMNS = "name, addresses, return_path_domain, created_at, updated_at"
 
 
@@ -284,8 +299,9 @@ async def create_pool(pool: asyncpg.Pool, tenant_id: str, fields: NewPool) -> Ip
     return _pool(row)
 
 
-def _read_only(name: str) -> RoutingRefused | None:
-    if name in {pool.value for pool in Pool}:
+def built_in_refusal(name: str, built_ins: Iterable[str]) -> RoutingRefused | None:
+    """Why ``name`` may not be changed or removed: it is one of the ``built_ins``."""
+    if name in built_ins:
         detail = f"{name!r} is built in: the platform's settings say what it is"
         return RoutingRefused("built_in", detail, status=409)
     return None
@@ -296,7 +312,7 @@ async def update_pool(
 ) -> IpPool | None:
     """Change the fields in ``changes`` (checked with the rest of the pool); None when the
     tenant has no such pool."""
-    if (refused := _read_only(name)) is not None:
+    if (refused := built_in_refusal(name, set(Pool))) is not None:
         raise refused
     async with pool.acquire() as connection, connection.transaction():
         row = await connection.fetchrow(
@@ -322,20 +338,11 @@ async def update_pool(
 async def delete_pool(pool: asyncpg.Pool, tenant_id: str, name: str) -> IpPool | None:
     """Remove a pool no route or rule of the tenant names (409 ``pool_in_use`` otherwise);
     None when the tenant has no such pool."""
-    if (refused := _read_only(name)) is not None:
+    if (refused := built_in_refusal(name, set(Pool))) is not None:
         raise refused
     async with pool.acquire() as connection, connection.transaction():
         await lock_routing(connection, tenant_id)
-        users = await connection.fetch(
-            "SELECT 'route ' || name AS user FROM routes WHERE tenant_id = $1 AND pool = $2"
-            " UNION ALL SELECT 'rule ' || id::text FROM rules"
-            " WHERE tenant_id::text = $1 AND pool = $2",
-            tenant_id,
-            name,
-        )
-        if users:
-            named = ", ".join(row["user"] for row in users)
-            raise RoutingRefused("pool_in_use", f"{named} send from pool {name!r}", status=409)
+        await refuse_if_used(connection, POOL_USERS, tenant_id, name, "pool_in_use")
         row = await connection.fetchrow(
             f"DELETE FROM ip_pools WHERE tenant_id = $1 AND name = $2 RETURNING {COLUMNS}",
             tenant_id,

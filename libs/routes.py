@@ -8,12 +8,14 @@ fallback route, which takes its mail when it cannot (the router resolves the cha
 
 A relay's password is written here, encrypted (``libs.route_secrets``), and never read back
 through the API: only the sender decrypts it. AUTH is refused without required TLS, so
-credentials never cross the network in clear. ``PRESETS`` fill in the big providers' settings.
+credentials never cross the network in clear. A ``preset`` (``libs.relay_presets``) fills in a
+big provider's settings.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,11 +30,14 @@ from libs.ip_pools import (
     Name,
     RoutingRefused,
     built_in_pools,
+    built_in_refusal,
     lock_routing,
+    refuse_if_used,
     server_host,
     tenant_pools,
     validated,
 )
+from libs.relay_presets import PRESETS
 from libs.retry_windows import read_windows
 from libs.route_secrets import delete_secret, store_secret
 from libs.settings import Settings
@@ -48,139 +53,6 @@ SMTP_PORT = 25
 """A relay's port when its route names none."""
 REQUIRED_TLS = frozenset({TlsMode.STARTTLS, TlsMode.IMPLICIT})
 """The TLS modes under which credentials may be sent: a server without TLS is not sent to."""
-
-
-class ProviderLimits(BaseModel):
-    """A provider's documented sending limits for one account (None: not published)."""
-
-    recipients_per_day: int | None = None
-    recipients_per_message: int | None = None
-    messages_per_minute: int | None = None
-    concurrent_connections: int | None = None
-
-
-class Preset(BaseModel):
-    """A provider's submission settings, filled in for a relay route that names it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    provider: str
-    host: str
-    port: int
-    tls: TlsMode
-    auth: AuthMethod
-    username: str
-    """What the provider takes as the AUTH user name."""
-    password: str
-    """What the provider takes as the AUTH password."""
-    limits: ProviderLimits
-    notes: str
-    sources: tuple[str, ...]
-
-
-PRESETS: dict[str, Preset] = {
-    preset.name: preset
-    for preset in (
-        Preset(
-            name="gmail",
-            provider="Gmail (personal Google account)",
-            host="smtp.gmail.com",
-            port=587,
-            tls=TlsMode.STARTTLS,
-            auth=AuthMethod.PLAIN,
-            username="the full Gmail address",
-            password="a 16-character app password (needs 2-Step Verification); Google stopped"
-            " accepting the account password over SMTP in 2025",
-            limits=ProviderLimits(recipients_per_day=500, recipients_per_message=100),
-            notes="About 500 recipients a day over a rolling 24 h; over the limit Gmail refuses"
-            " mail for up to a day. For testing and very small volumes only.",
-            sources=(
-                "https://support.google.com/mail/answer/22839 (Gmail sending limits)",
-                "https://support.google.com/accounts/answer/185833 (app passwords)",
-            ),
-        ),
-        Preset(
-            name="google-workspace",
-            provider="Google Workspace SMTP relay service",
-            host="smtp-relay.gmail.com",
-            port=587,
-            tls=TlsMode.STARTTLS,
-            auth=AuthMethod.PLAIN,
-            username="a registered Workspace user's address (or none with IP authentication,"
-            " configured by the Workspace admin)",
-            password="that user's app password",
-            limits=ProviderLimits(recipients_per_day=10_000),
-            notes="Per registered user: 10,000 messages and 10,000 unique recipients in 24 h"
-            " (550 5.4.5 beyond); the admin must turn the relay service on, and SMTP AUTH there"
-            " requires TLS.",
-            sources=("https://support.google.com/a/answer/2956491 (SMTP relay limits)",),
-        ),
-        Preset(
-            name="outlook",
-            provider="Outlook.com (personal Microsoft account)",
-            host="smtp-mail.outlook.com",
-            port=587,
-            tls=TlsMode.STARTTLS,
-            auth=AuthMethod.LOGIN,
-            username="the full Outlook.com / Hotmail / Live address",
-            password="an app password when two-step verification is on, else the account's",
-            limits=ProviderLimits(recipients_per_day=300, recipients_per_message=100),
-            notes="About 300 recipients a day for a free account, less while an account is new;"
-            " Microsoft 365 subscribers get up to 5,000 a day and 500 per message.",
-            sources=(
-                "https://support.microsoft.com/office/sending-limits-in-outlook-com-"
-                "279ee200-594c-40f0-9ec8-bb6af7735c2e",
-                "https://www.msoutlook.info/question/235 (free account limits)",
-            ),
-        ),
-        Preset(
-            name="yahoo",
-            provider="Yahoo Mail",
-            host="smtp.mail.yahoo.com",
-            port=465,
-            tls=TlsMode.IMPLICIT,
-            auth=AuthMethod.PLAIN,
-            username="the full Yahoo address",
-            password="an app password (Yahoo refuses the account password over SMTP)",
-            limits=ProviderLimits(recipients_per_day=500, recipients_per_message=100),
-            notes="Yahoo does not publish consumer limits; its small-business SMTP help gives"
-            " 500 recipients a day and 100 per message, which is what to plan for.",
-            sources=(
-                "https://help.yahoo.com/kb/SLN4075.html (server settings)",
-                "https://help.yahoo.com/kb/SLN17518.html (SMTP sending limits)",
-            ),
-        ),
-        Preset(
-            name="office365",
-            provider="Microsoft 365 / Exchange Online (SMTP AUTH client submission)",
-            host="smtp.office365.com",
-            port=587,
-            tls=TlsMode.STARTTLS,
-            auth=AuthMethod.LOGIN,
-            username="the mailbox's address",
-            password="its password or app password (the tenant admin must enable SMTP AUTH for"
-            " the mailbox; Microsoft is retiring Basic auth for client submission)",
-            limits=ProviderLimits(
-                recipients_per_day=10_000,
-                recipients_per_message=500,
-                messages_per_minute=30,
-                concurrent_connections=3,
-            ),
-            notes="Per mailbox: 10,000 recipients a day, 30 messages a minute, 3 concurrent"
-            " connections (432 4.3.2 beyond).",
-            sources=(
-                "https://learn.microsoft.com/office365/servicedescriptions/"
-                "exchange-online-service-description/exchange-online-limits",
-                "https://techcommunity.microsoft.com/t5/exchange-team-blog/changes-coming-to-"
-                "the-smtp-authenticated-submission-client/ba-p/607825",
-            ),
-        ),
-    )
-}
-"""The relay presets. The figures were checked against the providers' pages named in each
-``sources`` (through copies and third-party summaries of them) when written; providers change
-them without notice, so they are guidance for shaping, not guarantees."""
 
 
 class RouteFields(BaseModel):
@@ -396,6 +268,10 @@ COLUMNS = (
     " r.is_default, r.timeout_seconds, r.created_at, r.updated_at,"
     " s.route IS NOT NULL AS has_password"
 )
+ROUTE_USERS = (
+    "SELECT 'route ' || name AS user FROM routes WHERE tenant_id = $1 AND fallback = $2"
+    " UNION ALL SELECT 'rule ' || id::text FROM rules WHERE tenant_id::text = $1 AND route = $2"
+)
 FROM = "FROM routes r LEFT JOIN route_secrets s ON s.tenant_id = r.tenant_id AND s.route = r.name"
 
 
@@ -516,11 +392,17 @@ async def create_route(
     return created
 
 
-def _read_only(name: str) -> RoutingRefused | None:
-    if name in BUILT_IN_NAMES:
-        detail = f"{name!r} is built in: the platform's settings say what it is"
-        return RoutingRefused("built_in", detail, status=409)
-    return None
+@asynccontextmanager
+async def _locked(
+    pool: asyncpg.Pool, tenant_id: str, name: str
+) -> AsyncIterator[tuple[Connection, TenantRoute | None]]:
+    """A transaction holding the tenant's routing lock, and the route ``name`` as it stands
+    (None: the tenant has none); a built-in route is refused."""
+    if (refused := built_in_refusal(name, BUILT_IN_NAMES)) is not None:
+        raise refused
+    async with pool.acquire() as connection, connection.transaction():
+        await lock_routing(connection, tenant_id)
+        yield connection, await _one(connection, tenant_id, name)
 
 
 async def update_route(
@@ -528,11 +410,7 @@ async def update_route(
 ) -> TenantRoute | None:
     """Change the fields in ``changes`` (the route is checked again whole; a new ``preset``
     fills what the patch leaves out); None when the tenant has no such route."""
-    if (refused := _read_only(name)) is not None:
-        raise refused
-    async with pool.acquire() as connection, connection.transaction():
-        await lock_routing(connection, tenant_id)
-        current = await _one(connection, tenant_id, name)
+    async with _locked(pool, tenant_id, name) as (connection, current):
         if current is None:
             return None
         written = current.fields()
@@ -556,23 +434,10 @@ async def update_route(
 async def delete_route(pool: asyncpg.Pool, tenant_id: str, name: str) -> TenantRoute | None:
     """Remove a route (and its password) that no other route falls back to and no rule forces
     (409 ``route_in_use`` otherwise); None when the tenant has no such route."""
-    if (refused := _read_only(name)) is not None:
-        raise refused
-    async with pool.acquire() as connection, connection.transaction():
-        await lock_routing(connection, tenant_id)
-        current = await _one(connection, tenant_id, name)
+    async with _locked(pool, tenant_id, name) as (connection, current):
         if current is None:
             return None
-        users = await connection.fetch(
-            "SELECT 'route ' || name AS user FROM routes WHERE tenant_id = $1 AND fallback = $2"
-            " UNION ALL SELECT 'rule ' || id::text FROM rules"
-            " WHERE tenant_id::text = $1 AND route = $2",
-            tenant_id,
-            name,
-        )
-        if users:
-            named = ", ".join(row["user"] for row in users)
-            raise RoutingRefused("route_in_use", f"{named} use route {name!r}", status=409)
+        await refuse_if_used(connection, ROUTE_USERS, tenant_id, name, "route_in_use")
         await connection.execute(
             "DELETE FROM routes WHERE tenant_id = $1 AND name = $2", tenant_id, name
         )

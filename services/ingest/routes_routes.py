@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from libs import ip_pools, retry_windows, routes
 from libs.ip_pools import IpPool, NewPool, PoolAddress, RoutingRefused
+from libs.relay_presets import PRESETS, Preset
 from libs.retry_windows import RetryWindowFields, RetryWindows
-from libs.routes import PRESETS, NewRoute, Preset, TenantRoute
+from libs.routes import NewRoute, TenantRoute
 from schemas.pipeline import AuthMethod, RouteKind, TlsMode
 from services.ingest.http_deps import AdminCaller, IngestDep, ReadCaller, parsed_body, problems
 from services.ingest.problems import ProblemError

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from libs.ip_pools import choose_source
-from libs.routes import RoutingBook, TenantRoute
+from libs.routes import RoutingBook, TenantRoute, fallback_chain
 from libs.settings import Settings
 from schemas.common import Lane, Stream
 from schemas.pipeline import (
@@ -106,29 +106,6 @@ def delivery_route(
     )
 
 
-def fallback_routes(
-    spec: MessageSpec,
-    route: TenantRoute,
-    book: RoutingBook,
-    settings: Settings,
-    now: datetime,
-    directive: RoutingDirective | None = None,
-) -> list[Route]:
-    """``route``'s fallback chain as the sender takes it: at most ``MAX_FALLBACKS``, never a
-    route twice."""
-    chain: list[Route] = []
-    seen = {route.name}
-    current = route
-    while len(chain) < MAX_FALLBACKS and (name := current.fallback) is not None:
-        following = book.routes.get(name)
-        if following is None or name in seen:
-            break
-        chain.append(delivery_route(spec, following, book, settings, now, directive))
-        seen.add(name)
-        current = following
-    return chain
-
-
 def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
@@ -136,17 +113,21 @@ def _utc(moment: datetime) -> datetime:
 def delivery_job(
     rendered: RenderedMessage, book: RoutingBook, settings: Settings, now: datetime
 ) -> DeliveryJob:
-    """The first delivery attempt of a message; its window (its lane's, in ``book``) opens at
-    acceptance or ``send_at``."""
+    """The first delivery attempt of a message, with its route's fallbacks (never a route
+    twice); its window (its lane's, in ``book``) opens at acceptance or ``send_at``."""
     spec = rendered.message
     directive = rendered.directive
     route = chosen_route(spec, book, settings, directive)
+    fallbacks = fallback_chain(route.name, book.routes)[:MAX_FALLBACKS]
     starts = max(_utc(spec.accepted_at), _utc(spec.send_at or spec.accepted_at))
     return DeliveryJob(
         message=spec,
         content=rendered.content,
         route=delivery_route(spec, route, book, settings, now, directive),
-        fallbacks=fallback_routes(spec, route, book, settings, now, directive),
+        fallbacks=[
+            delivery_route(spec, book.routes[name], book, settings, now, directive)
+            for name in fallbacks
+        ],
         attempt=1,
         retry_until=starts + book.windows[spec.lane],
     )

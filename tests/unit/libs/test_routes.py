@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from libs.ip_pools import IpPool, built_in_pools
+from libs.relay_presets import PRESETS
 from libs.routes import (
-    PRESETS,
     RouteFields,
     TenantRoute,
     built_in_routes,
