@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from libs import held as held_store
-from libs import keys, rules, template_experiments, template_store
+from libs import ip_pools, keys, retry_windows, routes, rules, template_experiments, template_store
 from libs.alerts import AlertStatus, list_alerts
 from libs.analytics import DIMENSIONS, Granularity
 from libs.analytics_report import AnalyticsQuery, read_report, refusal
@@ -33,7 +34,11 @@ from libs.database import apply_migrations, open_pool
 from libs.domain_verification import verify_domain
 from libs.domain_views import DomainView
 from libs.feedback_report import parse_feedback, report_json
+from libs.ip_pools import NewPool, RoutingRefused
 from libs.message_log import LoggedMessage, read_message
+from libs.relay_presets import PRESETS
+from libs.retry_windows import RetryWindowFields, RetryWindows
+from libs.routes import NewRoute
 from libs.sending_domains import (
     InvalidDomain,
     SendingDomain,
@@ -101,7 +106,7 @@ from libs.webhook_queue import ReplayRefused, list_attempts, replay
 from libs.webhook_targets import TargetGuard, TargetRefused
 from schemas.common import Lane, Problem, Stream
 from schemas.events import EVENT_TYPE_PREFIX, DeliveryEvent
-from schemas.pipeline import Pool, RouteName
+from schemas.pipeline import AuthMethod, RouteKind, TlsMode
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -575,11 +580,11 @@ async def _stored(what: str, change: Awaitable[T | None]) -> T:
     return result
 
 
-def _print_model(value: BaseModel | list[BaseModel]) -> None:
-    if isinstance(value, list):
-        _print_json([item.model_dump(mode="json") for item in value])
-    else:
+def _print_model(value: BaseModel | Sequence[BaseModel]) -> None:
+    if isinstance(value, BaseModel):
         _print_json(value.model_dump(mode="json"))
+    else:
+        _print_json([item.model_dump(mode="json") for item in value])
 
 
 json_file = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -1445,6 +1450,230 @@ def domain_verify(settings: Settings, tenant_id: str, name: str) -> None:
 
 
 @main.group()
+def route() -> None:
+    """A tenant's routes (the same operations as the /v1/routes API): mx, relay (with TLS,
+    AUTH and provider presets) or sandbox, each with an optional fallback and pool."""
+
+
+def _routing_refused(error: RoutingRefused) -> click.ClickException:
+    return click.ClickException(f"{error.code}: {error.detail}")
+
+
+def _routing(
+    settings: Settings, work: Callable[[asyncpg.Pool], Awaitable[T | None]], what: str
+) -> T:
+    """What ``work`` returned; a refusal or a missing ``what`` ends the command."""
+    try:
+        found = _with_pool(settings, work)
+    except RoutingRefused as error:
+        raise _routing_refused(error) from None
+    if found is None:
+        raise click.ClickException(f"no {what}")
+    return found
+
+
+def _model(model: type[FieldsT], values: dict[str, Any]) -> FieldsT:
+    try:
+        return model.model_validate(values)
+    except ValidationError as error:
+        raise click.UsageError(str(error)) from None
+
+
+route_options = with_options(
+    [
+        click.option("--kind", type=click.Choice([k.value for k in RouteKind])),
+        click.option("--host", help="relay: the server."),
+        click.option("--port", type=click.IntRange(1, 65535)),
+        click.option("--tls", type=click.Choice([t.value for t in TlsMode])),
+        click.option("--auth", type=click.Choice([a.value for a in AuthMethod])),
+        click.option("--username", help="The AUTH user name."),
+        click.option("--password-stdin", is_flag=True, help="Read the AUTH password from stdin."),
+        click.option("--preset", type=click.Choice(list(PRESETS)), help="A provider's settings."),
+        click.option("--fallback", help="The route that takes over when this one cannot."),
+        click.option("--pool", "pool_name", help="The IP pool its mail goes out from."),
+        click.option("--default/--not-default", "is_default", default=None),
+        click.option("--timeout", "timeout_seconds", type=click.FloatRange(1, 600)),
+    ]
+)
+
+
+def _route_values(options: dict[str, Any]) -> dict[str, Any]:
+    """The route fields the options give (the password read from stdin)."""
+    options["pool"] = options.pop("pool_name")
+    if options.pop("password_stdin"):
+        options["password"] = sys.stdin.readline().rstrip("\r\n")
+    return {k: v for k, v in options.items() if v is not None}
+
+
+@route.command("create")
+@tenant_option
+@click.argument("name")
+@route_options
+@pass_settings
+def route_create(settings: Settings, /, tenant_id: str, name: str, **options: Any) -> None:
+    """Add route NAME (``--preset gmail --username u --password-stdin``) and print it as JSON."""
+    fields = _model(NewRoute, _route_values(options) | {"name": name})
+    created = _routing(
+        settings, lambda pool: routes.create_route(pool, settings, tenant_id, fields), "route"
+    )
+    _print_model(created)
+
+
+@route.command("list")
+@tenant_option
+@pass_settings
+def route_list(settings: Settings, tenant_id: str) -> None:
+    """Print the routes the tenant's mail can take (built-in ones first) as JSON."""
+    _print_model(_with_pool(settings, lambda pool: routes.list_routes(pool, settings, tenant_id)))
+
+
+@route.command("show")
+@tenant_option
+@click.argument("name")
+@pass_settings
+def route_show(settings: Settings, tenant_id: str, name: str) -> None:
+    """Print route NAME as JSON (never its password)."""
+    found = _routing(
+        settings, lambda pool: routes.get_route(pool, settings, tenant_id, name), f"route {name}"
+    )
+    _print_model(found)
+
+
+@route.command("update")
+@tenant_option
+@click.argument("name")
+@route_options
+@pass_settings
+def route_update(settings: Settings, /, tenant_id: str, name: str, **options: Any) -> None:
+    """Change the given fields of route NAME and print it as JSON."""
+    changes = _route_values(options)
+    updated = _routing(
+        settings,
+        lambda pool: routes.update_route(pool, settings, tenant_id, name, changes),
+        f"route {name}",
+    )
+    _print_model(updated)
+
+
+@route.command("delete")
+@tenant_option
+@click.argument("name")
+@pass_settings
+def route_delete(settings: Settings, tenant_id: str, name: str) -> None:
+    """Remove route NAME (refused while another route falls back to it or a rule forces it)."""
+    removed = _routing(
+        settings, lambda pool: routes.delete_route(pool, tenant_id, name), f"route {name}"
+    )
+    _print_model(removed)
+
+
+@route.command("presets")
+def route_presets() -> None:
+    """Print the relay presets (server, port, TLS, AUTH, the provider's limits) as JSON."""
+    _print_model(list(PRESETS.values()))
+
+
+@main.group("pool")
+def ip_pool() -> None:
+    """A tenant's IP pools: source addresses with EHLO names, weights and warm-up schedules."""
+
+
+def _pool_address(text: str) -> dict[str, Any]:
+    """``ADDRESS,EHLO[,WEIGHT[,WARMUP_START,WARMUP_DAYS]]`` as a pool address's fields."""
+    names = ("address", "ehlo", "weight", "warmup_start", "warmup_days")
+    parts = [part.strip() for part in text.split(",")]
+    if not 2 <= len(parts) <= len(names) or len(parts) == 4:
+        raise click.BadParameter(f"{text!r}: ADDRESS,EHLO[,WEIGHT[,WARMUP_START,WARMUP_DAYS]]")
+    return dict(zip(names, parts, strict=False))
+
+
+@ip_pool.command("create")
+@tenant_option
+@click.argument("name")
+@click.option("--address", "addresses", multiple=True, help="ADDRESS,EHLO[,WEIGHT[,START,DAYS]]")
+@click.option("--return-path-domain", help="The domain its mail's bounces come back to.")
+@pass_settings
+def pool_create(
+    settings: Settings,
+    tenant_id: str,
+    name: str,
+    addresses: tuple[str, ...],
+    return_path_domain: str | None,
+) -> None:
+    """Add IP pool NAME and print it as JSON."""
+    fields = _model(
+        NewPool,
+        {
+            "name": name,
+            "addresses": [_pool_address(a) for a in addresses],
+            "return_path_domain": return_path_domain,
+        },
+    )
+    created = _routing(settings, lambda pool: ip_pools.create_pool(pool, tenant_id, fields), "pool")
+    _print_model(created)
+
+
+@ip_pool.command("list")
+@tenant_option
+@pass_settings
+def pool_list(settings: Settings, tenant_id: str) -> None:
+    """Print the pools the tenant's mail can go out from (built-in ones first) as JSON."""
+    _print_model(_with_pool(settings, lambda pool: ip_pools.list_pools(pool, settings, tenant_id)))
+
+
+@ip_pool.command("show")
+@tenant_option
+@click.argument("name")
+@pass_settings
+def pool_show(settings: Settings, tenant_id: str, name: str) -> None:
+    """Print IP pool NAME as JSON."""
+    found = _routing(
+        settings, lambda pool: ip_pools.get_pool(pool, settings, tenant_id, name), f"pool {name}"
+    )
+    _print_model(found)
+
+
+@ip_pool.command("delete")
+@tenant_option
+@click.argument("name")
+@pass_settings
+def pool_delete(settings: Settings, tenant_id: str, name: str) -> None:
+    """Remove IP pool NAME (refused while a route or a rule names it)."""
+    removed = _routing(
+        settings, lambda pool: ip_pools.delete_pool(pool, tenant_id, name), f"pool {name}"
+    )
+    _print_model(removed)
+
+
+@main.group("retry-window")
+def retry_window() -> None:
+    """How long a tenant's mail of each lane is retried before it fails ``expired``."""
+
+
+@retry_window.command("show")
+@tenant_option
+@pass_settings
+def retry_window_show(settings: Settings, tenant_id: str) -> None:
+    """Print the tenant's window of each lane, in seconds, as JSON."""
+    windows = _with_pool(settings, lambda pool: retry_windows.read_windows(pool, tenant_id))
+    _print_model(RetryWindows.of(windows))
+
+
+@retry_window.command("set")
+@tenant_option
+@click.option("--critical", type=int, help="Seconds (default 900).")
+@click.option("--high", type=int, help="Seconds (default 86400).")
+@click.option("--normal", type=int, help="Seconds (default 172800).")
+@click.option("--bulk", type=int, help="Seconds (default 259200).")
+@pass_settings
+def retry_window_set(settings: Settings, /, tenant_id: str, **seconds: int | None) -> None:
+    """Set the tenant's windows (a lane not given goes back to its default); print them."""
+    fields = _model(RetryWindowFields, {k: v for k, v in seconds.items() if v is not None})
+    windows = _with_pool(settings, lambda pool: retry_windows.set_windows(pool, tenant_id, fields))
+    _print_model(RetryWindows.of(windows))
+
+
+@main.group()
 def rule() -> None:
     """A tenant's rules (the same operations as the /v1/rules API): the first that matches a
     message decides whether it goes, is held or blocked, and in which lane, route or pool."""
@@ -1478,8 +1707,10 @@ def rule_list(settings: Settings, tenant_id: str) -> None:
 @click.option("--tag", help="Match a tag.")
 @click.option("--metadata", "metadata", multiple=True, help="Match KEY=VALUE (repeat).")
 @click.option("--lane", type=click.Choice([x.value for x in Lane]), help="force_lane: the lane.")
-@click.option("--route", type=click.Choice([r.value for r in RouteName]), help="force_route.")
-@click.option("--pool", "pool_name", type=click.Choice([p.value for p in Pool]), help="force_pool.")
+@click.option("--route", help="force_route: a route of the tenant, or simulator, default-relay.")
+@click.option(
+    "--pool", "pool_name", help="force_pool: a pool of the tenant, or transactional, bulk."
+)
 @click.option("--hold-seconds", type=int, help="hold: how long (default 72 h).")
 @pass_settings
 def rule_add(settings: Settings, /, tenant_id: str, **options: Any) -> None:

@@ -31,6 +31,8 @@ from pydantic import (
 )
 
 from libs.database import Connection
+from libs.ip_pools import Name, lock_routing, tenant_pools
+from libs.routes import tenant_routes
 from libs.sendable import domain_of
 from libs.sending_domains import InvalidDomain, normalise_domain
 from schemas.common import (
@@ -208,10 +210,11 @@ class RuleFields(BaseModel):
     action: RuleAction
     lane: Lane | None = None
     """``force_lane``: the lane to send in (never above what the message earns)."""
-    route: RouteName | None = None
-    """``force_route``: the route to hand the message to."""
-    pool: Pool | None = None
-    """``force_pool``: the IP pool to send from (never ``security``)."""
+    route: Name | None = None
+    """``force_route``: the route to hand the message to (the tenant's, or a built-in one)."""
+    pool: Name | None = None
+    """``force_pool``: the IP pool to send from (the tenant's or a built-in one, never
+    ``security``)."""
     hold_seconds: int | None = Field(None, ge=60, le=int(MAX_HOLD.total_seconds()))
     """``hold``: how long a held message waits before it expires (default 72 h)."""
 
@@ -266,10 +269,10 @@ def ruled_lane(spec: MessageSpec, forced: Lane, ceiling: Lane) -> Lane | None:
     return forced
 
 
-def pool_allowed(pool: Pool) -> bool:
+def pool_allowed(pool: str) -> bool:
     """Whether a rule may put mail in ``pool``: the security pool's reputation is the critical
     and high lanes' alone, which the router gives it for them."""
-    return pool is not Pool.SECURITY
+    return pool != Pool.SECURITY
 
 
 def refusal(fields: RuleFields, ceiling: Lane) -> RuleRefused | None:
@@ -289,7 +292,7 @@ def refusal(fields: RuleFields, ceiling: Lane) -> RuleRefused | None:
     if fields.pool is not None and not pool_allowed(fields.pool):
         return RuleRefused(
             "pool_not_allowed",
-            f"the {fields.pool.value} pool carries critical and high mail only",
+            f"the {fields.pool} pool carries critical and high mail only",
             "/pool",
         )
     return None
@@ -322,8 +325,8 @@ def _values(fields: RuleFields) -> list[Any]:
         fields.match.model_dump(mode="json", exclude_defaults=True),
         fields.action.value,
         fields.lane.value if fields.lane else None,
-        fields.route.value if fields.route else None,
-        fields.pool.value if fields.pool else None,
+        fields.route,
+        fields.pool,
         fields.hold_seconds,
     ]
 
@@ -333,10 +336,25 @@ async def _ceiling(connection: Connection, tenant: uuid.UUID) -> Lane:
     return Lane(stored) if stored else DEFAULT_PRIORITY_CEILING
 
 
+async def _route_names(connection: Connection, tenant_id: str) -> set[str]:
+    return set(RouteName) | {r.name for r in await tenant_routes(connection, tenant_id)}
+
+
+async def _pool_names(connection: Connection, tenant_id: str) -> set[str]:
+    return set(Pool) | {p.name for p in await tenant_pools(connection, tenant_id)}
+
+
 async def _checked(connection: Connection, tenant: uuid.UUID, fields: RuleFields) -> None:
     refused = refusal(fields, await _ceiling(connection, tenant))
     if refused is not None:
         raise refused
+    tenant_id = str(tenant)
+    if (route := fields.route) is not None and route not in await _route_names(
+        connection, tenant_id
+    ):
+        raise RuleRefused("unknown_route", f"the tenant has no route {route!r}", "/route")
+    if (pool := fields.pool) is not None and pool not in await _pool_names(connection, tenant_id):
+        raise RuleRefused("unknown_pool", f"the tenant has no pool {pool!r}", "/pool")
 
 
 async def list_rules(pool: asyncpg.Pool, tenant_id: str) -> list[Rule]:
@@ -367,10 +385,12 @@ async def get_rule(pool: asyncpg.Pool, tenant_id: str, rule_id: str) -> Rule | N
 
 async def add_rule(pool: asyncpg.Pool, tenant_id: str, fields: RuleFields) -> Rule:
     """Store a new rule (after the tenant's others unless it has a position); ``RuleRefused``
-    when it would lift mail above what it earns or the tenant has as many rules as it may."""
+    when it would lift mail above what it earns, names a route or pool the tenant lacks, or the
+    tenant has as many rules as it may."""
     tenant = uuid.UUID(tenant_id)
     async with pool.acquire() as connection, connection.transaction():
         await connection.execute("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", tenant)
+        await lock_routing(connection, tenant_id)
         await _checked(connection, tenant, fields)
         stats = await connection.fetchrow(
             "SELECT count(*), max(position) FROM rules WHERE tenant_id = $1", tenant
@@ -419,6 +439,7 @@ async def update_rule(
             first = error.errors()[0]
             where = "".join(f"/{part}" for part in first["loc"])
             raise RuleRefused("invalid_request", first["msg"], where) from None
+        await lock_routing(connection, tenant_id)
         await _checked(connection, tenant, fields)
         row = await connection.fetchrow(
             "UPDATE rules SET enabled = $3, description = $4, match = $5, action = $6,"

@@ -38,6 +38,7 @@ from services.ingest import (
     routes_held,
     routes_layouts,
     routes_messages,
+    routes_routes,
     routes_rules,
     routes_suppressions,
     routes_templates,
@@ -352,6 +353,7 @@ def build_api(tracer_provider: TracerProvider) -> Gateway:
     app.include_router(routes_domains.router)
     app.include_router(routes_messages.router)
     app.include_router(routes_rules.router)
+    app.include_router(routes_routes.router)
     app.include_router(routes_held.router)
     app.include_router(routes_unsubscribe.router)
     app.include_router(routes_suppressions.router)

@@ -2,7 +2,8 @@
 
 Always the caller's tenant's rules: another tenant's rule is not found (404). Reading needs the
 ``read`` scope, writing ``admin``. A rule that would raise mail to a lane it does not earn or
-put it in the security pool is refused (422 ``lane_not_allowed`` / ``pool_not_allowed``).
+put it in the security pool is refused (422 ``lane_not_allowed`` / ``pool_not_allowed``), and so
+is one that names a route or pool the tenant does not have (``unknown_route`` / ``unknown_pool``).
 Policy-check applies a change within ``services.policy_check.rule_cache.RULES_TTL_SECONDS``.
 """
 
@@ -15,9 +16,9 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from libs import rules
+from libs.ip_pools import Name
 from libs.rules import Description, Rule, RuleAction, RuleFields, RuleMatch, RuleRefused
 from schemas.common import Lane
-from schemas.pipeline import Pool, RouteName
 from services.ingest.http_deps import AdminCaller, IngestDep, ReadCaller, parsed_body, problems
 from services.ingest.problems import ProblemError
 from services.ingest.routes_keys import json_body_doc
@@ -41,8 +42,8 @@ class RulePatch(BaseModel):
     match: RuleMatch | None = None
     action: RuleAction | None = None
     lane: Lane | None = None
-    route: RouteName | None = None
-    pool: Pool | None = None
+    route: Name | None = None
+    pool: Name | None = None
     hold_seconds: int | None = None
 
     def changes(self) -> dict[str, Any]:

@@ -1,13 +1,20 @@
-"""router on the real broker: simulator and relay routes, scheduled sends held by the retry lane."""
+"""router on the real broker and database: simulator and relay routes, a tenant's own routes,
+pools and retry windows, scheduled sends held by the retry lane."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 
+from libs import ip_pools, retry_windows, routes
+from libs.ip_pools import NewPool, PoolAddress
+from libs.retry_windows import RetryWindowFields
+from libs.routes import NewRoute
 from libs.settings import Settings
 from libs.topics import EVENTS, lane_topic, public_topic
 from schemas.common import AppliedRule, Lane
@@ -16,6 +23,7 @@ from schemas.pipeline import (
     Pool,
     RenderedMessage,
     RetryRequest,
+    RouteKind,
     RouteName,
     RoutingDirective,
 )
@@ -126,3 +134,46 @@ async def test_a_rule_s_directive_picks_the_route_and_pool_and_is_named_on_route
     )
     [event] = await tap.wait_for(routed_event_of(ruled))
     assert event["data"]["rule"] == rule.model_dump(mode="json")
+
+
+async def test_a_tenant_s_default_route_pool_fallback_and_window_reach_the_job(
+    service: RouterService, settings: Settings, tap: TopicTap, pool: asyncpg.Pool
+) -> None:
+    tenant_id = str(uuid.uuid4())
+    await ip_pools.create_pool(
+        pool,
+        tenant_id,
+        NewPool(
+            name="own-pool",
+            addresses=[PoolAddress(address="127.0.0.9", ehlo="mta9.example.test")],
+            return_path_domain="bounces.example.test",
+        ),
+    )
+    await routes.create_route(
+        pool, settings, tenant_id, NewRoute(name="backup", host="backup.example.test", port=2600)
+    )
+    await routes.create_route(
+        pool,
+        settings,
+        tenant_id,
+        NewRoute(
+            name="direct", kind=RouteKind.MX, pool="own-pool", fallback="backup", is_default=True
+        ),
+    )
+    await retry_windows.set_windows(pool, tenant_id, RetryWindowFields(critical=120))
+    receipt = rendered_message(lane=LANE, category="receipt", tenant_id=tenant_id)
+    await route(service, settings, receipt)
+
+    [raw] = await tap.wait_for(job_of(receipt))
+    job = DeliveryJob.model_validate(raw)
+    assert (job.route.name, job.route.kind, job.route.host, job.route.port) == (
+        "direct",
+        RouteKind.MX,
+        "",
+        settings.mx_port,
+    )
+    assert job.route.pool == "security"  # critical mail keeps the security pool's reputation
+    assert [(f.name, f.host, f.port) for f in job.fallbacks] == [
+        ("backup", "backup.example.test", 2600)
+    ]
+    assert job.retry_until == receipt.message.accepted_at + timedelta(minutes=2)

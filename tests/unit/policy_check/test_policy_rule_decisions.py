@@ -205,7 +205,7 @@ def fields(**values: Any) -> RuleFields:
         {"action": "force_pool"},
         {"action": "block", "lane": "bulk"},
         {"action": "hold", "route": "simulator"},
-        {"action": "force_route", "route": "elsewhere"},
+        {"action": "force_route", "route": "Not a route name"},
         {"action": "hold", "hold_seconds": 10},
         {"action": "allow", "match": {"unknown": 1}},
         {"action": "nothing"},
