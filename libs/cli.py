@@ -1768,11 +1768,10 @@ def overview_lines(overview: queue_views.QueueOverview) -> list[str]:
 @pass_settings
 def queue_show(settings: Settings, tenant_id: str | None, watch: bool) -> None:
     """Print stages (depth, oldest wait), sites, scheduled retries by lane and the controls."""
-    gauge = queue_views.StageGauge(settings)
 
     async def show(pool: asyncpg.Pool) -> None:
         while True:
-            overview = await queue_views.read_overview(pool, gauge, tenant_id)
+            overview = await queue_views.read_overview(pool, settings, tenant_id)
             if not watch:
                 _print_model(overview)
                 return

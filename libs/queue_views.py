@@ -2,9 +2,9 @@
 
 A stage's depth is its consumer group's lag (log end offset minus committed offset, summed over
 the lane's partitions) and its oldest waiting record is the one at the committed offset; both
-come from the broker, read at most once a second (``StageGauge``) so that a page polling the view
-does not poll the broker. Retries wait in ``retry_schedule``, not on a topic: their stage is read
-from there. Sites are what the senders wrote in ``delivery_sites`` in the last 10 s.
+come from the broker, read at most once a second (``current_stages``) so that a page polling the
+view does not poll the broker. Retries wait in ``retry_schedule``, not on a topic: their stage is
+read from there. Sites are what the senders wrote in ``delivery_sites`` in the last 10 s.
 
 Stage depths and site states are platform figures; waiting and scheduled counts are a tenant's
 own unless an operator asks (``tenant_id`` None).
@@ -26,6 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import BaseModel
 
 from libs.broker import group_id
+from libs.cache import TtlCache
 from libs.queue_controls import QueueControl, read_controls
 from libs.settings import Settings
 from libs.topics import (
@@ -207,23 +208,14 @@ async def measure_stages(settings: Settings) -> list[StageDepth]:
     return stage_depths(stage_readers, waiting, oldest, int(time.time() * 1000))
 
 
-class StageGauge:
-    """The stage figures of the broker, measured again once ``ttl`` old; callers at the same
-    time share one measurement."""
+_measured: TtlCache[tuple[str, str], list[StageDepth]] = TtlCache(GAUGE_TTL_SECONDS)
 
-    def __init__(self, settings: Settings, ttl: float = GAUGE_TTL_SECONDS) -> None:
-        self._settings = settings
-        self._ttl = ttl
-        self._depths: list[StageDepth] = []
-        self._measured_at = float("-inf")
-        self._lock = asyncio.Lock()
 
-    async def current(self) -> list[StageDepth]:
-        async with self._lock:
-            if time.monotonic() - self._measured_at >= self._ttl:
-                self._depths = await measure_stages(self._settings)
-                self._measured_at = time.monotonic()
-            return self._depths
+async def current_stages(settings: Settings) -> list[StageDepth]:
+    """The stage figures of the broker, measured at most once per ``GAUGE_TTL_SECONDS`` for a
+    broker and prefix; callers at the same time share one measurement."""
+    key = (settings.kafka_bootstrap, settings.topic_prefix)
+    return await _measured.get(key, lambda: measure_stages(settings)) or []
 
 
 async def retry_depths(pool: asyncpg.Pool) -> list[StageDepth]:
@@ -418,13 +410,13 @@ class QueueOverview(BaseModel):
 
 
 async def read_overview(
-    pool: asyncpg.Pool, gauge: StageGauge, tenant_id: str | None
+    pool: asyncpg.Pool, settings: Settings, tenant_id: str | None
 ) -> QueueOverview:
     """The stages of the broker and of ``retry_schedule``, the sites, the scheduled retries by
     lane and the active controls, as ``tenant_id`` (None: an operator) sees them."""
     return QueueOverview(
         at=datetime.now(UTC),
-        stages=[*await gauge.current(), *await retry_depths(pool)],
+        stages=[*await current_stages(settings), *await retry_depths(pool)],
         sites=await read_sites(pool, tenant_id),
         scheduled=await read_scheduled(pool, tenant_id, ("lane",)),
         controls=await read_controls_of(pool, tenant_id),

@@ -41,7 +41,6 @@ from libs.queue_views import (
     QueueOverview,
     ScheduledGroup,
     SiteView,
-    StageGauge,
     grouping,
     read_controls_of,
     read_events,
@@ -49,7 +48,6 @@ from libs.queue_views import (
     read_scheduled,
     read_sites,
 )
-from libs.settings import Settings
 from libs.tenants import Caller
 from services.ingest.accept import SERVICE, Ingest
 from services.ingest.http_deps import AdminCaller, IngestDep, ReadCaller, parsed_body, problems
@@ -62,16 +60,6 @@ router = APIRouter(tags=["queues"])
 
 Filter = Annotated[str | None, Query()]
 DEFAULT_EVENTS = 100
-
-_gauges: dict[tuple[str, str], StageGauge] = {}
-
-
-def _gauge(settings: Settings) -> StageGauge:
-    """One gauge per broker and prefix for the whole process: every caller shares its second."""
-    key = (settings.kafka_bootstrap, settings.topic_prefix)
-    if key not in _gauges:
-        _gauges[key] = StageGauge(settings)
-    return _gauges[key]
 
 
 def _seen_as(ingest: Ingest, caller: Caller) -> str | None:
@@ -130,7 +118,7 @@ async def overview(ingest: IngestDep, caller: ReadCaller) -> QueueOverview:
     (at most a second old; the retry stage from the schedule: attempts waiting, the first due,
     how long the most overdue one has been due), the destination sites, scheduled retries by
     lane and reason, and the active controls."""
-    return await read_overview(ingest.pool, _gauge(ingest.settings), _seen_as(ingest, caller))
+    return await read_overview(ingest.pool, ingest.settings, _seen_as(ingest, caller))
 
 
 @router.get(

@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from libs.broker import ensure_topics, group_id
-from libs.queue_views import StageGauge, measure_stages
+from libs.queue_views import current_stages, measure_stages
 from libs.settings import Settings
 from libs.tenants import Tenant, create_tenant
 from libs.topics import DELIVER, DELIVER_SLOW, EVENTS, public_topic
@@ -53,6 +54,36 @@ async def service(settings: Settings, operator: tuple[Tenant, str]) -> AsyncIter
     changed = {"http_port": 0, "operator_tenant": operator[0].id}
     async with started(IngestService(settings.model_copy(update=changed))) as running:
         yield running
+
+
+@dataclass(frozen=True)
+class Actor:
+    """A tenant acting through an admin key of its own."""
+
+    tenant_id: str
+    key_id: str
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Actors:
+    """The fixture tenant, another tenant and the operator."""
+
+    me: Actor
+    them: Actor
+    ops: Actor
+
+
+@pytest.fixture
+async def actors(
+    client: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    tenant: tuple[Tenant, str],
+    operator: tuple[Tenant, str],
+) -> Actors:
+    other = await new_tenant(pool, "other")
+    acting = [Actor(who[0].id, *await admin_key(client, who)) for who in (tenant, other, operator)]
+    return Actors(*acting)
 
 
 async def admin_key(
@@ -150,21 +181,22 @@ async def test_depth_and_oldest_age_are_measured_from_the_groups_commits(
     ]
     assert len(others) == 6 * 4 - 2 and all(d.depth == 0 and d.oldest_seconds == 0 for d in others)
 
-    gauge = StageGauge(own, ttl=60)
-    first = await gauge.current()
-    assert await gauge.current() is first  # a second reader within the ttl asks nothing
+    first = await current_stages(own)
+    assert await current_stages(own) is first  # a second reader within the second asks nothing
 
 
 async def test_controls_stay_within_a_tenant_and_record_the_key_that_made_them(
     client: httpx.AsyncClient,
     pool: asyncpg.Pool,
     tenant: tuple[Tenant, str],
-    operator: tuple[Tenant, str],
+    actors: Actors,
 ) -> None:
-    other = await new_tenant(pool, "other")
-    mine, me = await admin_key(client, tenant)
-    _, them = await admin_key(client, other)
-    ops_key, ops = await admin_key(client, operator)
+    mine, me, them, ops = (
+        actors.me.key_id,
+        actors.me.headers,
+        actors.them.headers,
+        actors.ops.headers,
+    )
 
     paused = await client.post(
         "/v1/queue-controls", json={"kind": "pause", "lane": "bulk", "reason": "x"}, headers=me
@@ -179,7 +211,7 @@ async def test_controls_stay_within_a_tenant_and_record_the_key_that_made_them(
     }
     assert control["created_by"] == mine
 
-    elsewhere = {"kind": "pause", "tenant_id": other[0].id}
+    elsewhere = {"kind": "pause", "tenant_id": actors.them.tenant_id}
     assert_problem(
         await client.post("/v1/queue-controls", json=elsewhere, headers=me), 403, "operator_only"
     )
@@ -246,10 +278,10 @@ async def test_controls_stay_within_a_tenant_and_record_the_key_that_made_them(
     kinds = {
         (e["kind"], e["actor"]) for e in events if e["detail"].get("control_id") == on_tenant_id
     }
-    assert kinds == {("drained", ops_key), ("undrained", ops_key)}
+    assert kinds == {("drained", actors.ops.key_id), ("undrained", actors.ops.key_id)}
     assert any(e["scope"] == {"site": site} and e["tenant_id"] is None for e in events)
     others_see = (await client.get("/v1/queues/events", headers=them)).json()["events"]
-    assert all(e["tenant_id"] in (None, other[0].id) for e in others_see)
+    assert all(e["tenant_id"] in (None, actors.them.tenant_id) for e in others_see)
     everyone = (await client.get("/v1/queues/events?limit=1000", headers=ops)).json()["events"]
     assert {e["tenant_id"] for e in everyone} >= {tenant[0].id, None}
 
@@ -258,23 +290,21 @@ async def test_retry_now_moves_the_waiting_attempts_in_scope_but_not_those_pause
     client: httpx.AsyncClient,
     pool: asyncpg.Pool,
     tenant: tuple[Tenant, str],
-    operator: tuple[Tenant, str],
+    actors: Actors,
 ) -> None:
-    other = await new_tenant(pool, "other")
-    _, me = await admin_key(client, tenant)
-    _, ops = await admin_key(client, operator)
+    me, ops = actors.me.headers, actors.ops.headers
     domain, held_site = fresh_domain(), f"mx.{fresh_domain()}"
     moved = await waiting(pool, tenant[0].id, domain)
     paused = await waiting(pool, tenant[0].id, domain, site=held_site)
     elsewhere = await waiting(pool, tenant[0].id, fresh_domain())
-    theirs = await waiting(pool, other[0].id, domain)
+    theirs = await waiting(pool, actors.them.tenant_id, domain)
     pause = await client.post(
         "/v1/queue-controls", json={"kind": "pause", "site": held_site}, headers=ops
     )
     before = datetime.now(UTC)
 
     refused = await client.post(
-        "/v1/queue-actions/retry-now", json={"tenant_id": other[0].id}, headers=me
+        "/v1/queue-actions/retry-now", json={"tenant_id": actors.them.tenant_id}, headers=me
     )
     assert_problem(refused, 403, "operator_only")
     retried = await client.post(
@@ -292,7 +322,7 @@ async def test_retry_now_moves_the_waiting_attempts_in_scope_but_not_those_pause
     )
     everyone = await client.get("/v1/queues/scheduled?group_by=tenant,domain", headers=ops)
     tenants = {g["tenant_id"] for g in everyone.json()["scheduled"] if g["domain"] == domain}
-    assert tenants == {tenant[0].id, other[0].id}
+    assert tenants == {tenant[0].id, actors.them.tenant_id}
     bad = await client.get("/v1/queues/scheduled?group_by=recipient", headers=me)
     assert_problem(bad, 422, "invalid_parameter")
     sites = (await client.get("/v1/queues/sites", headers=me)).json()["sites"]
@@ -319,13 +349,15 @@ async def test_cancel_cancels_waiting_messages_as_deleting_each_would(
     client: httpx.AsyncClient,
     pool: asyncpg.Pool,
     tenant: tuple[Tenant, str],
-    operator: tuple[Tenant, str],
+    actors: Actors,
     tap: TopicTap,
 ) -> None:
-    other = await new_tenant(pool, "other")
-    mine, me = await admin_key(client, tenant)
-    _, them = await admin_key(client, other)
-    _, ops = await admin_key(client, operator)
+    mine, me, them, ops = (
+        actors.me.key_id,
+        actors.me.headers,
+        actors.them.headers,
+        actors.ops.headers,
+    )
     domain = fresh_domain()
     jobs = [
         delivery_job(f"user{i}@{domain}", tenant_id=tenant[0].id, lane=Lane.NORMAL)
