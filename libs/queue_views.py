@@ -32,7 +32,6 @@ from libs.settings import Settings
 from libs.topics import (
     DELIVER,
     DELIVER_SLOW,
-    LANE_PARTITIONS,
     POLICY,
     RENDER,
     RETRY,
@@ -63,10 +62,6 @@ class Reader:
     lane: Lane
     topic: str
     group: str
-
-    @property
-    def partitions(self) -> list[TopicPartition]:
-        return [TopicPartition(self.topic, p) for p in range(LANE_PARTITIONS[self.lane])]
 
 
 STAGE_READERS: dict[str, tuple[str, str]] = {
@@ -137,8 +132,8 @@ def stage_depths(
     oldest waiting record of each."""
     depths = []
     for reader in stage_readers:
-        spans = [waiting[p] for p in reader.partitions if p in waiting]
-        ages = [max(0, now_ms - oldest_ms[p]) for p in reader.partitions if p in oldest_ms]
+        spans = [span for p, span in waiting.items() if p.topic == reader.topic]
+        ages = [max(0, now_ms - ms) for p, ms in oldest_ms.items() if p.topic == reader.topic]
         depths.append(
             StageDepth(
                 stage=reader.stage,
@@ -179,17 +174,26 @@ async def measure_stages(settings: Settings) -> list[StageDepth]:
     """Read every stage lane's lag and oldest waiting record from the broker now.
 
     The groups' offsets are read before the end offsets: a record produced and committed in
-    between shows as waiting, never the other way round.
+    between shows as waiting, never the other way round. A topic the broker does not have (a
+    stack from before a stage existed) shows nothing waiting.
     """
     stage_readers = readers(settings)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
         offsets = await asyncio.gather(*(_committed(admin, r.group) for r in stage_readers))
+        described = await admin.describe_topics([reader.topic for reader in stage_readers])
     finally:
         await admin.close()
     committed = {p: o for group in offsets for p, o in group.items()}
-    partitions = [p for reader in stage_readers for p in reader.partitions]
+    partitions = [
+        TopicPartition(topic["topic"], partition["partition"])
+        for topic in described
+        if not topic["error_code"]
+        for partition in topic["partitions"]
+    ]
+    if not partitions:
+        return stage_depths(stage_readers, {}, {}, 0)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         enable_auto_commit=False,
@@ -198,6 +202,7 @@ async def measure_stages(settings: Settings) -> list[StageDepth]:
     )
     await consumer.start()
     try:
+        consumer.assign(partitions)  # offsets of topics it has no metadata of wait ~2.5 s
         starts = await consumer.beginning_offsets(partitions)
         ends = await consumer.end_offsets(partitions)
         waiting = waiting_positions(committed, starts, ends)

@@ -73,6 +73,9 @@ class Actors:
     them: Actor
     ops: Actor
 
+    def headers(self) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+        return self.me.headers, self.them.headers, self.ops.headers
+
 
 @pytest.fixture
 async def actors(
@@ -191,12 +194,7 @@ async def test_controls_stay_within_a_tenant_and_record_the_key_that_made_them(
     tenant: tuple[Tenant, str],
     actors: Actors,
 ) -> None:
-    mine, me, them, ops = (
-        actors.me.key_id,
-        actors.me.headers,
-        actors.them.headers,
-        actors.ops.headers,
-    )
+    mine, (me, them, ops) = actors.me.key_id, actors.headers()
 
     paused = await client.post(
         "/v1/queue-controls", json={"kind": "pause", "lane": "bulk", "reason": "x"}, headers=me
@@ -292,7 +290,7 @@ async def test_retry_now_moves_the_waiting_attempts_in_scope_but_not_those_pause
     tenant: tuple[Tenant, str],
     actors: Actors,
 ) -> None:
-    me, ops = actors.me.headers, actors.ops.headers
+    me, _, ops = actors.headers()
     domain, held_site = fresh_domain(), f"mx.{fresh_domain()}"
     moved = await waiting(pool, tenant[0].id, domain)
     paused = await waiting(pool, tenant[0].id, domain, site=held_site)
@@ -352,12 +350,7 @@ async def test_cancel_cancels_waiting_messages_as_deleting_each_would(
     actors: Actors,
     tap: TopicTap,
 ) -> None:
-    mine, me, them, ops = (
-        actors.me.key_id,
-        actors.me.headers,
-        actors.them.headers,
-        actors.ops.headers,
-    )
+    mine, (me, them, ops) = actors.me.key_id, actors.headers()
     domain = fresh_domain()
     jobs = [
         delivery_job(f"user{i}@{domain}", tenant_id=tenant[0].id, lane=Lane.NORMAL)

@@ -30,7 +30,6 @@ def test_each_stage_lane_is_read_by_its_services_group() -> None:
     )
     assert found["policy", Lane.CRITICAL].group == "t1.sendarix-policy-check-critical"
     assert found["intake", Lane.HIGH].topic == "t1.sendarix.intake.high"
-    assert len(found["deliver", Lane.NORMAL].partitions) == 4
 
 
 def test_waiting_counts_from_the_commit_or_the_start_and_never_deleted_records() -> None:
@@ -45,11 +44,12 @@ def test_depth_sums_the_lane_partitions_and_age_is_the_oldest() -> None:
     settings = Settings()
     lanes = [r for r in readers(settings) if r.stage == "deliver" and r.lane is Lane.NORMAL]
     [normal] = lanes
-    p0, p1, _, _ = normal.partitions
+    p0, p1 = (TopicPartition(normal.topic, p) for p in range(2))
+    bulk = TopicPartition("sendarix.deliver.bulk", 0)
     now_ms = 1_000_000
-    [depth] = stage_depths(
-        lanes, {p0: (5, 8), p1: (0, 2)}, {p0: now_ms - 2500, p1: now_ms - 100}, now_ms
-    )
+    waiting = {p0: (5, 8), p1: (0, 2), bulk: (0, 100)}
+    oldest = {p0: now_ms - 2500, p1: now_ms - 100, bulk: now_ms - 99_000}
+    [depth] = stage_depths(lanes, waiting, oldest, now_ms)
     assert (depth.depth, depth.oldest_seconds) == (5, 2.5)
     [idle] = stage_depths(lanes, {}, {}, now_ms)
     assert (idle.depth, idle.oldest_seconds) == (0, 0)
