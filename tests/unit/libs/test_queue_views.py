@@ -8,8 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiokafka import TopicPartition
 
+from libs.cli import overview_lines
+from libs.queue_controls import ControlKind, QueueControl, Scope
 from libs.queue_views import (
     DEFAULT_GROUPING,
+    QueueOverview,
+    StageDepth,
     grouping,
     readers,
     site_views,
@@ -100,3 +104,30 @@ def test_scheduled_retries_are_grouped_by_the_dimensions_asked_for() -> None:
     assert grouping("site, lane,site") == ("site", "lane")
     with pytest.raises(ValueError, match="cannot group by recipient"):
         grouping("lane,recipient")
+
+
+def test_the_watched_view_lists_busy_stages_sites_and_controls() -> None:
+    now = datetime.now(UTC)
+    overview = QueueOverview(
+        at=now,
+        stages=[
+            StageDepth(stage="deliver", lane=Lane.BULK, depth=12, oldest_seconds=3.5),
+            StageDepth(stage="render", lane=Lane.BULK, depth=0, oldest_seconds=0),
+        ],
+        sites=site_views([], [{"site": "gmail.com", "reason": "shaped", "count": 2}]),
+        scheduled=[],
+        controls=[
+            QueueControl(
+                id="c1",
+                kind=ControlKind.PAUSE,
+                scope=Scope(lane=Lane.BULK),
+                reason="maintenance",
+                created_by="cli",
+                created_at=now,
+            )
+        ],
+    )
+    _, deliver, site, control = overview_lines(overview)
+    assert deliver.split() == ["deliver", "bulk", "12", "3.5s"]
+    assert site == "site gmail.com: - in flight 0 waiting 2"
+    assert control == 'pause c1 {"lane": "bulk"} maintenance'
