@@ -25,7 +25,17 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from libs import held as held_store
-from libs import ip_pools, keys, retry_windows, routes, rules, template_experiments, template_store
+from libs import (
+    ip_pools,
+    keys,
+    queue_controls,
+    queue_views,
+    retry_windows,
+    routes,
+    rules,
+    template_experiments,
+    template_store,
+)
 from libs.alerts import AlertStatus, list_alerts
 from libs.analytics import DIMENSIONS, Granularity
 from libs.analytics_report import AnalyticsQuery, read_report, refusal
@@ -112,6 +122,7 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 FieldsT = TypeVar("FieldsT", bound=BaseModel)
 HeldFilterT = TypeVar("HeldFilterT", bound=held_store.HeldFilter)
+ScopeT = TypeVar("ScopeT", bound=queue_controls.Scope)
 JAEGER_TIMEOUT_SECONDS = 3.0
 CLI_SERVICE = "cli"
 
@@ -1936,3 +1947,184 @@ def alerts_list(settings: Settings, tenant_id: str, status: str, limit: int) -> 
         settings, lambda pool: list_alerts(pool, tenant_id, AlertStatus(status), limit)
     )
     _print_json([alert.model_dump(mode="json") for alert in found])
+
+
+@main.group()
+def queue() -> None:
+    """The queues, live, and the operator's controls over them (as /v1/queues and
+    /v1/queue-controls with an operator key): the CLI sees and acts on every tenant."""
+
+
+def scope_options(*, domain: bool) -> Callable[[F], F]:
+    """What a control (or, with ``domain``, an action on waiting mail) covers."""
+    options = [
+        click.option("--tenant", "tenant_id", help="One tenant (default: every tenant)."),
+        click.option("--lane", type=click.Choice([x.value for x in Lane])),
+        click.option("--route", help="A route name."),
+        click.option("--site", help="A destination site, as the queue view names it."),
+    ]
+    if domain:
+        options += [
+            click.option("--domain", help="A recipient domain."),
+            click.option("--message", "message_id", help="One message."),
+        ]
+    return with_options(options)
+
+
+def _scope(model: type[ScopeT], given: dict[str, Any]) -> ScopeT:
+    try:
+        return model.model_validate({k: v for k, v in given.items() if v is not None})
+    except ValidationError as error:
+        raise click.UsageError(str(error)) from None
+
+
+def _acted(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+    try:
+        return _with_pool(settings, work)
+    except queue_controls.ScopeRefused as error:
+        raise click.ClickException(f"{error.code}: {error.detail}") from None
+
+
+def overview_lines(overview: queue_views.QueueOverview) -> list[str]:
+    """The queue view as a few lines of text (``queue show --watch``)."""
+    lines = [f"{overview.at:%H:%M:%S}  stage          lane      depth  oldest"]
+    lines += [
+        f"          {s.stage:<14} {s.lane.value:<8} {s.depth:>6}  {s.oldest_seconds:>6.1f}s"
+        for s in overview.stages
+        if s.depth
+    ] or ["          (every stage empty)"]
+    for site in overview.sites:
+        states = ",".join(f"{lane}:{state}" for lane, state in site.states.items()) or "-"
+        waiting = sum(site.waiting.values())
+        lines.append(f"site {site.site}: {states} in flight {site.in_flight} waiting {waiting}")
+    for control in overview.controls:
+        scope = control.scope.model_dump(mode="json", exclude_none=True)
+        lines.append(f"{control.kind.value} {control.id} {json.dumps(scope)} {control.reason}")
+    return lines
+
+
+@queue.command("show")
+@click.option("--tenant", "tenant_id", help="As this tenant sees it (default: every tenant).")
+@click.option("--watch", is_flag=True, help="Redraw as text every second until Ctrl-C.")
+@pass_settings
+def queue_show(settings: Settings, tenant_id: str | None, watch: bool) -> None:
+    """Print stages (depth, oldest wait), sites, scheduled retries by lane and the controls."""
+
+    async def show(pool: asyncpg.Pool) -> None:
+        while True:
+            overview = await queue_views.read_overview(pool, settings, tenant_id)
+            if not watch:
+                _print_model(overview)
+                return
+            click.clear()
+            click.echo("\n".join(overview_lines(overview)))
+            await asyncio.sleep(1.0)
+
+    _with_pool(settings, show)
+
+
+@queue.command("sites")
+@click.option("--tenant", "tenant_id", help="The sites this tenant's mail waits for.")
+@pass_settings
+def queue_sites(settings: Settings, tenant_id: str | None) -> None:
+    """Print the destination sites: state, in flight, waiting, limits, last replies."""
+    _print_model(_with_pool(settings, lambda pool: queue_views.read_sites(pool, tenant_id)))
+
+
+@queue.command("scheduled")
+@click.option("--tenant", "tenant_id", help="One tenant's (default: every tenant's).")
+@click.option("--group-by", help="Comma-separated: tenant, domain, lane, site, route.")
+@pass_settings
+def queue_scheduled(settings: Settings, tenant_id: str | None, group_by: str | None) -> None:
+    """Print scheduled retries by group and reason: counts and the next due time."""
+    try:
+        dimensions = queue_views.grouping(group_by)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    found = _with_pool(
+        settings, lambda pool: queue_views.read_scheduled(pool, tenant_id, dimensions)
+    )
+    _print_model(found)
+
+
+@queue.command("events")
+@click.option("--tenant", "tenant_id", help="One tenant's and the platform's.")
+@click.option("--since", help="RFC 3339 (default: any time).")
+@click.option("--limit", type=click.IntRange(1, queue_views.MAX_EVENTS), default=100)
+@pass_settings
+def queue_events(settings: Settings, tenant_id: str | None, since: str | None, limit: int) -> None:
+    """Print queue events (controls with who, site shaping changes), newest first."""
+    moment = _moment(since)
+    found = _with_pool(
+        settings, lambda pool: queue_views.read_events(pool, tenant_id, moment, limit)
+    )
+    _print_model(found)
+
+
+def _add_control_command(name: str, kind: queue_controls.ControlKind, what: str) -> None:
+    @queue.command(name, help=f"{what} Print the control as JSON.")
+    @scope_options(domain=False)
+    @click.option("--reason", default="", help="Why (shown with the control).")
+    @pass_settings
+    def add(settings: Settings, /, reason: str, **given: Any) -> None:
+        scope = _scope(queue_controls.Scope, given)
+        added = _acted(
+            settings,
+            lambda pool: queue_controls.add_control(pool, kind, scope, reason, CLI_SERVICE),
+        )
+        _print_model(added)
+
+
+def _remove_control_command(name: str, kind: queue_controls.ControlKind, what: str) -> None:
+    @queue.command(name, help=f"{what} Print the control lifted as JSON.")
+    @click.argument("control_id")
+    @pass_settings
+    def remove(settings: Settings, control_id: str) -> None:
+        lifted = _with_pool(
+            settings,
+            lambda pool: queue_controls.remove_control(pool, control_id, CLI_SERVICE, None, kind),
+        )
+        if lifted is None:
+            raise click.ClickException(f"no {kind.value} control {control_id}")
+        _print_model(lifted)
+
+
+_add_control_command(
+    "pause", queue_controls.ControlKind.PAUSE, "Hold the mail the scope covers until resumed."
+)
+_add_control_command(
+    "drain", queue_controls.ControlKind.DRAIN, "Send a route's mail through its fallback."
+)
+_remove_control_command("resume", queue_controls.ControlKind.PAUSE, "Lift the pause CONTROL_ID.")
+_remove_control_command("undrain", queue_controls.ControlKind.DRAIN, "Lift the drain CONTROL_ID.")
+
+
+@queue.command("retry-now")
+@scope_options(domain=True)
+@pass_settings
+def queue_retry_now(settings: Settings, /, **given: Any) -> None:
+    """Make the waiting retries the scope covers due now (a pause still holds its own)."""
+    scope = _scope(queue_controls.WaitingScope, given)
+    count = _with_pool(settings, lambda pool: queue_controls.retry_now(pool, scope, CLI_SERVICE))
+    _print_json({"count": count})
+
+
+@queue.command("cancel")
+@scope_options(domain=True)
+@pass_settings
+def queue_cancel(settings: Settings, /, **given: Any) -> None:
+    """Cancel up to 10,000 messages waiting for a retry that the scope covers (as DELETE
+    /v1/messages/{id}); print how many and whether more wait."""
+    scope = _scope(queue_controls.WaitingScope, given)
+
+    async def cancel(pool: asyncpg.Pool) -> queue_controls.CancelResult:
+        broker = make_broker(CLI_SERVICE, settings)
+        await broker.start()
+        try:
+            return await queue_controls.cancel_waiting(
+                pool, broker, settings.topic_prefix, scope, CLI_SERVICE, CLI_SERVICE
+            )
+        finally:
+            await broker.stop()
+
+    _print_model(_acted(settings, cancel))

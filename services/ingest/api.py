@@ -38,6 +38,7 @@ from services.ingest import (
     routes_held,
     routes_layouts,
     routes_messages,
+    routes_queues,
     routes_routes,
     routes_rules,
     routes_suppressions,
@@ -358,6 +359,7 @@ def build_api(tracer_provider: TracerProvider) -> Gateway:
     app.include_router(routes_unsubscribe.router)
     app.include_router(routes_suppressions.router)
     app.include_router(routes_analytics.router)
+    app.include_router(routes_queues.router)
     app.include_router(routes_webhooks.router)
     app.include_router(routes_templates.router)
     app.include_router(routes_experiments.router)

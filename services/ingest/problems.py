@@ -25,6 +25,7 @@ CODE_STATUS: dict[str, int] = {
     "sender_not_allowed": 403,
     "key_not_permitted": 403,
     "complaint_needs_admin": 403,
+    "operator_only": 403,
     "not_found": 404,
     "method_not_allowed": 405,
     "idempotency_key_reused": 409,

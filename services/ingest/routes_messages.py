@@ -13,9 +13,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from libs.cancellation import Cancellation, cancel_sending
+from libs.cancellation import PAST_CANCELLING, Cancellation, cancel_logged
 from libs.held import HeldState
-from libs.late_events import report_logged
 from libs.message_log import raw_message, read_message
 from schemas.events import MessageState
 from services.ingest.accept import SERVICE
@@ -125,12 +124,6 @@ async def raw(message_id: str, ingest: IngestDep, caller: ReadCaller) -> Respons
     return Response(content, media_type=RFC822, headers={"Content-Disposition": disposition})
 
 
-PAST_CANCELLING = frozenset(state for state in MessageState if state.terminal) | {
-    MessageState.COMPLAINED,
-    MessageState.UNSUBSCRIBED,
-}
-
-
 @router.delete(
     "/v1/messages/{message_id}",
     response_model=MessageView,
@@ -152,11 +145,10 @@ async def cancel(message_id: str, ingest: IngestDep, caller: SendCaller) -> Mess
         raise _not_cancellable(message_id, f"it is {row['status']}")
     if await settle_one(ingest, caller, str(row["id"]), HeldState.CANCELLED):
         return MessageView.of(*logged).model_copy(update={"status": MessageState.CANCELLED.value})
-    if await cancel_sending(ingest.pool, str(row["id"])) is Cancellation.TOO_LATE:
+    prefix = ingest.settings.topic_prefix
+    outcomes = await cancel_logged(ingest.pool, ingest.broker, prefix, [row], SERVICE)
+    if outcomes[str(row["id"])] is Cancellation.TOO_LATE:
         raise _not_cancellable(message_id, "it is being handed to SMTP, or was")
-    await report_logged(
-        ingest.broker, ingest.settings.topic_prefix, row, MessageState.CANCELLED, SERVICE
-    )
     return MessageView.of(*logged).model_copy(update={"status": MessageState.CANCELLED.value})
 
 
