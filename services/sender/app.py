@@ -68,6 +68,7 @@ from services.sender.store import (
     recorded_attempts,
     release_unsent,
 )
+from services.sender.stragglers import BatchProgress
 from services.sender.tls_auth import RoutePasswords
 
 SERVICE = "sender"
@@ -180,13 +181,19 @@ class SenderService(PipelineService):
     async def deliver_batch(self, batch: list[Consumed[DeliveryJob]]) -> Outbox:
         """A batch of ``deliver.<lane>``: an attempt slower than the budget goes to
         ``deliver-slow``."""
-        return await self._deliver(batch, self.settings.slow_site_budget_seconds)
+        settings = self.settings
+        progress = BatchProgress(
+            settings.slow_site_budget_seconds, settings.slow_site_grace_seconds
+        )
+        return await self._deliver(batch, progress)
 
     async def deliver_slow_batch(self, batch: list[Consumed[DeliveryJob]]) -> Outbox:
         """A batch of ``deliver-slow.<lane>``: attempts get the route's whole timeout."""
         return await self._deliver(batch, None)
 
-    async def _deliver(self, batch: list[Consumed[DeliveryJob]], budget: float | None) -> Outbox:
+    async def _deliver(
+        self, batch: list[Consumed[DeliveryJob]], progress: BatchProgress | None
+    ) -> Outbox:
         """Make every attempt of the batch (concurrently) and report each outcome.
 
         A record that repeats an attempt already in the batch (a stage upstream published it
@@ -208,7 +215,7 @@ class SenderService(PipelineService):
                 attempts,
                 await asyncio.gather(
                     *(
-                        self._attempt(item, recorded.get(key), controls, budget)
+                        self._attempt(item, recorded.get(key), controls, progress)
                         for key, item in attempts.items()
                     )
                 ),
@@ -229,7 +236,7 @@ class SenderService(PipelineService):
         item: Consumed[DeliveryJob],
         recorded: RecordedAttempt | None,
         controls: list[QueueControl],
-        budget: float | None,
+        progress: BatchProgress | None,
     ) -> Outcome:
         """Make the attempt unless it was made before or is not admitted now; what became of
         it."""
@@ -245,7 +252,7 @@ class SenderService(PipelineService):
         )
         site = self.sites.get(destination.site, job.message.lane, time.monotonic())
         now = datetime.now(UTC)
-        admission = admit(job, site, controls, drain, now, time.monotonic(), budget is None)
+        admission = admit(job, site, controls, drain, now, time.monotonic(), progress is None)
         if admission.decision is Admit.EXPIRED:
             return Outcome(job, expired(job, None))
         if admission.decision is Admit.SLOW:
@@ -257,7 +264,9 @@ class SenderService(PipelineService):
             return Outcome(job, Verdict(MessageState.FAILED, None, built))
         assert self._signer is not None, "the sender is started"
         content = await self._signer.signed(job, built)
-        handover = await self._send(item, job, destination, site, content, budget)
+        handover = await self._send(item, job, destination, site, content, progress)
+        if progress is not None:
+            progress.finished(time.monotonic())
         if handover is None:
             return Outcome(job, slow=True)
         return Outcome(job, await self._verdict(job, handover))
@@ -331,10 +340,11 @@ class SenderService(PipelineService):
         destination: Destination,
         site: Site,
         content: bytes,
-        budget: float | None,
+        progress: BatchProgress | None,
     ) -> Handover | None:
-        """The SMTP exchange, or None when it was abandoned: it had not reached its claim within
-        ``budget`` seconds (nothing was sent; once the claim began, it is never abandoned).
+        """The SMTP exchange, or None when it was abandoned before its claim as ``progress``
+        says (``services.sender.stragglers``; nothing was sent; once the claim began, it is never
+        abandoned).
 
         An exchange that took longer than the budget after its claim marks the site slow too
         (the batch waited for it; the next ones go to ``deliver-slow``); one on ``deliver-slow``
@@ -356,7 +366,10 @@ class SenderService(PipelineService):
 
         talk = asyncio.ensure_future(self._exchange(job, destination, site, content, claim))
         try:
-            await asyncio.wait([talk], timeout=budget)
+            while progress is not None and not talk.done() and not claimed_at:
+                if progress.gives_up(started, time.monotonic()):
+                    break
+                await asyncio.wait([talk], timeout=progress.next_look(started, time.monotonic()))
         except asyncio.CancelledError:
             if not claimed_at:
                 talk.cancel()
@@ -372,9 +385,10 @@ class SenderService(PipelineService):
         handover = await talk
         finished = time.monotonic()
         seconds = finished - started
-        if budget is not None and claimed_at and finished - claimed_at[0] > budget:
+        budget = self.settings.slow_site_budget_seconds
+        if progress is not None and claimed_at and finished - claimed_at[0] > budget:
             site.mark_slow(finished, self.settings.slow_site_cooldown_seconds)
-        elif budget is None and seconds <= self.settings.slow_site_budget_seconds:
+        elif progress is None and seconds <= budget:
             site.answered_quickly(finished)
         if handover.kind is not HandoverKind.CLAIMED_BEFORE:
             count_exchange(job, handover.reply, seconds)

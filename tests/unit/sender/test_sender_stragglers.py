@@ -1,0 +1,43 @@
+"""When an unclaimed attempt of a lane's batch is given up on for ``deliver-slow``."""
+
+from __future__ import annotations
+
+from services.sender.stragglers import BatchProgress
+
+
+def progress() -> BatchProgress:
+    return BatchProgress(budget=2.0, grace=0.2)
+
+
+def test_an_attempt_is_given_up_on_once_the_batch_moved_on_without_it() -> None:
+    batch = progress()
+    batch.finished(10.3)  # the others finished 0.3 s after it began at 10.0
+
+    assert not batch.gives_up(10.0, 10.4)
+    assert batch.gives_up(10.0, 10.51)
+
+
+def test_a_stall_of_the_whole_batch_waits_for_the_budget() -> None:
+    batch = progress()
+    batch.finished(10.1)  # finished before the attempt had waited the grace: not overtaken
+
+    assert not batch.gives_up(10.0, 11.9)
+    assert batch.gives_up(10.0, 12.0)
+
+
+def test_an_attempt_alone_in_its_batch_waits_for_the_budget() -> None:
+    batch = progress()
+
+    assert not batch.gives_up(10.0, 11.99)
+    assert batch.gives_up(10.0, 12.0)
+
+
+def test_progress_keeps_the_latest_finish_and_the_next_look_is_never_past_the_budget() -> None:
+    batch = progress()
+    batch.finished(10.5)
+    batch.finished(10.3)
+
+    assert batch.last_finish == 10.5
+    assert batch.next_look(10.0, 10.5) == 0.2
+    assert abs(batch.next_look(10.0, 11.9) - 0.1) < 1e-9
+    assert batch.next_look(10.0, 12.5) == 0.0
