@@ -41,6 +41,9 @@ def follow_up_destination(recipient: str, settings: Settings) -> tuple[str, int]
     return settings.relay_host, settings.relay_port
 
 
+FOLLOW_UP_DELAY_SECONDS = 1.0
+"""A complaint or auto-reply leaves a moment after the delivery it answers (real feedback loops
+take minutes): never before the sender has heard the 250 it follows."""
 FOLLOW_UP_RETRY_SECONDS = (1.0, 2.0, 4.0, 8.0)
 """Waits before each new try of a follow-up that failed for now (a real MTA keeps trying for
 days; the simulator's follow-ups are for tests and ``make run``)."""
@@ -142,7 +145,7 @@ class MailboxHandler:
         """Send a follow-up from the null sender, as feedback loops and auto-responders do, and
         try again after a temporary failure, as their MTAs do."""
         host, port = follow_up_destination(recipient, self.settings)
-        for wait in (0.0, *FOLLOW_UP_RETRY_SECONDS):
+        for wait in (FOLLOW_UP_DELAY_SECONDS, *FOLLOW_UP_RETRY_SECONDS):
             await asyncio.sleep(wait)
             try:
                 await aiosmtplib.send(
