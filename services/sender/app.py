@@ -366,7 +366,10 @@ class SenderService(PipelineService):
 
         talk = asyncio.ensure_future(self._exchange(job, destination, site, content, claim))
         try:
-            while progress is not None and not talk.done() and not claimed_at:
+            if progress is None:  # deliver-slow: the whole timeout
+                await asyncio.wait([talk])
+            while not talk.done() and not claimed_at:
+                assert progress is not None
                 if progress.gives_up(started, time.monotonic()):
                     break
                 await asyncio.wait([talk], timeout=progress.next_look(started, time.monotonic()))
@@ -438,6 +441,7 @@ class SenderService(PipelineService):
                     spec.recipient.address,
                     content,
                     claim=claim,
+                    most_messages=site.limits.messages_per_connection,
                 )
                 reply = handover.reply
                 return handover

@@ -28,6 +28,7 @@ from schemas.common import Lane
 from schemas.pipeline import AuthMethod, Route, SmtpReply, SourceAddress, TlsMode
 from services.sender.classify import smtp_reply
 from services.sender.destinations import Destination
+from services.sender.sites import DEFAULT_MESSAGES_PER_CONNECTION
 from services.sender.tls_auth import RoutePasswords, TlsContexts, log_in, secure
 
 NETWORK_ERRORS = (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError)
@@ -82,6 +83,8 @@ def _keeps_session(error: Exception) -> bool:
 class _Idle:
     client: aiosmtplib.SMTP
     since: float
+    messages: int
+    """Transactions the connection carried so far."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,8 @@ class Connection:
 
     key: ConnectionKey
     client: aiosmtplib.SMTP
+    messages: int = 0
+    """Transactions it carried before this one."""
 
 
 class RouteConnections:
@@ -148,21 +153,19 @@ class RouteConnections:
         for host, port in destination.hosts:
             key = ConnectionKey.of(host, port, route, lane)
             try:
-                client = await self._connect(key, route, destination.tls_names.get(host, host))
+                return await self._connect(key, route, destination.tls_names.get(host, host))
             except NETWORK_ERRORS as error:
                 failure = error
-                continue
-            return Connection(key, client)
         raise failure
 
-    async def _connect(self, key: ConnectionKey, route: Route, server_name: str) -> aiosmtplib.SMTP:
+    async def _connect(self, key: ConnectionKey, route: Route, server_name: str) -> Connection:
         await self._slot(key).acquire()
         try:
             idle = self._idle[key]
             while idle:
                 entry = idle.pop()
                 if entry.client.is_connected and time.monotonic() - entry.since < MAX_IDLE_SECONDS:
-                    return entry.client
+                    return Connection(key, entry.client, entry.messages)
                 entry.client.close()
             source = route.source
             client = aiosmtplib.SMTP(
@@ -182,16 +185,18 @@ class RouteConnections:
             except BaseException:
                 client.close()
                 raise
-            return client
+            return Connection(key, client)
         except BaseException:
             self._slot(key).release()
             raise
 
-    def release(self, connection: Connection, reusable: bool) -> None:
-        """Keep the connection for the next message, or close it after an error or a 421."""
+    def release(self, connection: Connection, reusable: bool, most_messages: int) -> None:
+        """Keep the connection for the next message, or close it after an error, a 421 or its
+        site's ``most_messages`` transactions."""
         client = connection.client
-        if reusable and client.is_connected:
-            self._idle[connection.key].append(_Idle(client, time.monotonic()))
+        messages = connection.messages + 1
+        if reusable and client.is_connected and messages < most_messages:
+            self._idle[connection.key].append(_Idle(client, time.monotonic(), messages))
         else:
             client.close()
         self._slot(connection.key).release()
@@ -236,9 +241,10 @@ async def hand_over(
     rcpt: str,
     content: bytes,
     claim: Callable[[], Awaitable[bool]],
+    most_messages: int = DEFAULT_MESSAGES_PER_CONNECTION,
 ) -> Handover:
     """Offer one message to ``destination`` over ``route``; ``claim`` is asked right before
-    DATA whether to send.
+    DATA whether to send; the connection carries at most ``most_messages`` transactions.
 
     The hosts are tried in order until one takes the connection; once a host has the envelope
     the attempt stays with it (after the claim no other host is ever offered the message).
@@ -270,4 +276,4 @@ async def hand_over(
         reusable = True
         return Handover(HandoverKind.ANSWERED, smtp_reply(response.code, response.message))
     finally:
-        connections.release(connection, reusable)
+        connections.release(connection, reusable, most_messages)

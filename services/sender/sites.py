@@ -42,12 +42,17 @@ class SiteChange(StrEnum):
     RECOVERED = "site_recovered"
 
 
+DEFAULT_MESSAGES_PER_CONNECTION = 100
+"""Transactions one connection carries before it is closed and a new one opened (what many
+receivers allow before they answer 421)."""
+
+
 @dataclass(frozen=True)
 class SiteLimits:
     """What one sender allows itself towards one site and lane."""
 
     max_connections: int = 8
-    messages_per_connection: int = 100
+    messages_per_connection: int = DEFAULT_MESSAGES_PER_CONNECTION
     messages_per_minute: float | None = None
     """None: no limit of its own (its rate is only cut when it throttles)."""
 

@@ -124,6 +124,7 @@ async def forget_our_routes(pool: asyncpg.Pool) -> AsyncIterator[None]:
 @dataclass
 class Received:
     peer: str
+    peer_port: int
     ehlo: str
     encrypted: bool
     rcpt: list[str]
@@ -141,6 +142,7 @@ class Recorder:
         self.received.append(
             Received(
                 peer=peer[0],
+                peer_port=peer[1],
                 ehlo=session.host_name or "",
                 encrypted=server.transport.get_extra_info("ssl_object") is not None,
                 rcpt=list(envelope.rcpt_tos),
@@ -183,7 +185,11 @@ def route_to(port: int, **fields: Any) -> Route:
 
 
 async def offer(
-    connections: RouteConnections, settings: Settings, route: Route, rcpt: str
+    connections: RouteConnections,
+    settings: Settings,
+    route: Route,
+    rcpt: str,
+    most_messages: int = 100,
 ) -> Handover:
     """One message handed over on ``route``, claimed whenever asked."""
 
@@ -201,6 +207,7 @@ async def offer(
         rcpt,
         content.encode(),
         claim,
+        most_messages,
     )
 
 
@@ -331,6 +338,22 @@ async def test_connections_leave_from_the_pools_address_with_its_ehlo_name(
     assert handover.kind is HandoverKind.ANSWERED
     [received] = recorder.received
     assert (received.peer, received.ehlo) == ("127.0.0.2", "otp.pool.example.test")
+
+
+async def test_a_connection_carries_at_most_its_sites_messages(
+    connections: RouteConnections, smtp_settings: Settings
+) -> None:
+    recorder = Recorder()
+    async with smtp_server(recorder) as port:
+        for _ in range(5):
+            handover = await offer(
+                connections, smtp_settings, route_to(port), "a@example.test", most_messages=2
+            )
+            assert handover.kind is HandoverKind.ANSWERED
+        await connections.close()
+    ports = [entry.peer_port for entry in recorder.received]
+    assert len(ports) == 5
+    assert len(set(ports)) == 3  # two messages, two messages, one
 
 
 # -- direct delivery: MX hosts from the loopback DNS ---------------------------------------
