@@ -349,3 +349,16 @@ async def delete_pool(pool: asyncpg.Pool, tenant_id: str, name: str) -> IpPool |
             name,
         )
     return _pool(row) if row else None
+
+
+async def return_path_domains(pool: asyncpg.Pool, settings: Settings) -> frozenset[str]:
+    """Every domain a return path may point at besides the bounce domain: the ``security``
+    pool's and those of the tenants' pools (the feedback listener answers them all)."""
+    rows = await pool.fetch(
+        "SELECT DISTINCT lower(return_path_domain) AS domain FROM ip_pools"
+        " WHERE return_path_domain IS NOT NULL"
+    )
+    domains = {row["domain"] for row in rows}
+    if settings.critical_return_path_domain:
+        domains.add(settings.critical_return_path_domain.lower())
+    return frozenset(domains)

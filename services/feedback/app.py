@@ -27,8 +27,10 @@ from aiokafka.errors import KafkaError
 from aiosmtpd.smtp import Envelope, Session
 from prometheus_client import Counter
 
+from libs.cache import TtlCache
 from libs.database import DATABASE_DOWN
 from libs.feedback_report import parse_feedback
+from libs.ip_pools import return_path_domains
 from libs.late_events import report_logged
 from libs.message_log import Unverified, message_of_token
 from libs.message_tokens import Purpose, signing_key
@@ -59,6 +61,8 @@ NOT_LOGGED = Unverified.NOT_LOGGED.value
 
 log = logging.getLogger(__name__)
 
+RETURN_PATH_DOMAINS_SECONDS = 30.0
+
 FEEDBACK = Counter(
     "sendarix_feedback_messages",
     "Mail taken by the feedback listener, by what became of it: the state reported, or why"
@@ -75,8 +79,10 @@ class FeedbackService(PipelineService):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.token_key = signing_key(settings)
-        self.return_path_domains = (settings.critical_return_path_domain,)
-        """Where return paths point besides the bounce domain: the ``security`` pool's domain."""
+        self.domain_cache: TtlCache[str, frozenset[str]] = TtlCache(
+            RETURN_PATH_DOMAINS_SECONDS, size=1
+        )
+        """Where return paths point besides the bounce domain: the IP pools' domains."""
         self.sessions = SessionLimits()
         self._listener = SmtpListener()
 
@@ -100,6 +106,14 @@ class FeedbackService(PipelineService):
         await self._listener.listen(protocol, settings.feedback_host, settings.feedback_port)
         log.info("feedback listener on %s:%s", settings.feedback_host, self.port)
 
+    async def return_path_domains(self) -> frozenset[str]:
+        """The pools' return-path domains, read at most every ``RETURN_PATH_DOMAINS_SECONDS``
+        (a pool given a domain gets its bounces within that)."""
+        domains = await self.domain_cache.get(
+            "all", lambda: return_path_domains(self.pool, self.settings)
+        )
+        return domains or frozenset()
+
     @property
     def port(self) -> int:
         """The port listened on (the OS's choice when configured as 0)."""
@@ -116,7 +130,12 @@ class FeedbackService(PipelineService):
         """Only token addresses of the bounce domain exist here."""
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return f"452 4.5.3 Too many recipients: at most {MAX_RECIPIENTS}"
-        reply = rcpt_reply(address, self.settings.bounce_address, self.return_path_domains)
+        try:
+            domains = await self.return_path_domains()
+        except DATABASE_DOWN as error:
+            log.warning("could not read the return-path domains now: %r", error)
+            return UNAVAILABLE
+        reply = rcpt_reply(address, self.settings.bounce_address, domains)
         if reply == ACCEPTED_RCPT:
             envelope.rcpt_tos.append(address)
         return reply
@@ -127,7 +146,9 @@ class FeedbackService(PipelineService):
         outcomes: list[str] = []
         try:
             for address in envelope.rcpt_tos:
-                target = addressed(address, self.settings.bounce_address, self.return_path_domains)
+                target = addressed(
+                    address, self.settings.bounce_address, await self.return_path_domains()
+                )
                 if target is not None:
                     outcomes.append(await self.take(target, content))
         except (KafkaError, TimeoutError, *DATABASE_DOWN) as error:

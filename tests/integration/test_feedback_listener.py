@@ -16,6 +16,7 @@ import pytest
 
 from deploy.simulator.reports import auto_reply, complaint_report
 from deploy.simulator.server import MailboxSimulator
+from libs.ip_pools import NewPool, create_pool
 from libs.message_log import UNVERIFIED_TOKENS
 from libs.message_tokens import Purpose, sign, signing_key
 from libs.settings import Settings
@@ -89,6 +90,27 @@ async def test_an_async_bounce_is_bounced_in_the_messages_trace(
     [record] = [r for r in tap.records if r.key == str(row["id"]).encode()][:1]
     traceparent = dict(record.headers)["traceparent"].decode()
     assert traceparent.split("-")[1] == row["trace_id"]
+
+
+async def test_a_bounce_to_a_pools_return_path_domain_is_taken(
+    listener: FeedbackService, pool: asyncpg.Pool, tap: TopicTap, settings: Settings
+) -> None:
+    row = await logged_delivered(pool, f"gone-{uuid.uuid4().hex[:6]}@example.com")
+    domain = f"rp-{uuid.uuid4().hex[:6]}.example.net"
+    fields = NewPool(name="bulk-b", return_path_domain=domain)
+    await create_pool(pool, str(row["tenant_id"]), fields)
+    key = signing_key(settings)
+    address = return_path(
+        key, str(row["tenant_id"]), str(row["id"]), settings.bounce_address, domain
+    )
+    listener.domain_cache.discard("all")  # read the new pool now, not within 30 s
+
+    await mail(listener, address, dsn(row))
+
+    [bounced] = await tap.wait_for(lambda e: e.get("subject") == str(row["id"]))
+    assert bounced["type"] == "sendarix.message.bounced"
+    with pytest.raises(aiosmtplib.SMTPRecipientsRefused):  # no pool answers for this one
+        await mail(listener, address.replace(domain, "elsewhere.example.net"), dsn(row))
 
 
 async def test_a_delay_report_is_delayed(
