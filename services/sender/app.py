@@ -21,7 +21,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from libs.batch import URGENT_LANES, Consumed, Outbox
@@ -269,7 +269,10 @@ class SenderService(PipelineService):
             progress.finished(time.monotonic())
         if handover is None:
             return Outcome(job, slow=True)
-        return Outcome(job, await self._verdict(job, handover))
+        verdict = await self._verdict(job, handover)
+        if verdict is not None and verdict.retry is not None:  # it waits for this site
+            verdict = replace(verdict, retry=verdict.retry.model_copy(update={"site": site.name}))
+        return Outcome(job, verdict)
 
     async def _verdict(self, job: DeliveryJob, handover: Handover) -> Verdict | None:
         """The verdict on an exchange (None: the message was cancelled meanwhile)."""
