@@ -41,6 +41,7 @@ from libs.relay_presets import PRESETS
 from libs.retry_windows import read_windows
 from libs.route_secrets import delete_secret, store_secret
 from libs.settings import Settings
+from libs.webhook_targets import TargetGuard, TargetRefused
 from schemas.common import Lane
 from schemas.pipeline import AuthMethod, Pool, RouteKind, RouteName, TlsMode
 
@@ -308,6 +309,15 @@ async def get_route(
     return built_in_routes(settings).get(name) or await _one(pool, tenant_id, name)
 
 
+async def _check_relay_host(settings: Settings, host: str, port: int) -> None:
+    """A relay is a server of the tenant's provider, never one inside the platform's network
+    (a private address, one of its own ports): the sender would connect there for them."""
+    try:
+        await TargetGuard(settings).check_host(host, port)
+    except TargetRefused as refused:
+        raise RoutingRefused("host_refused", refused.detail, "/host") from refused
+
+
 async def _checked(
     connection: Connection, settings: Settings, tenant_id: str, name: str, fields: RouteFields
 ) -> None:
@@ -319,6 +329,8 @@ async def _checked(
     }
     if (refused := reference_refusal(name, fields, routes, pools)) is not None:
         raise refused
+    if fields.kind is RouteKind.RELAY and fields.host:
+        await _check_relay_host(settings, fields.host, fields.port or SMTP_PORT)
     if name not in routes and len(routes) - len(BUILT_IN_NAMES) >= MAX_ROUTES_PER_TENANT:
         detail = f"a tenant may have {MAX_ROUTES_PER_TENANT} routes"
         raise RoutingRefused("route_limit_reached", detail, status=409)

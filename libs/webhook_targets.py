@@ -213,6 +213,25 @@ class TargetGuard:
                     raise
         return str(parsed)
 
+    async def check_host(self, host: str, port: int) -> None:
+        """Whether a server the platform connects to for a tenant (a relay route) may be
+        ``host``: as a webhook target, never a private, link-local or metadata address, nor one
+        of the platform's own ports; a name that does not resolve yet passes (checked again by
+        DNS when used). Raises ``TargetRefused``."""
+        literal = address_literal(host)
+        if literal is not None:
+            why = address_refusal(literal, self.dev_mode) or loopback_port_refusal(
+                literal, port, self.own_ports
+            )
+            if why:
+                raise TargetRefused(f"{host} is {why}")
+            return
+        try:
+            await self._addresses(host, port)
+        except TargetRefused as refused:
+            if refused.code != UNRESOLVED:
+                raise
+
     async def target(self, url: str) -> Target:
         """Where to post for ``url`` now: its host resolved and every address checked."""
         parsed = parse_target(url, self.dev_mode, self.own_ports)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
+from ipaddress import ip_address
 from itertools import groupby
 
 import dns.asyncresolver
@@ -25,6 +26,7 @@ import dns.resolver
 
 from libs.domain_verification import resolver_of
 from libs.settings import Settings
+from libs.webhook_targets import address_refusal
 from schemas.pipeline import Route, RouteKind, SmtpReply
 
 MAX_TTL_SECONDS = 3600
@@ -39,6 +41,11 @@ NO_SUCH_DOMAIN = SmtpReply(
 )
 NO_MAIL_HOST = SmtpReply(
     code=550, enhanced_status="5.1.2", text="the recipient domain has no MX and no address"
+)
+NON_PUBLIC_MX = SmtpReply(
+    code=550,
+    enhanced_status="5.4.4",
+    text="the recipient domain's mail hosts are private, link-local or reserved addresses",
 )
 PROVIDERS = {
     "google.com": "google",
@@ -113,8 +120,10 @@ class Unanswered(Exception):
 class MxLookup:
     """MX lookups through one resolver, with their answers kept for their TTL."""
 
-    def __init__(self, resolver: dns.asyncresolver.Resolver) -> None:
+    def __init__(self, resolver: dns.asyncresolver.Resolver, dev_mode: bool) -> None:
         self.resolver = resolver
+        self.dev_mode = dev_mode
+        """Loopback MX hosts are fine in dev mode (tests); private ones never are."""
         self._answers: dict[str, MxAnswer] = {}
 
     async def destination(self, domain: str, port: int) -> Destination:
@@ -132,10 +141,17 @@ class MxLookup:
         ordered: list[MailHost] = []
         for _, equal in groupby(answer.hosts, key=lambda host: host.preference):
             ordered += random.sample(group := list(equal), k=len(group))
+        site = mx_site([host.name for host in answer.hosts])
+        hosts = [
+            (address, port)
+            for host in ordered
+            for address in host.addresses
+            if address_refusal(ip_address(address), self.dev_mode) is None
+        ]
+        if not hosts:  # a domain pointing its MX into our network: never connect there
+            return Destination(site, [], refusal=NON_PUBLIC_MX)
         return Destination(
-            mx_site([host.name for host in answer.hosts]),
-            [(address, port) for host in ordered for address in host.addresses],
-            {address: host.name for host in answer.hosts for address in host.addresses},
+            site, hosts, {address: host.name for host in answer.hosts for address in host.addresses}
         )
 
     async def _lookup(self, domain: str) -> MxAnswer:
@@ -202,15 +218,15 @@ class MxLookup:
         return list(answer.rrset), answer.rrset.ttl
 
 
-_lookups: dict[tuple[str, float], MxLookup] = {}
+_lookups: dict[tuple[str, float, bool], MxLookup] = {}
 """One lookup (resolver and answers) per nameserver configuration, for the process."""
 
 
 def mx_lookup(settings: Settings) -> MxLookup:
     """The process's MX lookup for the nameservers ``settings`` names."""
-    key = (settings.dns_nameservers, settings.dns_timeout_seconds)
+    key = (settings.dns_nameservers, settings.dns_timeout_seconds, settings.dev_mode)
     if (lookup := _lookups.get(key)) is None:
-        lookup = _lookups[key] = MxLookup(resolver_of(settings))
+        lookup = _lookups[key] = MxLookup(resolver_of(settings), settings.dev_mode)
     return lookup
 
 

@@ -121,6 +121,8 @@ async def test_a_preset_route_keeps_its_password_encrypted_and_never_shows_it(
         ),
         ({"name": "r", "host": "relay.example.test", "pool": "cold"}, 422, "unknown_pool", "/pool"),
         ({"name": "Bad Name", "host": "relay.example.test"}, 422, "invalid_value", "/name"),
+        ({"name": "inside", "host": "10.1.2.3"}, 422, "host_refused", "/host"),
+        ({"name": "meta", "host": "169.254.169.254"}, 422, "host_refused", "/host"),
     ],
 )
 async def test_a_route_that_cannot_work_or_names_what_is_missing_is_refused(

@@ -23,9 +23,37 @@ def fresh_domain() -> str:
     return f"mx-{uuid.uuid4().hex[:8]}.test"
 
 
+def lookup_of(dns_zone: LoopbackDns, dev_mode: bool) -> MxLookup:
+    settings = Settings(
+        dns_nameservers=dns_zone.nameserver, dns_timeout_seconds=2.0, dev_mode=dev_mode
+    )
+    return mx_lookup(settings)
+
+
 @pytest.fixture
 def lookup(dns_zone: LoopbackDns) -> MxLookup:
-    return mx_lookup(Settings(dns_nameservers=dns_zone.nameserver, dns_timeout_seconds=2.0))
+    """Dev mode, as every test stack: its loopback MX hosts are reachable."""
+    return lookup_of(dns_zone, dev_mode=True)
+
+
+async def test_mail_hosts_inside_the_platforms_network_are_never_connected_to(
+    dns_zone: LoopbackDns, lookup: MxLookup
+) -> None:
+    domain = fresh_domain()
+    dns_zone.add_mx(domain, f"inside.{domain}", 10)
+    dns_zone.add_mx(domain, f"metadata.{domain}", 20)
+    dns_zone.add_address(f"inside.{domain}", "10.0.0.5")
+    dns_zone.add_address(f"metadata.{domain}", "169.254.169.254")
+    loopback = fresh_domain()
+    dns_zone.add_mx(loopback, f"mx.{loopback}", 10)
+    dns_zone.add_address(f"mx.{loopback}", "127.0.0.5")
+
+    private = await lookup.destination(domain, PORT)
+    in_production = await lookup_of(dns_zone, dev_mode=False).destination(loopback, PORT)
+
+    for found in (private, in_production):
+        assert found.hosts == []
+        assert found.refusal is not None and found.refusal.enhanced_status == "5.4.4"
 
 
 async def test_hosts_come_in_preference_order_with_their_addresses(
