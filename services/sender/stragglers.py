@@ -3,9 +3,9 @@
 A batch commits once all its attempts are done, so one destination slow to answer holds every
 message of the lane behind it. An attempt that has not reached its claim (nothing was sent) is
 abandoned once it has waited the whole budget, or sooner once the rest of the batch has moved
-on without it: other attempts finished at least ``grace`` after it began, and none for ``grace``
-since. A moment when nothing answers at all (the database, the CPU) stalls every attempt alike,
-so no other attempt moves on and none is given up on before its budget.
+on without it: other attempts finished after it began, and none for ``grace`` since. A moment
+when nothing answers at all (the database, the CPU) stalls every attempt alike, so no other
+attempt finishes and none is given up on before its budget.
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ class BatchProgress:
         """Whether an attempt begun at ``started`` and not yet claimed is abandoned ``now``."""
         if now - started >= self.budget:
             return True
-        overtaken = self.last_finish - started >= self.grace
-        return overtaken and now - self.last_finish >= self.grace
+        return self.last_finish > started and now - self.last_finish >= self.grace
 
     def next_look(self, started: float, now: float) -> float:
         """Seconds until the attempt's case is worth looking at again."""

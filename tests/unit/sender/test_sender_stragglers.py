@@ -11,15 +11,23 @@ def progress() -> BatchProgress:
 
 def test_an_attempt_is_given_up_on_once_the_batch_moved_on_without_it() -> None:
     batch = progress()
-    batch.finished(10.3)  # the others finished 0.3 s after it began at 10.0
+    batch.finished(10.3)  # the others finished while it waited
 
     assert not batch.gives_up(10.0, 10.4)
     assert batch.gives_up(10.0, 10.51)
 
 
+def test_the_rest_of_a_quick_batch_being_done_is_enough() -> None:
+    batch = progress()
+    batch.finished(10.03)  # the others were done 30 ms after it began
+
+    assert not batch.gives_up(10.0, 10.2)
+    assert batch.gives_up(10.0, 10.24)
+
+
 def test_a_stall_of_the_whole_batch_waits_for_the_budget() -> None:
     batch = progress()
-    batch.finished(10.1)  # finished before the attempt had waited the grace: not overtaken
+    batch.finished(9.9)  # nothing finished since it began: everything is stalled alike
 
     assert not batch.gives_up(10.0, 11.9)
     assert batch.gives_up(10.0, 12.0)
