@@ -85,9 +85,12 @@ async def releasing_due_attempts(
 ) -> AsyncIterator[list[DueAttempt]]:
     """Lock up to ``limit`` attempts for ``topics`` due at ``now`` that no other instance holds.
 
-    The caller publishes them inside the block; they are deleted, in the same transaction,
-    only when the block ends without an error. Attempts of messages cancelled meanwhile are
-    deleted without being handed to the caller.
+    The caller publishes them inside the block; their deletion commits only when the block
+    ends without an error. They are deleted before the block runs: an attempt the sender holds
+    again at once (a shaped or paused hold keeps its attempt number) is scheduled while this
+    transaction is open, and its insert must wait for the deletion rather than find the old
+    row and do nothing. Attempts of messages cancelled meanwhile are deleted without being
+    handed to the caller.
     """
     async with pool.acquire() as connection, connection.transaction():
         rows = await connection.fetch(
@@ -107,6 +110,14 @@ async def releasing_due_attempts(
             CANCELLED_STATE,
             HoldReason.PAUSED.value,
         )
+        if rows:
+            await connection.execute(
+                "DELETE FROM retry_schedule r"
+                " USING unnest($1::uuid[], $2::int[]) AS d (id, attempt)"
+                " WHERE r.message_id = d.id AND r.attempt = d.attempt",
+                [row["message_id"] for row in rows],
+                [row["attempt"] for row in rows],
+            )
         yield [
             DueAttempt(
                 message_id=str(row["message_id"]),
@@ -119,11 +130,3 @@ async def releasing_due_attempts(
             for row in rows
             if not row["cancelled"]
         ]
-        if rows:
-            await connection.execute(
-                "DELETE FROM retry_schedule r"
-                " USING unnest($1::uuid[], $2::int[]) AS d (id, attempt)"
-                " WHERE r.message_id = d.id AND r.attempt = d.attempt",
-                [row["message_id"] for row in rows],
-                [row["attempt"] for row in rows],
-            )

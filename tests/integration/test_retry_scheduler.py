@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from libs.topics import lane_topic
 from schemas.common import Lane
 from schemas.pipeline import DeliveryJob, HoldReason, RetryRequest, SmtpReply
 from services.retry_scheduler.app import RetrySchedulerService
+from services.retry_scheduler.store import releasing_due_attempts, schedule_attempts
 from tests.support import TopicTap, eventually, started
 from tests.unit.sender.jobs import delivery_job
 
@@ -155,3 +157,25 @@ async def test_a_paused_hold_is_kept_until_its_window_closes(
         assert window.total_seconds() > 1  # it did wait for the window
     finally:
         await pool.execute("DELETE FROM queue_controls WHERE id = $1", control)
+
+
+async def test_an_attempt_held_again_while_its_release_is_open_is_kept(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """A shaped hold keeps its attempt number: the sender can hold the same attempt again
+    before the release that sent it has committed. That hold must survive the release."""
+    now = datetime.now(UTC)
+    topic = lane_topic("deliver", LANE, settings.topic_prefix)
+    first = retry_request(due_in=timedelta(0)).model_copy(update={"hold": HoldReason.SHAPED})
+    again = first.model_copy(update={"due_at": now + timedelta(hours=1)})
+    await schedule_attempts(pool, [(first, topic, {})])
+
+    async with releasing_due_attempts(pool, [topic], now + timedelta(seconds=1), 500) as due:
+        assert [attempt.message_id for attempt in due] == [first.job.message.message_id]
+        held_again = asyncio.create_task(schedule_attempts(pool, [(again, topic, {})]))
+        await asyncio.sleep(0.3)  # the sender's hold arrives before the release commits
+
+    await held_again
+    row = await scheduled(pool, again)
+    assert row is not None and row["due_at"] == again.due_at
+    await pool.execute("DELETE FROM retry_schedule WHERE message_id = $1", row["message_id"])
