@@ -38,7 +38,17 @@ class Settings(BaseSettings):
     otlp_endpoint: str = "http://127.0.0.1:4318"
     tracing_enabled: bool = True
     jaeger_ui_url: str = "http://127.0.0.1:16686"
+    """Jaeger's query API: where the console and ``sendarix trace`` read a trace's spans."""
+    tracing_ui_url: str = "http://127.0.0.1:9411"
+    """The tracing UI people open (Zipkin, fed by Jaeger through the broker)."""
     mailpit_ui_url: str = "http://127.0.0.1:8025"
+
+    console_host: str = "127.0.0.1"
+    console_port: int = 8090
+    console_secret: str = ""
+    """The key of the support console's session cookies; unset: ``token_secret``, else a random
+    one per process (sessions then end when the console restarts)."""
+    console_session_hours: float = 8.0
 
     relay_host: str = "127.0.0.1"
     relay_port: int = 1025

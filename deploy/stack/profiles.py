@@ -34,6 +34,8 @@ class Profile:
     smtp_submission_port: int
     feedback_port: int
     metrics_base_port: int
+    console_port: int
+    zipkin_port: int
     """The first of the services' metrics ports: one each, in ``SERVICES`` order."""
     durable: bool = True
     """Whether the database flushes to disk; the test stack trades that for speed."""
@@ -54,6 +56,8 @@ class Profile:
             "database_url": self.database_url,
             "otlp_endpoint": f"http://127.0.0.1:{self.otlp_http_port}",
             "jaeger_ui_url": f"http://127.0.0.1:{self.jaeger_ui_port}",
+            "tracing_ui_url": f"http://127.0.0.1:{self.zipkin_port}",
+            "console_port": self.console_port,
             "mailpit_ui_url": f"http://127.0.0.1:{self.mailpit_ui_port}",
             "relay_port": self.mailpit_smtp_port,
             "simulator_port": self.simulator_port,
@@ -89,6 +93,8 @@ DEV = Profile(
     smtp_submission_port=1587,
     feedback_port=2526,
     metrics_base_port=9400,
+    console_port=8090,
+    zipkin_port=9411,
 )
 
 TEST = Profile(
@@ -108,6 +114,8 @@ TEST = Profile(
     smtp_submission_port=11587,
     feedback_port=12526,
     metrics_base_port=19400,
+    console_port=18090,
+    zipkin_port=19411,
     durable=False,
 )
 
@@ -128,6 +136,8 @@ CHAOS = Profile(
     smtp_submission_port=21587,
     feedback_port=22526,
     metrics_base_port=29400,
+    console_port=28090,
+    zipkin_port=29411,
 )
 """``make chaos``: a broker and database of its own (+20000 from ``dev``) that it may restart."""
 
@@ -148,6 +158,8 @@ BENCH = Profile(
     smtp_submission_port=31587,
     feedback_port=31526,
     metrics_base_port=31400,
+    console_port=31090,
+    zipkin_port=31411,
     durable=False,
 )
 """``make bench``: ports of its own in 31xxx, below Linux's ephemeral range (32768 and up), where
