@@ -192,6 +192,12 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    @property
+    def internal_gateway_url(self) -> str:
+        """Where processes of the platform reach the gateway (the console calls it here)."""
+        host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::", "") else self.http_host
+        return f"http://{host}:{self.http_port}"
+
     def as_env(self) -> dict[str, str]:
         """These settings as ``SENDARIX_*`` variables, to hand to a child process (an unset
         optional setting is left out: ``"None"`` would read back as a value)."""

@@ -17,7 +17,7 @@ from deploy.stack.containers import docker_answers
 from deploy.stack.infra import install_missing
 from deploy.stack.launch import serve_infra, serve_platform
 from deploy.stack.processes import StartupError
-from deploy.stack.profiles import DEV, PROFILES
+from deploy.stack.profiles import DEV, PROFILES, TEST
 from deploy.stack.tools import ToolError
 
 PROFILE_OPTION = click.option(
@@ -62,6 +62,8 @@ def install(profile_name: str) -> None:
     profile = PROFILES[profile_name]
     tools.swaks()  # a client, not infrastructure: the SMTP door's tests use it too
     tools.postfix()  # the relay tests' real MTA, run by the tests themselves
+    if profile.name == TEST.name:
+        tools.chromium()  # the console's browser tests drive it
     if docker_answers():
         say("a Docker engine answers: the infrastructure will run in containers")
         return

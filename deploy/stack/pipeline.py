@@ -23,9 +23,11 @@ SERVICES: dict[str, str] = {
     "webhook": "services.webhook",
     "analytics": "services.analytics",
     "feedback": "services.feedback",
+    "console": "services.console",
 }
 """Each service's name and the module that runs it (``python -m``), in pipeline order; then
-the feedback listener, where what the receiving side says later comes back."""
+the feedback listener, where what the receiving side says later comes back, and the support
+console, which shows it all to people."""
 
 SIMULATOR = "simulator"
 SIMULATOR_MODULE = "deploy.simulator"

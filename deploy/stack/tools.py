@@ -213,6 +213,21 @@ def postfix() -> Path | None:
     return Path(found) if found else None
 
 
+CHROMIUM_PACKAGES = ("chromium", "chromium-driver")
+"""The browser the console's tests drive (Playwright launches Debian's build: its own
+download is out of reach here)."""
+
+
+def chromium() -> Path | None:
+    """Debian's Chromium, for the console's browser tests: installed with apt-get when missing
+    and we can, else None (those tests then fail and say why)."""
+    found = shutil.which("chromium")
+    if found is None and _can_apt():
+        _apt_install(*CHROMIUM_PACKAGES)
+        found = shutil.which("chromium")
+    return Path(found) if found else None
+
+
 def _swaks_has_tls() -> bool:
     probe = ["perl", "-MNet::SSLeay", "-e1"]
     return subprocess.run(probe, capture_output=True, check=False).returncode == 0

@@ -37,6 +37,7 @@ from services.ingest import (
     routes_experiments,
     routes_held,
     routes_layouts,
+    routes_me,
     routes_messages,
     routes_queues,
     routes_routes,
@@ -351,6 +352,7 @@ def build_api(tracer_provider: TracerProvider) -> Gateway:
     )
     app.include_router(router)
     app.include_router(keys_router)
+    app.include_router(routes_me.router)
     app.include_router(routes_domains.router)
     app.include_router(routes_messages.router)
     app.include_router(routes_rules.router)

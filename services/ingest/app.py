@@ -6,17 +6,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 import asyncpg
-import uvicorn
 
 from libs import held
 from libs.batch import Consumed, Outbox
 from libs.broker import make_broker
 from libs.database import DATABASE_DOWN, open_pool
 from libs.domain_verification import verify_due_domains
+from libs.http_serving import EmbeddedServer, start_server
 from libs.settings import Settings
 from libs.subscriptions import subscribe_events
 from libs.tracing import setup_tracing
@@ -41,14 +41,6 @@ HELD_SWEEP_SECONDS = 30.0
 most this long after its time."""
 
 
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn inside the service: the process's signals belong to ``libs.service``."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 class IngestService:
     """Takes send requests in through HTTP, SMTP and the topic; keeps the message log."""
 
@@ -59,9 +51,8 @@ class IngestService:
         if settings.metrics_public:
             self.api.add_api_route("/metrics", metrics, include_in_schema=False)
         self._ingest: Ingest | None = None
-        self._server: _EmbeddedServer | None = None
+        self._server: EmbeddedServer | None = None
         self._smtp: SmtpDoor | None = None
-        self._serving: asyncio.Task[None] | None = None
         self._sweeping: list[asyncio.Task[None]] = []
         subscribe_intake(self.broker, settings, self._take_in)
         subscribe_events(self.broker, settings, SERVICE, "recorder", self._record)
@@ -78,15 +69,6 @@ class IngestService:
         self._ingest = Ingest.on(self.settings, self.broker, pool)
         await self.broker.start()
         self.api.state.ingest = self._ingest
-        config = uvicorn.Config(
-            self.api,
-            host=self.settings.http_host,
-            port=self.settings.http_port,
-            lifespan="off",
-            http="httptools",
-            log_config=None,
-            access_log=False,
-        )
         sweeps: list[tuple[str, float, Callable[[asyncpg.Pool], Awaitable[int]]]] = [
             ("expired idempotency keys deleted", KEY_SWEEP_SECONDS, store.forget_expired_keys),
             ("messages past retention deleted", RETENTION_SWEEP_SECONDS, _forget_old),
@@ -109,20 +91,15 @@ class IngestService:
         self._sweeping = [asyncio.create_task(_sweep(pool, *sweep)) for sweep in sweeps]
         self._smtp = SmtpDoor(self._ingest)
         await self._smtp.start()  # before the gateway: ready over HTTP means SMTP listens too
-        self._server = _EmbeddedServer(config)
-        self._serving = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            if self._serving.done():  # it could not listen: say why
-                self._serving.result()
-                raise RuntimeError("the HTTP gateway stopped while starting")
-            await asyncio.sleep(0.05)
+        self._server = await start_server(
+            self.api, self.settings.http_host, self.settings.http_port
+        )
 
     @property
     def http_port(self) -> int:
         """The port the gateway listens on (the one the OS chose, when configured as 0)."""
         assert self._server is not None
-        port: int = self._server.servers[0].sockets[0].getsockname()[1]
-        return port
+        return self._server.port
 
     @property
     def smtp_port(self) -> int:
@@ -133,9 +110,8 @@ class IngestService:
     async def stop(self) -> None:
         if self._smtp is not None:
             await self._smtp.stop()
-        if self._server is not None and self._serving is not None:
-            self._server.should_exit = True
-            await self._serving
+        if self._server is not None:
+            await self._server.stop()
         for sweeping in self._sweeping:
             sweeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):

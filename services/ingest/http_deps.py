@@ -76,6 +76,8 @@ def scoped(scope: Scope | str) -> Callable[..., Awaitable[Caller]]:
     return caller_with_scope
 
 
+AnyCaller = Annotated[Caller, Depends(_caller)]
+"""Any valid key, whatever its scopes."""
 SendCaller = Annotated[Caller, Depends(scoped(Scope.SEND))]
 ReadCaller = Annotated[Caller, Depends(scoped(Scope.READ))]
 AdminCaller = Annotated[Caller, Depends(scoped(Scope.ADMIN))]

@@ -23,6 +23,7 @@ from deploy.stack.processes import Supervisor
 from deploy.stack.profiles import TEST
 from libs.broker import ensure_topics
 from libs.settings import Settings
+from tests.e2e.browser import chromium  # a fixture of the console's browser tests
 from tests.support import eventually
 
 pytestmark = pytest.mark.e2e
@@ -86,6 +87,9 @@ class Topology:
         return await eventually(found)
 
 
+__all__ = ["chromium"]
+
+
 @pytest.fixture(scope="module")
 async def topology(settings: Settings) -> AsyncIterator[Topology]:
     run_id = uuid.uuid4().hex[:8]
@@ -105,6 +109,7 @@ async def topology(settings: Settings) -> AsyncIterator[Topology]:
         await supervisor.wait_ready("simulator", port=run_settings.simulator_port)
         await supervisor.wait_ready("feedback", port=run_settings.feedback_port)
         await supervisor.wait_ready("ingest", probe=lambda: gateway_ready(TEST))
+        await supervisor.wait_ready("console", port=run_settings.console_port)
         for service in SERVICES:
             assert supervisor.running(service), supervisor.tail(service)
         async with httpx.AsyncClient(base_url=run_settings.public_url, timeout=10) as http:

@@ -1,0 +1,1 @@
+"""console: the support console, a web client of the gateway API for people."""
