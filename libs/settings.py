@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     """The tracing UI people open (Zipkin, fed by Jaeger through the broker)."""
     mailpit_ui_url: str = "http://127.0.0.1:8025"
 
+    gateway_url: str = ""
+    """Where the console reaches the gateway; unset: ``http_host:http_port`` (one host)."""
     console_host: str = "127.0.0.1"
     console_port: int = 8090
     console_secret: str = ""
@@ -195,6 +197,8 @@ class Settings(BaseSettings):
     @property
     def internal_gateway_url(self) -> str:
         """Where processes of the platform reach the gateway (the console calls it here)."""
+        if self.gateway_url:
+            return self.gateway_url
         host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::", "") else self.http_host
         return f"http://{host}:{self.http_port}"
 
