@@ -91,6 +91,13 @@ def test_containers_reach_their_peers_by_service_name() -> None:
 def test_the_gateway_listens_beyond_its_container() -> None:
     assert _settings_of(CONTAINERS["ingest"]).http_host == "0.0.0.0"
     assert _settings_of(CONTAINERS["feedback"]).feedback_host == "0.0.0.0"
+    assert _settings_of(CONTAINERS["console"]).console_host == "0.0.0.0"
+
+
+def test_the_console_calls_the_gateway_and_jaeger_by_service_name() -> None:
+    settings = _settings_of(CONTAINERS["console"])
+    for address in (settings.internal_gateway_url, settings.jaeger_ui_url):
+        assert urlsplit(address).hostname in CONTAINERS, address
 
 
 def test_infrastructure_images_are_those_of_the_test_containers() -> None:
@@ -113,6 +120,7 @@ def test_the_host_sees_the_ports_of_make_run() -> None:
         DEV.otlp_http_port,
         DEV.mailpit_ui_port,
         DEV.feedback_port,
+        DEV.console_port,
     } <= published
 
 
