@@ -33,7 +33,7 @@ from deploy.stack.probes import (
 )
 from deploy.stack.processes import StartupError, Supervisor, listening, run_to_completion
 from deploy.stack.profiles import Profile
-from deploy.stack.traces import create_traces_topic, jaeger_kafka_env, zipkin_env
+from deploy.stack.traces import create_traces_topic, jaeger_env, zipkin_env
 from libs.settings import REPO_ROOT
 
 KAFKA_PROPERTIES = REPO_ROOT / "deploy" / "kafka" / "server.properties"
@@ -206,20 +206,9 @@ async def start_jaeger(profile: Profile, supervisor: Supervisor) -> None:
     """Jaeger v2 with in-memory storage: OTLP in, the query API out, and a copy of every span
     onto the traces topic for Zipkin (the exporter retries until the broker has the topic)."""
     binary = tools.jaeger_binary()
-    ports = {
-        "JAEGER_UI_PORT": profile.jaeger_ui_port,
-        "JAEGER_QUERY_GRPC_PORT": profile.jaeger_query_grpc_port,
-        "JAEGER_HEALTH_PORT": profile.jaeger_health_port,
-        "JAEGER_OTLP_GRPC_PORT": profile.otlp_grpc_port,
-        "JAEGER_OTLP_HTTP_PORT": profile.otlp_http_port,
-    }
-    _require_free("jaeger", *ports.values())
-    env = {
-        **os.environ,
-        **{name: str(port) for name, port in ports.items()},
-        **jaeger_kafka_env(profile),
-    }
-    supervisor.start("jaeger", [binary, "--config", JAEGER_CONFIG], env=env)
+    settings = jaeger_env(profile)
+    _require_free("jaeger", *(int(v) for k, v in settings.items() if k.endswith("_PORT")))
+    supervisor.start("jaeger", [binary, "--config", JAEGER_CONFIG], env=os.environ | settings)
     await supervisor.wait_ready("jaeger", probe=lambda: jaeger_ready(profile), within=60)
 
 

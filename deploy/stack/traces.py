@@ -20,9 +20,16 @@ ZIPKIN_MAX_SPANS = 100_000
 """Zipkin keeps spans in memory: this many fit its 384 MB heap with room to spare."""
 
 
-def jaeger_kafka_env(profile: Profile) -> dict[str, str]:
-    """What deploy/jaeger/config.yaml's Kafka exporter reads: the broker and the topic."""
-    return {
+def jaeger_env(profile: Profile) -> dict[str, str]:
+    """What deploy/jaeger/config.yaml reads: its ports, and the broker and topic of its copy."""
+    ports = {
+        "JAEGER_UI_PORT": profile.jaeger_ui_port,
+        "JAEGER_QUERY_GRPC_PORT": profile.jaeger_query_grpc_port,
+        "JAEGER_HEALTH_PORT": profile.jaeger_health_port,
+        "JAEGER_OTLP_GRPC_PORT": profile.otlp_grpc_port,
+        "JAEGER_OTLP_HTTP_PORT": profile.otlp_http_port,
+    }
+    return {name: str(port) for name, port in ports.items()} | {
         "JAEGER_KAFKA_BROKER": f"127.0.0.1:{profile.kafka_port}",
         "JAEGER_ZIPKIN_TOPIC": TRACES_TOPIC,
     }
