@@ -159,7 +159,11 @@ async def test_trace_prints_the_span_tree_when_jaeger_answers(
 ) -> None:
     provider = setup_tracing("cli-test", settings)
     tracer = trace.get_tracer("tests", tracer_provider=provider)
-    reply = {"smtp.reply_code": 550, "smtp.reply": "5.1.1 no such user", "sendarix.attempt": 1}
+    reply: dict[str, str | int] = {
+        "smtp.reply_code": 550,
+        "smtp.reply": "5.1.1 no such user",
+        "sendarix.attempt": 1,
+    }
     with tracer.start_as_current_span("POST /v1/messages") as root:
         with tracer.start_as_current_span("sender", attributes=reply):
             pass
