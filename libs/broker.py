@@ -260,10 +260,6 @@ TOPICS_READY_SECONDS = 60.0
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create every catalogue topic that does not exist yet, and bring the configuration of
     those that do up to date (a stack keeps its topics between runs); return the names created.
-
-    The broker answers a creation it could not do (a broker just started, a controller moving)
-    with an error code rather than an exception, so the topics are listed again until every one
-    of them is there.
     """
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
@@ -279,24 +275,43 @@ async def ensure_topics(settings: Settings) -> list[str]:
                 ]
             )
         created = [t.name for t in wanted if t.name not in existing]
-        deadline = time.monotonic() + TOPICS_READY_SECONDS
-        while missing := [t for t in wanted if t.name not in existing]:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the broker did not create {[t.name for t in missing]}")
-            for topic in missing:
-                with contextlib.suppress(TopicAlreadyExistsError):
-                    await admin.create_topics(
-                        [
-                            NewTopic(
-                                topic.name, topic.partitions, 1, topic_configs=topic_configs(topic)
-                            )
-                        ]
-                    )
-            await asyncio.sleep(0.2)
-            existing = set(await admin.list_topics())
+        await _create_until_listed(
+            admin,
+            [NewTopic(t.name, t.partitions, 1, topic_configs=topic_configs(t)) for t in wanted],
+            existing,
+        )
         return created
     finally:
         await admin.close()
+
+
+async def ensure_topic(bootstrap: str, topic: NewTopic) -> None:
+    """Create one topic outside the catalogue (the stack's own) unless it exists already."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await _create_until_listed(admin, [topic], set(await admin.list_topics()))
+    finally:
+        await admin.close()
+
+
+async def _create_until_listed(
+    admin: AIOKafkaAdminClient, wanted: list[NewTopic], existing: set[str]
+) -> None:
+    """Create the topics of ``wanted`` not in ``existing``, until the broker lists them all.
+
+    The broker answers a creation it could not do (a broker just started, a controller moving)
+    with an error code rather than an exception, hence the listing again.
+    """
+    deadline = time.monotonic() + TOPICS_READY_SECONDS
+    while missing := [t for t in wanted if t.name not in existing]:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the broker did not create {[t.name for t in missing]}")
+        for topic in missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics([topic])
+        await asyncio.sleep(0.2)
+        existing = set(await admin.list_topics())
 
 
 async def retry_forever(what: str, attempt: Callable[[], Awaitable[T]], pause: float = 1.0) -> T:

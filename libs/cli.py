@@ -99,6 +99,7 @@ from libs.templates import (
     upsert_template,
 )
 from libs.tenants import create_tenant, set_limits, set_retention
+from libs.trace_waterfall import WaterfallRow, fetch_trace, trace_ui_url, waterfall
 from libs.webhook_endpoints import (
     DEFAULT_OVERLAP,
     Endpoint,
@@ -123,7 +124,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 FieldsT = TypeVar("FieldsT", bound=BaseModel)
 HeldFilterT = TypeVar("HeldFilterT", bound=held_store.HeldFilter)
 ScopeT = TypeVar("ScopeT", bound=queue_controls.Scope)
-JAEGER_TIMEOUT_SECONDS = 3.0
 CLI_SERVICE = "cli"
 
 
@@ -478,54 +478,42 @@ def _rendered_from(row: asyncpg.Record) -> str:
     return f"{row['template']}{version}" + (f" ({', '.join(details)})" if details else "")
 
 
-def trace_url(settings: Settings, trace_id: str) -> str:
-    """Where Jaeger shows a trace."""
-    return f"{settings.jaeger_ui_url.rstrip('/')}/trace/{trace_id}"
+def span_line(row: WaterfallRow) -> str:
+    """One span of a trace as an indented line: service, operation, duration, what it noted."""
+    line = f"{'  ' * row.depth}{row.service}  {row.name}  {row.duration_ms:.1f} ms"
+    if row.error:
+        line += "  ERROR"
+    if row.notes:
+        line += "  [" + ", ".join(f"{label}: {value}" for label, value in row.notes) + "]"
+    return line
 
 
-def span_tree(trace: dict[str, Any]) -> list[str]:
-    """A Jaeger trace (query API JSON) as indented lines: service, operation, duration."""
-    spans = {span["spanID"]: span for span in trace.get("spans", [])}
-    processes = trace.get("processes", {})
-    children: dict[str | None, list[dict[str, Any]]] = {}
-    for span in spans.values():
-        parents = [r["spanID"] for r in span.get("references", []) if r["spanID"] in spans]
-        children.setdefault(parents[0] if parents else None, []).append(span)
-    lines: list[str] = []
-
-    def walk(parent: str | None, depth: int) -> None:
-        for span in sorted(children.get(parent, []), key=lambda s: s["startTime"]):
-            service = processes.get(span["processID"], {}).get("serviceName", "?")
-            duration = span["duration"] / 1000
-            lines.append(f"{'  ' * depth}{service}  {span['operationName']}  {duration:.1f} ms")
-            walk(span["spanID"], depth + 1)
-
-    walk(None, 0)
-    return lines
+async def _trace_rows(settings: Settings, trace_id: str) -> list[WaterfallRow]:
+    async with httpx.AsyncClient() as http:
+        found = await fetch_trace(http, settings, trace_id)
+    return [] if found is None else waterfall(found)
 
 
 @main.command("trace")
 @click.argument("message_id")
 @pass_settings
 def trace_command(settings: Settings, message_id: str) -> None:
-    """Print a message's trace id, its Jaeger URL and, when Jaeger answers, its span tree."""
+    """Print a message's trace id, its page in the tracing UI and, when Jaeger has its spans,
+    its span tree."""
     row, _ = _found(settings, message_id)
     trace_id = row["trace_id"]
     click.echo(f"trace    {trace_id}")
-    click.echo(f"jaeger   {trace_url(settings, trace_id)}")
-    api = f"{settings.jaeger_ui_url.rstrip('/')}/api/traces/{trace_id}"
-    try:
-        response = httpx.get(api, timeout=JAEGER_TIMEOUT_SECONDS)
-    except httpx.HTTPError as error:
-        click.echo(f"(Jaeger's query API did not answer: {error})")
-        return
-    traces = (response.json().get("data") or []) if response.status_code == 200 else []
-    if not traces:
-        click.echo("(Jaeger has no spans of this trace yet)")
+    click.echo(f"ui       {trace_ui_url(settings, trace_id)}")
+    rows = asyncio.run(_trace_rows(settings, trace_id))
+    if not rows:
+        click.echo(
+            f"(no spans of this trace from Jaeger at {settings.jaeger_ui_url}:"
+            " not yet, or it did not answer)"
+        )
         return
     click.echo("spans")
-    for line in span_tree(traces[0]):
-        click.echo("  " + line)
+    for span in rows:
+        click.echo("  " + span_line(span))
 
 
 @main.group()

@@ -27,6 +27,7 @@ from libs.batch import Outbox
 from libs.broker import Broker
 from libs.service import Service
 from libs.settings import Settings
+from libs.trace_waterfall import fetch_trace
 from schemas.events import DeliveryEvent, EventData, MessageState
 from schemas.pipeline import PARKED_HEADER_PREFIX, ParkedRecord
 
@@ -209,14 +210,9 @@ async def black_hole() -> AsyncIterator[str]:
 
 async def jaeger_services(settings: Settings, trace_id: str) -> set[str] | None:
     """The services with spans in a trace, as Jaeger's query API reports it (None: not found)."""
-    async with httpx.AsyncClient(timeout=5) as client:
-        response = await client.get(f"{settings.jaeger_ui_url}/api/traces/{trace_id}")
-    if response.status_code != 200:
-        return None
-    traces = response.json().get("data") or []
-    if not traces:
-        return None
-    return {process["serviceName"] for process in traces[0]["processes"].values()}
+    async with httpx.AsyncClient() as client:
+        found = await fetch_trace(client, settings, trace_id)
+    return None if found is None else {p["serviceName"] for p in found["processes"].values()}
 
 
 async def emit(

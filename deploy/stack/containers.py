@@ -1,8 +1,9 @@
 """The test infrastructure as containers, on hosts where a Docker engine answers.
 
 The images are docker-compose.yml's, bound to the profile's ports on the host, so the tests see
-no difference from local processes. Testcontainers' reaper removes the containers even when the
-test process dies.
+no difference from local processes. Jaeger and Zipkin share the host's network, as they reach
+the broker where the host does (it advertises a loopback address) and bind loopback themselves.
+Testcontainers' reaper removes the containers even when the test process dies.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ from deploy.stack.console import say
 from deploy.stack.probes import READY
 from deploy.stack.processes import passes, run_to_completion, wait_until
 from deploy.stack.profiles import Profile
+from deploy.stack.traces import create_traces_topic, jaeger_env, zipkin_env
+from libs.settings import REPO_ROOT
 
 IMAGES = {
     "postgres": "postgres:15",
     "kafka": "apache/kafka:4.1.1",
     "jaeger": "jaegertracing/jaeger:2.13.0",
+    "zipkin": "openzipkin/zipkin:3.5.1",
     "mailpit": "axllent/mailpit:v1.33.1",
 }
 """The image of each component (docker-compose.yml uses the same)."""
@@ -73,12 +77,24 @@ def _postgres(profile: Profile) -> DockerContainer:
 
 
 def _jaeger(profile: Profile) -> DockerContainer:
-    return (
+    """Jaeger with the local stack's configuration: its ports, and its copy of every span to
+    the traces topic."""
+    container = (
         DockerContainer(IMAGES["jaeger"])
-        .with_bind_ports(16686, profile.jaeger_ui_port)
-        .with_bind_ports(4317, profile.otlp_grpc_port)
-        .with_bind_ports(4318, profile.otlp_http_port)
+        .with_kwargs(network_mode="host")
+        .with_volume_mapping(str(REPO_ROOT / "deploy" / "jaeger"), "/etc/sendarix", "ro")
+        .with_command("--config /etc/sendarix/config.yaml")
     )
+    return container.with_envs(**jaeger_env(profile))
+
+
+def _zipkin(profile: Profile) -> DockerContainer:
+    container = DockerContainer(IMAGES["zipkin"]).with_kwargs(network_mode="host")
+    container.with_command(
+        f"--armeria.ports[0].ip=127.0.0.1 --armeria.ports[0].port={profile.zipkin_port}"
+        " --armeria.ports[0].protocols[0]=http"
+    )
+    return container.with_envs(**zipkin_env(profile), JAVA_OPTS="-Xms64m -Xmx384m")
 
 
 def _mailpit(profile: Profile) -> DockerContainer:
@@ -89,7 +105,13 @@ def _mailpit(profile: Profile) -> DockerContainer:
     )
 
 
-CONTAINERS = {"postgres": _postgres, "kafka": _kafka, "jaeger": _jaeger, "mailpit": _mailpit}
+CONTAINERS = {
+    "postgres": _postgres,
+    "kafka": _kafka,
+    "jaeger": _jaeger,
+    "zipkin": _zipkin,
+    "mailpit": _mailpit,
+}
 
 
 async def _all_ready(profile: Profile, names: list[str]) -> None:
@@ -106,6 +128,7 @@ def infra_containers(profile: Profile, names: list[str]) -> Iterator[None]:
             say(f"starting {name} in a container ({IMAGES[name]})")
             started.append(CONTAINERS[name](profile).start())
         run_to_completion(_all_ready(profile, names))
+        run_to_completion(create_traces_topic(profile))
         yield
     finally:
         for container in reversed(started):

@@ -1,4 +1,5 @@
-"""The infrastructure of one profile: PostgreSQL, Kafka, Jaeger and Mailpit, started and checked.
+"""The infrastructure of one profile: PostgreSQL, Kafka, Jaeger, Zipkin and Mailpit, started and
+checked.
 
 Locally each component is a child of a :class:`Supervisor`, keeping its data under
 ``.state/<profile>/``. Where a Docker engine answers, the test fixture uses containers instead.
@@ -23,9 +24,16 @@ from typing import Any
 
 from deploy.stack import containers, tools
 from deploy.stack.console import say
-from deploy.stack.probes import jaeger_ready, kafka_ready, mailpit_ready, postgres_ready
+from deploy.stack.probes import (
+    jaeger_ready,
+    kafka_ready,
+    mailpit_ready,
+    postgres_ready,
+    zipkin_ready,
+)
 from deploy.stack.processes import StartupError, Supervisor, listening, run_to_completion
 from deploy.stack.profiles import Profile
+from deploy.stack.traces import create_traces_topic, jaeger_env, zipkin_env
 from libs.settings import REPO_ROOT
 
 KAFKA_PROPERTIES = REPO_ROOT / "deploy" / "kafka" / "server.properties"
@@ -41,6 +49,7 @@ def infra_ports(profile: Profile) -> dict[str, int]:
         "postgres": profile.postgres_port,
         "kafka": profile.kafka_port,
         "jaeger": profile.otlp_http_port,
+        "zipkin": profile.zipkin_port,
         "mailpit": profile.mailpit_smtp_port,
     }
 
@@ -194,19 +203,35 @@ async def start_kafka(profile: Profile, supervisor: Supervisor) -> None:
 
 
 async def start_jaeger(profile: Profile, supervisor: Supervisor) -> None:
-    """Jaeger v2 with in-memory storage: OTLP in, the query API (and UI) out."""
+    """Jaeger v2 with in-memory storage: OTLP in, the query API out, and a copy of every span
+    onto the traces topic for Zipkin (the exporter retries until the broker has the topic)."""
     binary = tools.jaeger_binary()
-    ports = {
-        "JAEGER_UI_PORT": profile.jaeger_ui_port,
-        "JAEGER_QUERY_GRPC_PORT": profile.jaeger_query_grpc_port,
-        "JAEGER_HEALTH_PORT": profile.jaeger_health_port,
-        "JAEGER_OTLP_GRPC_PORT": profile.otlp_grpc_port,
-        "JAEGER_OTLP_HTTP_PORT": profile.otlp_http_port,
-    }
-    _require_free("jaeger", *ports.values())
-    env = {**os.environ, **{name: str(port) for name, port in ports.items()}}
-    supervisor.start("jaeger", [binary, "--config", JAEGER_CONFIG], env=env)
+    settings = jaeger_env(profile)
+    _require_free("jaeger", *(int(v) for k, v in settings.items() if k.endswith("_PORT")))
+    supervisor.start("jaeger", [binary, "--config", JAEGER_CONFIG], env=os.environ | settings)
     await supervisor.wait_ready("jaeger", probe=lambda: jaeger_ready(profile), within=60)
+
+
+async def start_zipkin(profile: Profile, supervisor: Supervisor) -> None:
+    """Zipkin, the tracing UI: reads the spans Jaeger copies onto the traces topic, keeps the
+    latest in memory and serves its UI and API on loopback."""
+    jar = tools.zipkin_jar()
+    tools.require_commands("java")
+    port = profile.zipkin_port
+    env = {**os.environ, **zipkin_env(profile)}
+    argv: list[str | Path] = [
+        "java",
+        "-Xms64m",
+        "-Xmx384m",
+        "-jar",
+        jar,
+        "--armeria.ports[0].ip=127.0.0.1",
+        f"--armeria.ports[0].port={port}",
+        "--armeria.ports[0].protocols[0]=http",
+    ]
+    _require_free("zipkin", port)
+    supervisor.start("zipkin", argv, env=env)
+    await supervisor.wait_ready("zipkin", probe=lambda: zipkin_ready(profile), within=120)
 
 
 async def start_mailpit(profile: Profile, supervisor: Supervisor) -> None:
@@ -230,6 +255,7 @@ STARTERS: dict[str, Callable[[Profile, Supervisor], Coroutine[Any, Any, None]]] 
     "postgres": start_postgres,
     "kafka": start_kafka,
     "jaeger": start_jaeger,
+    "zipkin": start_zipkin,
     "mailpit": start_mailpit,
 }
 
@@ -237,6 +263,7 @@ INSTALLERS: dict[str, Callable[[], object]] = {
     "postgres": tools.postgres_bin,
     "kafka": tools.kafka_jars,
     "jaeger": tools.jaeger_binary,
+    "zipkin": tools.zipkin_jar,
     "mailpit": tools.mailpit_binary,
 }
 
@@ -272,6 +299,7 @@ async def start_infra(profile: Profile, supervisor: Supervisor) -> list[str]:
         async with asyncio.TaskGroup() as group:
             for name in missing:
                 group.create_task(STARTERS[name](profile, supervisor))
+            group.create_task(create_traces_topic(profile))
     except ExceptionGroup as failures:
         raise failures.exceptions[0] from None  # one clear failure; the others were cancelled
     return missing

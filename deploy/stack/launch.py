@@ -41,10 +41,11 @@ def endpoints(profile: Profile) -> list[tuple[str, str]]:
     return [
         ("Kafka bootstrap", f"127.0.0.1:{profile.kafka_port}"),
         ("Database", profile.database_url),
+        ("Tracing UI", f"http://127.0.0.1:{profile.zipkin_port}/zipkin/  (Zipkin)"),
         (
-            "Jaeger",
-            f"http://127.0.0.1:{profile.jaeger_ui_port}  (OTLP 127.0.0.1:{profile.otlp_grpc_port}"
-            f" gRPC, :{profile.otlp_http_port} HTTP)",
+            "Jaeger API",
+            f"http://127.0.0.1:{profile.jaeger_ui_port}/api/traces/<trace id>"
+            f"  (OTLP 127.0.0.1:{profile.otlp_grpc_port} gRPC, :{profile.otlp_http_port} HTTP)",
         ),
         (
             "Mailpit",
@@ -71,6 +72,7 @@ def banner(profile: Profile, api_key: str) -> str:
     smtp = f"127.0.0.1:{profile.smtp_submission_port}"
     rows = [
         ("HTTP gateway", f"{gateway}  (API docs: {gateway}/docs)"),
+        ("Console", f"http://127.0.0.1:{profile.console_port}/  (log in with an API key)"),
         ("SMTP submission", f"{smtp}  (STARTTLS, AUTH PLAIN/LOGIN, password = the API key)"),
         (
             "Feedback listener",
@@ -88,9 +90,6 @@ def banner(profile: Profile, api_key: str) -> str:
         f"Sendarix is running (profile {profile.name}). Ctrl-C stops everything.",
         rows,
         "",
-        " Jaeger here is built from source without its UI pages (a placeholder page shows);",
-        f" its query API works: http://127.0.0.1:{profile.jaeger_ui_port}/api/traces/<trace id>",
-        "",
         " Send an OTP:",
         f"   curl -sS {gateway}/v1/messages \\",
         f"     -H {shlex.quote(f'Authorization: Bearer {api_key}')} \\",
@@ -105,7 +104,7 @@ def banner(profile: Profile, api_key: str) -> str:
         "",
         " Then, with the id it returns:",
         "   .venv/bin/sendarix message show ID    # status and timeline",
-        "   .venv/bin/sendarix trace ID           # trace id and its Jaeger URL",
+        "   .venv/bin/sendarix trace ID           # trace id, its tracing-UI page, its spans",
     )
 
 

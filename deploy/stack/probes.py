@@ -58,6 +58,11 @@ async def jaeger_ready(profile: Profile) -> bool:
     )
 
 
+async def zipkin_ready(profile: Profile) -> bool:
+    """Zipkin reports itself and its Kafka collector up."""
+    return await _answers(f"http://127.0.0.1:{profile.zipkin_port}/health")
+
+
 async def mailpit_ready(profile: Profile) -> bool:
     """The API reports ready and the SMTP port listens."""
     return listening(profile.mailpit_smtp_port) and await _answers(
@@ -74,6 +79,7 @@ READY: dict[str, Callable[[Profile], Awaitable[bool]]] = {
     "postgres": postgres_ready,
     "kafka": kafka_ready,
     "jaeger": jaeger_ready,
+    "zipkin": zipkin_ready,
     "mailpit": mailpit_ready,
 }
 """The readiness check of each infrastructure component, by name."""

@@ -1,5 +1,5 @@
-"""Installs what the local stack runs: PostgreSQL, the Kafka broker, Mailpit and Jaeger (and
-swaks, the SMTP client the ``make run`` banner shows).
+"""Installs what the local stack runs: PostgreSQL, the Kafka broker, Mailpit, Jaeger and Zipkin
+(and swaks, the SMTP client the ``make run`` banner shows).
 
 Every installer is idempotent and returns at once when its result is there. Builds go to the
 user cache (``$XDG_CACHE_HOME/sendarix``), which survives fresh clones on the same machine; a
@@ -25,6 +25,7 @@ CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "send
 KAFKA_POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
 JAEGER_MODULE = REPO_ROOT / "deploy" / "tools" / "jaeger"
 MAILPIT_VERSION = "1.33.1"
+ZIPKIN_VERSION = "3.5.1"
 POSTGRES_ROOT = Path("/usr/lib/postgresql")
 
 APT_PACKAGES = {"java": "default-jre-headless", "mvn": "maven", "go": "golang"}
@@ -141,6 +142,32 @@ def kafka_jars() -> Path:
     return libs
 
 
+def zipkin_jar() -> Path:
+    """Zipkin's self-contained server jar (the tracing UI), fetched by Maven from Maven Central."""
+    home = CACHE / f"zipkin-{ZIPKIN_VERSION}"
+    jar = home / f"zipkin-server-{ZIPKIN_VERSION}-exec.jar"
+    if jar.exists():
+        return jar
+    require_commands("java", "mvn")
+    say(f"fetching Zipkin {ZIPKIN_VERSION} from Maven Central — first run only, about 130 MB…")
+    home.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=home, prefix=".fetch-") as fetched:
+        run_logged(
+            [
+                "mvn",
+                "-q",
+                "-B",
+                "dependency:copy",
+                f"-Dartifact=io.zipkin:zipkin-server:{ZIPKIN_VERSION}:jar:exec",
+                f"-DoutputDirectory={fetched}",
+            ],
+            home / "mvn.log",
+            cwd=home,
+        )
+        os.replace(Path(fetched) / jar.name, jar)
+    return jar
+
+
 def _go_install(what: str, target: Path, package: str, cwd: Path) -> Path:
     """``go install`` a command into a scratch GOBIN, then move the binary to ``target``."""
     require_commands("go")
@@ -240,3 +267,4 @@ def install_all() -> None:
     kafka_jars()
     mailpit_binary()
     jaeger_binary()
+    zipkin_jar()

@@ -159,8 +159,13 @@ async def test_trace_prints_the_span_tree_when_jaeger_answers(
 ) -> None:
     provider = setup_tracing("cli-test", settings)
     tracer = trace.get_tracer("tests", tracer_provider=provider)
+    reply: dict[str, str | int] = {
+        "smtp.reply_code": 550,
+        "smtp.reply": "5.1.1 no such user",
+        "sendarix.attempt": 1,
+    }
     with tracer.start_as_current_span("POST /v1/messages") as root:
-        with tracer.start_as_current_span("render publish"):
+        with tracer.start_as_current_span("sender", attributes=reply):
             pass
         trace_id = format(root.get_span_context().trace_id, "032x")
     provider.force_flush()
@@ -174,12 +179,13 @@ async def test_trace_prints_the_span_tree_when_jaeger_answers(
     output = await eventually(with_spans, timeout=15, every=0.5)
     lines = output.splitlines()
     assert lines[0] == f"trace    {trace_id}"
-    assert lines[1] == f"jaeger   {settings.jaeger_ui_url}/trace/{trace_id}"
+    assert lines[1] == f"ui       {settings.tracing_ui_url}/zipkin/traces/{trace_id}"
     spans = lines[lines.index("spans") + 1 :]
     assert len(spans) == 2
     assert spans[0].startswith("  ") and "POST /v1/messages" in spans[0]
-    assert spans[1].startswith("    ") and "render publish" in spans[1]
-    assert spans[1].endswith(" ms")
+    assert spans[0].endswith(" ms")
+    assert spans[1].startswith("    cli-test  sender  ")
+    assert spans[1].endswith(" ms  [smtp reply: 550 5.1.1 no such user, attempt: 1]")
 
 
 async def test_trace_still_prints_the_id_and_url_without_jaeger(
@@ -192,7 +198,7 @@ async def test_trace_still_prints_the_id_and_url_without_jaeger(
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[:2] == [
         f"trace    {spec.trace_id}",
-        f"jaeger   {offline}/trace/{spec.trace_id}",
+        f"ui       {settings.tracing_ui_url}/zipkin/traces/{spec.trace_id}",
     ]
     assert "did not answer" in result.output
 

@@ -12,6 +12,7 @@ import yaml
 from deploy.stack.containers import IMAGES
 from deploy.stack.pipeline import SERVICES, SIMULATOR, SIMULATOR_MODULE, child_env, metrics_ports
 from deploy.stack.profiles import DEV
+from deploy.stack.traces import TRACES_TOPIC, jaeger_env, zipkin_env
 from libs.settings import REPO_ROOT, Settings
 
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
@@ -118,6 +119,7 @@ def test_the_host_sees_the_ports_of_make_run() -> None:
         DEV.postgres_port,
         DEV.jaeger_ui_port,
         DEV.otlp_http_port,
+        DEV.zipkin_port,
         DEV.mailpit_ui_port,
         DEV.feedback_port,
         DEV.console_port,
@@ -143,3 +145,17 @@ def test_the_prometheus_example_scrapes_every_service_of_make_run() -> None:
     assert targets == {
         name: [f"127.0.0.1:{port}"] for name, port in metrics_ports(DEV.metrics_base_port).items()
     }
+
+
+def test_jaeger_copies_spans_to_the_topic_zipkin_reads_as_make_run_does() -> None:
+    jaeger = CONTAINERS["jaeger"]["environment"]
+    zipkin = CONTAINERS["zipkin"]["environment"]
+    created = CONTAINERS["traces-topic"]["command"]
+
+    assert set(jaeger) == set(jaeger_env(DEV)) | {"JAEGER_LISTEN_HOST"}
+    assert set(zipkin) == set(zipkin_env(DEV)) - {"QUERY_PORT"} | {"JAVA_OPTS"}
+    assert jaeger["JAEGER_ZIPKIN_TOPIC"] == zipkin["KAFKA_TOPIC"] == TRACES_TOPIC
+    assert f"--topic={TRACES_TOPIC}" in created
+    assert jaeger["JAEGER_KAFKA_BROKER"] == zipkin["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:29092"
+    assert CONTAINERS["jaeger"]["command"] == ["--config", "/etc/sendarix/config.yaml"]
+    assert CONTAINERS["jaeger"]["volumes"] == ["./deploy/jaeger:/etc/sendarix:ro"]
