@@ -130,6 +130,44 @@ async def test_attempt_log_pages_newest_first(
     )
     assert [a["status_code"] for a in second.json()["attempts"]] == [500]
     assert second.json()["next_cursor"] is None
+    assert first.json()["attempts"][0]["message_id"] is None  # no such event in the log
+
+
+async def test_an_attempt_names_its_message_and_its_next_post(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, tenant: tuple[Tenant, str]
+) -> None:
+    admin = bearer(tenant[1])
+    endpoint = (await client.post("/v1/webhooks", json={"url": HOOK}, headers=admin)).json()
+    message = await logged_delivered(pool, "jane@example.org", tenant_id=tenant[0].id)
+    data = EventData(
+        message_id=str(message["id"]),
+        tenant_id=tenant[0].id,
+        trace_id=message["trace_id"],
+        service="sender",
+    )
+    event = delivery_event(MessageState.DELIVERED, data, datetime.now(UTC))
+    await record_all(pool, [(event, event.model_dump_json().encode())])
+    path = f"/v1/webhooks/{endpoint['id']}"
+    assert (await client.post(f"{path}/replay", json={"event_id": event.id}, headers=admin)).json()
+    await pool.execute(
+        "INSERT INTO webhook_attempts (endpoint_id, event_id, event_type, attempted_at,"
+        " status_code, latency_ms) VALUES ($1, $2, $3, now(), 503, 4)",
+        uuid.UUID(endpoint["id"]),
+        uuid.UUID(event.id),
+        event.type,
+    )
+    due = await pool.fetchval(
+        "SELECT due_at FROM webhook_queue WHERE event_id = $1", uuid.UUID(event.id)
+    )
+
+    [owed] = (await client.get(f"{path}/attempts", headers=admin)).json()["attempts"]
+    assert owed["message_id"] == str(message["id"])
+    assert datetime.fromisoformat(owed["next_attempt_at"]) == due
+    await pool.execute(
+        "UPDATE webhook_queue SET status = 'delivered' WHERE event_id = $1", uuid.UUID(event.id)
+    )
+    [settled] = (await client.get(f"{path}/attempts", headers=admin)).json()["attempts"]
+    assert settled["next_attempt_at"] is None
 
 
 async def test_replay_queues_logged_events_again(
