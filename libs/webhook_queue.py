@@ -228,7 +228,8 @@ async def list_attempts(
             " CASE WHEN q.status = 'pending' THEN q.due_at END AS next_attempt_at"
             " FROM webhook_attempts a"
             " LEFT JOIN message_events e ON e.event_id = a.event_id"
-            " LEFT JOIN webhook_queue q ON q.endpoint_id = a.endpoint_id AND q.event_id = a.event_id"
+            " LEFT JOIN webhook_queue q"
+            " ON q.endpoint_id = a.endpoint_id AND q.event_id = a.event_id"
             " WHERE a.endpoint_id = $1 AND ($2::bigint IS NULL OR a.id < $2)"
             " ORDER BY a.id DESC LIMIT $3",
             key,
