@@ -77,6 +77,10 @@ class Attempt(BaseModel):
     latency_ms: int
     response: str | None
     error: str | None
+    message_id: str | None = None
+    """The message the event is about (None: a notice about the tenant)."""
+    next_attempt_at: datetime | None = None
+    """When the event is posted again, while it is still owed (None: settled)."""
 
 
 class ReplayRefused(ValueError):
@@ -208,7 +212,8 @@ async def list_attempts(
     pool: asyncpg.Pool, tenant_id: str, endpoint_id: str, before: int | None, limit: int
 ) -> list[Attempt] | None:
     """Up to ``limit`` posts to the tenant's endpoint, newest first, older than the attempt
-    ``before`` (a page's cursor); None when the tenant has no such endpoint."""
+    ``before`` (a page's cursor), each with its event's message and next post (what a support
+    person asks first); None when the tenant has no such endpoint."""
     tenant, key = key_of(tenant_id), key_of(endpoint_id)
     if tenant is None or key is None:
         return None
@@ -218,9 +223,15 @@ async def list_attempts(
         ):
             return None
         rows = await connection.fetch(
-            "SELECT id, attempted_at, event_id::text, event_type, status_code, latency_ms,"
-            " response, error FROM webhook_attempts WHERE endpoint_id = $1"
-            " AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+            "SELECT a.id, a.attempted_at, a.event_id::text, a.event_type, a.status_code,"
+            " a.latency_ms, a.response, a.error, e.message_id::text,"
+            " CASE WHEN q.status = 'pending' THEN q.due_at END AS next_attempt_at"
+            " FROM webhook_attempts a"
+            " LEFT JOIN message_events e ON e.event_id = a.event_id"
+            " LEFT JOIN webhook_queue q"
+            " ON q.endpoint_id = a.endpoint_id AND q.event_id = a.event_id"
+            " WHERE a.endpoint_id = $1 AND ($2::bigint IS NULL OR a.id < $2)"
+            " ORDER BY a.id DESC LIMIT $3",
             key,
             before,
             limit,

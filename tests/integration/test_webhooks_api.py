@@ -14,7 +14,7 @@ import pytest
 from libs.settings import Settings
 from libs.tenants import Tenant, create_tenant
 from libs.webhook_endpoints import disable_endpoint
-from schemas.events import EventData, MessageState, delivery_event
+from schemas.events import DeliveryEvent, EventData, MessageState, delivery_event
 from services.ingest.recorder import record_all
 from tests.integration.test_api_keys import assert_problem, bearer, new_key
 from tests.integration.test_cli import sendarix
@@ -25,6 +25,22 @@ pytestmark = pytest.mark.integration
 HOOK = "http://127.0.0.1:9999/hook"
 """Loopback on an unprivileged port none of the platform's servers uses (allowed in dev mode,
 which the test stack runs in); nothing is posted here."""
+
+
+async def logged_events(
+    pool: asyncpg.Pool, tenant_id: str, *states: MessageState
+) -> list[DeliveryEvent]:
+    """Events of one delivered message of the tenant, in the log as the recorder writes them."""
+    message = await logged_delivered(pool, "jane@example.org", tenant_id=tenant_id)
+    data = EventData(
+        message_id=str(message["id"]),
+        tenant_id=tenant_id,
+        trace_id=message["trace_id"],
+        service="sender",
+    )
+    events = [delivery_event(state, data, datetime.now(UTC)) for state in states]
+    await record_all(pool, [(e, e.model_dump_json().encode()) for e in events])
+    return events
 
 
 async def test_endpoints_are_their_tenants_only_and_show_their_secret_once(
@@ -130,6 +146,36 @@ async def test_attempt_log_pages_newest_first(
     )
     assert [a["status_code"] for a in second.json()["attempts"]] == [500]
     assert second.json()["next_cursor"] is None
+    assert first.json()["attempts"][0]["message_id"] is None  # no such event in the log
+
+
+async def test_an_attempt_names_its_message_and_its_next_post(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, tenant: tuple[Tenant, str]
+) -> None:
+    admin = bearer(tenant[1])
+    endpoint = (await client.post("/v1/webhooks", json={"url": HOOK}, headers=admin)).json()
+    [event] = await logged_events(pool, tenant[0].id, MessageState.DELIVERED)
+    path = f"/v1/webhooks/{endpoint['id']}"
+    assert (await client.post(f"{path}/replay", json={"event_id": event.id}, headers=admin)).json()
+    await pool.execute(
+        "INSERT INTO webhook_attempts (endpoint_id, event_id, event_type, attempted_at,"
+        " status_code, latency_ms) VALUES ($1, $2, $3, now(), 503, 4)",
+        uuid.UUID(endpoint["id"]),
+        uuid.UUID(event.id),
+        event.type,
+    )
+    due = await pool.fetchval(
+        "SELECT due_at FROM webhook_queue WHERE event_id = $1", uuid.UUID(event.id)
+    )
+
+    [owed] = (await client.get(f"{path}/attempts", headers=admin)).json()["attempts"]
+    assert owed["message_id"] == event.subject
+    assert datetime.fromisoformat(owed["next_attempt_at"]) == due
+    await pool.execute(
+        "UPDATE webhook_queue SET status = 'delivered' WHERE event_id = $1", uuid.UUID(event.id)
+    )
+    [settled] = (await client.get(f"{path}/attempts", headers=admin)).json()["attempts"]
+    assert settled["next_attempt_at"] is None
 
 
 async def test_replay_queues_logged_events_again(
@@ -137,21 +183,7 @@ async def test_replay_queues_logged_events_again(
 ) -> None:
     admin = bearer(tenant[1])
     endpoint = (await client.post("/v1/webhooks", json={"url": HOOK}, headers=admin)).json()
-    message = await logged_delivered(pool, "jane@example.org", tenant_id=tenant[0].id)
-    events = [
-        delivery_event(
-            state,
-            EventData(
-                message_id=str(message["id"]),
-                tenant_id=tenant[0].id,
-                trace_id=message["trace_id"],
-                service="sender",
-            ),
-            datetime.now(UTC),
-        )
-        for state in (MessageState.ACCEPTED, MessageState.DELIVERED)
-    ]
-    await record_all(pool, [(e, e.model_dump_json().encode()) for e in events])
+    events = await logged_events(pool, tenant[0].id, MessageState.ACCEPTED, MessageState.DELIVERED)
     path = f"/v1/webhooks/{endpoint['id']}/replay"
 
     one = await client.post(path, json={"event_id": events[1].id}, headers=admin)
