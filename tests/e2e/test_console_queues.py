@@ -1,0 +1,114 @@
+"""The queue page in a real browser: the live stage table refreshes itself; a tenant pauses its
+normal lane with the form, the pause shows in the page and the API and holds the tenant's mail,
+and the Resume button lets it go; a read-only key sees the queues but no control."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import asyncpg
+import pytest
+from playwright.async_api import Browser, Page, expect
+
+from libs.keys import KeySettings, Scope, insert_key
+from libs.tenants import Tenant
+from tests.e2e.browser import console_url, fits_the_viewport, logged_in
+from tests.e2e.conftest import Topology
+from tests.support import eventually
+
+pytestmark = pytest.mark.e2e
+
+HELD_SECONDS = 2.0
+
+
+def _auth(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+async def _controls(topology: Topology, api_key: str) -> list[dict[str, Any]]:
+    answer = await topology.http.get("/v1/queue-controls", headers=_auth(api_key))
+    assert answer.status_code == 200, answer.text
+    controls: list[dict[str, Any]] = answer.json()["controls"]
+    return controls
+
+
+async def _stays_undelivered(topology: Topology, api_key: str, message_id: str) -> None:
+    deadline = time.monotonic() + HELD_SECONDS
+    while time.monotonic() < deadline:
+        answer = await topology.http.get(f"/v1/messages/{message_id}", headers=_auth(api_key))
+        assert answer.status_code in (200, 404), answer.text
+        assert answer.status_code == 404 or answer.json()["status"] != "delivered"
+        await asyncio.sleep(0.2)
+
+
+async def _refreshed(page: Page, selector: str) -> None:
+    table = page.locator(selector)
+    before = await table.get_attribute("data-refreshed-at")
+
+    async def changed() -> str | None:
+        now = await table.get_attribute("data-refreshed-at")
+        return now if now != before else None
+
+    await eventually(changed, timeout=10, every=0.2)
+
+
+async def test_pausing_and_resuming_a_lane_with_the_controls(
+    topology: Topology, chromium: Browser, tenant: tuple[Tenant, str]
+) -> None:
+    _, api_key = tenant
+    page = await logged_in(chromium, topology.settings, api_key)
+    await page.goto(console_url(topology.settings, "/queues"))
+    await expect(page.get_by_role("heading", name="Queues", level=1)).to_be_visible()
+    stages = page.get_by_role("table", name="Depth and oldest wait per stage and lane")
+    await expect(stages).to_be_visible()
+    await expect(stages.get_by_role("row", name="critical")).not_to_have_count(0)
+    await _refreshed(page, "#live-stages")
+    assert await fits_the_viewport(page)
+
+    await page.get_by_role("button", name="Pause lane normal").click()
+    await expect(page.get_by_role("status")).to_contain_text("Paused lane normal")
+    controls = page.get_by_role("table", name="Active controls")
+    await expect(controls.get_by_role("row", name="lane normal")).to_have_count(1)
+    [control] = await _controls(topology, api_key)
+    assert control["kind"] == "pause" and control["scope"]["lane"] == "normal"
+    assert control["scope"]["tenant_id"] == tenant[0].id
+
+    message = {
+        "from": "app@example.test",
+        "to": "success@simulator.sendarix.test",
+        "subject": "Held",
+        "text": "Hello",
+        "priority": "normal",
+    }
+    accepted = await topology.send(api_key, message)
+    await _stays_undelivered(topology, api_key, accepted["id"])
+
+    await page.get_by_role("button", name="Resume lane normal").click()
+    await expect(page.get_by_role("status")).to_contain_text("Resumed lane normal")
+    await expect(controls).to_contain_text("Nothing is paused or drained.")
+    assert await _controls(topology, api_key) == []
+    await topology.settled(api_key, accepted["id"], "delivered", timeout=60)
+    events = page.get_by_role("table", name="Recent queue events")
+    await expect(events).to_contain_text("resumed", timeout=10_000)  # live, no reload
+    await page.context.close()
+
+
+async def test_a_read_only_key_sees_the_queues_but_no_control(
+    topology: Topology, chromium: Browser, tenant: tuple[Tenant, str], pool: asyncpg.Pool
+) -> None:
+    shown, admin_key = tenant
+    paused = await topology.http.post(
+        "/v1/queue-controls", json={"kind": "pause", "lane": "bulk"}, headers=_auth(admin_key)
+    )
+    assert paused.status_code == 201, paused.text
+    _, read_key = await insert_key(pool, shown.id, KeySettings(scopes=frozenset({Scope.READ})))
+    page = await logged_in(chromium, topology.settings, read_key)
+    await page.goto(console_url(topology.settings, "/queues"))
+
+    controls = page.get_by_role("table", name="Active controls")
+    await expect(controls.get_by_role("row", name="lane bulk")).to_have_count(1)
+    await expect(page.get_by_role("button")).to_have_count(1)  # Log out, nothing else
+    await expect(page.get_by_role("button", name="Log out")).to_be_visible()
+    await page.context.close()
