@@ -37,6 +37,11 @@ def moment(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
+def tick(at: datetime) -> str:
+    """A time on the axis: short enough for six side by side (the year is in the table)."""
+    return at.astimezone(UTC).strftime("%m-%d %H:%M")
+
+
 @dataclass(frozen=True)
 class Series:
     """One line: a name, its colour and its values over time (None: nothing to measure)."""
@@ -105,7 +110,9 @@ def _element(
     parent: ElementTree.Element, tag: str, text: str = "", **attributes: object
 ) -> ElementTree.Element:
     child = ElementTree.SubElement(
-        parent, tag, {name.rstrip("_").replace("_", "-"): str(value) for name, value in attributes.items()}
+        parent,
+        tag,
+        {name.rstrip("_").replace("_", "-"): str(value) for name, value in attributes.items()},
     )
     if text:
         child.text = text
@@ -158,7 +165,7 @@ def draw(chart: Chart, chart_id: str) -> Markup:
     for step in range(X_TICKS + 1):
         at = chart.since + (chart.until - chart.since) * step / X_TICKS
         anchor = "start" if step == 0 else "end" if step == X_TICKS else "middle"
-        _element(axes, "text", moment(at), x=x(at), y=TOP + plot_height + 18, text_anchor=anchor)
+        _element(axes, "text", tick(at), x=x(at), y=TOP + plot_height + 18, text_anchor=anchor)
     _element(axes, "line", x1=LEFT, x2=LEFT, y1=TOP, y2=TOP + plot_height, stroke="#5b6475")
     _element(
         axes,

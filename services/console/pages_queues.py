@@ -17,13 +17,14 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from schemas.common import Lane
 from services.console.gateway import Gateway, GatewayDep, GatewayProblem
 from services.console.rendering import fragment, page
 from services.console.session import FormDep, Session, SessionDep
 
 router = APIRouter()
 
-LANES = ("critical", "high", "normal", "bulk")
+LANES = tuple(lane.value for lane in Lane)
 CONTROL_FIELDS = ("tenant_id", "lane", "route", "site")
 WAITING_FIELDS = (*CONTROL_FIELDS, "domain", "message_id")
 RECENT_EVENTS = 25
@@ -76,9 +77,17 @@ async def acted(call: Awaitable[Any], done: Callable[[Any], str]) -> RedirectRes
     return back(done=done(answer))
 
 
+def by_stage(depths: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The API's stage depths as a table: stage (in pipeline order) -> lane -> depth."""
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for depth in depths:
+        table.setdefault(depth["stage"], {})[depth["lane"]] = depth
+    return table
+
+
 async def _stages(gw: Gateway) -> dict[str, Any]:
     overview = await gw.get("/v1/queues")
-    return {"stages": overview["stages"], "at": overview["at"]}
+    return {"stages": by_stage(overview["stages"]), "at": overview["at"]}
 
 
 async def _sites(gw: Gateway) -> dict[str, Any]:
@@ -105,6 +114,7 @@ LIVE: dict[str, Callable[[Gateway], Awaitable[dict[str, Any]]]] = {
 def _helpers(session: Session) -> dict[str, Any]:
     return {
         "duration": duration,
+        "lanes": LANES,
         "describe": lambda scope: describe(scope, session),
         "refreshed_at": datetime.now(UTC).isoformat(),
     }
@@ -123,7 +133,6 @@ async def queues(request: Request, session: SessionDep, gw: GatewayDep) -> HTMLR
         active="queues",
         live=list(LIVE),
         controls=controls["controls"],
-        lanes=LANES,
         problem=request.query_params.get("problem", ""),
         **context,
         **_helpers(session),

@@ -27,6 +27,12 @@ def _auth(api_key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"}
 
 
+async def _queues_page(topology: Topology, chromium: Browser, api_key: str) -> Page:
+    page = await logged_in(chromium, topology.settings, api_key)
+    await page.goto(console_url(topology.settings, "/queues"))
+    return page
+
+
 async def _controls(topology: Topology, api_key: str) -> list[dict[str, Any]]:
     answer = await topology.http.get("/v1/queue-controls", headers=_auth(api_key))
     assert answer.status_code == 200, answer.text
@@ -58,12 +64,11 @@ async def test_pausing_and_resuming_a_lane_with_the_controls(
     topology: Topology, chromium: Browser, tenant: tuple[Tenant, str]
 ) -> None:
     _, api_key = tenant
-    page = await logged_in(chromium, topology.settings, api_key)
-    await page.goto(console_url(topology.settings, "/queues"))
+    page = await _queues_page(topology, chromium, api_key)
     await expect(page.get_by_role("heading", name="Queues", level=1)).to_be_visible()
     stages = page.get_by_role("table", name="Depth and oldest wait per stage and lane")
     await expect(stages).to_be_visible()
-    await expect(stages.get_by_role("row", name="critical")).not_to_have_count(0)
+    await expect(stages.get_by_role("row", name="deliver")).not_to_have_count(0)
     await _refreshed(page, "#live-stages")
     assert await fits_the_viewport(page)
 
@@ -84,6 +89,8 @@ async def test_pausing_and_resuming_a_lane_with_the_controls(
     }
     accepted = await topology.send(api_key, message)
     await _stays_undelivered(topology, api_key, accepted["id"])
+    waiting = page.get_by_role("table", name="Scheduled retries")
+    await expect(waiting.get_by_role("row", name="paused")).to_have_count(1, timeout=10_000)
 
     await page.get_by_role("button", name="Resume lane normal").click()
     await expect(page.get_by_role("status")).to_contain_text("Resumed lane normal")
@@ -104,11 +111,29 @@ async def test_a_read_only_key_sees_the_queues_but_no_control(
     )
     assert paused.status_code == 201, paused.text
     _, read_key = await insert_key(pool, shown.id, KeySettings(scopes=frozenset({Scope.READ})))
-    page = await logged_in(chromium, topology.settings, read_key)
-    await page.goto(console_url(topology.settings, "/queues"))
+    page = await _queues_page(topology, chromium, read_key)
 
     controls = page.get_by_role("table", name="Active controls")
     await expect(controls.get_by_role("row", name="lane bulk")).to_have_count(1)
     await expect(page.get_by_role("button")).to_have_count(1)  # Log out, nothing else
     await expect(page.get_by_role("button", name="Log out")).to_be_visible()
+    await page.context.close()
+
+
+async def test_a_refused_control_says_why_and_a_cancel_needs_its_confirmation(
+    topology: Topology, chromium: Browser, tenant: tuple[Tenant, str]
+) -> None:
+    _, api_key = tenant
+    page = await _queues_page(topology, chromium, api_key)
+
+    await page.get_by_label("Kind of control").select_option("drain")
+    await page.get_by_role("button", name="Apply control").click()
+    await expect(page.get_by_role("alert")).to_contain_text("drain_needs_route")
+    assert await _controls(topology, api_key) == []
+
+    await page.get_by_role("button", name="Cancel waiting mail").click()
+    await expect(page.get_by_role("alert")).to_contain_text("Nothing cancelled")
+    await page.get_by_label("Yes, cancel these messages").check()
+    await page.get_by_role("button", name="Cancel waiting mail").click()
+    await expect(page.get_by_role("status")).to_contain_text("Cancelled 0 waiting messages")
     await page.context.close()

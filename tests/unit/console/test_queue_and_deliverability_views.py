@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.console.pages_deliverability import by_domain
-from services.console.pages_queues import describe, duration, scope_of
+from services.console.pages_queues import by_stage, describe, duration, scope_of
 from services.console.session import Session
 
 
@@ -64,3 +64,16 @@ def test_the_domain_table_sums_the_buckets_and_rates_them() -> None:
     assert gmail["counts"] == {"delivered": 8, "bounced": 2}
     assert gmail["rates"]["bounce"] == 0.2
     assert rows[2]["rates"]["delivery"] is None
+
+
+def test_stage_depths_read_as_a_table_of_stages_by_lane_in_pipeline_order() -> None:
+    depths = [
+        {"stage": stage, "lane": lane, "depth": n}
+        for n, (stage, lane) in enumerate(
+            [("intake", "critical"), ("intake", "bulk"), ("retry", "critical")]
+        )
+    ]
+    table = by_stage(depths)
+    assert list(table) == ["intake", "retry"]
+    assert table["intake"]["bulk"]["depth"] == 1
+    assert "bulk" not in table["retry"]
