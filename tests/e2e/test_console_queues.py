@@ -13,7 +13,7 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from libs.keys import KeySettings, Scope, insert_key
-from libs.tenants import Tenant
+from libs.tenants import Tenant, create_tenant
 from tests.e2e.browser import console_url, fits_the_viewport, logged_in
 from tests.e2e.conftest import Topology
 from tests.support import eventually
@@ -137,3 +137,32 @@ async def test_a_refused_control_says_why_and_a_cancel_needs_its_confirmation(
     await page.get_by_role("button", name="Cancel waiting mail").click()
     await expect(page.get_by_role("status")).to_contain_text("Cancelled 0 waiting messages")
     await page.context.close()
+
+
+async def test_an_operator_pauses_a_tenant_that_cannot_lift_the_pause_itself(
+    topology: Topology, chromium: Browser, tenant: tuple[Tenant, str], pool: asyncpg.Pool
+) -> None:
+    shown, tenant_key = tenant
+    _, operator_key = await create_tenant(
+        pool, topology.settings.operator_tenant, [], dev_mode=True
+    )
+    operator = await _queues_page(topology, chromium, operator_key)
+    form = operator.get_by_role("form", name="Pause or drain a scope")
+    await form.get_by_label("Tenant id").fill(shown.id)
+    await form.get_by_label("Lane", exact=True).select_option("bulk")
+    await form.get_by_label("Reason").fill("e2e: the tenant's bulk mail bounces")
+    await form.get_by_role("button", name="Apply control").click()
+    scope = f"tenant {shown.id}, lane bulk"
+    await expect(operator.get_by_role("status")).to_contain_text(f"Paused {scope}")
+
+    own = await _queues_page(topology, chromium, tenant_key)
+    await own.get_by_role("button", name="Resume lane bulk").click()
+    await expect(own.get_by_role("alert")).to_contain_text("operator_only")
+    assert len(await _controls(topology, tenant_key)) == 1
+
+    await operator.reload()
+    await operator.get_by_role("button", name=f"Resume {scope}").click()
+    await expect(operator.get_by_role("status")).to_contain_text(f"Resumed {scope}")
+    assert await _controls(topology, tenant_key) == []
+    for page in (operator, own):
+        await page.context.close()
