@@ -12,7 +12,14 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from libs.settings import Settings
-from services.console import pages_login, pages_suppressions, pages_templates, pages_webhooks
+from services.console import (
+    pages_deliverability,
+    pages_login,
+    pages_queues,
+    pages_suppressions,
+    pages_templates,
+    pages_webhooks,
+)
 from services.console.gateway import TIMEOUT_SECONDS, GatewayProblem
 from services.console.rendering import page
 from services.console.session import LoginRequired, current_session, session_fernet
@@ -39,6 +46,8 @@ def build_console(settings: Settings) -> FastAPI:
     app.state.http = httpx.AsyncClient(timeout=TIMEOUT_SECONDS)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(pages_login.router)
+    app.include_router(pages_queues.router)
+    app.include_router(pages_deliverability.router)
     app.include_router(pages_suppressions.router)
     app.include_router(pages_templates.router)
     app.include_router(pages_webhooks.router)
