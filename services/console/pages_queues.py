@@ -12,12 +12,13 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from schemas.common import Lane
+from services.console.controls import back_to, said
 from services.console.gateway import Gateway, GatewayDep, GatewayProblem
 from services.console.rendering import fragment, page
 from services.console.session import FormDep, Session, SessionDep
@@ -61,11 +62,6 @@ def scope_of(form: Mapping[str, str], fields: tuple[str, ...], session: Session)
     return {name: value for name, value in chosen.items() if value}
 
 
-def back(**message: str) -> RedirectResponse:
-    """The queue page again (PRG), with a ``done`` or ``problem`` message."""
-    return RedirectResponse(f"/queues?{urlencode(message)}", status_code=303)
-
-
 async def acted(call: Awaitable[Any], done: Callable[[Any], str]) -> RedirectResponse:
     """Back to the page saying what ``call`` did, or why the gateway refused it."""
     try:
@@ -73,8 +69,8 @@ async def acted(call: Awaitable[Any], done: Callable[[Any], str]) -> RedirectRes
     except GatewayProblem as problem:
         if problem.status >= 500:
             raise
-        return back(problem=f"Refused ({problem.code}): {problem.detail}")
-    return back(done=done(answer))
+        return back_to("/queues", problem=f"Refused ({said(problem)})")
+    return back_to("/queues", done=done(answer))
 
 
 def by_stage(depths: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -191,7 +187,9 @@ async def retry_now(session: SessionDep, gw: GatewayDep, form: FormDep) -> Redir
 @router.post("/queues/cancel")
 async def cancel(session: SessionDep, gw: GatewayDep, form: FormDep) -> RedirectResponse:
     if form.get("confirm") != "yes":
-        return back(problem="Nothing cancelled: tick the box that confirms the cancel first.")
+        return back_to(
+            "/queues", problem="Nothing cancelled: tick the box that confirms the cancel first."
+        )
     scope = scope_of(form, WAITING_FIELDS, session)
     return await acted(
         gw.post("/v1/queue-actions/cancel", json=scope),
