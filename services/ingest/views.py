@@ -54,6 +54,8 @@ class MessageSummary(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
     id: str
+    tenant_id: str
+    """Whose message it is (an operator's key sees every tenant's)."""
     status: str
     lane: str | None
     stream: str | None
@@ -75,6 +77,7 @@ class MessageSummary(BaseModel):
         """The fields of a summary, read from a ``messages`` row."""
         return {
             "id": str(row["id"]),
+            "tenant_id": str(row["tenant_id"]),
             "status": row["status"],
             "lane": row["lane"],
             "stream": row["stream"],
