@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from libs.settings import Settings
-from services.console import pages_login
+from services.console import pages_login, pages_messages
 from services.console.gateway import TIMEOUT_SECONDS, GatewayProblem
 from services.console.rendering import page
 from services.console.session import LoginRequired, current_session, session_fernet
@@ -39,6 +39,7 @@ def build_console(settings: Settings) -> FastAPI:
     app.state.http = httpx.AsyncClient(timeout=TIMEOUT_SECONDS)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(pages_login.router)
+    app.include_router(pages_messages.router)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: object) -> Response:

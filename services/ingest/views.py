@@ -21,6 +21,8 @@ class TimelineEntry(BaseModel):
     time: datetime
     service: str
     attempt: int | None = None
+    route: Route | None = None
+    """The route and pool address of the attempt (on ``routed`` and the sender's events)."""
     smtp: SmtpReply | None = None
     bounce: Bounce | None = None
     """How a bounce or deferral was classified (``async``: reported later by a DSN)."""
@@ -39,6 +41,7 @@ class TimelineEntry(BaseModel):
             time=event.time,
             service=data.service,
             attempt=data.attempt,
+            route=data.route,
             smtp=data.smtp,
             bounce=data.bounce,
             feedback_type=data.feedback_type,
