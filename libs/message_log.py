@@ -52,13 +52,16 @@ async def read_message(
     return row, [DeliveryEvent.model_validate(e["event"]) for e in events]
 
 
-async def raw_message(pool: asyncpg.Pool, message_id: str, tenant_id: str) -> bytes | None:
-    """The bytes of the tenant's message as last handed to SMTP (None: never sent, or not
-    theirs)."""
+async def raw_message(
+    pool: asyncpg.Pool, message_id: str, tenant_id: str | None = None
+) -> bytes | None:
+    """The bytes of the message as last handed to SMTP (None: never sent); with ``tenant_id``,
+    None unless it is that tenant's."""
     content: bytes | None = await pool.fetchval(
-        "SELECT content FROM message_raw WHERE message_id = $1 AND tenant_id = $2",
+        "SELECT content FROM message_raw WHERE message_id = $1"
+        " AND ($2::uuid IS NULL OR tenant_id = $2)",
         uuid.UUID(message_id),
-        uuid.UUID(tenant_id),
+        uuid.UUID(tenant_id) if tenant_id is not None else None,
     )
     return zlib.decompress(content) if content is not None else None
 

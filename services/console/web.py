@@ -15,6 +15,7 @@ from libs.settings import Settings
 from services.console import (
     pages_deliverability,
     pages_login,
+    pages_messages,
     pages_queues,
     pages_suppressions,
     pages_templates,
@@ -46,6 +47,7 @@ def build_console(settings: Settings) -> FastAPI:
     app.state.http = httpx.AsyncClient(timeout=TIMEOUT_SECONDS)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(pages_login.router)
+    app.include_router(pages_messages.router)
     app.include_router(pages_queues.router)
     app.include_router(pages_deliverability.router)
     app.include_router(pages_suppressions.router)

@@ -65,6 +65,7 @@ from services.ingest.http_deps import (
     charge_send,
     json_body,
     problems,
+    seen_as,
 )
 from services.ingest.ids import fresh_message_ids
 from services.ingest.lanes import requested_rank_lane
@@ -269,13 +270,14 @@ def _refusal(violations: list[Violation]) -> BatchResult:
     summary="A message's status and timeline",
 )
 async def get_message(message_id: str, ingest: IngestDep, caller: ReadCaller) -> MessageView:
-    """The message, if it is the caller's, with every event that happened to it."""
+    """The message, if it is the caller's (an operator's key: any tenant's), with every event
+    that happened to it."""
     not_found = ProblemError("not_found", f"no message {message_id!r}")
     try:
         uuid.UUID(message_id)
     except ValueError:
         raise not_found from None
-    found = await read_message(ingest.pool, message_id, caller.tenant.id)
+    found = await read_message(ingest.pool, message_id, seen_as(ingest, caller))
     if found is None:
         raise not_found
     return MessageView.of(*found)

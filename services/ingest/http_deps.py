@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from libs.keys import Scope
+from libs.queue_controls import is_operator
 from libs.sendable import MAX_MESSAGE_BYTES
 from libs.tenants import Caller
 from services.ingest.accept import Ingest
@@ -91,6 +92,23 @@ def charge_send(ingest: Ingest, caller: Caller, messages: int) -> None:
             f"over the send rate of this tenant or key; retry in {wait} s",
             headers={"Retry-After": str(wait)},
         )
+
+
+def seen_as(ingest: Ingest, caller: Caller) -> str | None:
+    """The tenant whose messages and figures the caller sees; None: an operator, who sees them
+    all."""
+    return None if is_operator(caller, ingest.settings) else caller.tenant.id
+
+
+def searched_tenant(ingest: Ingest, caller: Caller, requested: str | None) -> str | None:
+    """The tenant a search covers: the one an operator names (None: every tenant), a tenant's
+    own always; a tenant naming another is refused with ``operator_only``."""
+    own = seen_as(ingest, caller)
+    if own is None:
+        return requested
+    if requested not in (None, own):
+        raise ProblemError("operator_only", "only an operator searches another tenant's messages")
+    return own
 
 
 async def json_body(request: Request) -> bytes:

@@ -1,7 +1,9 @@
 """Finding messages, their sent ``.eml``, and cancelling one before SMTP.
 
 ``GET /v1/messages`` searches the tenant's log, ``GET /v1/messages/{id}/raw`` gives the bytes
-the sender handed to SMTP, ``DELETE /v1/messages/{id}`` keeps a message from being sent.
+the sender handed to SMTP, ``DELETE /v1/messages/{id}`` keeps a message from being sent. An
+operator's key reads every tenant's messages (support answers for all of them); cancelling stays
+the tenant's own.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ from libs.held import HeldState
 from libs.message_log import raw_message, read_message
 from schemas.events import MessageState
 from services.ingest.accept import SERVICE
-from services.ingest.http_deps import IngestDep, ReadCaller, SendCaller, problems
+from services.ingest.http_deps import (
+    IngestDep,
+    ReadCaller,
+    SendCaller,
+    problems,
+    searched_tenant,
+    seen_as,
+)
 from services.ingest.problems import ProblemError
 from services.ingest.routes_held import settle_one
 from services.ingest.search import (
@@ -45,6 +54,8 @@ class MessagePage(BaseModel):
 
 SEARCH_DESCRIPTION = f"""The caller's messages matching every filter given, newest first.
 
+- `tenant_id`: for an operator's key, the tenant whose messages to search (without it: every
+  tenant's); a tenant's key may name only its own tenant (another: 403 `operator_only`).
 - `recipient`: the address, any case. `status`, `stream`, `category`, `template`: exact.
 - `tag`: a tag the message has; repeat it for messages having all of them.
 - `metadata`: `key{METADATA_SEPARATOR}value` (split at the first `{METADATA_SEPARATOR}`), e.g.
@@ -70,6 +81,7 @@ async def search(
     request: Request,
     ingest: IngestDep,
     caller: ReadCaller,
+    tenant_id: Filter = None,
     recipient: Filter = None,
     status: Filter = None,
     stream: Filter = None,
@@ -87,8 +99,9 @@ async def search(
     query = parse_query(request.query_params.multi_items())
     if isinstance(query, list):
         raise ProblemError.of(query)
+    tenant = searched_tenant(ingest, caller, query.tenant_id)
     async with ingest.pool.acquire() as connection:
-        page = await search_messages(connection, caller.tenant.id, query)
+        page = await search_messages(connection, tenant, query)
     return MessagePage(
         messages=[MessageSummary.of_row(row) for row in page.rows],
         next_cursor=page.next_cursor.encode() if page.next_cursor else None,
@@ -115,9 +128,10 @@ def _checked_id(message_id: str) -> str:
 async def raw(message_id: str, ingest: IngestDep, caller: ReadCaller) -> Response:
     """The exact bytes of the message's last attempt handed to SMTP; 404 before any."""
     checked = _checked_id(message_id)
-    content = await raw_message(ingest.pool, checked, caller.tenant.id)
+    tenant = seen_as(ingest, caller)
+    content = await raw_message(ingest.pool, checked, tenant)
     if content is None:
-        if await read_message(ingest.pool, checked, caller.tenant.id) is None:
+        if await read_message(ingest.pool, checked, tenant) is None:
             raise _not_found(message_id)
         raise ProblemError("not_found", f"message {checked} was not handed to SMTP yet")
     disposition = f'inline; filename="{checked}.eml"'

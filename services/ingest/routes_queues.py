@@ -30,7 +30,6 @@ from libs.queue_controls import (
     WaitingScope,
     add_control,
     cancel_waiting,
-    is_operator,
     remove_control,
     retry_now,
     scoped_for,
@@ -50,7 +49,14 @@ from libs.queue_views import (
 )
 from libs.tenants import Caller
 from services.ingest.accept import SERVICE, Ingest
-from services.ingest.http_deps import AdminCaller, IngestDep, ReadCaller, parsed_body, problems
+from services.ingest.http_deps import (
+    AdminCaller,
+    IngestDep,
+    ReadCaller,
+    parsed_body,
+    problems,
+    seen_as,
+)
 from services.ingest.problems import ProblemError
 from services.ingest.routes_keys import json_body_doc
 from services.ingest.search import bad_parameter, parse_limit, parse_moment
@@ -60,11 +66,6 @@ router = APIRouter(tags=["queues"])
 
 Filter = Annotated[str | None, Query()]
 DEFAULT_EVENTS = 100
-
-
-def _seen_as(ingest: Ingest, caller: Caller) -> str | None:
-    """The tenant whose figures the caller sees; None: an operator, who sees them all."""
-    return None if is_operator(caller, ingest.settings) else caller.tenant.id
 
 
 def _refused(error: ScopeRefused) -> ProblemError:
@@ -118,7 +119,7 @@ async def overview(ingest: IngestDep, caller: ReadCaller) -> QueueOverview:
     (at most a second old; the retry stage from the schedule: attempts waiting, the first due,
     how long the most overdue one has been due), the destination sites, scheduled retries by
     lane and reason, and the active controls."""
-    return await read_overview(ingest.pool, ingest.settings, _seen_as(ingest, caller))
+    return await read_overview(ingest.pool, ingest.settings, seen_as(ingest, caller))
 
 
 @router.get(
@@ -130,7 +131,7 @@ async def overview(ingest: IngestDep, caller: ReadCaller) -> QueueOverview:
 async def sites(ingest: IngestDep, caller: ReadCaller) -> SiteList:
     """Per site the shaping state per lane, deliveries in flight, attempts waiting by reason,
     limits, rate and last replies (a tenant: the sites its mail waits for)."""
-    return SiteList(sites=await read_sites(ingest.pool, _seen_as(ingest, caller)))
+    return SiteList(sites=await read_sites(ingest.pool, seen_as(ingest, caller)))
 
 
 @router.get(
@@ -149,7 +150,7 @@ async def scheduled(
         dimensions = grouping(group_by)
     except ValueError as error:
         raise ProblemError.of([bad_parameter("group_by", str(error))]) from None
-    groups = await read_scheduled(ingest.pool, _seen_as(ingest, caller), dimensions)
+    groups = await read_scheduled(ingest.pool, seen_as(ingest, caller), dimensions)
     return ScheduledList(scheduled=groups)
 
 
@@ -169,7 +170,7 @@ async def events(
     if violations:
         raise ProblemError.of(violations)
     assert not isinstance(moment, Violation) and isinstance(count, int)
-    found = await read_events(ingest.pool, _seen_as(ingest, caller), moment, count)
+    found = await read_events(ingest.pool, seen_as(ingest, caller), moment, count)
     return EventList(events=found)
 
 
@@ -180,7 +181,7 @@ async def events(
     summary="Active pauses and drains",
 )
 async def list_controls(ingest: IngestDep, caller: ReadCaller) -> ControlList:
-    return ControlList(controls=await read_controls_of(ingest.pool, _seen_as(ingest, caller)))
+    return ControlList(controls=await read_controls_of(ingest.pool, seen_as(ingest, caller)))
 
 
 @router.post(
@@ -197,7 +198,7 @@ async def create_control(request: Request, ingest: IngestDep, caller: AdminCalle
     own tenant."""
     body = await parsed_body(request, ControlFields)
     try:
-        scope = scoped_for(body.scope(), _seen_as(ingest, caller))
+        scope = scoped_for(body.scope(), seen_as(ingest, caller))
         return await add_control(ingest.pool, body.kind, scope, body.reason, caller.key.id)
     except ScopeRefused as error:
         raise _refused(error) from None
@@ -212,7 +213,7 @@ async def create_control(request: Request, ingest: IngestDep, caller: AdminCalle
 async def delete_control(control_id: str, ingest: IngestDep, caller: AdminCaller) -> QueueControl:
     try:
         lifted = await remove_control(
-            ingest.pool, control_id, caller.key.id, _seen_as(ingest, caller)
+            ingest.pool, control_id, caller.key.id, seen_as(ingest, caller)
         )
     except ScopeRefused as error:
         raise _refused(error) from None
@@ -224,7 +225,7 @@ async def delete_control(control_id: str, ingest: IngestDep, caller: AdminCaller
 async def _action_scope(request: Request, ingest: Ingest, caller: Caller) -> WaitingScope:
     body = await parsed_body(request, WaitingScope)
     try:
-        return scoped_for(body, _seen_as(ingest, caller))
+        return scoped_for(body, seen_as(ingest, caller))
     except ScopeRefused as error:
         raise _refused(error) from None
 

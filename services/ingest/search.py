@@ -3,7 +3,8 @@
 A page is ``ORDER BY accepted_at DESC, id DESC`` after the cursor's ``(accepted_at, id)``, so
 each filter is a range scan of one index of migration 0007 that stops after ``limit`` rows: a
 page costs the same on the millionth message as on the first, with no gap or repeat between
-pages while messages keep arriving.
+pages while messages keep arriving. An operator's search of every tenant at once has no tenant
+to lead those indexes with: it is a support tool's occasional query, not the tenants' API path.
 """
 
 from __future__ import annotations
@@ -62,8 +63,11 @@ class Cursor:
 
 @dataclass(frozen=True)
 class MessageQuery:
-    """What to find: every filter given must match (tags and metadata pairs: all of them)."""
+    """What to find: every filter given must match (tags and metadata pairs: all of them).
+    ``tenant_id`` is the tenant the caller asked for; whose messages it may search is the
+    gateway's decision, passed to ``search_messages`` on its own."""
 
+    tenant_id: str | None = None
     recipient: str | None = None
     status: MessageState | None = None
     stream: Stream | None = None
@@ -77,7 +81,7 @@ class MessageQuery:
     limit: int = DEFAULT_LIMIT
 
 
-SINGLE = ("recipient", "status", "stream", "category", "template", "since", "until")
+SINGLE = ("tenant_id", "recipient", "status", "stream", "category", "template", "since", "until")
 REPEATABLE = ("tag", "metadata")
 PARAMETERS = frozenset((*SINGLE, *REPEATABLE, "cursor", "limit"))
 
@@ -110,6 +114,13 @@ def parse_limit(text: str, maximum: int = MAX_LIMIT) -> int | Violation:
     if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= maximum:
         return bad_parameter("limit", f"an integer from 1 to {maximum}")
     return int(text)
+
+
+def _tenant_id(text: str) -> str | Violation:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        return bad_parameter("tenant_id", "a tenant id (a UUID)")
 
 
 def _cursor(text: str) -> Cursor | Violation:
@@ -152,6 +163,8 @@ def parse_query(params: Sequence[tuple[str, str]]) -> MessageQuery | list[Violat
         name: single[name] for name in ("category", "template") if name in single
     }
     checks: dict[str, Any] = {}
+    if "tenant_id" in single:
+        checks["tenant_id"] = _tenant_id(single["tenant_id"])
     if "recipient" in single:
         fields["recipient"] = single["recipient"].strip().lower()
     if "status" in single:
@@ -185,14 +198,15 @@ def parse_choice(name: str, text: str, kind: type[E]) -> E | Violation:
         return bad_parameter(name, f"one of {', '.join(member.value for member in kind)}")
 
 
-def search_sql(query: MessageQuery) -> tuple[str, list[Any]]:
-    """The statement (and its arguments after the tenant id, ``$1``) that fetches one page and
-    one more row, to tell whether a next page exists."""
-    conditions = ["tenant_id = $1"]
+def search_sql(query: MessageQuery, tenant_id: uuid.UUID | None) -> tuple[str, list[Any]]:
+    """The statement and its arguments that fetch one page and one more row (to tell whether a
+    next page exists): of one tenant's messages (``tenant_id`` is ``$1``), or, for None, of
+    every tenant's."""
+    conditions: list[str] = []
     arguments: list[Any] = []
 
     def where(condition: str, *values: Any) -> None:
-        numbers = range(len(arguments) + 2, len(arguments) + 2 + len(values))
+        numbers = range(len(arguments) + 1, len(arguments) + 1 + len(values))
         conditions.append(condition.format(*(f"${n}" for n in numbers)))
         arguments.extend(values)
 
@@ -202,13 +216,17 @@ def search_sql(query: MessageQuery) -> tuple[str, list[Any]]:
         "category": query.category,
         "template": query.template,
     }
+    if tenant_id is not None:
+        where("tenant_id = {}", tenant_id)
     if query.recipient is not None:
         where("lower(recipient) = {}", query.recipient)
     for column, value in columns.items():
         if value is not None:
             where(f"{column} = {{}}", value)
-    if query.tags:
+    if query.tags and tenant_id is not None:
         where("tenant_tags(tenant_id, tags) @> tenant_tags($1, {}::text[])", list(query.tags))
+    elif query.tags:
+        where("tags @> {}::text[]", list(query.tags))
     if query.metadata:
         where("metadata @> {}::jsonb", dict(query.metadata))
     if query.since is not None:
@@ -218,9 +236,10 @@ def search_sql(query: MessageQuery) -> tuple[str, list[Any]]:
     if query.after is not None:
         where("(accepted_at, id) < ({}, {})", query.after.accepted_at, query.after.message_id)
     arguments.append(query.limit + 1)
+    matching = f" WHERE {' AND '.join(conditions)}" if conditions else ""
     sql = (
-        f"SELECT * FROM messages WHERE {' AND '.join(conditions)}"
-        f" ORDER BY accepted_at DESC, id DESC LIMIT ${len(arguments) + 1}"
+        f"SELECT * FROM messages{matching}"
+        f" ORDER BY accepted_at DESC, id DESC LIMIT ${len(arguments)}"
     )
     return sql, arguments
 
@@ -233,17 +252,20 @@ class Page:
     next_cursor: Cursor | None
 
 
-async def search_messages(connection: Connection, tenant_id: str, query: MessageQuery) -> Page:
-    """One page of the tenant's messages matching ``query``.
+async def search_messages(
+    connection: Connection, tenant_id: str | None, query: MessageQuery
+) -> Page:
+    """One page of the tenant's messages matching ``query`` (``tenant_id`` None: of every
+    tenant, for an operator).
 
     Planned for its values each time: a generic plan, which PostgreSQL adopts for a prepared
     statement after a few runs, cannot tell a tag on 1 message in 1,000 from one on every
     other message, and picks one walk for both (300 ms instead of 1 for the wrong one).
     """
-    sql, arguments = search_sql(query)
+    sql, arguments = search_sql(query, uuid.UUID(tenant_id) if tenant_id is not None else None)
     async with connection.transaction(readonly=True):
         await connection.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-        rows = await connection.fetch(sql, uuid.UUID(tenant_id), *arguments)
+        rows = await connection.fetch(sql, *arguments)
     if len(rows) <= query.limit:
         return Page(list(rows), None)
     last = rows[query.limit - 1]

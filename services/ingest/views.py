@@ -21,6 +21,8 @@ class TimelineEntry(BaseModel):
     time: datetime
     service: str
     attempt: int | None = None
+    route: Route | None = None
+    """The route and pool address of the attempt (on ``routed`` and the sender's events)."""
     smtp: SmtpReply | None = None
     bounce: Bounce | None = None
     """How a bounce or deferral was classified (``async``: reported later by a DSN)."""
@@ -39,6 +41,7 @@ class TimelineEntry(BaseModel):
             time=event.time,
             service=data.service,
             attempt=data.attempt,
+            route=data.route,
             smtp=data.smtp,
             bounce=data.bounce,
             feedback_type=data.feedback_type,
@@ -54,6 +57,8 @@ class MessageSummary(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
     id: str
+    tenant_id: str
+    """Whose message it is (an operator's key sees every tenant's)."""
     status: str
     lane: str | None
     stream: str | None
@@ -75,6 +80,7 @@ class MessageSummary(BaseModel):
         """The fields of a summary, read from a ``messages`` row."""
         return {
             "id": str(row["id"]),
+            "tenant_id": str(row["tenant_id"]),
             "status": row["status"],
             "lane": row["lane"],
             "stream": row["stream"],

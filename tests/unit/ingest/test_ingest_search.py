@@ -126,10 +126,30 @@ def test_the_sql_numbers_each_value_after_the_tenant() -> None:
     query = MessageQuery(
         recipient="a@b.test", status=MessageState.DEFERRED, tags=("x",), after=after, limit=10
     )
-    sql, arguments = search_sql(query)
+    tenant = uuid.uuid4()
+    sql, arguments = search_sql(query, tenant)
     assert "tenant_id = $1" in sql
     assert "lower(recipient) = $2" in sql and "status = $3" in sql
     assert "tenant_tags(tenant_id, tags) @> tenant_tags($1, $4::text[])" in sql
     assert "(accepted_at, id) < ($5, $6)" in sql
     assert sql.endswith("ORDER BY accepted_at DESC, id DESC LIMIT $7")
-    assert arguments == ["a@b.test", "deferred", ["x"], MOMENT, after.message_id, 11]
+    assert arguments == [tenant, "a@b.test", "deferred", ["x"], MOMENT, after.message_id, 11]
+
+
+def test_every_tenants_search_has_no_tenant_condition() -> None:
+    sql, arguments = search_sql(MessageQuery(recipient="a@b.test", tags=("x",), limit=5), None)
+    assert "tenant_id" not in sql
+    assert "lower(recipient) = $1" in sql and "tags @> $2::text[]" in sql
+    assert arguments == ["a@b.test", ["x"], 6]
+    assert search_sql(MessageQuery(limit=5), None) == (
+        "SELECT * FROM messages ORDER BY accepted_at DESC, id DESC LIMIT $1",
+        [6],
+    )
+
+
+def test_a_tenant_id_parameter_is_a_uuid() -> None:
+    tenant = str(uuid.uuid4())
+    assert parse_query([("tenant_id", tenant.upper())]) == MessageQuery(tenant_id=tenant)
+    violations = parse_query([("tenant_id", "acme")])
+    assert isinstance(violations, list)
+    assert [violation.pointer for violation in violations] == ["tenant_id"]
