@@ -19,7 +19,7 @@ from schemas.common import Stream
 from schemas.events import MessageState
 from services.console.gateway import GatewayDep, GatewayProblem
 from services.console.mail_view import read_eml
-from services.console.rendering import page
+from services.console.rendering import SANDBOXED_MAIL, page
 from services.console.session import SessionDep
 from services.console.timeline import (
     duration,
@@ -33,8 +33,6 @@ router = APIRouter()
 
 TEXT_FILTERS = ("recipient", "status", "stream", "category", "tag", "metadata")
 TIME_FILTERS = ("since", "until")
-PREVIEW_CSP = "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-"""The rendered mail runs nothing and loads nothing: no script, no remote image, no form."""
 PAGE_SIZE = 25
 EMPTY_PAGE: dict[str, Any] = {"messages": [], "next_cursor": None}
 
@@ -138,12 +136,7 @@ async def raw(message_id: str, gateway: GatewayDep) -> Response:
 async def preview(message_id: str, gateway: GatewayDep) -> Response:
     """The sent mail's HTML, for the message page's sandboxed frame only."""
     mail = read_eml(await gateway.get_bytes(_raw_path(message_id)))
-    headers = {
-        "Content-Security-Policy": PREVIEW_CSP,
-        "X-Frame-Options": "SAMEORIGIN",
-        "Cache-Control": "no-store",
-    }
-    return Response(mail.html or "", media_type="text/html", headers=headers)
+    return Response(mail.html or "", media_type="text/html", headers=SANDBOXED_MAIL)
 
 
 def _file_stem(message_id: str) -> str:

@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from services.console.controls import said
 from services.console.gateway import Gateway, GatewayDep, GatewayProblem
-from services.console.rendering import page
+from services.console.rendering import SANDBOXED_MAIL, page
 from services.console.session import SessionDep
 from services.console.times import utc
 
@@ -30,15 +30,6 @@ router = APIRouter()
 MAX_DATA_CHARS = 2000
 """Sample data travels in the preview's URL (twice: the page's and the frame's)."""
 MAX_LOCALE_CHARS = 35
-SANDBOXED = {
-    "Content-Security-Policy": (
-        "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline';"
-        " frame-ancestors 'self'"
-    ),
-    "X-Frame-Options": "SAMEORIGIN",
-    "Cache-Control": "no-store",
-}
-"""The rendered mail's headers: framed by the console only, no script, nothing remote."""
 
 
 @dataclass(frozen=True)
@@ -146,5 +137,5 @@ async def preview_html(alias: str, request: Request, gw: GatewayDep) -> Response
     """The rendered HTML part alone, for the page's sandboxed frame."""
     preview = await render(gw, alias, PreviewAsked.of(request))
     if isinstance(preview, str):
-        return HTMLResponse(f"<p>{escape(preview)}</p>", status_code=422, headers=SANDBOXED)
-    return HTMLResponse(preview.get("html") or "<p>(no HTML part)</p>", headers=SANDBOXED)
+        return HTMLResponse(f"<p>{escape(preview)}</p>", status_code=422, headers=SANDBOXED_MAIL)
+    return HTMLResponse(preview.get("html") or "<p>(no HTML part)</p>", headers=SANDBOXED_MAIL)

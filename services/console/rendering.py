@@ -13,6 +13,17 @@ from services.console.session import Session
 
 TEMPLATES = Path(__file__).parent / "templates"
 
+SANDBOXED_MAIL = {
+    "Content-Security-Policy": (
+        "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline';"
+        " frame-ancestors 'self'"
+    ),
+    "X-Frame-Options": "SAMEORIGIN",
+    "Cache-Control": "no-store",
+}
+"""The headers of a mail's HTML (sent or previewed): framed by the console only, it runs
+nothing and loads nothing — no script, no form, no remote image."""
+
 environment = Environment(
     loader=FileSystemLoader(TEMPLATES),
     autoescape=select_autoescape(default=True, default_for_string=True),

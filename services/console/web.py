@@ -68,24 +68,22 @@ def build_console(settings: Settings) -> FastAPI:
 
     @app.exception_handler(GatewayProblem)
     async def gateway_problem(request: Request, error: GatewayProblem) -> Response:
-        return page(
-            request,
-            current_session(request),
-            "error.html",
-            status_code=error.status,
-            title=f"{error.status} {error.code}",
-            detail=error.detail,
-        )
+        return _error_page(request, error.status, f"{error.status} {error.code}", error.detail)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> Response:
-        return page(
-            request,
-            current_session(request),
-            "error.html",
-            status_code=error.status_code,
-            title=str(error.status_code),
-            detail=str(error.detail),
-        )
+        return _error_page(request, error.status_code, str(error.status_code), str(error.detail))
 
     return app
+
+
+def _error_page(request: Request, status: int, title: str, detail: str) -> Response:
+    """The error page, with the navigation when the user is logged in."""
+    return page(
+        request,
+        current_session(request),
+        "error.html",
+        status_code=status,
+        title=title,
+        detail=detail,
+    )

@@ -13,7 +13,7 @@ from playwright.async_api import Browser, Page, expect
 
 from libs.tenants import Tenant, create_tenant
 from libs.trace_waterfall import trace_ui_url
-from services.console.pages_messages import PREVIEW_CSP
+from services.console.rendering import SANDBOXED_MAIL
 from tests.e2e.browser import console_url, fits_the_viewport, logged_in
 from tests.e2e.conftest import Topology
 from tests.support import eventually
@@ -131,7 +131,7 @@ async def test_a_sent_mail_is_previewed_in_a_sandbox_and_downloaded(
     heading = page.frame_locator("iframe.preview").get_by_role("heading", name="Thanks")
     await expect(heading).to_be_visible()
     preview = await page.request.get(f"{message_url}/preview")
-    assert preview.headers["content-security-policy"] == PREVIEW_CSP
+    assert preview.headers["content-security-policy"] == SANDBOXED_MAIL["Content-Security-Policy"]
     assert "<h1>Thanks</h1>" in await preview.text()
     headers = page.get_by_role("table", name="Headers")
     subject = headers.get_by_role("row", name="Subject Your receipt", exact=True)
