@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,8 +91,9 @@ class Topology:
 __all__ = ["chromium"]
 
 
-@pytest.fixture(scope="module")
-async def topology(settings: Settings) -> AsyncIterator[Topology]:
+@asynccontextmanager
+async def running_topology(settings: Settings) -> AsyncIterator[Topology]:
+    """Every process of the platform, on topics of their own, until the block ends."""
     run_id = uuid.uuid4().hex[:8]
     run_settings = settings.model_copy(
         update={
@@ -116,3 +118,10 @@ async def topology(settings: Settings) -> AsyncIterator[Topology]:
             yield Topology(run_settings, supervisor, http)
     finally:
         supervisor.stop_all()
+
+
+@pytest.fixture(scope="module")
+async def topology(settings: Settings) -> AsyncIterator[Topology]:
+    """A topology per test module: a module may kill and restart its services."""
+    async with running_topology(settings) as running:
+        yield running
