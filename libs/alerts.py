@@ -33,6 +33,7 @@ class AlertView(BaseModel):
     """One alert: what crossed which threshold, over how many messages, and when."""
 
     id: str
+    tenant_id: str
     kind: AlertKind
     key: str | None
     """The recipient domain of a ``domain_deferrals`` alert; None for the whole tenant."""
@@ -51,12 +52,14 @@ class AlertView(BaseModel):
 
     @classmethod
     def of_row(cls, row: asyncpg.Record) -> AlertView:
-        return cls.model_validate({**dict(row), "id": str(row["id"])})
+        return cls.model_validate(
+            {**dict(row), "id": str(row["id"]), "tenant_id": str(row["tenant_id"])}
+        )
 
 
 ALERT_COLUMNS = (
-    "id, kind, key, severity, value, threshold, sample, window_seconds, opened_at, resolved_at,"
-    " last_value, last_sample, evaluated_at"
+    "id, tenant_id, kind, key, severity, value, threshold, sample, window_seconds, opened_at,"
+    " resolved_at, last_value, last_sample, evaluated_at"
 )
 STATUS_CONDITIONS = {
     AlertStatus.OPEN: "resolved_at IS NULL",
@@ -66,13 +69,14 @@ STATUS_CONDITIONS = {
 
 
 async def list_alerts(
-    pool: asyncpg.Pool, tenant_id: str, status: AlertStatus, limit: int
+    pool: asyncpg.Pool, tenant_id: str | None, status: AlertStatus, limit: int
 ) -> list[AlertView]:
-    """The tenant's alerts of ``status``, the most recently opened first."""
+    """The tenant's alerts of ``status`` (None: every tenant's), the most recently opened
+    first."""
     rows = await pool.fetch(
-        f"SELECT {ALERT_COLUMNS} FROM alerts WHERE tenant_id = $1 AND {STATUS_CONDITIONS[status]}"
-        " ORDER BY opened_at DESC LIMIT $2",
-        uuid.UUID(tenant_id),
+        f"SELECT {ALERT_COLUMNS} FROM alerts WHERE ($1::uuid IS NULL OR tenant_id = $1)"
+        f" AND {STATUS_CONDITIONS[status]} ORDER BY opened_at DESC LIMIT $2",
+        uuid.UUID(tenant_id) if tenant_id is not None else None,
         limit,
     )
     return [AlertView.of_row(row) for row in rows]

@@ -113,14 +113,17 @@ def _rounded(milliseconds: float | None) -> float | None:
     return None if milliseconds is None else round(milliseconds, 1)
 
 
-def _statement(table: str, measure: str, query: AnalyticsQuery) -> tuple[str, list[Any]]:
+def _statement(
+    table: str, measure: str, query: AnalyticsQuery, tenant: uuid.UUID | None
+) -> tuple[str, list[Any]]:
     groups = "".join(f", {name}" for name in query.group_by)
     arguments: list[Any] = [query.granularity.value, bucket_start(query.since, query.granularity)]
     arguments.append(query.until)
-    conditions = ["tenant_id = $1", "granularity = $2", "bucket >= $3", "bucket < $4"]
-    for name, value in query.filters.items():
+    conditions = ["granularity = $1", "bucket >= $2", "bucket < $3"]
+    filters = {**query.filters, **({"tenant_id": tenant} if tenant is not None else {})}
+    for name, value in filters.items():
         arguments.append(value)
-        conditions.append(f"{name} = ${len(arguments) + 1}")
+        conditions.append(f"{name} = ${len(arguments)}")
     sql = (
         f"SELECT bucket{groups}, {measure}, sum(count)::bigint AS count FROM {table}"
         f" WHERE {' AND '.join(conditions)} GROUP BY bucket{groups}, {measure}"
@@ -129,16 +132,19 @@ def _statement(table: str, measure: str, query: AnalyticsQuery) -> tuple[str, li
     return sql, arguments
 
 
-async def read_report(pool: asyncpg.Pool, tenant_id: str, query: AnalyticsQuery) -> AnalyticsReport:
-    """The report ``query`` asks for, of the tenant's aggregates."""
+async def read_report(
+    pool: asyncpg.Pool, tenant_id: str | None, query: AnalyticsQuery
+) -> AnalyticsReport:
+    """The report ``query`` asks for, of the tenant's aggregates (None: every tenant's
+    together, for an operator)."""
     assert set(query.group_by) <= set(DIMENSIONS) and set(query.filters) <= set(FILTERS)
-    tenant = uuid.UUID(tenant_id)
+    tenant = uuid.UUID(tenant_id) if tenant_id is not None else None
     buckets: defaultdict[tuple[Any, ...], _Tally] = defaultdict(_Tally)
     totals = _Tally()
-    counts_sql, arguments = _statement("analytics_counts", "event_type", query)
-    latency_sql, _ = _statement("analytics_latency", "bin", query)
+    counts_sql, arguments = _statement("analytics_counts", "event_type", query, tenant)
+    latency_sql, _ = _statement("analytics_latency", "bin", query, tenant)
     counted, binned = await asyncio.gather(
-        pool.fetch(counts_sql, tenant, *arguments), pool.fetch(latency_sql, tenant, *arguments)
+        pool.fetch(counts_sql, *arguments), pool.fetch(latency_sql, *arguments)
     )
     if max(len(counted), len(binned)) > MAX_ROWS:
         raise ReportTooLarge(

@@ -1,8 +1,8 @@
 """``/deliverability``: the tenant's rates and the critical lane's latency over time, by
 recipient domain, and its open alerts — all from ``GET /v1/analytics``.
 
-The analytics API reports the caller's own tenant only, so there is no tenant filter here (an
-operator sees the operator tenant's figures).
+A tenant sees its own figures; an operator sees every tenant's together, or one tenant's when
+it names its id (the API's ``tenant_id``).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ async def _figures(gw: Gateway, params: dict[str, Any]) -> dict[str, Any]:
         gw.get("/v1/analytics", params=params),
         gw.get("/v1/analytics", params={**params, "lane": "critical"}),
         gw.get("/v1/analytics", params={**params, "group_by": "recipient_domain"}),
-        gw.get("/v1/analytics/alerts"),
+        gw.get("/v1/analytics/alerts", params={"tenant_id": params.get("tenant_id")}),
     )
     return {"overall": overall, "critical": critical, "domains": domains, "alerts": alerts}
 
@@ -89,6 +89,7 @@ async def deliverability(
     period: Annotated[str, Query(alias="range")] = "24h",
     bucket: str = "",
     recipient_domain: str = "",
+    tenant_id: str = "",
 ) -> HTMLResponse:
     period = period if period in RANGES else "24h"
     bucket = bucket if bucket in BUCKETS else DEFAULT_BUCKET[period]
@@ -99,6 +100,7 @@ async def deliverability(
         "until": until.isoformat(),
         "granularity": bucket,
         "recipient_domain": recipient_domain.strip().lower(),
+        "tenant_id": tenant_id.strip() if session.operator else "",
     }
     context: dict[str, Any] = {
         "ranges": RANGES,
@@ -107,6 +109,7 @@ async def deliverability(
             "range": period,
             "bucket": bucket,
             "recipient_domain": params["recipient_domain"],
+            "tenant_id": params["tenant_id"],
         },
         "charts": [],
         "problem": "",
@@ -114,7 +117,7 @@ async def deliverability(
     try:
         figures = await _figures(gw, params)
     except GatewayProblem as problem:
-        if problem.status != 422:
+        if problem.status not in (403, 422):
             raise
         context["problem"] = problem.detail
         return page(request, session, "deliverability.html", active="deliverability", **context)

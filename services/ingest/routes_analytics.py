@@ -1,8 +1,9 @@
 """``/v1/analytics``: the caller's counts, rates and latency per time bucket, and its alerts.
 
-Read-only, ``read`` scope, always the caller's tenant. The figures come from the aggregates the
-analytics service keeps from the event stream (``libs.analytics_report``), a second or so behind
-the events.
+Read-only, ``read`` scope, the caller's tenant; an operator's key may name any tenant with
+``tenant_id`` (without it: every tenant's figures together). The figures come from the
+aggregates the analytics service keeps from the event stream (``libs.analytics_report``), a
+second or so behind the events.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from libs.analytics_report import (
     read_report,
     refusal,
 )
-from services.ingest.http_deps import IngestDep, ReadCaller, problems
+from libs.tenants import Caller
+from services.ingest.accept import Ingest
+from services.ingest.http_deps import IngestDep, ReadCaller, problems, searched_tenant
 from services.ingest.problems import ProblemError
 from services.ingest.search import (
     bad_parameter,
@@ -33,6 +36,7 @@ from services.ingest.search import (
     parse_choice,
     parse_limit,
     parse_moment,
+    parse_tenant_id,
 )
 from services.ingest.validate import Violation
 
@@ -41,10 +45,13 @@ router = APIRouter(prefix="/v1/analytics", tags=["analytics"])
 DEFAULT_RANGE = timedelta(hours=24)
 MAX_ALERTS = 500
 Filter = Annotated[str | None, Query()]
-PARAMETERS = frozenset({"since", "until", "granularity", "group_by", *FILTERS})
+PARAMETERS = frozenset({"tenant_id", "since", "until", "granularity", "group_by", *FILTERS})
 
 DESCRIPTION = f"""Counts per event type, rates and accept->delivered latency of the caller's
 messages, per time bucket (and group), with totals over the whole range.
+
+- `tenant_id`: for an operator's key, the tenant to report on (without it: every tenant
+  together); a tenant's key may name only its own tenant (another: 403 `operator_only`).
 
 - `since` (inclusive, floored to its bucket), `until` (exclusive): RFC 3339; default the last
   24 hours. `granularity`: `minute`, `hour` (default) or `day`; at most {MAX_BUCKETS} buckets,
@@ -105,6 +112,7 @@ async def analytics(
     request: Request,
     ingest: IngestDep,
     caller: ReadCaller,
+    tenant_id: Filter = None,
     since: Filter = None,
     until: Filter = None,
     granularity: Filter = None,
@@ -125,7 +133,7 @@ async def analytics(
     if why := refusal(query, now, retention):
         raise ProblemError.of([bad_parameter("since", why)])
     try:
-        return await read_report(ingest.pool, caller.tenant.id, query)
+        return await read_report(ingest.pool, _tenant(ingest, caller, tenant_id), query)
     except ReportTooLarge as error:
         raise ProblemError("report_too_large", str(error)) from None
 
@@ -143,14 +151,30 @@ class AlertList(BaseModel):
     summary="Deliverability alerts",
 )
 async def alerts(
-    ingest: IngestDep, caller: ReadCaller, status: Filter = None, limit: Filter = None
+    ingest: IngestDep,
+    caller: ReadCaller,
+    tenant_id: Filter = None,
+    status: Filter = None,
+    limit: Filter = None,
 ) -> AlertList:
     """The tenant's alerts: `status` `open` (default), `resolved` or `all`; `limit` 1 to
-    500 (default 100)."""
+    500 (default 100); `tenant_id` as for the report (an operator without it: every
+    tenant's alerts)."""
     checked = parse_choice("status", status or AlertStatus.OPEN.value, AlertStatus)
     count = parse_limit(limit, MAX_ALERTS) if limit is not None else 100
     violations = [v for v in (checked, count) if isinstance(v, Violation)]
     if violations:
         raise ProblemError.of(violations)
     assert isinstance(checked, AlertStatus) and isinstance(count, int)
-    return AlertList(alerts=await list_alerts(ingest.pool, caller.tenant.id, checked, count))
+    tenant = _tenant(ingest, caller, tenant_id)
+    return AlertList(alerts=await list_alerts(ingest.pool, tenant, checked, count))
+
+
+def _tenant(ingest: Ingest, caller: Caller, requested: str | None) -> str | None:
+    """The tenant whose figures the caller gets (None: every tenant's, for an operator)."""
+    if requested is not None:
+        checked = parse_tenant_id(requested)
+        if isinstance(checked, Violation):
+            raise ProblemError.of([checked])
+        requested = checked
+    return searched_tenant(ingest, caller, requested)

@@ -116,7 +116,8 @@ def parse_limit(text: str, maximum: int = MAX_LIMIT) -> int | Violation:
     return int(text)
 
 
-def _tenant_id(text: str) -> str | Violation:
+def parse_tenant_id(text: str) -> str | Violation:
+    """A ``tenant_id`` parameter: a UUID (an operator's choice of tenant)."""
     try:
         return str(uuid.UUID(text))
     except ValueError:
@@ -164,7 +165,7 @@ def parse_query(params: Sequence[tuple[str, str]]) -> MessageQuery | list[Violat
     }
     checks: dict[str, Any] = {}
     if "tenant_id" in single:
-        checks["tenant_id"] = _tenant_id(single["tenant_id"])
+        checks["tenant_id"] = parse_tenant_id(single["tenant_id"])
     if "recipient" in single:
         fields["recipient"] = single["recipient"].strip().lower()
     if "status" in single:

@@ -87,10 +87,13 @@ async def test_analytics_needs_the_read_scope_and_sensible_ranges(
         },
         {"granularity": "week"},
         {"group_by": "tenant_id"},
-        {"tenant_id": str(uuid.uuid4())},
+        {"tenant_id": "not-an-id"},
     ):
         answer = await client.get("/v1/analytics", params=params, headers=bearer(tenant[1]))
         assert_problem(answer, 422, "invalid_parameter")
+    another = {"tenant_id": str(uuid.uuid4())}  # only an operator names another tenant
+    answer = await client.get("/v1/analytics", params=another, headers=bearer(tenant[1]))
+    assert_problem(answer, 403, "operator_only")
     answer = await client.get(
         "/v1/analytics/alerts", params={"status": "closed"}, headers=bearer(tenant[1])
     )
@@ -101,25 +104,31 @@ async def test_analytics_needs_the_read_scope_and_sensible_ranges(
     assert days.status_code == 200, days.text
 
 
+async def alerted(
+    pool: asyncpg.Pool,
+    tenant_id: str,
+    kind: str = "bounce_rate",
+    resolved_at: datetime | None = None,
+) -> None:
+    """An alert of the tenant, opened three hours ago (resolved at ``resolved_at``, if given)."""
+    opened = HOUR - timedelta(hours=3)
+    await pool.execute(
+        "INSERT INTO alerts (id, tenant_id, kind, severity, value, threshold, sample,"
+        " window_seconds, opened_at, resolved_at, last_value, last_sample, evaluated_at)"
+        " VALUES ($1, $2, $3, 'critical', 0.5, 0.05, 200, 3600, $4, $5, 0.5, 200, $4)",
+        uuid.uuid4(),
+        uuid.UUID(tenant_id),
+        kind,
+        opened,
+        resolved_at,
+    )
+
+
 async def test_alerts_are_listed_by_status_for_their_tenant_only(
     client: httpx.AsyncClient, pool: asyncpg.Pool, tenant: tuple[Tenant, str]
 ) -> None:
-    tenant_id = uuid.UUID(tenant[0].id)
-    opened = HOUR - timedelta(hours=3)
-    for resolved_at, kind in (
-        (None, "bounce_rate"),
-        (opened + timedelta(hours=1), "complaint_rate"),
-    ):
-        await pool.execute(
-            "INSERT INTO alerts (id, tenant_id, kind, severity, value, threshold, sample,"
-            " window_seconds, opened_at, resolved_at, last_value, last_sample, evaluated_at)"
-            " VALUES ($1, $2, $3, 'critical', 0.5, 0.05, 200, 3600, $4, $5, 0.5, 200, $4)",
-            uuid.uuid4(),
-            tenant_id,
-            kind,
-            opened,
-            resolved_at,
-        )
+    await alerted(pool, tenant[0].id)
+    await alerted(pool, tenant[0].id, "complaint_rate", HOUR - timedelta(hours=2))
     _, other_key = await other_tenant(pool)
 
     async def kinds(key: str, status: str | None = None) -> list[str]:

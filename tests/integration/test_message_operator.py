@@ -15,6 +15,7 @@ import pytest
 from libs.settings import Settings
 from libs.tenants import Tenant, create_tenant
 from services.ingest.app import IngestService
+from tests.integration.test_analytics_api import alerted, counted
 from tests.integration.test_api_keys import bearer, new_key
 from tests.integration.test_message_search import auth, found, logged
 from tests.support import started
@@ -111,3 +112,40 @@ async def test_an_operators_read_key_is_a_tenants_key(
     _, reader = await new_key(client, operator[1], scopes=["read"])
     response = await client.get(f"/v1/messages/{theirs}", headers=bearer(reader))
     assert response.status_code == 404
+
+
+async def test_figures_and_alerts_follow_the_same_rule(
+    client: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    tenant: tuple[Tenant, str],
+    operator: tuple[Tenant, str],
+) -> None:
+    """The deliverability page's API: a tenant its own figures and alerts only; an operator
+    one named tenant's, or every tenant's together."""
+    stranger = await create_tenant(pool, "stranger", ["example.test"], dev_mode=True)
+    for owner, count in ((tenant, 7), (stranger, 5)):
+        await counted(pool, owner[0].id, [("critical", "gmail.com", "bounced", count)])
+        await alerted(pool, owner[0].id)
+
+    async def bounced(key: tuple[Tenant, str], **params: str) -> int:
+        answer = await client.get("/v1/analytics", params=params, headers=auth(key))
+        assert answer.status_code == 200, answer.text
+        count: int = answer.json()["totals"]["counts"]["bounced"]
+        return count
+
+    async def alerts_of(key: tuple[Tenant, str], **params: str) -> set[str]:
+        answer = await client.get("/v1/analytics/alerts", params=params, headers=auth(key))
+        assert answer.status_code == 200, answer.text
+        return {alert["tenant_id"] for alert in answer.json()["alerts"]}
+
+    assert await bounced(stranger) == 5
+    assert await bounced(operator, tenant_id=tenant[0].id) == 7
+    assert await bounced(operator) >= 12  # every tenant's together
+    assert await alerts_of(stranger) == {stranger[0].id}
+    assert await alerts_of(operator, tenant_id=tenant[0].id) == {tenant[0].id}
+    assert {tenant[0].id, stranger[0].id} <= await alerts_of(operator)
+    for path in ("/v1/analytics", "/v1/analytics/alerts"):
+        refused = await client.get(path, params={"tenant_id": tenant[0].id}, headers=auth(stranger))
+        assert (refused.status_code, refused.json()["code"]) == (403, "operator_only")
+    malformed = await client.get("/v1/analytics", params={"tenant_id": "x"}, headers=auth(operator))
+    assert malformed.status_code == 422

@@ -119,6 +119,30 @@ async def test_a_bounced_message_is_found_and_explained(
     await page.context.close()
 
 
+async def test_one_click_opens_the_same_trace_in_the_tracing_ui(
+    topology: Topology, chromium: Browser, bounced: Bounced
+) -> None:
+    """The link opens Zipkin's page of the trace, which shows the services it went through
+    (Zipkin gets the spans from Jaeger through the broker: the page is reloaded until then)."""
+    page = await logged_in(chromium, topology.settings, bounced.tenant[1])
+    await page.goto(console_url(topology.settings, f"/messages/{bounced.message_id}"))
+    async with page.context.expect_page() as opening:
+        await page.get_by_role("link", name="Open in the tracing UI").click()
+    zipkin = await opening.value
+
+    async def shown() -> bool | None:
+        await zipkin.wait_for_load_state("networkidle")
+        text = await zipkin.locator("body").inner_text()
+        if bounced.trace_id in text and "sender" in text and "ingest" in text:
+            return True
+        await zipkin.reload()
+        return None
+
+    assert await eventually(shown, timeout=SPANS_TIMEOUT, every=1.0)
+    assert zipkin.url == trace_ui_url(topology.settings, bounced.trace_id)
+    await page.context.close()
+
+
 async def test_a_sent_mail_is_previewed_in_a_sandbox_and_downloaded(
     topology: Topology, chromium: Browser, bounced: Bounced
 ) -> None:
