@@ -103,6 +103,7 @@ def banner(profile: Profile, api_key: str) -> str:
         "     --header 'Subject: Hello over SMTP' --body 'Sent through the SMTP door.'",
         "",
         " Then, with the id it returns:",
+        f"   http://127.0.0.1:{profile.console_port}/messages/ID  # the console (log in: dev key)",
         "   .venv/bin/sendarix message show ID    # status and timeline",
         "   .venv/bin/sendarix trace ID           # trace id, its tracing-UI page, its spans",
     )
