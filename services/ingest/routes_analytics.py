@@ -37,6 +37,7 @@ from services.ingest.search import (
     parse_limit,
     parse_moment,
     parse_tenant_id,
+    unstorable,
 )
 from services.ingest.validate import Violation
 
@@ -86,10 +87,7 @@ def parse_analytics(
         checks["group_by"] = bad_parameter(
             "group_by", f"{', '.join(unknown)}: group by {', '.join(DIMENSIONS)}"
         )
-    for name in FILTERS:
-        if "\x00" in single.get(name, ""):
-            checks[name] = bad_parameter(name, "NUL cannot be in a value")
-    violations = [v for v in checks.values() if isinstance(v, Violation)]
+    violations = [v for v in checks.values() if isinstance(v, Violation)] + unstorable(given)
     if violations:
         return violations
     return AnalyticsQuery(

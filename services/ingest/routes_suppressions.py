@@ -56,6 +56,7 @@ from services.ingest.search import (
     parse_choice,
     parse_limit,
     parse_moment,
+    unstorable,
 )
 from services.ingest.validate import Violation, pointer
 
@@ -162,15 +163,9 @@ def _parameters(params: list[tuple[str, str]], known: frozenset[str]) -> dict[st
     given = grouped_parameters(params, known)
     if isinstance(given, list):
         raise ProblemError.of(given)
-    single = {name: values[0] for name, values in given.items()}
-    bad = [
-        bad_parameter(name, fault)
-        for name, value in single.items()
-        if (fault := ONE_LINE.fault(value))
-    ]
-    if bad:
+    if bad := unstorable(given):
         raise ProblemError.of(bad)
-    return single
+    return {name: values[0] for name, values in given.items()}
 
 
 def _path_address(address: str) -> str:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from libs.database import Connection
+from libs.sendable import ONE_LINE
 from schemas.common import Stream
 from schemas.events import MessageState
 from services.ingest.validate import Violation
@@ -153,6 +154,19 @@ def grouped_parameters(
     return violations or given
 
 
+def unstorable(given: Mapping[str, Sequence[str]]) -> list[Violation]:
+    """A violation for each parameter with a value no stored text contains (a control
+    character, a line break, a lone surrogate): it could match nothing, and the database would
+    refuse a NUL outright."""
+    faults = {
+        name: fault
+        for name, values in given.items()
+        for value in values
+        if (fault := ONE_LINE.fault(value))
+    }
+    return [bad_parameter(name, fault) for name, fault in faults.items()]
+
+
 def parse_query(params: Sequence[tuple[str, str]]) -> MessageQuery | list[Violation]:
     """The search the query parameters ask for, or everything wrong with them (each names its
     parameter): unknown parameters, repeats of a single-valued one, values of the wrong form."""
@@ -181,6 +195,7 @@ def parse_query(params: Sequence[tuple[str, str]]) -> MessageQuery | list[Violat
         checks["limit"] = parse_limit(single["limit"])
     pairs = [_pair(text) for text in given.get("metadata", [])]
     violations = [v for v in (*checks.values(), *pairs) if isinstance(v, Violation)]
+    violations += unstorable(given)
     if violations:
         return violations
     return MessageQuery(

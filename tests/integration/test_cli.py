@@ -157,7 +157,8 @@ async def test_message_show_includes_a_problem(
 async def test_trace_prints_the_span_tree_when_jaeger_answers(
     settings: Settings, pool: asyncpg.Pool, tenant: tuple[Tenant, str]
 ) -> None:
-    provider = setup_tracing("cli-test", settings)
+    provider = setup_tracing("cli-test", settings)  # the process's, if a test set one up first
+    service = provider.resource.attributes["service.name"]
     tracer = trace.get_tracer("tests", tracer_provider=provider)
     reply: dict[str, str | int] = {
         "smtp.reply_code": 550,
@@ -184,7 +185,7 @@ async def test_trace_prints_the_span_tree_when_jaeger_answers(
     assert len(spans) == 2
     assert spans[0].startswith("  ") and "POST /v1/messages" in spans[0]
     assert spans[0].endswith(" ms")
-    assert spans[1].startswith("    cli-test  sender  ")
+    assert spans[1].startswith(f"    {service}  sender  ")
     assert spans[1].endswith(" ms  [smtp reply: 550 5.1.1 no such user, attempt: 1]")
 
 

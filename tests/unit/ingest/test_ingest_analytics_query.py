@@ -38,7 +38,7 @@ def test_filters_and_groups_are_taken_as_given() -> None:
 
 
 def test_each_bad_parameter_is_named() -> None:
-    unknown = parse_analytics([("tenant_id", "someone-else")], NOW)
+    unknown = parse_analytics([("tenant", "someone-else")], NOW)
     problems = parse_analytics(
         [
             ("granularity", "week"),
@@ -49,7 +49,7 @@ def test_each_bad_parameter_is_named() -> None:
         NOW,
     )
 
-    assert isinstance(unknown, list) and [p.pointer for p in unknown] == ["tenant_id"]
+    assert isinstance(unknown, list) and [p.pointer for p in unknown] == ["tenant"]
     assert isinstance(problems, list)
     assert all(isinstance(p, Violation) for p in problems)
     assert sorted(p.pointer for p in problems) == ["granularity", "group_by", "since", "template"]

@@ -98,6 +98,10 @@ def test_every_filter_is_parsed() -> None:
         ("metadata", ":value_without_key"),
         ("recipient", "x" * 999),
         ("colour", "blue"),
+        ("category", "\x00"),  # the database refuses a NUL: it was a 500 (found by the fuzzer)
+        ("template", "otp\n"),
+        ("tag", "a\x00b"),
+        ("metadata", "plan:\x00"),
     ],
 )
 def test_a_bad_parameter_is_named(name: str, value: str) -> None:
