@@ -158,7 +158,7 @@ async def test_trace_prints_the_span_tree_when_jaeger_answers(
     settings: Settings, pool: asyncpg.Pool, tenant: tuple[Tenant, str]
 ) -> None:
     provider = setup_tracing("cli-test", settings)  # the process's, if a test set one up first
-    service = provider.resource.attributes["service.name"]
+    service = str(provider.resource.attributes["service.name"])
     tracer = trace.get_tracer("tests", tracer_provider=provider)
     reply: dict[str, str | int] = {
         "smtp.reply_code": 550,
