@@ -35,5 +35,8 @@ def _body(mail: EmailMessage, subtype: str) -> str | None:
     part = mail.get_body(preferencelist=(subtype,))
     if part is None or part.get_content_subtype() != subtype:
         return None
-    content = part.get_content()
+    try:
+        content = part.get_content()
+    except (LookupError, ValueError):  # an unknown charset, a broken encoding: show none
+        return None
     return content if isinstance(content, str) else None

@@ -101,3 +101,13 @@ def test_a_sent_mail_gives_its_headers_and_bodies() -> None:
 def test_times_are_read_and_shown_in_utc() -> None:
     assert api_moment("2026-01-31T12:30") == "2026-01-31T12:30:00+00:00"
     assert utc(None) == ""
+
+
+def test_a_body_in_an_unknown_charset_is_left_out_not_a_crash() -> None:
+    raw = (
+        b"Subject: hi\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: text/html; charset=x-no-such-charset\r\n\r\n<p>hi</p>\r\n"
+    )
+    shown = read_eml(raw)
+    assert ("Subject", "hi") in shown.headers
+    assert shown.html is None
