@@ -26,8 +26,8 @@ from services.console.timeline import (
     rule_ids,
     suppressed_address,
     timeline,
-    utc,
 )
+from services.console.times import utc
 
 router = APIRouter()
 

@@ -7,10 +7,10 @@ duration come from the sender's span of that attempt, when the trace has it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from libs.trace_waterfall import WaterfallRow
+from services.console.times import utc
 
 SUPPRESSING_EVENTS = frozenset({"suppressed", "complained", "unsubscribed"})
 """Events that stop (or stopped) mail to the recipient through the suppression list."""
@@ -24,16 +24,6 @@ class TimelineRow:
     type: str
     service: str
     details: tuple[tuple[str, str], ...]
-
-
-def utc(moment: str | None) -> str:
-    """An API time as the console shows every time: UTC, ISO 8601, to the millisecond."""
-    if not moment:
-        return ""
-    parsed = datetime.fromisoformat(moment)
-    if parsed.tzinfo is None:
-        return parsed.isoformat(timespec="milliseconds")
-    return parsed.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def duration(milliseconds: float) -> str:
@@ -58,7 +48,7 @@ def timeline(events: list[dict[str, Any]], spans: list[WaterfallRow]) -> list[Ti
     exchanges = smtp_spans(spans)
     return [
         TimelineRow(
-            time=utc(event.get("time")),
+            time=utc(event.get("time"), milliseconds=True),
             type=str(event.get("type", "")),
             service=str(event.get("service", "")),
             details=tuple(_details(event, exchanges)),

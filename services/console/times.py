@@ -1,12 +1,14 @@
-"""Times as the console shows them: UTC, ISO 8601, to the second."""
+"""Times as the console shows them: UTC, ISO 8601, to the second (the millisecond where order
+within a second matters: a message's timeline)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
 
-def utc(moment: str | None) -> str:
-    """An API date-time as ``2026-05-01 12:30:05Z``; empty for none, as given if unreadable."""
+def utc(moment: str | None, *, milliseconds: bool = False) -> str:
+    """An API date-time as ``2026-05-01 12:30:05Z`` (``…:05.123Z``); empty for none, as given if
+    unreadable."""
     if not moment:
         return ""
     try:
@@ -15,4 +17,6 @@ def utc(moment: str | None) -> str:
         return moment
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    shown = parsed.astimezone(UTC)
+    fraction = f".{shown.microsecond // 1000:03d}" if milliseconds else ""
+    return f"{shown:%Y-%m-%d %H:%M:%S}{fraction}Z"
