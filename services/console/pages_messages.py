@@ -7,7 +7,6 @@ gateway just returned for that key.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -27,7 +26,7 @@ from services.console.timeline import (
     suppressed_address,
     timeline,
 )
-from services.console.times import utc
+from services.console.times import form_moment, utc
 
 router = APIRouter()
 
@@ -37,16 +36,11 @@ PAGE_SIZE = 25
 EMPTY_PAGE: dict[str, Any] = {"messages": [], "next_cursor": None}
 
 
-def api_moment(local: str) -> str:
-    """A ``datetime-local`` input's value, read as UTC, as the API's RFC 3339 date-time."""
-    return datetime.fromisoformat(local).replace(tzinfo=UTC).isoformat()
-
-
 def _search_params(filters: dict[str, str], operator: bool) -> dict[str, str]:
     params = {name: filters[name] for name in TEXT_FILTERS if filters.get(name)}
     for name in TIME_FILTERS:
         if filters.get(name):
-            params[name] = api_moment(filters[name])
+            params[name] = form_moment(filters[name])
     if operator and filters.get("tenant_id"):
         params["tenant_id"] = filters["tenant_id"]
     if filters.get("cursor"):

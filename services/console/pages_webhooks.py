@@ -7,7 +7,6 @@ of a time range given in UTC.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -18,7 +17,7 @@ from services.console.controls import back_to, said
 from services.console.gateway import GatewayDep, GatewayProblem
 from services.console.rendering import page
 from services.console.session import FormDep, SessionDep
-from services.console.times import utc
+from services.console.times import form_moment, utc
 
 router = APIRouter()
 
@@ -29,15 +28,6 @@ def _endpoint_path(endpoint_id: str) -> str:
     return f"/v1/webhooks/{quote(endpoint_id, safe='')}"
 
 
-def utc_moment(text: str) -> str | None:
-    """A form's date-time (``datetime-local``, read as UTC) in RFC 3339; None when unreadable."""
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
-
-
 def replay_body(form: dict[str, str]) -> dict[str, str] | str:
     """What the replay form asks the API for, or why it cannot be asked."""
     if event_id := form.get("event_id", "").strip():
@@ -45,10 +35,11 @@ def replay_body(form: dict[str, str]) -> dict[str, str] | str:
     since, until = form.get("since", "").strip(), form.get("until", "").strip()
     if not since:
         return "Give the start of the range to replay."
-    body = {"since": utc_moment(since), "until": utc_moment(until) if until else None}
-    if body["since"] is None or (until and body["until"] is None):
+    try:
+        body = {"since": form_moment(since)} | ({"until": form_moment(until)} if until else {})
+    except ValueError:
         return "Give the range as date and time (UTC)."
-    return {name: value for name, value in body.items() if value}
+    return body
 
 
 @router.get("/webhooks")

@@ -20,3 +20,10 @@ def utc(moment: str | None, *, milliseconds: bool = False) -> str:
     shown = parsed.astimezone(UTC)
     fraction = f".{shown.microsecond // 1000:03d}" if milliseconds else ""
     return f"{shown:%Y-%m-%d %H:%M:%S}{fraction}Z"
+
+
+def form_moment(text: str) -> str:
+    """A form's date-time (``datetime-local``: read as UTC unless it says otherwise) as the
+    API's RFC 3339; ValueError when it is not one."""
+    moment = datetime.fromisoformat(text.strip())
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()

@@ -8,9 +8,8 @@ from typing import Any
 
 from libs.trace_waterfall import WaterfallRow
 from services.console.mail_view import read_eml
-from services.console.pages_messages import api_moment
 from services.console.timeline import rule_ids, suppressed_address, timeline
-from services.console.times import utc
+from services.console.times import form_moment, utc
 
 ROUTE = {
     "name": "simulator",
@@ -100,7 +99,8 @@ def test_a_sent_mail_gives_its_headers_and_bodies() -> None:
 
 
 def test_times_are_read_and_shown_in_utc() -> None:
-    assert api_moment("2026-01-31T12:30") == "2026-01-31T12:30:00+00:00"
+    assert form_moment("2026-01-31T12:30") == "2026-01-31T12:30:00+00:00"
+    assert form_moment("2026-01-31T12:30+02:00") == "2026-01-31T12:30:00+02:00"
     assert utc(None) == ""
 
 
