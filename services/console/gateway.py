@@ -27,11 +27,6 @@ class GatewayProblem(Exception):
         self.detail = detail
 
 
-def unreachable(error: httpx.HTTPError) -> GatewayProblem:
-    """The problem shown when the gateway does not answer at all."""
-    return GatewayProblem(503, "gateway_unavailable", f"the gateway did not answer: {error}")
-
-
 def _checked(response: httpx.Response) -> httpx.Response:
     if response.is_success:
         return response
@@ -59,7 +54,8 @@ class Gateway:
                 method, f"{self._base}{path}", headers=self._headers, **options
             )
         except httpx.HTTPError as error:
-            raise unreachable(error) from error
+            detail = f"the gateway did not answer: {error}"
+            raise GatewayProblem(503, "gateway_unavailable", detail) from error
         return _checked(response)
 
     async def get(self, path: str, params: dict[str, Any] | None = None) -> Any:

@@ -9,16 +9,16 @@ from __future__ import annotations
 import secrets
 from typing import Annotated, Any
 
-import httpx
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from services.console.gateway import GatewayProblem, unreachable
+from services.console.gateway import Gateway
 from services.console.rendering import page
 from services.console.session import (
     COOKIE,
     LOGIN_CSRF_COOKIE,
     FormDep,
+    LoginRequired,
     Session,
     same_origin,
     seal,
@@ -104,19 +104,13 @@ async def _owner(request: Request, api_key: str) -> dict[str, Any] | None:
     """What the gateway says of ``api_key``, or None when it does not know it."""
     if not api_key:
         return None
-    settings = request.app.state.settings
+    state = request.app.state
     try:
-        answer = await request.app.state.http.get(
-            f"{settings.internal_gateway_url}/v1/me",
-            headers={"Authorization": f"Bearer {api_key}"},
-        )
-    except httpx.HTTPError as error:
-        raise unreachable(error) from error
-    if answer.status_code in (401, 403):
+        owner: dict[str, Any] = await Gateway(
+            state.http, state.settings.internal_gateway_url, api_key
+        ).get("/v1/me")
+    except LoginRequired:
         return None
-    if answer.status_code != 200:
-        raise GatewayProblem(answer.status_code, "gateway_error", answer.text[:200])
-    owner: dict[str, Any] = answer.json()
     return owner
 
 
