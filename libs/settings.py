@@ -99,7 +99,8 @@ class Settings(BaseSettings):
     slow_site_grace_seconds: float = 0.2
     """Sooner than the budget, an attempt is abandoned (and its site marked slow) once the rest
     of its batch finished at least this long after it began and nothing finished for this long
-    since: a slow destination holds its lane for about this, not the whole budget."""
+    since, or once it was alone in its batch this long while mail of its lane waits behind: a
+    slow destination holds its lane for about this, not the whole budget."""
     slow_site_cooldown_seconds: float = 60.0
     """How long a site stays marked slow before its mail is tried in the lane again."""
     ip_pools: str = ""

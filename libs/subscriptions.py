@@ -17,10 +17,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Generic, TypeAlias, TypeVar
 
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka.errors import IllegalStateError
 from faststream import AckPolicy
 from faststream.message import StreamMessage
 from opentelemetry.trace import Status, StatusCode
@@ -373,6 +376,43 @@ def _why_undecodable(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+async def _nothing_known() -> bool:
+    return False
+
+
+_records_waiting: ContextVar[Callable[[], Awaitable[bool]]] = ContextVar(
+    "records_waiting", default=_nothing_known
+)
+
+
+def records_waiting() -> Awaitable[bool]:
+    """Whether records wait behind the batch being handled, in any partition of its consumer.
+
+    A handler that holds its batch for one slow record (the sender's stragglers) lets it go
+    sooner when the lane is waiting on it. False when not known (no consumer, or not yet
+    fetched).
+    """
+    return _records_waiting.get()()
+
+
+async def _behind(consumer: AIOKafkaConsumer | None) -> bool:
+    """Records past the consumer's position in any of its partitions, as its last fetch of each
+    saw them (the fetcher keeps fetching while a batch is handled; no request is made here)."""
+    if consumer is None:
+        return False
+    for partition in consumer.assignment():
+        highwater = consumer.highwater(partition)
+        if highwater is None:  # not fetched yet, so its position may not be known either
+            continue
+        try:
+            position = await consumer.position(partition)
+        except IllegalStateError:  # revoked meanwhile
+            continue
+        if highwater > position:
+            return True
+    return False
+
+
 def subscribe(broker: Broker, settings: Settings, subscription: Subscription[Any]) -> None:
     """Feed ``subscription.topic`` to its handler, a batch at a time, in its consumer group."""
 
@@ -383,7 +423,11 @@ def subscribe(broker: Broker, settings: Settings, subscription: Subscription[Any
     )
 
     async def on_batch(records: tuple[RawRecord, ...]) -> None:
-        await subscription.on_batch(broker, settings, records)
+        probe = _records_waiting.set(partial(_behind, subscriber.consumer))
+        try:
+            await subscription.on_batch(broker, settings, records)
+        finally:
+            _records_waiting.reset(probe)
         subscription.metrics.lag(subscriber.consumer, records)
 
     subscriber(on_batch)

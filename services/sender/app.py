@@ -34,7 +34,7 @@ from libs.sendable import domain_of
 from libs.sending_domains import DkimKeyring
 from libs.service import PipelineService
 from libs.settings import Settings
-from libs.subscriptions import subscribe_stage
+from libs.subscriptions import records_waiting, subscribe_stage
 from libs.topics import DELIVER, DELIVER_SLOW, RETRY
 from libs.verp import return_path
 from schemas.common import Lane, Problem
@@ -181,19 +181,13 @@ class SenderService(PipelineService):
     async def deliver_batch(self, batch: list[Consumed[DeliveryJob]]) -> Outbox:
         """A batch of ``deliver.<lane>``: an attempt slower than the budget goes to
         ``deliver-slow``."""
-        settings = self.settings
-        progress = BatchProgress(
-            settings.slow_site_budget_seconds, settings.slow_site_grace_seconds
-        )
-        return await self._deliver(batch, progress)
+        return await self._deliver(batch, impatient=True)
 
     async def deliver_slow_batch(self, batch: list[Consumed[DeliveryJob]]) -> Outbox:
         """A batch of ``deliver-slow.<lane>``: attempts get the route's whole timeout."""
-        return await self._deliver(batch, None)
+        return await self._deliver(batch, impatient=False)
 
-    async def _deliver(
-        self, batch: list[Consumed[DeliveryJob]], progress: BatchProgress | None
-    ) -> Outbox:
+    async def _deliver(self, batch: list[Consumed[DeliveryJob]], impatient: bool) -> Outbox:
         """Make every attempt of the batch (concurrently) and report each outcome.
 
         A record that repeats an attempt already in the batch (a stage upstream published it
@@ -210,12 +204,20 @@ class SenderService(PipelineService):
         recorded = await recorded_attempts(self.pool, keys)
         assert self._controls is not None, "the sender is started"
         controls = await self._controls.current()
+        settings = self.settings
+        progress = (
+            BatchProgress(
+                settings.slow_site_budget_seconds, settings.slow_site_grace_seconds, len(attempts)
+            )
+            if impatient
+            else None
+        )
         outcomes = dict(
             zip(
                 attempts,
                 await asyncio.gather(
                     *(
-                        self._attempt(item, recorded.get(key), controls, progress)
+                        self._attempt_in_batch(item, recorded.get(key), controls, progress)
                         for key, item in attempts.items()
                     )
                 ),
@@ -230,6 +232,20 @@ class SenderService(PipelineService):
     @staticmethod
     def _key(job: DeliveryJob) -> AttemptKey:
         return (job.message.message_id, job.attempt)
+
+    async def _attempt_in_batch(
+        self,
+        item: Consumed[DeliveryJob],
+        recorded: RecordedAttempt | None,
+        controls: list[QueueControl],
+        progress: BatchProgress | None,
+    ) -> Outcome:
+        """``_attempt``, counted done in its batch's ``progress`` however it ends."""
+        try:
+            return await self._attempt(item, recorded, controls, progress)
+        finally:
+            if progress is not None:
+                progress.finished(time.monotonic())
 
     async def _attempt(
         self,
@@ -265,8 +281,6 @@ class SenderService(PipelineService):
         assert self._signer is not None, "the sender is started"
         content = await self._signer.signed(job, built)
         handover = await self._send(item, job, destination, site, content, progress)
-        if progress is not None:
-            progress.finished(time.monotonic())
         if handover is None:
             return Outcome(job, slow=True)
         verdict = await self._verdict(job, handover)
@@ -373,7 +387,9 @@ class SenderService(PipelineService):
                 await asyncio.wait([talk])
             while not talk.done() and not claimed_at:
                 assert progress is not None
-                if progress.gives_up(started, time.monotonic()):
+                now = time.monotonic()
+                waited_on = progress.alone(started, now) and await records_waiting()
+                if progress.gives_up(started, now, waited_on):
                     break
                 await asyncio.wait([talk], timeout=progress.next_look(started, time.monotonic()))
         except asyncio.CancelledError:

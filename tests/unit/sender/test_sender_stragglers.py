@@ -5,8 +5,8 @@ from __future__ import annotations
 from services.sender.stragglers import BatchProgress
 
 
-def progress() -> BatchProgress:
-    return BatchProgress(budget=2.0, grace=0.2)
+def progress(attempts: int = 5) -> BatchProgress:
+    return BatchProgress(budget=2.0, grace=0.2, in_flight=attempts)
 
 
 def test_an_attempt_is_given_up_on_once_the_batch_moved_on_without_it() -> None:
@@ -33,11 +33,29 @@ def test_a_stall_of_the_whole_batch_waits_for_the_budget() -> None:
     assert batch.gives_up(10.0, 12.0)
 
 
-def test_an_attempt_alone_in_its_batch_waits_for_the_budget() -> None:
-    batch = progress()
+def test_an_attempt_alone_in_its_batch_waits_for_the_budget_when_nothing_waits_behind() -> None:
+    batch = progress(attempts=1)
 
-    assert not batch.gives_up(10.0, 11.99)
-    assert batch.gives_up(10.0, 12.0)
+    assert batch.alone(10.0, 10.21)
+    assert not batch.gives_up(10.0, 11.99, waited_on=False)
+    assert batch.gives_up(10.0, 12.0, waited_on=False)
+
+
+def test_an_attempt_alone_in_its_batch_is_given_up_on_when_the_lane_waits_behind_it() -> None:
+    batch = progress(attempts=1)
+
+    assert not batch.alone(10.0, 10.19)
+    assert not batch.gives_up(10.0, 10.19, waited_on=True)
+    assert batch.gives_up(10.0, 10.21, waited_on=True)
+
+
+def test_an_attempt_is_not_alone_while_others_of_its_batch_are_in_flight() -> None:
+    batch = progress(attempts=3)
+    batch.finished(9.9)  # one was done before it began; another is still in flight
+
+    assert not batch.alone(10.0, 10.5)
+    batch.finished(9.95)
+    assert batch.alone(10.0, 10.5)
 
 
 def test_progress_keeps_the_latest_finish_and_the_next_look_is_never_past_the_budget() -> None:
@@ -46,6 +64,7 @@ def test_progress_keeps_the_latest_finish_and_the_next_look_is_never_past_the_bu
     batch.finished(10.3)
 
     assert batch.last_finish == 10.5
+    assert batch.in_flight == 3
     assert batch.next_look(10.0, 10.5) == 0.2
     assert abs(batch.next_look(10.0, 11.9) - 0.1) < 1e-9
     assert batch.next_look(10.0, 12.5) == 0.0
