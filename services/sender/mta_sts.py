@@ -26,6 +26,7 @@ import dns.exception
 import dns.resolver
 import httpx
 
+from libs.domain_verification import resolver_of
 from libs.settings import Settings
 from libs.webhook_targets import TargetGuard, TargetRefused
 from schemas.pipeline import SmtpReply
@@ -151,8 +152,10 @@ class StsPolicies:
     """The MTA-STS policies of recipient domains, looked up and fetched as they are needed."""
 
     def __init__(self, settings: Settings, verified: ssl.SSLContext) -> None:
+        self.resolver = resolver_of(settings)
+        """Asks the TXT records (uncached: ``RECHECK_SECONDS`` already spaces the lookups)."""
         self.guard = TargetGuard(settings)
-        """The platform's resolver, and the refusal of private addresses (SSRF)."""
+        """Resolves the policy host and refuses private addresses (SSRF)."""
         self.port = settings.mta_sts_port
         self.timeout = FETCH_TIMEOUT_SECONDS
         self.verified = verified
@@ -192,7 +195,7 @@ class StsPolicies:
     async def _txt(self, name: str) -> list[str]:
         """The TXT records at ``name`` (empty: none); raises ``Unfetched``."""
         try:
-            answer = await self.guard.resolver.resolve(name, "TXT", raise_on_no_answer=False)
+            answer = await self.resolver.resolve(name, "TXT", raise_on_no_answer=False)
         except dns.resolver.NXDOMAIN:
             return []
         except dns.exception.DNSException as error:
