@@ -4,16 +4,12 @@ test CA, and aiosmtpd MX hosts with and without STARTTLS."""
 
 from __future__ import annotations
 
-import asyncio
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
 import pytest
-import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -24,24 +20,23 @@ from starlette.responses import Response
 from starlette.routing import Route as HttpRoute
 
 from libs.settings import Settings
-from libs.topics import EVENTS, public_topic
 from schemas.events import MessageState
 from services.sender.app import SenderService
 from services.sender.classify import classify_reply
 from services.sender.destinations import sts_policies
-from services.sender.handover import HandoverKind, RouteConnections
+from services.sender.handover import HandoverKind
 from services.sender.mta_sts import POLICY_PATH, StsMode
-from services.sender.tls_auth import RoutePasswords
 from tests.dns_server import LoopbackDns
-from tests.integration.test_sender_delivery import deliver, event
+from tests.integration.test_sender_delivery import deliver
 from tests.integration.test_sender_route_connections import (
+    Received,
     Recorder,
     mx_route,
     offer,
     server_tls,
     smtp_server,
 )
-from tests.support import TopicTap, eventually, started
+from tests.support import eventually, serving_app, started
 from tests.unit.sender.jobs import delivery_job
 
 pytestmark = pytest.mark.integration
@@ -172,29 +167,11 @@ class PolicyServer:
 async def policy_server(test_ca: CaFiles) -> AsyncIterator[tuple[PolicyServer, int]]:
     """The policy server over HTTPS on a free loopback port; and that port."""
     served = PolicyServer()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
     cert_file, key_file = test_ca.server_files
-    config = uvicorn.Config(
-        served.app(),
-        log_level="warning",
-        lifespan="off",
-        ssl_certfile=str(cert_file),
-        ssl_keyfile=str(key_file),
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-
-    async def up() -> bool | None:
-        return True if server.started else None
-
-    try:
-        await eventually(up)
-        yield served, sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        await serving
-        sock.close()
+    async with serving_app(
+        served.app(), ssl_certfile=str(cert_file), ssl_keyfile=str(key_file)
+    ) as port:
+        yield served, port
 
 
 @pytest.fixture(scope="module")
@@ -221,25 +198,15 @@ def publish(
     domain: str,
     mode: StsMode,
     mx: str | None = None,
-    policy_id: str = "1",
 ) -> None:
     """``domain``: its MX host ``mx.<domain>`` on loopback, its TXT record and its policy
     naming ``mx`` (by default that host)."""
     dns_zone.add_mx(domain, f"mx.{domain}")
     dns_zone.add_address(f"mx.{domain}", "127.0.0.1")
-    dns_zone.add_txt(f"_mta-sts.{domain}", f"v=STSv1; id={policy_id}")
+    dns_zone.add_txt(f"_mta-sts.{domain}", "v=STSv1; id=1")
     dns_zone.add_address(f"mta-sts.{domain}", "127.0.0.1")
     policy = f"version: STSv1\r\nmode: {mode}\r\nmx: {mx or 'mx.' + domain}\r\nmax_age: 86400\r\n"
     server.answers[f"mta-sts.{domain}"] = (200, "text/plain; charset=utf-8", policy)
-
-
-@pytest.fixture
-async def connections(
-    sts_settings: Settings, pool: asyncpg.Pool
-) -> AsyncIterator[RouteConnections]:
-    kept = RouteConnections(sts_settings, RoutePasswords(sts_settings, lambda: pool))
-    yield kept
-    await kept.close()
 
 
 @pytest.fixture(scope="module")
@@ -248,17 +215,9 @@ async def sender(sts_settings: Settings) -> AsyncIterator[SenderService]:
         yield running
 
 
-@pytest.fixture
-async def tap(settings: Settings, sender: SenderService) -> AsyncIterator[TopicTap]:
-    async with TopicTap(settings, public_topic(EVENTS, settings.topic_prefix)) as watching:
-        yield watching
-
-
 async def test_enforce_delivers_over_tls_verified_for_the_mx_name(
     sender: SenderService,
-    sts_settings: Settings,
     settings: Settings,
-    tap: TopicTap,
     dns_zone: LoopbackDns,
     policy_server: tuple[PolicyServer, int],
     test_ca: CaFiles,
@@ -267,10 +226,14 @@ async def test_enforce_delivers_over_tls_verified_for_the_mx_name(
     domain = domain_of("enforced", suffix)
     publish(dns_zone, policy_server[0], domain, StsMode.ENFORCE)
     recorder = Recorder()
+
+    async def arrived() -> list[Received] | None:
+        return recorder.received or None
+
     async with smtp_server(recorder, starttls=server_tls(test_ca.server_files)) as port:
         job = delivery_job(f"user@{domain}", route=mx_route(port), retry_for=timedelta(seconds=30))
         await deliver(sender, settings, job)
-        await tap.wait_for(event(job, "delivered"))
+        await eventually(arrived)
     assert [(entry.rcpt, entry.encrypted) for entry in recorder.received] == [
         ([f"user@{domain}"], True)
     ]
@@ -289,7 +252,7 @@ async def test_enforce_defers_and_sends_nothing_in_clear(
     case: str,
     policy_mx: str | None,
     starttls: bool,
-    connections: RouteConnections,
+    sender: SenderService,
     sts_settings: Settings,
     dns_zone: LoopbackDns,
     policy_server: tuple[PolicyServer, int],
@@ -301,14 +264,14 @@ async def test_enforce_defers_and_sends_nothing_in_clear(
     files = test_ca.stranger_files if case == "untrusted" else test_ca.server_files
     recorder = Recorder()
     async with smtp_server(recorder, starttls=server_tls(files) if starttls else None) as port:
-        handover = await offer(connections, sts_settings, mx_route(port), f"user@{domain}")
+        handover = await offer(sender.connections, sts_settings, mx_route(port), f"user@{domain}")
     assert handover.kind is HandoverKind.REFUSED and handover.reply is not None
     assert classify_reply(handover.reply) is MessageState.DEFERRED
     assert recorder.received == []
 
 
 async def test_testing_mode_delivers_without_starttls(
-    connections: RouteConnections,
+    sender: SenderService,
     sts_settings: Settings,
     dns_zone: LoopbackDns,
     policy_server: tuple[PolicyServer, int],
@@ -318,7 +281,7 @@ async def test_testing_mode_delivers_without_starttls(
     publish(dns_zone, policy_server[0], domain, StsMode.TESTING)
     recorder = Recorder()
     async with smtp_server(recorder) as port:
-        handover = await offer(connections, sts_settings, mx_route(port), f"user@{domain}")
+        handover = await offer(sender.connections, sts_settings, mx_route(port), f"user@{domain}")
     assert handover.kind is HandoverKind.ANSWERED
     assert [entry.encrypted for entry in recorder.received] == [False]
 
