@@ -40,7 +40,9 @@ RECHECK_SECONDS = 300.0
 minutes, while a busy domain costs one DNS lookup per five minutes rather than one per message."""
 MAX_POLICY_BYTES = 64 * 1024
 """Policies are a few lines (RFC 8461 section 3.3 suggests this limit)."""
-FETCH_TIMEOUT_SECONDS = 10.0
+FETCH_TIMEOUT_SECONDS = 5.0
+"""The first message to a domain waits for its policy (the MX lookup's own bound, by default):
+a policy host that does not answer must not hold its batch for long."""
 POLICY_PATH = "/.well-known/mta-sts.txt"
 _TXT_ID = re.compile(r"[A-Za-z0-9]{1,32}")
 _MX_PATTERN = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+")

@@ -14,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from opentelemetry import trace
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,7 +28,7 @@ from services.sender.destinations import sts_policies
 from services.sender.handover import HandoverKind
 from services.sender.mta_sts import POLICY_PATH, StsMode
 from tests.dns_server import LoopbackDns
-from tests.integration.test_sender_delivery import deliver
+from tests.integration.test_sender_delivery import deliver, sender_span
 from tests.integration.test_sender_route_connections import (
     Received,
     Recorder,
@@ -232,12 +233,16 @@ async def test_enforce_delivers_over_tls_verified_for_the_mx_name(
 
     async with smtp_server(recorder, starttls=server_tls(test_ca.server_files)) as port:
         job = delivery_job(f"user@{domain}", route=mx_route(port), retry_for=timedelta(seconds=30))
-        await deliver(sender, settings, job)
+        with trace.get_tracer("tests").start_as_current_span("test publish") as span:
+            trace_id = format(span.get_span_context().trace_id, "032x")
+            await deliver(sender, settings, job)
         await eventually(arrived)
     assert [(entry.rcpt, entry.encrypted) for entry in recorder.received] == [
         ([f"user@{domain}"], True)
     ]
     assert f"mta-sts.{domain}" in policy_server[0].requests
+    tags = {tag["key"]: tag["value"] for tag in (await sender_span(settings, trace_id))["tags"]}
+    assert tags["smtp.mta_sts"] == "enforce"
 
 
 @pytest.mark.parametrize(
