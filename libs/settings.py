@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     (``starttls`` and ``implicit`` routes): a company relay's own CA, the tests' self-signed one."""
     mx_port: int = 25
     """The port of MX hosts (25 on the internet; tests point it at a loopback server)."""
+    mta_sts_port: int = 443
+    """The HTTPS port MTA-STS policies are fetched from (``https://mta-sts.<domain>``): 443 on
+    the internet; tests point it at a loopback server."""
     slow_site_budget_seconds: float = 2.0
     """An attempt not at DATA within this long is abandoned (nothing was sent) and its site is
     marked slow: its mail goes to ``deliver-slow`` until it answers quickly again."""

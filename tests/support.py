@@ -167,13 +167,12 @@ class WebhookReceiver:
 
 
 @asynccontextmanager
-async def serving_webhooks() -> AsyncIterator[WebhookReceiver]:
-    """A ``WebhookReceiver`` served by uvicorn on a free loopback port while the block runs."""
-    receiver = WebhookReceiver()
+async def serving_app(app: Starlette, **config: Any) -> AsyncIterator[int]:
+    """``app`` served by uvicorn (with ``config``, e.g. ``ssl_certfile``) on a free loopback
+    port while the block runs; that port."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    receiver.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(receiver.app(), log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", **config))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
 
     async def started() -> bool | None:
@@ -181,11 +180,20 @@ async def serving_webhooks() -> AsyncIterator[WebhookReceiver]:
 
     try:
         await eventually(started)
-        yield receiver
+        yield sock.getsockname()[1]
     finally:
         server.should_exit = True
         await serving
         sock.close()
+
+
+@asynccontextmanager
+async def serving_webhooks() -> AsyncIterator[WebhookReceiver]:
+    """A ``WebhookReceiver`` served by uvicorn on a free loopback port while the block runs."""
+    receiver = WebhookReceiver()
+    async with serving_app(receiver.app()) as port:
+        receiver.base_url = f"http://127.0.0.1:{port}"
+        yield receiver
 
 
 @asynccontextmanager

@@ -39,7 +39,7 @@ from libs.topics import DELIVER, DELIVER_SLOW, RETRY
 from libs.verp import return_path
 from schemas.common import Lane, Problem
 from schemas.events import MessageState
-from schemas.pipeline import DeliveryJob, RetryRequest
+from schemas.pipeline import DeliveryJob, RetryRequest, RouteKind
 from services.sender.admission import Admit, admit, hold_request, undrained
 from services.sender.classify import Verdict, expired, judge, outcome_unknown
 from services.sender.destinations import Destination, resolve
@@ -424,6 +424,8 @@ class SenderService(PipelineService):
             "smtp.handover": handover.kind.value,
             "smtp.duration_ms": round(1000 * seconds, 2),
         }
+        if route.kind is RouteKind.MX:  # support sees whether the domain asked for verified TLS
+            exchange["smtp.mta_sts"] = destination.mta_sts or "none"
         if handover.reply is not None:
             exchange["smtp.reply_code"] = handover.reply.code
             exchange["smtp.reply"] = handover.reply.text

@@ -9,15 +9,18 @@ equal ones), each host's addresses in turn; without MX records the domain's own 
 implicit MX). A null MX (RFC 7505) or a domain that does not exist is a bounce; a lookup that
 failed (SERVFAIL, timeout) is a deferral. Answers are kept per process for their TTL (at most an
 hour; a negative one a minute), so a busy domain costs one lookup per TTL, not one per message.
+A domain's MTA-STS policy (``mta_sts``) then narrows its hosts and requires verified TLS.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import ip_address
 from itertools import groupby
+from pathlib import Path
 
 import dns.asyncresolver
 import dns.exception
@@ -28,6 +31,10 @@ from libs.domain_verification import resolver_of
 from libs.settings import Settings
 from libs.webhook_targets import address_refusal
 from schemas.pipeline import Route, RouteKind, SmtpReply
+from services.sender.mta_sts import StsMode, StsPolicies, StsPolicy, no_policy_host
+from services.sender.tls_auth import TlsContexts
+
+log = logging.getLogger(__name__)
 
 MAX_TTL_SECONDS = 3600
 NEGATIVE_TTL_SECONDS = 60
@@ -65,12 +72,19 @@ class Destination:
 
     For direct delivery ``hosts`` holds addresses (looked up with the platform's resolver) and
     ``tls_names`` the MX name of each, which TLS names and verifies; ``refusal`` is the outcome
-    when there is nowhere to go (no hosts)."""
+    when there is nowhere to go (no hosts). ``mta_sts`` is the mode of the recipient domain's
+    MTA-STS policy (None: it has none)."""
 
     site: str
     hosts: list[tuple[str, int]]
     tls_names: dict[str, str] = field(default_factory=dict)
     refusal: SmtpReply | None = None
+    mta_sts: StsMode | None = None
+
+    @property
+    def tls_required(self) -> bool:
+        """Whether every connection must be STARTTLS verified for the host's name."""
+        return self.mta_sts is StsMode.ENFORCE
 
 
 def server_site(host: str, port: int) -> str:
@@ -230,8 +244,59 @@ def mx_lookup(settings: Settings) -> MxLookup:
     return lookup
 
 
+_policies: dict[tuple[str, float, bool, Path | None, int], StsPolicies] = {}
+"""One MTA-STS policy cache per resolver and trust configuration, for the process."""
+
+
+def sts_policies(settings: Settings) -> StsPolicies:
+    """The process's MTA-STS policies, as ``settings`` has them looked up and fetched."""
+    key = (
+        settings.dns_nameservers,
+        settings.dns_timeout_seconds,
+        settings.dev_mode,
+        settings.smtp_tls_ca_file,
+        settings.mta_sts_port,
+    )
+    if (policies := _policies.get(key)) is None:
+        verified = TlsContexts(settings.smtp_tls_ca_file).verified
+        policies = _policies[key] = StsPolicies(settings, verified)
+    return policies
+
+
+def under_policy(destination: Destination, domain: str, policy: StsPolicy | None) -> Destination:
+    """``destination`` as ``domain``'s MTA-STS policy has it.
+
+    ``enforce``: only the MX hosts the policy names, each requiring verified STARTTLS, or a
+    deferral when none is named. ``testing``: unchanged, the hosts it would refuse logged.
+    """
+    if policy is None or destination.refusal is not None:
+        return destination
+    if policy.mode is StsMode.NONE:
+        return replace(destination, mta_sts=policy.mode)
+    matching = [
+        (address, port)
+        for address, port in destination.hosts
+        if policy.matches(destination.tls_names.get(address, address))
+    ]
+    if policy.mode is StsMode.TESTING:
+        if len(matching) < len(destination.hosts):
+            log.warning(
+                "MTA-STS testing: some MX hosts of %s are not in its policy",
+                domain,
+                extra={"domain": domain},
+            )
+        return replace(destination, mta_sts=policy.mode)
+    if not matching:
+        return replace(destination, hosts=[], refusal=no_policy_host(domain), mta_sts=policy.mode)
+    return replace(destination, hosts=matching, mta_sts=policy.mode)
+
+
 async def resolve(route: Route, recipient_domain: str, settings: Settings) -> Destination:
     """The destination of a message to ``recipient_domain`` over ``route``."""
     if route.kind is RouteKind.MX:
-        return await mx_lookup(settings).destination(recipient_domain, route.port)
+        domain = recipient_domain.lower().rstrip(".")
+        destination = await mx_lookup(settings).destination(domain, route.port)
+        if destination.refusal is not None:
+            return destination
+        return under_policy(destination, domain, await sts_policies(settings).policy(domain))
     return Destination(server_site(route.host, route.port), [(route.host, route.port)])

@@ -2,7 +2,7 @@
 
 The destination's hosts are tried in order until one takes the connection (connects, greets,
 secures it and accepts the login as the route asks, ``tls_auth``); connections are kept per
-host, source address, TLS mode, login and lane.
+host, source address, TLS mode (and whether MTA-STS requires verified TLS), login and lane.
 
 Per message: ``MAIL FROM``, ``RCPT TO`` (a refusal there is final: no DATA), then the claim of
 the attempt, then ``DATA``. An attempt claimed before is never handed over again. Whether DATA
@@ -28,6 +28,7 @@ from schemas.common import Lane
 from schemas.pipeline import AuthMethod, Route, SmtpReply, SourceAddress, TlsMode
 from services.sender.classify import smtp_reply
 from services.sender.destinations import Destination
+from services.sender.mta_sts import StsMode
 from services.sender.sites import DEFAULT_MESSAGES_PER_CONNECTION
 from services.sender.tls_auth import RoutePasswords, TlsContexts, log_in, secure
 
@@ -96,6 +97,8 @@ class ConnectionKey:
     port: int
     source: SourceAddress | None
     tls: TlsMode
+    tls_required: bool
+    """The recipient domain enforces MTA-STS: the connection is verified STARTTLS."""
     auth: AuthMethod | None
     username: str | None
     credentials: str | None
@@ -103,12 +106,15 @@ class ConnectionKey:
     lane: Lane
 
     @classmethod
-    def of(cls, host: str, port: int, route: Route, lane: Lane) -> ConnectionKey:
+    def of(
+        cls, host: str, port: int, route: Route, lane: Lane, tls_required: bool
+    ) -> ConnectionKey:
         return cls(
             host,
             port,
             route.source,
             route.tls,
+            tls_required,
             route.auth,
             route.username,
             route.credentials,
@@ -151,14 +157,18 @@ class RouteConnections:
         failure when none does."""
         failure: Exception = aiosmtplib.SMTPException(f"route {route.name} has no host")
         for host, port in destination.hosts:
-            key = ConnectionKey.of(host, port, route, lane)
+            key = ConnectionKey.of(host, port, route, lane, destination.tls_required)
             try:
-                return await self._connect(key, route, destination.tls_names.get(host, host))
+                return await self._connect(
+                    key, route, destination.tls_names.get(host, host), destination.mta_sts
+                )
             except NETWORK_ERRORS as error:
                 failure = error
         raise failure
 
-    async def _connect(self, key: ConnectionKey, route: Route, server_name: str) -> Connection:
+    async def _connect(
+        self, key: ConnectionKey, route: Route, server_name: str, mta_sts: StsMode | None
+    ) -> Connection:
         await self._slot(key).acquire()
         try:
             idle = self._idle[key]
@@ -180,7 +190,7 @@ class RouteConnections:
             )
             await client.connect()
             try:
-                await secure(client, route, self.contexts, server_name)
+                await secure(client, route, self.contexts, server_name, mta_sts)
                 await log_in(client, route, self.passwords)
             except BaseException:
                 client.close()

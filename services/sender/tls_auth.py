@@ -5,7 +5,8 @@ verify the certificate: RFC 7435 opportunistic security, where an unverified enc
 still better than plain text and a failed verification would only make the mail go in clear.
 ``starttls`` (a relay that requires it) and ``implicit`` (port 465) verify the certificate
 against the system's CAs and ``smtp_tls_ca_file``; a server that does not offer STARTTLS to a
-``starttls`` route is not sent to.
+``starttls`` route is not sent to. A recipient domain enforcing MTA-STS (``mta_sts``) makes a
+direct-to-MX connection one of those: STARTTLS verified for the MX host's name, or nothing.
 
 A refused AUTH is the route's problem, not the recipient's: it is reported as a deferral (code
 0, the server's reply in the text) so the message waits while an admin fixes the credentials,
@@ -14,6 +15,7 @@ instead of bouncing every message sent meanwhile.
 
 from __future__ import annotations
 
+import logging
 import ssl
 import time
 from collections.abc import Callable
@@ -25,6 +27,9 @@ import asyncpg
 from libs.route_secrets import load_secret
 from libs.settings import Settings
 from schemas.pipeline import AuthMethod, Route, TlsMode
+from services.sender.mta_sts import StsMode
+
+log = logging.getLogger(__name__)
 
 PASSWORD_TTL_SECONDS = 30.0
 """How long a password read from the database is kept: a corrected one is used this soon."""
@@ -78,20 +83,33 @@ class RoutePasswords:
 
 
 async def secure(
-    client: aiosmtplib.SMTP, route: Route, contexts: TlsContexts, server_name: str
+    client: aiosmtplib.SMTP,
+    route: Route,
+    contexts: TlsContexts,
+    server_name: str,
+    mta_sts: StsMode | None = None,
 ) -> None:
-    """EHLO, and STARTTLS as the route's TLS mode asks (then EHLO again, RFC 3207)."""
+    """EHLO, and STARTTLS as the route's TLS mode or the recipient domain's MTA-STS policy
+    asks (then EHLO again, RFC 3207)."""
     await client.ehlo()
     if route.tls not in (TlsMode.OPPORTUNISTIC, TlsMode.STARTTLS):
         return
+    enforced = mta_sts is StsMode.ENFORCE
+    verified = route.tls is TlsMode.STARTTLS or enforced
     if not client.supports_extension("starttls"):
-        if route.tls is TlsMode.STARTTLS:
+        if enforced:
+            raise StartTlsUnavailable(
+                f"{server_name} does not offer STARTTLS, which its domain's MTA-STS policy"
+                " requires: nothing was sent"
+            )
+        if verified:
             raise StartTlsUnavailable(
                 f"{server_name} does not offer STARTTLS, which route {route.name} requires:"
                 " nothing was sent"
             )
+        if mta_sts is StsMode.TESTING:
+            log.warning("MTA-STS testing: %s does not offer STARTTLS", server_name)
         return
-    verified = route.tls is TlsMode.STARTTLS
     await client.starttls(
         server_hostname=server_name,
         tls_context=contexts.verified if verified else contexts.unverified,

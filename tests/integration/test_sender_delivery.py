@@ -349,15 +349,8 @@ async def test_relay_route_reaches_mailpit(
     assert message["To"] == [{"Name": "", "Address": "someone@example.test"}]
 
 
-async def test_the_smtp_reply_is_in_the_message_trace(
-    sender: SenderService, simulator: MailboxSimulator, settings: Settings, tap: TopicTap
-) -> None:
-    job = simulated_job(simulator, "success")
-    with trace.get_tracer("tests").start_as_current_span("test publish") as span:
-        trace_id = format(span.get_span_context().trace_id, "032x")
-        await deliver(sender, settings, job)
-    await tap.wait_for(event(job, "delivered"))
-
+async def sender_span(settings: Settings, trace_id: str) -> dict[str, Any]:
+    """The sender's span of trace ``trace_id``, once Jaeger has it."""
     url = f"{settings.jaeger_ui_url}/api/traces/{trace_id}"
 
     async def smtp_span() -> dict[str, Any] | None:
@@ -368,7 +361,19 @@ async def test_the_smtp_reply_is_in_the_message_trace(
         spans = [s for t in response.json()["data"] for s in t["spans"]]
         return next((s for s in spans if s["operationName"] == "sender"), None)
 
-    span_found = await eventually(smtp_span, timeout=15, every=0.5)
+    return await eventually(smtp_span, timeout=15, every=0.5)
+
+
+async def test_the_smtp_reply_is_in_the_message_trace(
+    sender: SenderService, simulator: MailboxSimulator, settings: Settings, tap: TopicTap
+) -> None:
+    job = simulated_job(simulator, "success")
+    with trace.get_tracer("tests").start_as_current_span("test publish") as span:
+        trace_id = format(span.get_span_context().trace_id, "032x")
+        await deliver(sender, settings, job)
+    await tap.wait_for(event(job, "delivered"))
+
+    span_found = await sender_span(settings, trace_id)
     [exchange] = [
         log
         for log in span_found["logs"]
