@@ -212,15 +212,19 @@ class SenderService(PipelineService):
             if impatient
             else None
         )
+
+        async def counted(item: Consumed[DeliveryJob], key: AttemptKey) -> Outcome:
+            """The attempt, counted done in the batch's ``progress`` however it ends."""
+            try:
+                return await self._attempt(item, recorded.get(key), controls, progress)
+            finally:
+                if progress is not None:
+                    progress.finished(time.monotonic())
+
         outcomes = dict(
             zip(
                 attempts,
-                await asyncio.gather(
-                    *(
-                        self._attempt_in_batch(item, recorded.get(key), controls, progress)
-                        for key, item in attempts.items()
-                    )
-                ),
+                await asyncio.gather(*(counted(item, key) for key, item in attempts.items())),
                 strict=True,
             )
         )
@@ -232,20 +236,6 @@ class SenderService(PipelineService):
     @staticmethod
     def _key(job: DeliveryJob) -> AttemptKey:
         return (job.message.message_id, job.attempt)
-
-    async def _attempt_in_batch(
-        self,
-        item: Consumed[DeliveryJob],
-        recorded: RecordedAttempt | None,
-        controls: list[QueueControl],
-        progress: BatchProgress | None,
-    ) -> Outcome:
-        """``_attempt``, counted done in its batch's ``progress`` however it ends."""
-        try:
-            return await self._attempt(item, recorded, controls, progress)
-        finally:
-            if progress is not None:
-                progress.finished(time.monotonic())
 
     async def _attempt(
         self,

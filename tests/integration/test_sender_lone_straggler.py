@@ -18,6 +18,7 @@ from schemas.common import Lane
 from schemas.pipeline import DeliveryJob, Route
 from services.sender.app import SenderService
 from tests.integration.test_sender_delivery import deliver, event
+from tests.integration.test_sender_sites import two_sites
 from tests.support import TopicTap, started
 from tests.unit.sender.jobs import delivery_job
 
@@ -53,25 +54,9 @@ class SlowToAnswer:
 
 @pytest.fixture
 async def mailbox() -> AsyncIterator[tuple[SlowToAnswer, Route, Route]]:
-    """The server on two ports (two sites): one for the slow recipient, one for the others."""
-    loop, handler = asyncio.get_running_loop(), SlowToAnswer()
-    servers = [
-        await loop.create_server(lambda: SMTP(handler, loop=loop), "127.0.0.1", 0) for _ in range(2)
-    ]
-    slow, fast = (
-        Route(
-            name=name,
-            host="127.0.0.1",
-            port=server.sockets[0].getsockname()[1],
-            pool="test",
-            timeout_seconds=20.0,
-        )
-        for name, server in zip(("lone-slow-site", "lone-fast-site"), servers, strict=True)
-    )
-    yield handler, slow, fast
-    for server in servers:
-        server.close()
-        await server.wait_closed()
+    handler = SlowToAnswer()
+    async with two_sites(handler, ("lone-slow-site", "lone-fast-site"), 20.0) as (slow, fast):
+        yield handler, slow, fast
 
 
 async def test_a_slow_attempt_alone_in_its_batch_lets_the_mail_behind_it_go(

@@ -7,6 +7,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -55,10 +56,13 @@ class Mailbox:
         return "250 2.0.0 OK"
 
 
-@pytest.fixture(scope="module")
-async def mailbox() -> AsyncIterator[tuple[Mailbox, Route, Route]]:
-    """The server on two ports (two sites): one for the slow recipient, one for the others."""
-    loop, handler = asyncio.get_running_loop(), Mailbox()
+@asynccontextmanager
+async def two_sites(
+    handler: object, names: tuple[str, str], timeout_seconds: float
+) -> AsyncIterator[tuple[Route, Route]]:
+    """``handler``'s SMTP server on two ports (two sites), a route to each: one for the slow
+    recipient, one for the others."""
+    loop = asyncio.get_running_loop()
     servers = [
         await loop.create_server(lambda: SMTP(handler, loop=loop), "127.0.0.1", 0) for _ in range(2)
     ]
@@ -68,14 +72,23 @@ async def mailbox() -> AsyncIterator[tuple[Mailbox, Route, Route]]:
             host="127.0.0.1",
             port=server.sockets[0].getsockname()[1],
             pool="test",
-            timeout_seconds=10.0,
+            timeout_seconds=timeout_seconds,
         )
-        for name, server in zip(("slow-site", "fast-site"), servers, strict=True)
+        for name, server in zip(names, servers, strict=True)
     )
-    yield handler, slow, fast
-    for server in servers:
-        server.close()
-        await server.wait_closed()
+    try:
+        yield slow, fast
+    finally:
+        for server in servers:
+            server.close()
+            await server.wait_closed()
+
+
+@pytest.fixture(scope="module")
+async def mailbox() -> AsyncIterator[tuple[Mailbox, Route, Route]]:
+    handler = Mailbox()
+    async with two_sites(handler, ("slow-site", "fast-site"), 10.0) as (slow, fast):
+        yield handler, slow, fast
 
 
 @pytest.fixture(scope="module")
