@@ -68,7 +68,7 @@ from services.sender.store import (
     recorded_attempts,
     release_unsent,
 )
-from services.sender.stragglers import BatchProgress
+from services.sender.stragglers import BatchProgress, ExchangeTimes
 from services.sender.tls_auth import RoutePasswords
 
 SERVICE = "sender"
@@ -126,6 +126,7 @@ class SenderService(PipelineService):
         """At most ``max_connections`` exchanges per site and lane at a time."""
         self._controls: ControlView | None = None
         self._unwritten: list[SiteTransition] = []
+        self._exchange_times = ExchangeTimes()
         self._snapshots: asyncio.Task[None] | None = None
         # The SMTP exchanges wait on the network, not the CPU: no lane holds the gate for them,
         # and each lane has connections of its own.
@@ -205,13 +206,9 @@ class SenderService(PipelineService):
         assert self._controls is not None, "the sender is started"
         controls = await self._controls.current()
         settings = self.settings
-        progress = (
-            BatchProgress(
-                settings.slow_site_budget_seconds, settings.slow_site_grace_seconds, len(attempts)
-            )
-            if impatient
-            else None
-        )
+        budget = settings.slow_site_budget_seconds
+        grace = self._exchange_times.grace(settings.slow_site_grace_seconds, budget)
+        progress = BatchProgress(budget, grace, len(attempts)) if impatient else None
 
         async def counted(item: Consumed[DeliveryJob], key: AttemptKey) -> Outcome:
             """The attempt, counted done in the batch's ``progress`` however it ends."""
@@ -361,7 +358,8 @@ class SenderService(PipelineService):
         assert self._claims, "the sender is started"
         claims = self._claims[spec.lane in URGENT_LANES]
         key = self._key(job)
-        started = time.monotonic()
+        queued = time.monotonic()
+        began: list[float] = []  # when the exchange took its connection slot
         claimed_at: list[float] = []
         abandoned = False
 
@@ -371,17 +369,22 @@ class SenderService(PipelineService):
             claimed_at.append(time.monotonic())
             return self._claim(claims, key, spec.tenant_id, content)
 
-        talk = asyncio.ensure_future(self._exchange(job, destination, site, content, claim))
+        talk = asyncio.ensure_future(self._exchange(job, destination, site, content, claim, began))
         try:
             if progress is None:  # deliver-slow: the whole timeout
                 await asyncio.wait([talk])
             while not talk.done() and not claimed_at:
                 assert progress is not None
                 now = time.monotonic()
-                waited_on = progress.alone(started, now) and await records_waiting()
-                if progress.gives_up(started, now, waited_on):
+                if not began:  # queued behind the batch's other exchanges with the site
+                    if progress.waits_too_long(queued, site.finished_at, now):
+                        break
+                    await asyncio.wait([talk], timeout=progress.grace)
+                    continue
+                waited_on = progress.alone(began[0], now) and await records_waiting()
+                if progress.gives_up(began[0], now, waited_on):
                     break
-                await asyncio.wait([talk], timeout=progress.next_look(started, time.monotonic()))
+                await asyncio.wait([talk], timeout=progress.next_look(began[0], time.monotonic()))
         except asyncio.CancelledError:
             if not claimed_at:
                 talk.cancel()
@@ -396,7 +399,9 @@ class SenderService(PipelineService):
                 return None
         handover = await talk
         finished = time.monotonic()
-        seconds = finished - started
+        seconds = finished - (began[0] if began else queued)
+        if progress is not None:
+            self._exchange_times.add(seconds)
         budget = self.settings.slow_site_budget_seconds
         if progress is not None and claimed_at and finished - claimed_at[0] > budget:
             site.mark_slow(finished, self.settings.slow_site_cooldown_seconds)
@@ -430,11 +435,14 @@ class SenderService(PipelineService):
         site: Site,
         content: bytes,
         claim: Callable[[], Awaitable[bool]],
+        began: list[float],
     ) -> Handover:
-        """``hand_over`` within the site's connection limit, its reply observed by the site."""
+        """``hand_over`` within the site's connection limit, its reply observed by the site;
+        when it took its connection slot is appended to ``began``."""
         spec = job.message
         async with self._site_slot(site):
-            site.started(time.monotonic())
+            began.append(time.monotonic())
+            site.started(began[0])
             reply = None
             try:
                 handover = await hand_over(

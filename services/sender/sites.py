@@ -189,6 +189,8 @@ class Site:
     slow_until: float = float("-inf")
     in_flight: int = 0
     seen_at: float = 0.0
+    finished_at: float = float("-inf")
+    """When an exchange with the site last ended (answered or abandoned)."""
     last_replies: deque[SmtpReply] = field(default_factory=lambda: deque(maxlen=LAST_REPLIES))
     transitions: list[SiteTransition] = field(default_factory=list)
     """State changes not yet written (the caller takes them)."""
@@ -240,7 +242,7 @@ class Site:
     def finished(self, reply: SmtpReply | None, now: float) -> None:
         """A message's exchange ended with ``reply`` (None: abandoned before any)."""
         self.in_flight -= 1
-        self.seen_at = now
+        self.seen_at = self.finished_at = now
         if reply is None:
             return
         self.last_replies.append(reply)

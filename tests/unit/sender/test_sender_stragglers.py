@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from services.sender.stragglers import BatchProgress
+import pytest
+
+from services.sender.stragglers import RECENT_EXCHANGES, BatchProgress, ExchangeTimes
 
 
 def progress(attempts: int = 5) -> BatchProgress:
@@ -68,3 +70,48 @@ def test_progress_keeps_the_latest_finish_and_the_next_look_is_never_past_the_bu
     assert batch.next_look(10.0, 10.5) == 0.2
     assert abs(batch.next_look(10.0, 11.9) - 0.1) < 1e-9
     assert batch.next_look(10.0, 12.5) == 0.0
+
+
+def test_an_attempt_queued_for_a_connection_waits_while_the_site_finishes_exchanges() -> None:
+    batch = progress()
+
+    assert not batch.waits_too_long(10.0, site_finished=11.5, now=13.0)
+    assert not batch.waits_too_long(10.0, site_finished=float("-inf"), now=11.9)
+
+
+def test_an_attempt_queued_behind_hanging_exchanges_is_given_up_on_after_the_budget() -> None:
+    batch = progress()
+
+    assert batch.waits_too_long(10.0, site_finished=float("-inf"), now=12.0)
+    assert batch.waits_too_long(10.0, site_finished=10.5, now=12.5)
+
+
+def test_the_grace_is_the_setting_until_exchanges_were_measured() -> None:
+    assert ExchangeTimes().grace(0.2, 2.0) == 0.2
+
+
+def test_quick_exchanges_leave_the_grace_at_the_setting() -> None:
+    times = ExchangeTimes()
+    for _ in range(100):
+        times.add(0.01)
+
+    assert times.grace(0.2, 2.0) == 0.2
+
+
+def test_a_loaded_process_gives_each_exchange_more_grace_up_to_the_budget() -> None:
+    times = ExchangeTimes()
+    for _ in range(100):
+        times.add(0.15)
+    assert times.grace(0.2, 2.0) == pytest.approx(0.75)
+
+    for _ in range(RECENT_EXCHANGES):
+        times.add(1.0)
+    assert times.grace(0.2, 2.0) == 2.0
+
+
+def test_one_slow_site_among_quick_ones_does_not_move_the_yardstick() -> None:
+    times = ExchangeTimes()
+    for index in range(200):
+        times.add(30.0 if index % 10 == 0 else 0.02)
+
+    assert times.grace(0.2, 2.0) == 0.2
