@@ -5,7 +5,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.common import Lane
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,6 +19,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SENDARIX_", frozen=True)
 
     kafka_bootstrap: str = "127.0.0.1:9092"
+    lanes: str = "critical,high,normal,bulk"
+    """Comma-separated lanes whose stage records this process handles (render, policy-check,
+    router, sender). A deployment may run a stage service twice, its urgent lanes in one
+    process and the patient lanes in another, so that an OTP never waits on an event loop
+    busy with bulk work (``deploy.stack.pipeline.LANE_SPLIT_SERVICES``)."""
     topic_prefix: str = ""
     """Prepended to every topic name; tests use it to get topics of their own."""
     database_url: str = "postgresql://sendarix@127.0.0.1:5433/sendarix"
@@ -197,6 +205,22 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = True
+
+    @field_validator("lanes")
+    @classmethod
+    def _known_lanes(cls, value: str) -> str:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        if not names:
+            raise ValueError("at least one lane")
+        for name in names:
+            Lane(name)
+        return ",".join(names)
+
+    @property
+    def served_lanes(self) -> tuple[Lane, ...]:
+        """The lanes of ``lanes``, in the order of urgency."""
+        named = set(self.lanes.split(","))
+        return tuple(lane for lane in Lane if lane in named)
 
     @property
     def internal_gateway_url(self) -> str:

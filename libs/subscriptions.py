@@ -442,7 +442,8 @@ def subscribe_stage(
     gated: bool = True,
     role_prefix: str = "",
 ) -> None:
-    """Feed every lane of ``stage`` to ``handle``, each lane with a consumer group of its own
+    """Feed each lane of ``stage`` this process serves (``settings.lanes``) to ``handle``, each
+    lane with a consumer group of its own
     (role ``<role_prefix><lane>``: a service reading two stages keeps their groups apart).
 
     Separate consumers per lane keep a bulk backlog or a bulk rebalance from ever standing in
@@ -451,7 +452,7 @@ def subscribe_stage(
     its turns itself, at each of its awaits, and gets its batches whole.
     """
     prefix = settings.topic_prefix
-    for lane in Lane:
+    for lane in settings.served_lanes:
         subscription: Subscription[RecordT] = Subscription(
             service=service,
             role=f"{role_prefix}{lane.value}",

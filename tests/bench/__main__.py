@@ -59,7 +59,9 @@ async def run(options: dict[str, Any]) -> dict[str, Any]:
     """Bring the stack up, run the chosen scenarios, return every figure."""
     chosen = options["scenario"]
     results: dict[str, Any] = {}
-    async with bench_stack(options["tracing"], services=chosen != "baselines") as stack:
+    async with bench_stack(
+        options["tracing"], options["lane_split"], services=chosen != "baselines"
+    ) as stack:
         reused = {
             name: port for name, port in infra_ports(BENCH).items() if name not in stack.infra
         }
@@ -315,6 +317,13 @@ async def baselines(
     default=True,
     show_default=True,
     help="Export spans to Jaeger, as the platform does by default.",
+)
+@click.option(
+    "--lane-split/--no-lane-split",
+    default=True,
+    show_default=True,
+    help="Run render, policy-check, router and sender as an urgent-lanes process and a "
+    "patient-lanes process each (deploy.stack.pipeline), or as one process each.",
 )
 @click.option(
     "--out", type=click.Path(path_type=Path), default=REPO_ROOT / "bench-results", show_default=True

@@ -106,10 +106,13 @@ async def _seed(pool: asyncpg.Pool) -> BenchTenant:
 
 
 @asynccontextmanager
-async def bench_stack(tracing: bool, services: bool = True) -> AsyncIterator[BenchStack]:
+async def bench_stack(
+    tracing: bool, lane_split: bool, services: bool = True
+) -> AsyncIterator[BenchStack]:
     """Bring the bench stack up (reusing what runs), yield it, stop what this run started.
 
     Without ``services`` only the infrastructure and the sink run: enough for the baselines.
+    With ``lane_split`` the stage services run as urgent and patient processes.
     """
     run_id = uuid.uuid4().hex[:8]
     supervisor = Supervisor(BENCH.state_dir / "logs" / f"bench-{run_id}")
@@ -131,7 +134,7 @@ async def bench_stack(tracing: bool, services: bool = True) -> AsyncIterator[Ben
         await supervisor.wait_ready(SINK, port=SINK_HTTP_PORT)
         if services:
             say(f"starting the services (topic prefix {settings.topic_prefix})")
-            start_pipeline(supervisor, settings, BENCH.metrics_base_port)
+            start_pipeline(supervisor, settings, BENCH.metrics_base_port, lane_split)
             await supervisor.wait_ready("ingest", probe=partial(gateway_ready, BENCH), within=120)
         yield BenchStack(settings, supervisor, sink, pool, tenant, started)
     finally:
