@@ -219,7 +219,7 @@ class Settings(BaseSettings):
     @property
     def served_lanes(self) -> tuple[Lane, ...]:
         """The lanes of ``lanes``, in the order of urgency."""
-        named = set(self.lanes.split(","))
+        named = {name.strip() for name in self.lanes.split(",")}
         return tuple(lane for lane in Lane if lane in named)
 
     @property
