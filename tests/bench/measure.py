@@ -145,7 +145,9 @@ def _children_by_parent() -> dict[int, list[int]]:
 
 def _usage(pid: int, children: dict[int, list[int]]) -> tuple[float, int]:
     """CPU seconds (user + system) and RSS bytes of a process and, if ``children`` has them,
-    its live descendants (PostgreSQL serves each connection from a child)."""
+    its descendants (PostgreSQL serves each connection from a child): the live ones, and
+    those that ended (their time stays with the parent that reaped them; without it, a
+    connection closing within a phase took its CPU time out of the phase's figure)."""
     cpu, rss = 0.0, 0
     tree = [pid]
     for member in tree:
@@ -154,6 +156,8 @@ def _usage(pid: int, children: dict[int, list[int]]) -> tuple[float, int]:
             process = psutil.Process(member)
             times = process.cpu_times()
             cpu += times.user + times.system
+            if children:
+                cpu += times.children_user + times.children_system
             rss += process.memory_info().rss
         except psutil.NoSuchProcess:
             if member == pid:
