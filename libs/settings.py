@@ -209,17 +209,14 @@ class Settings(BaseSettings):
     @field_validator("lanes")
     @classmethod
     def _known_lanes(cls, value: str) -> str:
-        names = [name.strip() for name in value.split(",") if name.strip()]
-        if not names:
+        if not _lanes_named(value):
             raise ValueError("at least one lane")
-        for name in names:
-            Lane(name)
-        return ",".join(names)
+        return value
 
     @property
     def served_lanes(self) -> tuple[Lane, ...]:
         """The lanes of ``lanes``, in the order of urgency."""
-        named = {name.strip() for name in self.lanes.split(",")}
+        named = _lanes_named(self.lanes)
         return tuple(lane for lane in Lane if lane in named)
 
     @property
@@ -239,6 +236,12 @@ class Settings(BaseSettings):
             for name, value in values.items()
             if value is not None
         }
+
+
+def _lanes_named(value: str) -> set[Lane]:
+    """The lanes a comma-separated list names (spaces around a name allowed); an unknown name
+    raises ValueError."""
+    return {Lane(name.strip()) for name in value.split(",") if name.strip()}
 
 
 @lru_cache(maxsize=1)
